@@ -1,0 +1,33 @@
+//! `quorumkv bench <target>`: benchmarks that print a human summary and, with `--json`, one
+//! JSON object as the last line of stdout.
+
+mod wal;
+
+use clap::Subcommand;
+
+/// What to benchmark.
+#[derive(Debug, Subcommand)]
+pub enum Target {
+    /// Durable appends to the write-ahead log.
+    Wal(wal::WalArgs),
+}
+
+/// Runs one benchmark.
+pub fn run(target: Target) -> Result<(), String> {
+    match target {
+        Target::Wal(args) => wal::run(&args),
+    }
+}
+
+/// Latency percentiles in microseconds from a histogram of nanoseconds.
+pub(crate) fn percentiles_us(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    serde_json::json!({
+        "mean_us": h.mean() / 1000.0,
+        "p50_us": us(0.50),
+        "p90_us": us(0.90),
+        "p99_us": us(0.99),
+        "p999_us": us(0.999),
+        "max_us": h.max() as f64 / 1000.0,
+    })
+}
