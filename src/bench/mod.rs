@@ -1,6 +1,7 @@
 //! `quorumkv bench <target>`: benchmarks that print a human summary and, with `--json`, one
 //! JSON object as the last line of stdout.
 
+mod btree;
 mod wal;
 
 use clap::Subcommand;
@@ -10,12 +11,15 @@ use clap::Subcommand;
 pub enum Target {
     /// Durable appends to the write-ahead log.
     Wal(wal::WalArgs),
+    /// Batched inserts, point reads and range scans of the B+tree.
+    Btree(btree::BtreeArgs),
 }
 
 /// Runs one benchmark.
 pub fn run(target: Target) -> Result<(), String> {
     match target {
         Target::Wal(args) => wal::run(&args),
+        Target::Btree(args) => btree::run(&args),
     }
 }
 
