@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 use quorumkv::bench;
 
+mod sim_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "quorumkv",
@@ -23,6 +25,8 @@ enum Command {
         #[command(subcommand)]
         target: bench::Target,
     },
+    /// Deterministic cluster simulation with fault injection and safety checks.
+    Sim(sim_cmd::SimArgs),
 }
 
 fn main() {
@@ -36,6 +40,13 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { target } => bench::run(target),
+        Command::Sim(args) => {
+            if sim_cmd::main(&args) {
+                Ok(())
+            } else {
+                std::process::exit(1);
+            }
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub(crate) struct Durability {
     durable_seq: AtomicU64,
+    stopped_flag: std::sync::atomic::AtomicBool,
     inner: Mutex<Waiters>,
 }
 
@@ -66,6 +67,7 @@ impl Durability {
             if g.stopped.is_none() {
                 g.stopped = Some((op, message));
             }
+            self.stopped_flag.store(true, Ordering::Release);
             std::mem::take(&mut g.list)
         };
         for (_, w) in waiters {
@@ -82,6 +84,11 @@ impl Durability {
         for (_, w) in waiters {
             w.wake();
         }
+    }
+
+    /// Cheap check for the append path.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped_flag.load(Ordering::Acquire)
     }
 
     pub(crate) fn stopped(&self) -> Option<Error> {

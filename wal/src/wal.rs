@@ -411,6 +411,9 @@ impl Wal {
             }
             bytes += frame::frame_bytes(len);
         }
+        if sh.durability.is_stopped() {
+            return Err(sh.durability.stopped().unwrap_or(Error::Closed));
+        }
         let mut st = sh.state.lock();
         loop {
             if st.stopped {
@@ -520,7 +523,7 @@ impl Wal {
 
     /// Whether the log has stopped after a write or fdatasync failure.
     pub fn is_stopped(&self) -> bool {
-        self.shared.state.lock().stopped
+        self.shared.durability.is_stopped() || self.shared.state.lock().stopped
     }
 
     /// Reads the records `range` (end exclusive). Records appended but not yet written are
