@@ -180,6 +180,31 @@ impl Inner {
     }
 }
 
+/// A leaf and the position of a key in it (`Err`: where it would go).
+pub(crate) type LeafHit<'a> = (&'a [u8], std::result::Result<usize, usize>);
+
+/// Walks from `root` to the leaf covering `key`; returns the leaf and where `key` is (or
+/// would be) in it. `node` resolves a reference to a checked page.
+pub(crate) fn find_leaf<'a>(
+    root: PagePtr,
+    key: &[u8],
+    node: impl Fn(PagePtr) -> Result<&'a [u8]>,
+) -> Result<Option<LeafHit<'a>>> {
+    if root.page == 0 {
+        return Ok(None);
+    }
+    let mut ptr = root;
+    for _ in 0..DEPTH_MAX {
+        let p = node(ptr)?;
+        if page::kind(p) == page::KIND_BRANCH {
+            ptr = page::child(p, page::child_index(p, key));
+            continue;
+        }
+        return Ok(Some((p, page::search(p, key))));
+    }
+    Err(Error::Corruption("tree deeper than any valid tree".into()))
+}
+
 /// Pages an overflow run of a `len`-byte value takes.
 pub(crate) fn run_pages(len: u64, page_size: usize) -> u64 {
     (page::HEADER_BYTES as u64 + len).div_ceil(page_size as u64)

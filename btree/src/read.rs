@@ -4,7 +4,7 @@
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use crate::db::{DEPTH_MAX, Inner};
+use crate::db::{DEPTH_MAX, Inner, find_leaf};
 use crate::error::{Error, Result};
 use crate::meta::Meta;
 use crate::page::{self, PagePtr, ValueRef};
@@ -67,22 +67,10 @@ impl ReadTxn {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        if self.meta.root.page == 0 {
-            return Ok(None);
+        match find_leaf(self.meta.root, key, |ptr| self.node(ptr))? {
+            Some((p, Ok(i))) => self.resolve(page::value(p, i)).map(Some),
+            _ => Ok(None),
         }
-        let mut ptr = self.meta.root;
-        for _ in 0..DEPTH_MAX {
-            let p = self.node(ptr)?;
-            if page::kind(p) == page::KIND_BRANCH {
-                ptr = page::child(p, page::child_index(p, key));
-                continue;
-            }
-            return match page::search(p, key) {
-                Ok(i) => self.resolve(page::value(p, i)).map(Some),
-                Err(_) => Ok(None),
-            };
-        }
-        Err(Error::Corruption("tree deeper than any valid tree".into()))
     }
 
     /// Entries with keys in `range`, in ascending order (`.rev()` for descending).

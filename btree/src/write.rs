@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::{ArcMutexGuard, RawMutex};
 
-use crate::db::{Alloc, DEPTH_MAX, Inner, run_pages};
+use crate::db::{Alloc, DEPTH_MAX, Inner, find_leaf, run_pages};
 use crate::error::{Error, Result};
 use crate::meta::Meta;
 use crate::page::{self, LeafValue, PagePtr, ValueRef};
@@ -213,22 +213,10 @@ impl WriteTxn {
 
     /// The value of `key`, including this transaction's changes.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if self.meta.root.page == 0 {
-            return Ok(None);
+        match find_leaf(self.meta.root, key, |ptr| self.node(ptr))? {
+            Some((p, Ok(i))) => self.value_bytes(page::value(p, i)).map(Some),
+            _ => Ok(None),
         }
-        let mut ptr = self.meta.root;
-        for _ in 0..DEPTH_MAX {
-            let p = self.node(ptr)?;
-            if page::kind(p) == page::KIND_BRANCH {
-                ptr = page::child(p, page::child_index(p, key));
-                continue;
-            }
-            return match page::search(p, key) {
-                Ok(i) => self.value_bytes(page::value(p, i)).map(Some),
-                Err(_) => Ok(None),
-            };
-        }
-        Err(Error::Corruption("tree deeper than any valid tree".into()))
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
@@ -456,19 +444,12 @@ impl WriteTxn {
     }
 
     fn get_exists(&self, key: &[u8]) -> Result<Option<()>> {
-        if self.meta.root.page == 0 {
-            return Ok(None);
-        }
-        let mut ptr = self.meta.root;
-        for _ in 0..DEPTH_MAX {
-            let p = self.node(ptr)?;
-            if page::kind(p) == page::KIND_BRANCH {
-                ptr = page::child(p, page::child_index(p, key));
-                continue;
-            }
-            return Ok(page::search(p, key).ok().map(|_| ()));
-        }
-        Err(Error::Corruption("tree deeper than any valid tree".into()))
+        Ok(
+            match find_leaf(self.meta.root, key, |ptr| self.node(ptr))? {
+                Some((_, Ok(_))) => Some(()),
+                _ => None,
+            },
+        )
     }
 
     /// Merges underfull pages upward from `node` after a removal.

@@ -168,8 +168,9 @@ fn check_key(ops: &[Op], budget: u64) -> Option<bool> {
         if steps > budget {
             return None;
         }
-        if cur == NIL {
-            // Only possible after exhausting candidates: backtrack.
+        // A return of an op not yet linearized (or no candidate left): the last choice was
+        // wrong. Undo it and try the next candidate after it.
+        if cur == NIL || cur % 2 == 1 {
             let Some((call, s)) = stack.pop() else {
                 return Some(false);
             };
@@ -181,7 +182,7 @@ fn check_key(ops: &[Op], budget: u64) -> Option<bool> {
             cur = next[call];
             continue;
         }
-        if cur % 2 == 0 {
+        {
             let op = cur / 2;
             if let Some(ns) = step(state, &ops[op]) {
                 linearized[op / 64] |= 1 << (op % 64);
@@ -196,17 +197,6 @@ fn check_key(ops: &[Op], budget: u64) -> Option<bool> {
                 linearized[op / 64] &= !(1 << (op % 64));
             }
             cur = next[cur];
-        } else {
-            // A return of an op not yet linearized: it must come earlier. Backtrack.
-            let Some((call, s)) = stack.pop() else {
-                return Some(false);
-            };
-            let op = call / 2;
-            linearized[op / 64] &= !(1 << (op % 64));
-            state = s;
-            relink(call + 1, &mut next, &mut prev, &mut head);
-            relink(call, &mut next, &mut prev, &mut head);
-            cur = next[call];
         }
     }
     Some(true)

@@ -700,15 +700,7 @@ impl Raft {
         commit: u64,
     ) {
         if prev < self.log.committed {
-            let c = self.log.committed;
-            self.send_after_persist(
-                from,
-                RaftBody::AppendResp {
-                    reject: false,
-                    index: c,
-                    hint: 0,
-                },
-            );
+            self.ack_append(from, self.log.committed);
             return;
         }
         if !self.log.match_term(prev, prev_term) {
@@ -745,11 +737,16 @@ impl Raft {
         }
         let last_new = prev + entries.len() as u64;
         self.log.commit_to(commit.min(last_new));
+        self.ack_append(from, last_new);
+    }
+
+    /// Acknowledges the log through `index`, once what was handed out is durable.
+    fn ack_append(&mut self, to: NodeId, index: u64) {
         self.send_after_persist(
-            from,
+            to,
             RaftBody::AppendResp {
                 reject: false,
-                index: last_new,
+                index,
                 hint: 0,
             },
         );
@@ -766,27 +763,12 @@ impl Raft {
 
     fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, data: Vec<u8>) {
         if meta.index <= self.log.committed {
-            let c = self.log.committed;
-            self.send_after_persist(
-                from,
-                RaftBody::AppendResp {
-                    reject: false,
-                    index: c,
-                    hint: 0,
-                },
-            );
+            self.ack_append(from, self.log.committed);
             return;
         }
         if self.log.match_term(meta.index, meta.term) {
             self.log.commit_to(meta.index);
-            self.send_after_persist(
-                from,
-                RaftBody::AppendResp {
-                    reject: false,
-                    index: meta.index,
-                    hint: 0,
-                },
-            );
+            self.ack_append(from, meta.index);
             return;
         }
         self.log.reset_to_snapshot(meta.index, meta.term);
