@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quorumkv::replication::harness::Network;
 use quorumkv::replication::raft::{Raft, RaftConfig};
+use quorumkv::replication::zab::{Zab, ZabConfig};
 use quorumkv::replication::{Conf, Protocol, Restored, Role};
 
 const PAYLOAD_BYTES: usize = 256;
@@ -35,30 +36,70 @@ fn raft_cluster() -> Network<Raft> {
     net
 }
 
+/// A 3-node ZAB ensemble and its established leader.
+fn zab_cluster() -> (Network<Zab>, u64) {
+    let conf = Conf::new([1, 2, 3]);
+    let mut net = Network::new(
+        (1..=3)
+            .map(|id| {
+                Zab::new(
+                    id,
+                    ZabConfig {
+                        seed: id,
+                        ..ZabConfig::default()
+                    },
+                    conf.clone(),
+                    Restored::default(),
+                )
+            })
+            .collect(),
+    );
+    for _ in 0..100 {
+        net.tick_all(1);
+        if let Some(l) = (1..=3).find(|&i| net.node(i).status().role == Role::Leader) {
+            return (net, l);
+        }
+    }
+    panic!("no ZAB leader");
+}
+
+fn bench_batches<P: Protocol>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    net: &mut Network<P>,
+    leader: u64,
+    batch: usize,
+) {
+    let payload = vec![7u8; PAYLOAD_BYTES];
+    let ids: Vec<u64> = net.nodes.keys().copied().collect();
+    g.bench_function(format!("{name}_batch_{batch}"), |b| {
+        b.iter_custom(|iters| {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                let mut last = 0;
+                for _ in 0..batch {
+                    last = net.node(leader).propose(payload.clone()).expect("leader");
+                }
+                net.settle();
+                black_box(last);
+                for id in &ids {
+                    net.applied.get_mut(id).expect("node").clear();
+                }
+            }
+            t0.elapsed()
+        })
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("protocol_step_3_nodes");
     g.measurement_time(Duration::from_secs(5));
-    let payload = vec![7u8; PAYLOAD_BYTES];
     for batch in [1usize, 64] {
         g.throughput(Throughput::Elements(batch as u64));
-        let mut net = raft_cluster();
-        g.bench_function(format!("raft_batch_{batch}"), |b| {
-            b.iter_custom(|iters| {
-                let t0 = Instant::now();
-                for _ in 0..iters {
-                    let mut last = 0;
-                    for _ in 0..batch {
-                        last = net.node(1).propose(payload.clone()).expect("leader");
-                    }
-                    net.settle();
-                    black_box(last);
-                    for id in 1..=3 {
-                        net.applied.get_mut(&id).expect("node").clear();
-                    }
-                }
-                t0.elapsed()
-            })
-        });
+        let mut raft = raft_cluster();
+        bench_batches(&mut g, "raft", &mut raft, 1, batch);
+        let (mut zab, leader) = zab_cluster();
+        bench_batches(&mut g, "zab", &mut zab, leader, batch);
     }
     g.finish();
 }

@@ -10,6 +10,8 @@ use quorumkv_replication::sim::{self, SimProtocol, SimReport};
 pub enum ProtocolName {
     /// Raft.
     Raft,
+    /// ZAB.
+    Zab,
 }
 
 /// Options of `quorumkv sim`.
@@ -81,5 +83,6 @@ fn run<P: SimProtocol>(args: &SimArgs) -> bool {
 pub fn main(args: &SimArgs) -> bool {
     match args.protocol {
         ProtocolName::Raft => run::<Raft>(args),
+        ProtocolName::Zab => run::<quorumkv_replication::zab::Zab>(args),
     }
 }

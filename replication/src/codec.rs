@@ -117,6 +117,10 @@ impl<'a> R<'a> {
         let n = self.len(8, MEMBERS_MAX)?;
         (0..n).map(|_| self.u64()).collect()
     }
+    pub(crate) fn pairs(&mut self) -> Result<Vec<(u64, u64)>, DecodeError> {
+        let n = self.len(16, MEMBERS_MAX * 64)?;
+        (0..n).map(|_| Ok((self.u64()?, self.u64()?))).collect()
+    }
     pub(crate) fn conf(&mut self) -> Result<Conf, DecodeError> {
         Ok(Conf {
             voters: self.ids()?,

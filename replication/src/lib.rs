@@ -15,6 +15,7 @@ pub mod raft;
 pub mod sim;
 pub mod store;
 pub mod types;
+pub mod zab;
 
 pub use protocol::{Protocol, ProtocolMessage, Ready, Restored};
 pub use store::{LogStore, MemStore, StoreError, WalStore};

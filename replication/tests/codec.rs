@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use quorumkv_replication::raft::{RaftBody, RaftMessage};
+use quorumkv_replication::zab::{History, PeerState, Vote, ZabBody, ZabMessage};
 use quorumkv_replication::{Conf, Entry, EntryKind, ProtocolMessage, SnapshotMeta};
 
 fn samples() -> Vec<RaftMessage> {
@@ -110,6 +111,107 @@ proptest! {
         b[at] = val;
         if let Ok(m) = RaftMessage::decode(&b) {
             // Whatever decodes, re-encodes to the same bytes.
+            let mut again = Vec::new();
+            m.encode(&mut again);
+            prop_assert_eq!(again, b);
+        }
+    }
+}
+
+fn zab_samples() -> Vec<ZabMessage> {
+    let m = |body| ZabMessage {
+        from: 3,
+        to: 1,
+        epoch: 4,
+        body,
+    };
+    let h = History {
+        accepted_epoch: 4,
+        current_epoch: 3,
+        last_index: 20,
+        last_term: 3,
+        snapshot_index: 5,
+        boundaries: vec![(1, 8), (3, 20)],
+    };
+    vec![
+        m(ZabBody::Notification {
+            round: 9,
+            state: PeerState::Looking,
+            vote: Vote {
+                epoch: 3,
+                last_term: 3,
+                last_index: 20,
+                leader: 3,
+            },
+        }),
+        m(ZabBody::FollowerInfo(h.clone())),
+        m(ZabBody::NewEpoch),
+        m(ZabBody::AckEpoch {
+            fresh: true,
+            history: h,
+        }),
+        m(ZabBody::Sync {
+            truncate_from: Some(7),
+            snapshot: Some((
+                SnapshotMeta {
+                    index: 6,
+                    term: 2,
+                    conf: Conf::new([1, 2, 3]),
+                },
+                vec![1, 2, 3],
+            )),
+            entries: vec![Entry {
+                term: 4,
+                index: 7,
+                kind: EntryKind::Normal,
+                data: b"z".to_vec(),
+            }],
+        }),
+        m(ZabBody::AckNewLeader { last_index: 7 }),
+        m(ZabBody::UpToDate { commit: 7 }),
+        m(ZabBody::Proposal {
+            entries: vec![Entry {
+                term: 4,
+                index: 8,
+                kind: EntryKind::Noop,
+                data: vec![],
+            }],
+            commit: 7,
+        }),
+        m(ZabBody::Ack { index: 8 }),
+        m(ZabBody::Commit { index: 8 }),
+        m(ZabBody::Ping { commit: 8, ctx: 2 }),
+        m(ZabBody::PingResp { ctx: 2 }),
+        m(ZabBody::ReadIndex { ctx: 1 }),
+        m(ZabBody::ReadIndexResp { ctx: 1, index: 8 }),
+    ]
+}
+
+#[test]
+fn every_zab_message_round_trips() {
+    for m in zab_samples() {
+        let mut b = Vec::new();
+        m.encode(&mut b);
+        assert_eq!(ZabMessage::decode(&b).unwrap(), m);
+        for cut in 0..b.len() {
+            assert!(ZabMessage::decode(&b[..cut]).is_err());
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic_zab(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = ZabMessage::decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_zab_messages_never_panic(which in 0usize..14, pos in any::<usize>(), val in any::<u8>()) {
+        let mut b = Vec::new();
+        zab_samples()[which].encode(&mut b);
+        let at = pos % b.len();
+        b[at] = val;
+        if let Ok(m) = ZabMessage::decode(&b) {
             let mut again = Vec::new();
             m.encode(&mut again);
             prop_assert_eq!(again, b);

@@ -43,6 +43,18 @@ impl SimProtocol for Raft {
     }
 }
 
+impl SimProtocol for crate::zab::Zab {
+    const NAME: &'static str = "zab";
+    fn boot(id: NodeId, conf: Conf, restored: Restored, seed: u64, broken: bool) -> Self {
+        let cfg = crate::zab::ZabConfig {
+            seed,
+            unsafe_leader_reads: broken,
+            ..crate::zab::ZabConfig::default()
+        };
+        crate::zab::Zab::new(id, cfg, conf, restored)
+    }
+}
+
 /// Shape and fault rates of a run.
 #[derive(Debug, Clone)]
 pub struct SimConfig {

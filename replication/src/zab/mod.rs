@@ -1,0 +1,1301 @@
+//! ZAB (ZooKeeper Atomic Broadcast) as a pure state machine behind the same [`Protocol`] trait
+//! as Raft: fast leader election (votes ordered by epoch, last zxid, id; notification rounds; a
+//! finalize wait), discovery (FOLLOWERINFO, NEWEPOCH, ACKEPOCH: a quorum accepts a new epoch
+//! exactly once), synchronization (DIFF, TRUNC or SNAP, then NEWLEADER acknowledged by a quorum
+//! before the leader serves), and broadcast (PROPOSAL, ACK after the follower's fsync, COMMIT,
+//! pipelined, in zxid order), with pings, observers (learners), read barriers and snapshots.
+//!
+//! A zxid is (epoch, counter); entries are keyed (epoch, index) with a dense global index, which
+//! orders exactly as zxids do. Hard state: `term` is acceptedEpoch, `current_epoch` is
+//! currentEpoch. ZAB assumes FIFO channels; a follower that sees a gap in the proposals (a lost
+//! message) re-registers with its leader and is synchronized again, as a ZooKeeper learner does
+//! after reconnecting.
+
+mod message;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub use message::{History, PeerState, Vote, ZabBody, ZabMessage};
+
+use crate::log::MemLog;
+use crate::protocol::{Protocol, Ready, Restored};
+use crate::types::{
+    Conf, ConfChange, Entry, EntryKind, HardState, NodeId, ProposeError, ReadState, Role,
+    SnapshotMeta, Status,
+};
+
+/// ZAB's knobs.
+#[derive(Debug, Clone)]
+pub struct ZabConfig {
+    /// Ticks of leader silence before a follower looks for a new leader; also how long a
+    /// leader waits for a quorum to answer pings, and for discovery to finish.
+    pub election_tick: u32,
+    /// Ticks a decided vote waits for a better one before it is final (ZooKeeper's
+    /// finalizeWait).
+    pub finalize_ticks: u32,
+    /// Most bytes of proposals not yet committed.
+    pub uncommitted_bytes_max: usize,
+    /// Most entries one synchronization may carry before a snapshot is sent instead.
+    pub sync_entries_max: usize,
+    /// Seed (reserved for randomized waits).
+    pub seed: u64,
+    /// BROKEN ON PURPOSE, for checker tests only: the leader answers reads without a quorum
+    /// round, and never steps down for want of a quorum.
+    pub unsafe_leader_reads: bool,
+}
+
+impl Default for ZabConfig {
+    fn default() -> Self {
+        ZabConfig {
+            election_tick: 10,
+            finalize_ticks: 2,
+            uncommitted_bytes_max: 64 << 20,
+            sync_entries_max: 1 << 15,
+            seed: 0,
+            unsafe_leader_reads: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Looking,
+    FollowDiscovery,
+    FollowSync,
+    FollowBroadcast,
+    LeadDiscovery,
+    LeadEpochAck,
+    LeadSync,
+    LeadBroadcast,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Peer {
+    history: Option<History>,
+    epoch_acked: bool,
+    sync_sent: bool,
+    synced: bool,
+    matched: u64,
+    next: u64,
+    heard: bool,
+    /// Ticks since `matched` last moved while entries were outstanding, or since a SYNC
+    /// went unacknowledged.
+    stalled: u32,
+}
+
+#[derive(Debug)]
+struct ReadReq {
+    seq: u64,
+    from: NodeId,
+    ctx: u64,
+    index: u64,
+    acks: BTreeSet<NodeId>,
+}
+
+/// One ZAB node.
+#[derive(Debug)]
+pub struct Zab {
+    id: NodeId,
+    cfg: ZabConfig,
+    accepted_epoch: u64,
+    current_epoch: u64,
+    phase: Phase,
+    leader: NodeId,
+    log: MemLog,
+    confs: Vec<(u64, Conf)>,
+    snapshot: SnapshotMeta,
+    round: u64,
+    vote: Vote,
+    votes: BTreeMap<NodeId, Vote>,
+    finalize: Option<u32>,
+    elapsed: u32,
+    /// Ticks in the current follower handshake step, whatever the leader sends meanwhile.
+    handshake_ticks: u32,
+    peers: BTreeMap<NodeId, Peer>,
+    initial_last: u64,
+    /// Follower: the log is a prefix of the leader's (a SYNC of this epoch was applied), so
+    /// proposals may extend it and commits may apply to it.
+    synced: bool,
+    commit_sent: u64,
+    bcast_pending: bool,
+    reads: VecDeque<ReadReq>,
+    read_seq: u64,
+    reads_waiting: Vec<(NodeId, u64)>,
+    uncommitted_bytes: usize,
+    msgs: Vec<ZabMessage>,
+    msgs_after: Vec<ZabMessage>,
+    read_states: Vec<ReadState>,
+    install: Option<(SnapshotMeta, Vec<u8>)>,
+    hs_handed: HardState,
+    hs_in_flight: Option<HardState>,
+    hs_durable: HardState,
+}
+
+impl Zab {
+    /// A node with id `id`; see [`crate::raft::Raft::new`] for `initial` and `restored`.
+    pub fn new(id: NodeId, cfg: ZabConfig, initial: Conf, restored: Restored) -> Zab {
+        assert!(id != 0, "node id 0 means none");
+        let base_conf = if restored.snapshot.conf.voters.is_empty() {
+            initial
+        } else {
+            restored.snapshot.conf.clone()
+        };
+        let log = MemLog::restore(&restored.snapshot, restored.entries, restored.applied);
+        let hs = restored.hard_state;
+        let mut z = Zab {
+            id,
+            cfg,
+            accepted_epoch: hs.term,
+            current_epoch: hs.current_epoch,
+            phase: Phase::Looking,
+            leader: 0,
+            confs: vec![(restored.snapshot.index, base_conf)],
+            snapshot: restored.snapshot.clone(),
+            round: 0,
+            vote: Vote::default(),
+            votes: BTreeMap::new(),
+            finalize: None,
+            elapsed: 0,
+            handshake_ticks: 0,
+            peers: BTreeMap::new(),
+            initial_last: 0,
+            synced: false,
+            commit_sent: 0,
+            bcast_pending: false,
+            reads: VecDeque::new(),
+            read_seq: 0,
+            reads_waiting: Vec::new(),
+            uncommitted_bytes: 0,
+            msgs: Vec::new(),
+            msgs_after: Vec::new(),
+            read_states: Vec::new(),
+            install: None,
+            hs_handed: hs,
+            hs_in_flight: None,
+            hs_durable: hs,
+            log,
+        };
+        for i in z.log.first_index()..=z.log.last_index() {
+            let e = z.log.entry(i).expect("in range").clone();
+            z.note_conf_entry(&e);
+        }
+        z.start_looking();
+        z
+    }
+
+    fn conf(&self) -> &Conf {
+        &self.confs.last().expect("always a configuration").1
+    }
+
+    fn is_voter(&self) -> bool {
+        self.conf().is_voter(self.id)
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.accepted_epoch,
+            vote: 0,
+            current_epoch: self.current_epoch,
+        }
+    }
+
+    fn own_vote(&self) -> Vote {
+        Vote {
+            epoch: self.current_epoch,
+            last_term: self.log.last_term(),
+            last_index: self.log.last_index(),
+            leader: self.id,
+        }
+    }
+
+    fn msg(&self, to: NodeId, body: ZabBody) -> ZabMessage {
+        ZabMessage {
+            from: self.id,
+            to,
+            epoch: self.accepted_epoch,
+            body,
+        }
+    }
+
+    fn send(&mut self, to: NodeId, body: ZabBody) {
+        let m = self.msg(to, body);
+        self.msgs.push(m);
+    }
+
+    fn send_after_persist(&mut self, to: NodeId, body: ZabBody) {
+        let m = self.msg(to, body);
+        self.msgs_after.push(m);
+    }
+
+    fn history(&self) -> History {
+        let mut boundaries: Vec<(u64, u64)> = Vec::new();
+        for i in self.log.first_index()..=self.log.last_index() {
+            let t = self.log.term(i).expect("in range");
+            match boundaries.last_mut() {
+                Some((bt, bi)) if *bt == t => *bi = i,
+                _ => boundaries.push((t, i)),
+            }
+        }
+        let keep = boundaries
+            .len()
+            .saturating_sub(crate::codec::MEMBERS_MAX * 64);
+        History {
+            accepted_epoch: self.accepted_epoch,
+            current_epoch: self.current_epoch,
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            snapshot_index: self.log.snapshot_point().0,
+            boundaries: boundaries.split_off(keep),
+        }
+    }
+
+    // ---- membership (shared shape with Raft: changes take effect when appended) ----------
+
+    fn note_conf_entry(&mut self, e: &Entry) {
+        if e.kind != EntryKind::ConfChange {
+            return;
+        }
+        match ConfChange::decode(&e.data).map(|cc| self.conf().apply(cc)) {
+            Some(Ok(c)) => self.confs.push((e.index, c)),
+            Some(Err(err)) => {
+                tracing::warn!(index = e.index, %err, "zab: ignoring membership change")
+            }
+            None => tracing::warn!(index = e.index, "zab: malformed membership change"),
+        }
+    }
+
+    fn after_truncation(&mut self, from: u64) {
+        let base = self.confs[0].clone();
+        self.confs.retain(|(i, _)| *i < from);
+        if self.confs.is_empty() {
+            self.confs.push(base);
+        }
+    }
+
+    fn pending_conf_index(&self) -> u64 {
+        if self.confs.len() > 1 {
+            self.confs.last().expect("non-empty").0
+        } else {
+            0
+        }
+    }
+
+    // ---- fast leader election ------------------------------------------------------------
+
+    fn start_looking(&mut self) {
+        self.phase = Phase::Looking;
+        self.synced = false;
+        self.leader = 0;
+        self.round += 1;
+        self.vote = self.own_vote();
+        self.votes.clear();
+        if self.is_voter() {
+            self.votes.insert(self.id, self.vote);
+        }
+        self.finalize = None;
+        self.elapsed = 0;
+        self.peers.clear();
+        self.reads.clear();
+        self.reads_waiting.clear();
+        self.uncommitted_bytes = 0;
+        self.bcast_pending = false;
+        self.broadcast_notification();
+    }
+
+    fn broadcast_notification(&mut self) {
+        let voters: Vec<NodeId> = self.conf().voters.clone();
+        for v in voters {
+            if v != self.id {
+                let (round, vote) = (self.round, self.vote);
+                self.send(
+                    v,
+                    ZabBody::Notification {
+                        round,
+                        state: PeerState::Looking,
+                        vote,
+                    },
+                );
+            }
+        }
+    }
+
+    fn peer_state(&self) -> PeerState {
+        match self.phase {
+            Phase::Looking => PeerState::Looking,
+            Phase::FollowDiscovery | Phase::FollowSync | Phase::FollowBroadcast => {
+                PeerState::Following
+            }
+            _ => PeerState::Leading,
+        }
+    }
+
+    fn on_notification(&mut self, from: NodeId, round: u64, state: PeerState, v: Vote) {
+        if self.phase != Phase::Looking {
+            if state == PeerState::Looking && from == self.leader && from != self.id {
+                // Our leader is electing again: it no longer leads.
+                self.start_looking();
+                return;
+            }
+            if state == PeerState::Looking {
+                // Tell a looking peer who leads.
+                let vote = Vote {
+                    leader: self.leader,
+                    epoch: self.accepted_epoch,
+                    ..self.own_vote()
+                };
+                let my_state = self.peer_state();
+                self.send(
+                    from,
+                    ZabBody::Notification {
+                        round,
+                        state: my_state,
+                        vote,
+                    },
+                );
+            }
+            return;
+        }
+        match state {
+            PeerState::Looking => {
+                if round > self.round {
+                    self.round = round;
+                    self.votes.clear();
+                    self.vote = self.own_vote().max(v);
+                    if self.is_voter() {
+                        self.votes.insert(self.id, self.vote);
+                    }
+                    self.finalize = None;
+                    self.broadcast_notification();
+                } else if round < self.round {
+                    let (r, vote) = (self.round, self.vote);
+                    self.send(
+                        from,
+                        ZabBody::Notification {
+                            round: r,
+                            state: PeerState::Looking,
+                            vote,
+                        },
+                    );
+                    return;
+                } else if v > self.vote {
+                    self.vote = v;
+                    if self.is_voter() {
+                        self.votes.insert(self.id, self.vote);
+                    }
+                    self.finalize = None;
+                    self.broadcast_notification();
+                }
+                if self.conf().is_voter(from) {
+                    self.votes.insert(from, v);
+                }
+                let agree = self
+                    .votes
+                    .values()
+                    .filter(|x| x.leader == self.vote.leader && **x == self.vote)
+                    .count();
+                if agree >= self.conf().quorum() && self.finalize.is_none() {
+                    self.finalize = Some(self.cfg.finalize_ticks);
+                }
+            }
+            PeerState::Leading if v.leader == from => self.follow(from),
+            PeerState::Following | PeerState::Leading if v.leader != 0 && v.leader != self.id => {
+                // Ask the leader it names; it answers with a Leading notification.
+                let (r, vote) = (self.round, self.vote);
+                self.send(
+                    v.leader,
+                    ZabBody::Notification {
+                        round: r,
+                        state: PeerState::Looking,
+                        vote,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn decide(&mut self) {
+        let leader = self.vote.leader;
+        if leader == self.id {
+            if self.is_voter() {
+                self.lead();
+            } else {
+                self.start_looking();
+            }
+        } else {
+            self.follow(leader);
+        }
+    }
+
+    fn follow(&mut self, leader: NodeId) {
+        self.phase = Phase::FollowDiscovery;
+        self.synced = false;
+        self.leader = leader;
+        self.elapsed = 0;
+        self.peers.clear();
+        let h = self.history();
+        self.send(leader, ZabBody::FollowerInfo(h));
+    }
+
+    // ---- leader: discovery, synchronization, establishment --------------------------------
+
+    fn lead(&mut self) {
+        self.phase = Phase::LeadDiscovery;
+        self.leader = self.id;
+        self.elapsed = 0;
+        self.peers.clear();
+        self.maybe_choose_epoch();
+    }
+
+    fn voters_with<F: Fn(&Peer) -> bool>(&self, own: bool, f: F) -> usize {
+        let conf = self.conf();
+        conf.voters
+            .iter()
+            .filter(|v| {
+                if **v == self.id {
+                    own
+                } else {
+                    self.peers.get(v).is_some_and(&f)
+                }
+            })
+            .count()
+    }
+
+    fn maybe_choose_epoch(&mut self) {
+        if self.phase != Phase::LeadDiscovery
+            || self.voters_with(true, |p| p.history.is_some()) < self.conf().quorum()
+        {
+            return;
+        }
+        let max = self
+            .peers
+            .values()
+            .filter_map(|p| p.history.as_ref().map(|h| h.accepted_epoch))
+            .chain(std::iter::once(self.accepted_epoch))
+            .max()
+            .unwrap_or(0);
+        self.accepted_epoch = max + 1;
+        self.phase = Phase::LeadEpochAck;
+        self.elapsed = 0;
+        let ids: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.history.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.send(id, ZabBody::NewEpoch);
+        }
+        self.maybe_start_sync();
+    }
+
+    fn own_epoch_durable(&self) -> bool {
+        self.hs_durable.term == self.accepted_epoch
+    }
+
+    fn maybe_start_sync(&mut self) {
+        if self.phase != Phase::LeadEpochAck
+            || !self.own_epoch_durable()
+            || self.voters_with(true, |p| p.epoch_acked) < self.conf().quorum()
+        {
+            return;
+        }
+        self.phase = Phase::LeadSync;
+        self.elapsed = 0;
+        self.current_epoch = self.accepted_epoch;
+        self.initial_last = self.log.last_index();
+        let ids: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.epoch_acked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.send_sync(id);
+        }
+        self.maybe_establish();
+    }
+
+    /// The largest index where `h`'s log and ours agree.
+    fn common_prefix(&self, h: &History) -> u64 {
+        for &(t, last) in h.boundaries.iter().rev() {
+            // Our entries of epoch t form one run; find its end within `last`. The snapshot
+            // point counts: its (index, epoch) is known.
+            let (mut lo, mut hi) = (
+                self.log.snapshot_point().0.max(1),
+                self.log.last_index().min(last),
+            );
+            if lo > hi {
+                continue;
+            }
+            // Largest i in [lo, hi] with term(i) <= t.
+            if self.log.term(lo).is_none_or(|x| x > t) {
+                continue;
+            }
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if self.log.term(mid).is_some_and(|x| x <= t) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            if self.log.term(lo) == Some(t) {
+                return lo;
+            }
+        }
+        h.snapshot_index.min(self.log.last_index())
+    }
+
+    fn send_sync(&mut self, to: NodeId) {
+        let Some(h) = self.peers.get(&to).and_then(|p| p.history.clone()) else {
+            return;
+        };
+        let common = self.common_prefix(&h);
+        let (snap_index, _) = self.log.snapshot_point();
+        let last = self.log.last_index();
+        let body = if common < snap_index || (last - common) as usize > self.cfg.sync_entries_max {
+            // SNAP: the follower needs entries we compacted.
+            let meta = self.snapshot.clone();
+            let entries = self.log.slice(meta.index + 1, last, usize::MAX);
+            ZabBody::Sync {
+                truncate_from: Some(meta.index + 1),
+                snapshot: Some((meta, Vec::new())),
+                entries,
+            }
+        } else {
+            let truncate_from = (h.last_index > common).then_some(common + 1);
+            let entries = self.log.slice(common + 1, last, usize::MAX);
+            ZabBody::Sync {
+                truncate_from,
+                snapshot: None,
+                entries,
+            }
+        };
+        if let Some(p) = self.peers.get_mut(&to) {
+            p.sync_sent = true;
+            p.synced = false;
+            p.next = last + 1;
+        }
+        self.send(to, body);
+    }
+
+    fn own_sync_durable(&self) -> bool {
+        self.hs_durable.current_epoch == self.accepted_epoch
+            && self.log.persisted >= self.initial_last
+    }
+
+    fn maybe_establish(&mut self) {
+        if self.phase != Phase::LeadSync
+            || !self.own_sync_durable()
+            || self.voters_with(true, |p| p.synced) < self.conf().quorum()
+        {
+            return;
+        }
+        self.phase = Phase::LeadBroadcast;
+        self.elapsed = 0;
+        // The initial history is accepted by a quorum in this epoch: it is committed.
+        self.log.commit_to(self.initial_last);
+        let ids: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.synced)
+            .map(|(id, _)| *id)
+            .collect();
+        let commit = self.log.committed;
+        for id in ids {
+            self.send(id, ZabBody::UpToDate { commit });
+        }
+        self.commit_sent = commit;
+        for (from, ctx) in std::mem::take(&mut self.reads_waiting) {
+            self.leader_read(from, ctx);
+        }
+    }
+
+    fn is_established(&self) -> bool {
+        self.phase == Phase::LeadBroadcast
+    }
+
+    fn maybe_commit(&mut self) {
+        if !self.is_established() {
+            return;
+        }
+        let conf = self.conf().clone();
+        let mut matches: Vec<u64> = conf
+            .voters
+            .iter()
+            .map(|v| {
+                if *v == self.id {
+                    self.log.persisted
+                } else {
+                    self.peers
+                        .get(v)
+                        .filter(|p| p.synced)
+                        .map_or(0, |p| p.matched)
+                }
+            })
+            .collect();
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let mci = matches[conf.quorum() - 1];
+        if mci > self.log.committed {
+            let old = self.log.committed;
+            self.log.commit_to(mci);
+            for i in old + 1..=mci {
+                if let Some(e) = self.log.entry(i) {
+                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
+                }
+            }
+            if !self.conf().is_voter(self.id) && self.pending_conf_index() <= self.log.committed {
+                // Removed from the ensemble: stop leading once that is committed.
+                self.start_looking();
+                return;
+            }
+            self.bcast_pending = true;
+        }
+    }
+
+    fn leader_read(&mut self, from: NodeId, ctx: u64) {
+        if !self.is_established() {
+            self.reads_waiting.push((from, ctx));
+            return;
+        }
+        let index = self.log.committed;
+        if self.cfg.unsafe_leader_reads || self.conf().quorum() <= usize::from(self.is_voter()) {
+            self.respond_read(from, ctx, index);
+            return;
+        }
+        self.read_seq += 1;
+        let mut acks = BTreeSet::new();
+        acks.insert(self.id);
+        self.reads.push_back(ReadReq {
+            seq: self.read_seq,
+            from,
+            ctx,
+            index,
+            acks,
+        });
+        self.ping_all(self.read_seq);
+    }
+
+    fn respond_read(&mut self, from: NodeId, ctx: u64, index: u64) {
+        if from == self.id {
+            self.read_states.push(ReadState { ctx, index });
+        } else {
+            self.send(from, ZabBody::ReadIndexResp { ctx, index });
+        }
+    }
+
+    fn read_acked(&mut self, from: NodeId, seq: u64) {
+        if seq == 0 || !self.conf().is_voter(from) {
+            return;
+        }
+        for r in self.reads.iter_mut().filter(|r| r.seq <= seq) {
+            r.acks.insert(from);
+        }
+        let quorum = self.conf().quorum();
+        while self.reads.front().is_some_and(|r| r.acks.len() >= quorum) {
+            let r = self.reads.pop_front().expect("checked");
+            self.respond_read(r.from, r.ctx, r.index);
+        }
+    }
+
+    fn ping_all(&mut self, ctx: u64) {
+        let targets: Vec<(NodeId, u64)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.sync_sent)
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        for (id, matched) in targets {
+            let commit = matched.min(self.log.committed);
+            self.send(id, ZabBody::Ping { commit, ctx });
+        }
+    }
+
+    fn send_proposals(&mut self) {
+        let last = self.log.last_index();
+        let commit = self.log.committed;
+        let targets: Vec<(NodeId, u64)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.sync_sent && p.next <= last)
+            .map(|(id, p)| (*id, p.next))
+            .collect();
+        for (id, next) in targets {
+            let entries = self.log.slice(next, last, usize::MAX);
+            self.send(id, ZabBody::Proposal { entries, commit });
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.next = last + 1;
+            }
+        }
+        if commit > self.commit_sent {
+            self.commit_sent = commit;
+            let ids: Vec<NodeId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.sync_sent)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.send(id, ZabBody::Commit { index: commit });
+            }
+        }
+    }
+
+    fn step_leader(&mut self, m: ZabMessage) {
+        let from = m.from;
+        if !self.conf().members().any(|x| x == from) {
+            return;
+        }
+        match m.body {
+            ZabBody::FollowerInfo(h) => {
+                // A follower (re-)registering needs synchronizing again; an epoch it already
+                // acknowledged to us stays acknowledged.
+                let p = self.peers.entry(from).or_default();
+                p.history = Some(h);
+                p.heard = true;
+                p.sync_sent = false;
+                p.synced = false;
+                p.matched = 0;
+                if self.phase == Phase::LeadDiscovery {
+                    self.maybe_choose_epoch();
+                } else {
+                    self.send(from, ZabBody::NewEpoch);
+                }
+            }
+            ZabBody::AckEpoch { fresh, history } if m.epoch == self.accepted_epoch => {
+                let mine = (
+                    self.current_epoch,
+                    self.log.last_term(),
+                    self.log.last_index(),
+                );
+                let theirs = (history.current_epoch, history.last_term, history.last_index);
+                if theirs > mine && self.phase != Phase::LeadBroadcast {
+                    // A follower has a more recent history: this node must not lead.
+                    self.start_looking();
+                    return;
+                }
+                let established = matches!(self.phase, Phase::LeadSync | Phase::LeadBroadcast);
+                let p = self.peers.entry(from).or_default();
+                p.history = Some(history);
+                p.heard = true;
+                if fresh || established {
+                    p.epoch_acked = true;
+                }
+                if established {
+                    self.send_sync(from);
+                } else {
+                    self.maybe_start_sync();
+                }
+            }
+            ZabBody::AckNewLeader { last_index } if m.epoch == self.accepted_epoch => {
+                let Some(p) = self.peers.get_mut(&from) else {
+                    return;
+                };
+                if !p.sync_sent {
+                    return;
+                }
+                p.synced = true;
+                p.heard = true;
+                p.matched = p.matched.max(last_index);
+                if self.phase == Phase::LeadBroadcast {
+                    let commit = self.log.committed;
+                    self.send(from, ZabBody::UpToDate { commit });
+                    self.maybe_commit();
+                } else {
+                    self.maybe_establish();
+                }
+            }
+            ZabBody::Ack { index } if m.epoch == self.accepted_epoch => {
+                if let Some(p) = self.peers.get_mut(&from).filter(|p| p.synced) {
+                    p.heard = true;
+                    let index = index.min(self.log.last_index());
+                    if index > p.matched {
+                        p.matched = index;
+                        p.stalled = 0;
+                    }
+                }
+                self.maybe_commit();
+            }
+            ZabBody::PingResp { ctx } if m.epoch == self.accepted_epoch => {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.heard = true;
+                }
+                self.read_acked(from, ctx);
+            }
+            ZabBody::ReadIndex { ctx } => self.leader_read(from, ctx),
+            _ => {}
+        }
+    }
+
+    // ---- follower ---------------------------------------------------------------------------
+
+    fn resync(&mut self) {
+        self.phase = Phase::FollowDiscovery;
+        self.synced = false;
+        self.elapsed = 0;
+        let h = self.history();
+        let leader = self.leader;
+        self.send(leader, ZabBody::FollowerInfo(h));
+    }
+
+    fn step_follower(&mut self, m: ZabMessage) {
+        if m.from != self.leader {
+            return;
+        }
+        if !matches!(m.body, ZabBody::NewEpoch) && m.epoch != self.accepted_epoch {
+            return;
+        }
+        self.elapsed = 0;
+        match m.body {
+            ZabBody::NewEpoch => {
+                let e = m.epoch;
+                self.handshake_ticks = 0;
+                if e > self.accepted_epoch {
+                    self.accepted_epoch = e;
+                    self.phase = Phase::FollowSync;
+                    let history = self.history();
+                    self.send_after_persist(
+                        m.from,
+                        ZabBody::AckEpoch {
+                            fresh: true,
+                            history,
+                        },
+                    );
+                } else if e == self.accepted_epoch {
+                    self.phase = Phase::FollowSync;
+                    let history = self.history();
+                    self.send_after_persist(
+                        m.from,
+                        ZabBody::AckEpoch {
+                            fresh: false,
+                            history,
+                        },
+                    );
+                } else {
+                    self.start_looking();
+                }
+            }
+            ZabBody::Sync {
+                truncate_from,
+                snapshot,
+                entries,
+            } => {
+                if self.phase != Phase::FollowSync {
+                    return;
+                }
+                let mut truncate_from = truncate_from;
+                if let Some((meta, data)) = snapshot
+                    && meta.index > self.log.committed
+                {
+                    self.log.reset_to_snapshot(meta.index, meta.term);
+                    self.confs = vec![(meta.index, meta.conf.clone())];
+                    self.snapshot = meta.clone();
+                    self.install = Some((meta, data));
+                    truncate_from = None;
+                }
+                if let Some(t) = truncate_from.filter(|&t| t <= self.log.last_index()) {
+                    if t <= self.log.committed {
+                        tracing::warn!(
+                            leader = m.from,
+                            t,
+                            "zab: refusing to truncate committed entries"
+                        );
+                        self.start_looking();
+                        return;
+                    }
+                    self.log.truncate_from(t);
+                    self.after_truncation(t);
+                }
+                if !self.append(&entries) {
+                    self.start_looking();
+                    return;
+                }
+                self.current_epoch = m.epoch;
+                self.synced = true;
+                self.handshake_ticks = 0;
+                let last_index = self.log.last_index();
+                self.send_after_persist(m.from, ZabBody::AckNewLeader { last_index });
+            }
+            ZabBody::UpToDate { commit } if self.phase == Phase::FollowSync && self.synced => {
+                self.phase = Phase::FollowBroadcast;
+                self.log.commit_to(commit.min(self.log.last_index()));
+            }
+            ZabBody::Proposal { entries, commit } => {
+                // Only a synchronized log may be extended: before SYNC it may hold stale
+                // entries that a proposal would seem to continue.
+                if !self.synced {
+                    return;
+                }
+                if entries
+                    .first()
+                    .is_some_and(|e| e.index > self.log.last_index() + 1)
+                {
+                    // A proposal went missing: register again and be synchronized.
+                    self.resync();
+                    return;
+                }
+                if !self.append(&entries) {
+                    self.resync();
+                    return;
+                }
+                if self.phase == Phase::FollowBroadcast {
+                    self.log.commit_to(commit.min(self.log.last_index()));
+                }
+                let index = self.log.last_index();
+                self.send_after_persist(m.from, ZabBody::Ack { index });
+            }
+            ZabBody::Commit { index } if self.phase == Phase::FollowBroadcast && self.synced => {
+                self.log.commit_to(index.min(self.log.last_index()));
+            }
+            ZabBody::Ping { commit, ctx } => {
+                if self.phase == Phase::FollowBroadcast && self.synced {
+                    self.log.commit_to(commit.min(self.log.last_index()));
+                }
+                self.send(m.from, ZabBody::PingResp { ctx });
+            }
+            ZabBody::ReadIndexResp { ctx, index } => {
+                self.read_states.push(ReadState { ctx, index })
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends the leader's entries (dense; duplicates skipped; a conflict truncates).
+    fn append(&mut self, entries: &[Entry]) -> bool {
+        let dense = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
+        if !dense
+            || entries
+                .first()
+                .is_some_and(|e| e.index > self.log.last_index() + 1)
+        {
+            return false;
+        }
+        let conflict_below_commit = entries.iter().any(|e| {
+            e.index <= self.log.committed && self.log.term(e.index).is_some_and(|t| t != e.term)
+        });
+        if conflict_below_commit {
+            tracing::warn!("zab: leader sent entries that conflict with committed ones");
+            return false;
+        }
+        let old_last = self.log.last_index();
+        let conflict = self.log.append_after(entries);
+        let from = match conflict {
+            Some(c) => {
+                self.after_truncation(c);
+                c
+            }
+            None => old_last + 1,
+        };
+        for e in entries.iter().filter(|e| e.index >= from) {
+            self.note_conf_entry(e);
+        }
+        true
+    }
+}
+
+impl Protocol for Zab {
+    type Message = ZabMessage;
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn tick(&mut self) {
+        self.elapsed += 1;
+        let timeout = self.cfg.election_tick;
+        match self.phase {
+            Phase::Looking => {
+                if let Some(f) = self.finalize.as_mut() {
+                    *f = f.saturating_sub(1);
+                    if *f == 0 {
+                        self.decide();
+                        return;
+                    }
+                }
+                if self.elapsed % (timeout / 2).max(1) == 0 {
+                    self.broadcast_notification();
+                }
+                if self.elapsed >= 4 * timeout {
+                    self.start_looking();
+                }
+            }
+            Phase::FollowDiscovery | Phase::FollowSync | Phase::FollowBroadcast => {
+                if self.elapsed >= timeout {
+                    self.start_looking();
+                    return;
+                }
+                if self.phase == Phase::FollowBroadcast {
+                    self.handshake_ticks = 0;
+                    return;
+                }
+                // A handshake message or its answer may have been lost: register again.
+                self.handshake_ticks += 1;
+                if self.handshake_ticks >= timeout {
+                    self.handshake_ticks = 0;
+                    self.phase = Phase::FollowDiscovery;
+                    self.synced = false;
+                    let h = self.history();
+                    let leader = self.leader;
+                    self.send(leader, ZabBody::FollowerInfo(h));
+                }
+            }
+            Phase::LeadDiscovery | Phase::LeadEpochAck | Phase::LeadSync => {
+                // ZooKeeper's initLimit: discovery and synchronization get several election
+                // timeouts before the attempt is abandoned.
+                if self.elapsed >= 5 * timeout {
+                    self.start_looking();
+                    return;
+                }
+                self.ping_all(0);
+            }
+            Phase::LeadBroadcast => {
+                self.ping_all(0);
+                // Channels may lose messages: resend what a follower has not acknowledged
+                // for a few ticks (a TCP-level retransmission, in ZooKeeper's terms).
+                let unacked: Vec<NodeId> = self
+                    .peers
+                    .iter_mut()
+                    .filter(|(_, p)| p.sync_sent && !p.synced)
+                    .filter_map(|(id, p)| {
+                        p.stalled += 1;
+                        (p.stalled >= timeout).then(|| {
+                            p.stalled = 0;
+                            *id
+                        })
+                    })
+                    .collect();
+                for id in unacked {
+                    // SYNC or its acknowledgement was lost: synchronize again.
+                    self.send_sync(id);
+                }
+                let last = self.log.last_index();
+                for p in self.peers.values_mut().filter(|p| p.synced) {
+                    if p.matched >= last {
+                        p.stalled = 0;
+                    } else {
+                        p.stalled += 1;
+                        if p.stalled >= 3 {
+                            p.stalled = 0;
+                            p.next = p.matched + 1;
+                            self.bcast_pending = true;
+                        }
+                    }
+                }
+                if self.elapsed >= timeout {
+                    self.elapsed = 0;
+                    let heard = self.voters_with(true, |p| p.heard && p.synced);
+                    // (The broken read path also keeps a deposed leader believing it leads.)
+                    if heard < self.conf().quorum() && !self.cfg.unsafe_leader_reads {
+                        self.start_looking();
+                        return;
+                    }
+                    for p in self.peers.values_mut() {
+                        p.heard = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, m: ZabMessage) {
+        if m.to != self.id || m.from == self.id {
+            return;
+        }
+        if let ZabBody::Notification { round, state, vote } = m.body {
+            self.on_notification(m.from, round, state, vote);
+            return;
+        }
+        match self.phase {
+            Phase::LeadDiscovery | Phase::LeadEpochAck | Phase::LeadSync | Phase::LeadBroadcast => {
+                self.step_leader(m)
+            }
+            Phase::FollowDiscovery | Phase::FollowSync | Phase::FollowBroadcast => {
+                self.step_follower(m)
+            }
+            Phase::Looking => {}
+        }
+    }
+
+    fn propose(&mut self, data: Vec<u8>) -> Result<u64, ProposeError> {
+        if !self.is_established() {
+            return Err(ProposeError::NotLeader {
+                leader: if self.phase == Phase::FollowBroadcast {
+                    self.leader
+                } else {
+                    0
+                },
+            });
+        }
+        if self.uncommitted_bytes + data.len() > self.cfg.uncommitted_bytes_max {
+            return Err(ProposeError::Overloaded);
+        }
+        Ok(self.append_local(EntryKind::Normal, data))
+    }
+
+    fn propose_conf_change(&mut self, change: ConfChange) -> Result<u64, ProposeError> {
+        if !self.is_established() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.pending_conf_index() > self.log.committed {
+            return Err(ProposeError::ConfChangePending);
+        }
+        self.conf()
+            .apply(change)
+            .map_err(ProposeError::InvalidConfChange)?;
+        let index = self.append_local(EntryKind::ConfChange, change.encode());
+        // New members register through discovery like any follower.
+        Ok(index)
+    }
+
+    fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
+        match self.phase {
+            Phase::LeadBroadcast | Phase::LeadSync | Phase::LeadEpochAck | Phase::LeadDiscovery => {
+                self.leader_read(self.id, ctx);
+                Ok(())
+            }
+            Phase::FollowBroadcast => {
+                let leader = self.leader;
+                self.send(leader, ZabBody::ReadIndex { ctx });
+                Ok(())
+            }
+            _ => Err(ProposeError::NotLeader { leader: 0 }),
+        }
+    }
+
+    fn transfer_leader(&mut self, _to: NodeId) -> Result<(), ProposeError> {
+        Err(ProposeError::Unsupported(
+            "leadership transfer on ZAB (ZooKeeper has none)",
+        ))
+    }
+
+    fn persisted(&mut self, index: u64, term: u64) {
+        if let Some(hs) = self.hs_in_flight.take() {
+            self.hs_durable = hs;
+        }
+        self.log.persisted_to(index, term);
+        match self.phase {
+            Phase::LeadEpochAck => self.maybe_start_sync(),
+            Phase::LeadSync => self.maybe_establish(),
+            Phase::LeadBroadcast => self.maybe_commit(),
+            _ => {}
+        }
+    }
+
+    fn applied(&mut self, index: u64) {
+        if index > self.log.applied && index <= self.log.applying {
+            self.log.applied = index;
+        }
+    }
+
+    fn compact(&mut self, snapshot: SnapshotMeta) {
+        if snapshot.index <= self.snapshot.index || snapshot.index > self.log.applied {
+            return;
+        }
+        if self.log.term(snapshot.index) != Some(snapshot.term) {
+            return;
+        }
+        self.log.compact(snapshot.index, snapshot.term);
+        let keep: Vec<(u64, Conf)> = self
+            .confs
+            .iter()
+            .filter(|(i, _)| *i > snapshot.index)
+            .cloned()
+            .collect();
+        self.confs = std::iter::once((snapshot.index, snapshot.conf.clone()))
+            .chain(keep)
+            .collect();
+        self.snapshot = snapshot;
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.msgs_after.is_empty()
+            || self.log.has_unstable()
+            || self.hard_state() != self.hs_handed
+            || self.log.has_committed()
+            || !self.read_states.is_empty()
+            || self.install.is_some()
+            || (self.bcast_pending && self.is_established())
+    }
+
+    fn ready(&mut self) -> Ready<ZabMessage> {
+        if self.bcast_pending && self.is_established() {
+            self.bcast_pending = false;
+            self.send_proposals();
+        }
+        let (truncate_from, entries) = self.log.take_unstable();
+        let hs = self.hard_state();
+        let hard_state = (hs != self.hs_handed).then_some(hs);
+        if hard_state.is_some() {
+            self.hs_handed = hs;
+        }
+        let snapshot = self.install.take();
+        if hard_state.is_some()
+            || !entries.is_empty()
+            || truncate_from.is_some()
+            || snapshot.is_some()
+        {
+            self.hs_in_flight = Some(hs);
+        }
+        Ready {
+            messages: std::mem::take(&mut self.msgs),
+            snapshot,
+            truncate_from,
+            entries,
+            hard_state,
+            messages_after_persist: std::mem::take(&mut self.msgs_after),
+            committed: self.log.take_committed(usize::MAX),
+            read_states: std::mem::take(&mut self.read_states),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let role = match self.phase {
+            Phase::LeadBroadcast => Role::Leader,
+            Phase::Looking | Phase::LeadDiscovery | Phase::LeadEpochAck | Phase::LeadSync => {
+                Role::Candidate
+            }
+            _ if self.conf().is_learner(self.id) => Role::Learner,
+            _ => Role::Follower,
+        };
+        Status {
+            id: self.id,
+            role,
+            term: self.accepted_epoch,
+            leader: if matches!(self.phase, Phase::FollowBroadcast | Phase::LeadBroadcast) {
+                self.leader
+            } else {
+                0
+            },
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            persisted: self.log.persisted,
+            conf: self.conf().clone(),
+        }
+    }
+
+    fn log_entries(&self, lo: u64) -> Vec<Entry> {
+        self.log.slice(lo, self.log.last_index(), usize::MAX)
+    }
+}
+
+impl Zab {
+    fn append_local(&mut self, kind: EntryKind, data: Vec<u8>) -> u64 {
+        let e = Entry {
+            term: self.accepted_epoch,
+            index: self.log.last_index() + 1,
+            kind,
+            data,
+        };
+        self.uncommitted_bytes += e.size_bytes();
+        self.note_conf_entry(&e);
+        let index = e.index;
+        self.log.push(e);
+        self.bcast_pending = true;
+        index
+    }
+}
