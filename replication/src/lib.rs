@@ -8,10 +8,12 @@
 
 pub mod checker;
 pub mod codec;
+pub mod confs;
 pub mod harness;
 pub mod log;
 pub mod protocol;
 pub mod raft;
+pub mod reads;
 pub mod sim;
 pub mod store;
 pub mod types;

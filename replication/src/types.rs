@@ -83,6 +83,16 @@ impl Conf {
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
     }
+    /// The highest index a quorum of voters holds, given each voter's matched index.
+    pub fn quorum_index(&self, matched: impl Fn(NodeId) -> u64) -> u64 {
+        if self.voters.is_empty() {
+            return 0;
+        }
+        let mut m: Vec<u64> = self.voters.iter().map(|&v| matched(v)).collect();
+        m.sort_unstable_by(|a, b| b.cmp(a));
+        m[self.quorum() - 1]
+    }
+
     /// The configuration after `change`, or why it cannot apply.
     pub fn apply(&self, change: ConfChange) -> Result<Conf, String> {
         let mut c = self.clone();

@@ -7,13 +7,15 @@
 mod message;
 mod progress;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use message::{RaftBody, RaftMessage};
 pub use progress::{Progress, ProgressState};
 
+use crate::confs::ConfHistory;
 use crate::log::MemLog;
 use crate::protocol::{Protocol, Ready, Restored};
+use crate::reads::ReadBarrier;
 use crate::types::{
     Conf, ConfChange, Entry, EntryKind, HardState, NodeId, ProposeError, ReadState, Role,
     SnapshotMeta, Status,
@@ -71,15 +73,6 @@ enum Campaign {
     Transfer,
 }
 
-#[derive(Debug)]
-struct ReadReq {
-    seq: u64,
-    from: NodeId,
-    ctx: u64,
-    index: u64,
-    acks: BTreeSet<NodeId>,
-}
-
 /// One Raft node.
 #[derive(Debug)]
 pub struct Raft {
@@ -91,7 +84,7 @@ pub struct Raft {
     leader: NodeId,
     log: MemLog,
     /// (index, configuration from that index on); the first is the snapshot's.
-    confs: Vec<(u64, Conf)>,
+    confs: ConfHistory,
     snapshot: SnapshotMeta,
     prs: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
@@ -100,8 +93,7 @@ pub struct Raft {
     randomized_timeout: u32,
     rng: u64,
     transferee: NodeId,
-    reads: VecDeque<ReadReq>,
-    read_seq: u64,
+    reads: ReadBarrier,
     reads_before_commit: Vec<(NodeId, u64)>,
     uncommitted_bytes: usize,
     bcast_pending: bool,
@@ -142,7 +134,7 @@ impl Raft {
             vote: restored.hard_state.vote,
             role: Role::Follower,
             leader: 0,
-            confs: vec![(restored.snapshot.index, base_conf)],
+            confs: ConfHistory::new(restored.snapshot.index, base_conf),
             snapshot: restored.snapshot.clone(),
             prs: BTreeMap::new(),
             votes: BTreeMap::new(),
@@ -150,8 +142,7 @@ impl Raft {
             heartbeat_elapsed: 0,
             randomized_timeout: 0,
             transferee: 0,
-            reads: VecDeque::new(),
-            read_seq: 0,
+            reads: ReadBarrier::default(),
             reads_before_commit: Vec::new(),
             uncommitted_bytes: 0,
             bcast_pending: false,
@@ -179,15 +170,11 @@ impl Raft {
 
     /// The configuration in effect (the latest in the log).
     pub fn conf(&self) -> &Conf {
-        &self.confs.last().expect("always a configuration").1
+        self.confs.current()
     }
 
     fn pending_conf_index(&self) -> u64 {
-        if self.confs.len() > 1 {
-            self.confs.last().expect("non-empty").0
-        } else {
-            0
-        }
+        self.confs.pending_index()
     }
 
     fn promotable(&self) -> bool {
@@ -362,18 +349,8 @@ impl Raft {
     }
 
     fn note_conf_entry(&mut self, e: &Entry) {
-        if e.kind != EntryKind::ConfChange {
-            return;
-        }
-        match ConfChange::decode(&e.data).map(|cc| self.conf().apply(cc)) {
-            Some(Ok(c)) => {
-                self.confs.push((e.index, c));
-                self.refresh_role();
-            }
-            Some(Err(err)) => {
-                tracing::warn!(index = e.index, %err, "raft: ignoring membership change")
-            }
-            None => tracing::warn!(index = e.index, "raft: malformed membership change"),
+        if self.confs.note_entry(e) {
+            self.refresh_role();
         }
     }
 
@@ -389,11 +366,7 @@ impl Raft {
     }
 
     fn after_truncation(&mut self, from: u64) {
-        let base = self.confs[0].clone();
-        self.confs.retain(|(i, _)| *i < from);
-        if self.confs.is_empty() {
-            self.confs.push(base);
-        }
+        self.confs.truncate_from(from);
         self.refresh_role();
     }
 
@@ -499,19 +472,13 @@ impl Raft {
         if conf.voters.is_empty() {
             return false;
         }
-        let mut matches: Vec<u64> = conf
-            .voters
-            .iter()
-            .map(|v| {
-                if *v == self.id {
-                    self.log.persisted
-                } else {
-                    self.prs.get(v).map_or(0, |p| p.matched)
-                }
-            })
-            .collect();
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let mci = matches[conf.quorum() - 1];
+        let mci = conf.quorum_index(|v| {
+            if v == self.id {
+                self.log.persisted
+            } else {
+                self.prs.get(&v).map_or(0, |p| p.matched)
+            }
+        });
         // Only entries of the current term commit by counting (Raft paper 5.4.2).
         if mci > self.log.committed && self.log.term(mci) == Some(self.term) {
             let old = self.log.committed;
@@ -550,17 +517,8 @@ impl Raft {
             self.respond_read(from, ctx, index);
             return;
         }
-        self.read_seq += 1;
-        let mut acks = BTreeSet::new();
-        acks.insert(self.id);
-        self.reads.push_back(ReadReq {
-            seq: self.read_seq,
-            from,
-            ctx,
-            index,
-            acks,
-        });
-        self.bcast_heartbeat(self.read_seq);
+        let seq = self.reads.start(self.id, from, ctx, index);
+        self.bcast_heartbeat(seq);
     }
 
     fn respond_read(&mut self, from: NodeId, ctx: u64, index: u64) {
@@ -572,16 +530,9 @@ impl Raft {
     }
 
     fn read_acked(&mut self, from: NodeId, seq: u64) {
-        if seq == 0 || !self.conf().is_voter(from) {
-            return;
-        }
-        for r in self.reads.iter_mut().filter(|r| r.seq <= seq) {
-            r.acks.insert(from);
-        }
-        let quorum = self.conf().quorum();
-        while self.reads.front().is_some_and(|r| r.acks.len() >= quorum) {
-            let r = self.reads.pop_front().expect("checked");
-            self.respond_read(r.from, r.ctx, r.index);
+        let conf = self.conf().clone();
+        for (from, ctx, index) in self.reads.ack(from, seq, &conf) {
+            self.respond_read(from, ctx, index);
         }
     }
 
@@ -772,7 +723,7 @@ impl Raft {
             return;
         }
         self.log.reset_to_snapshot(meta.index, meta.term);
-        self.confs = vec![(meta.index, meta.conf.clone())];
+        self.confs.reset(&meta);
         self.refresh_role();
         self.snapshot = meta.clone();
         let index = meta.index;
@@ -1050,15 +1001,7 @@ impl Protocol for Raft {
         }
         self.log.compact(snapshot.index, snapshot.term);
         // Configurations before the snapshot collapse into its own.
-        let keep: Vec<(u64, Conf)> = self
-            .confs
-            .iter()
-            .filter(|(i, _)| *i > snapshot.index)
-            .cloned()
-            .collect();
-        self.confs = std::iter::once((snapshot.index, snapshot.conf.clone()))
-            .chain(keep)
-            .collect();
+        self.confs.compact(&snapshot);
         self.snapshot = snapshot;
     }
 

@@ -13,12 +13,14 @@
 
 mod message;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 
 pub use message::{History, PeerState, Vote, ZabBody, ZabMessage};
 
+use crate::confs::ConfHistory;
 use crate::log::MemLog;
 use crate::protocol::{Protocol, Ready, Restored};
+use crate::reads::ReadBarrier;
 use crate::types::{
     Conf, ConfChange, Entry, EntryKind, HardState, NodeId, ProposeError, ReadState, Role,
     SnapshotMeta, Status,
@@ -83,15 +85,6 @@ struct Peer {
     stalled: u32,
 }
 
-#[derive(Debug)]
-struct ReadReq {
-    seq: u64,
-    from: NodeId,
-    ctx: u64,
-    index: u64,
-    acks: BTreeSet<NodeId>,
-}
-
 /// One ZAB node.
 #[derive(Debug)]
 pub struct Zab {
@@ -102,7 +95,7 @@ pub struct Zab {
     phase: Phase,
     leader: NodeId,
     log: MemLog,
-    confs: Vec<(u64, Conf)>,
+    confs: ConfHistory,
     snapshot: SnapshotMeta,
     round: u64,
     vote: Vote,
@@ -118,8 +111,7 @@ pub struct Zab {
     synced: bool,
     commit_sent: u64,
     bcast_pending: bool,
-    reads: VecDeque<ReadReq>,
-    read_seq: u64,
+    reads: ReadBarrier,
     reads_waiting: Vec<(NodeId, u64)>,
     uncommitted_bytes: usize,
     msgs: Vec<ZabMessage>,
@@ -149,7 +141,7 @@ impl Zab {
             current_epoch: hs.current_epoch,
             phase: Phase::Looking,
             leader: 0,
-            confs: vec![(restored.snapshot.index, base_conf)],
+            confs: ConfHistory::new(restored.snapshot.index, base_conf),
             snapshot: restored.snapshot.clone(),
             round: 0,
             vote: Vote::default(),
@@ -162,8 +154,7 @@ impl Zab {
             synced: false,
             commit_sent: 0,
             bcast_pending: false,
-            reads: VecDeque::new(),
-            read_seq: 0,
+            reads: ReadBarrier::default(),
             reads_waiting: Vec::new(),
             uncommitted_bytes: 0,
             msgs: Vec::new(),
@@ -184,7 +175,7 @@ impl Zab {
     }
 
     fn conf(&self) -> &Conf {
-        &self.confs.last().expect("always a configuration").1
+        self.confs.current()
     }
 
     fn is_voter(&self) -> bool {
@@ -252,32 +243,15 @@ impl Zab {
     // ---- membership (shared shape with Raft: changes take effect when appended) ----------
 
     fn note_conf_entry(&mut self, e: &Entry) {
-        if e.kind != EntryKind::ConfChange {
-            return;
-        }
-        match ConfChange::decode(&e.data).map(|cc| self.conf().apply(cc)) {
-            Some(Ok(c)) => self.confs.push((e.index, c)),
-            Some(Err(err)) => {
-                tracing::warn!(index = e.index, %err, "zab: ignoring membership change")
-            }
-            None => tracing::warn!(index = e.index, "zab: malformed membership change"),
-        }
+        self.confs.note_entry(e);
     }
 
     fn after_truncation(&mut self, from: u64) {
-        let base = self.confs[0].clone();
-        self.confs.retain(|(i, _)| *i < from);
-        if self.confs.is_empty() {
-            self.confs.push(base);
-        }
+        self.confs.truncate_from(from);
     }
 
     fn pending_conf_index(&self) -> u64 {
-        if self.confs.len() > 1 {
-            self.confs.last().expect("non-empty").0
-        } else {
-            0
-        }
+        self.confs.pending_index()
     }
 
     // ---- fast leader election ------------------------------------------------------------
@@ -621,22 +595,16 @@ impl Zab {
             return;
         }
         let conf = self.conf().clone();
-        let mut matches: Vec<u64> = conf
-            .voters
-            .iter()
-            .map(|v| {
-                if *v == self.id {
-                    self.log.persisted
-                } else {
-                    self.peers
-                        .get(v)
-                        .filter(|p| p.synced)
-                        .map_or(0, |p| p.matched)
-                }
-            })
-            .collect();
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let mci = matches[conf.quorum() - 1];
+        let mci = conf.quorum_index(|v| {
+            if v == self.id {
+                self.log.persisted
+            } else {
+                self.peers
+                    .get(&v)
+                    .filter(|p| p.synced)
+                    .map_or(0, |p| p.matched)
+            }
+        });
         if mci > self.log.committed {
             let old = self.log.committed;
             self.log.commit_to(mci);
@@ -664,17 +632,8 @@ impl Zab {
             self.respond_read(from, ctx, index);
             return;
         }
-        self.read_seq += 1;
-        let mut acks = BTreeSet::new();
-        acks.insert(self.id);
-        self.reads.push_back(ReadReq {
-            seq: self.read_seq,
-            from,
-            ctx,
-            index,
-            acks,
-        });
-        self.ping_all(self.read_seq);
+        let seq = self.reads.start(self.id, from, ctx, index);
+        self.ping_all(seq);
     }
 
     fn respond_read(&mut self, from: NodeId, ctx: u64, index: u64) {
@@ -686,16 +645,9 @@ impl Zab {
     }
 
     fn read_acked(&mut self, from: NodeId, seq: u64) {
-        if seq == 0 || !self.conf().is_voter(from) {
-            return;
-        }
-        for r in self.reads.iter_mut().filter(|r| r.seq <= seq) {
-            r.acks.insert(from);
-        }
-        let quorum = self.conf().quorum();
-        while self.reads.front().is_some_and(|r| r.acks.len() >= quorum) {
-            let r = self.reads.pop_front().expect("checked");
-            self.respond_read(r.from, r.ctx, r.index);
+        let conf = self.conf().clone();
+        for (from, ctx, index) in self.reads.ack(from, seq, &conf) {
+            self.respond_read(from, ctx, index);
         }
     }
 
@@ -889,7 +841,7 @@ impl Zab {
                     && meta.index > self.log.committed
                 {
                     self.log.reset_to_snapshot(meta.index, meta.term);
-                    self.confs = vec![(meta.index, meta.conf.clone())];
+                    self.confs.reset(&meta);
                     self.snapshot = meta.clone();
                     self.install = Some((meta, data));
                     truncate_from = None;
@@ -1198,15 +1150,7 @@ impl Protocol for Zab {
             return;
         }
         self.log.compact(snapshot.index, snapshot.term);
-        let keep: Vec<(u64, Conf)> = self
-            .confs
-            .iter()
-            .filter(|(i, _)| *i > snapshot.index)
-            .cloned()
-            .collect();
-        self.confs = std::iter::once((snapshot.index, snapshot.conf.clone()))
-            .chain(keep)
-            .collect();
+        self.confs.compact(&snapshot);
         self.snapshot = snapshot;
     }
 
