@@ -919,12 +919,17 @@ fn writer_loop(sh: &Shared) {
             }
             let b = st.batches.pop_front().expect("checked non-empty");
             st.queued_bytes -= b.buf.len();
+            // With nothing syncing and a batch too small to be worth overlapping, the writer
+            // syncs it itself (one linked write+fdatasync, no hand-off to the syncer).
+            let inline =
+                depth == 1 || (st.inflight == 0 && b.buf.len() < sh.opts.pipeline_bytes_min);
             st.inflight += 1;
             st.writing = true;
             sh.state_cv.notify_all();
-            b
+            (b, inline)
         };
-        match write_batch(sh, batch) {
+        let (batch, inline) = batch;
+        match write_batch(sh, batch, inline) {
             Ok((job, spare)) => {
                 let inline = job.file.is_none();
                 let (seq, last) = (job.seq, job.last_index);
@@ -963,12 +968,15 @@ type IoFailure = (&'static str, io::Error);
 /// A batch's buffers, handed back for reuse.
 type BatchBuffers = (Vec<u8>, Vec<u32>);
 
-/// Writes one batch, rotating segments as needed. With `pipeline_depth == 1` the last write is
-/// linked with its fdatasync and the job comes back already durable.
-fn write_batch(sh: &Shared, mut batch: Batch) -> Result<(SyncJob, BatchBuffers), IoFailure> {
+/// Writes one batch, rotating segments as needed. With `inline_sync` the last write is linked
+/// with its fdatasync and the job comes back already durable.
+fn write_batch(
+    sh: &Shared,
+    mut batch: Batch,
+    inline_sync: bool,
+) -> Result<(SyncJob, BatchBuffers), IoFailure> {
     let n = batch.frames.len();
     assert!(n > 0, "empty batches are never queued");
-    let inline_sync = sh.opts.pipeline_depth == 1;
     let mut io = sh.io.lock();
     let mut pos = 0;
     while pos < n {

@@ -102,6 +102,9 @@ fn fdatasync_error_stops_the_log() {
 #[test]
 fn write_error_stops_the_log() {
     for n in [1, 5, 40] {
-        run(|fs| fs.fail_write_after(n), &["write", "create segment"]);
+        run(
+            |fs| fs.fail_write_after(n),
+            &["write", "write+fdatasync", "create segment"],
+        );
     }
 }
