@@ -219,6 +219,56 @@ impl WriteTxn {
         }
     }
 
+    /// Entries with `start <= key < end` (`end` None: no upper bound) in key order, at most
+    /// `limit`, including this transaction's changes.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if self.meta.root.page != 0 && limit > 0 {
+            self.scan_node(self.meta.root, start, end, limit, 0, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn scan_node(
+        &self,
+        ptr: PagePtr,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        depth: usize,
+        out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<bool> {
+        if depth > DEPTH_MAX {
+            return Err(Error::Corruption("tree deeper than any valid tree".into()));
+        }
+        let p = self.node(ptr)?;
+        let n = page::count(p);
+        if page::kind(p) == page::KIND_BRANCH {
+            for i in page::child_index(p, start)..n {
+                if i > 0 && end.is_some_and(|e| page::key(p, i) >= e) {
+                    return Ok(true);
+                }
+                if self.scan_node(page::child(p, i), start, end, limit, depth + 1, out)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        for i in page::search(p, start).unwrap_or_else(|i| i)..n {
+            let k = page::key(p, i);
+            if end.is_some_and(|e| k >= e) || out.len() >= limit {
+                return Ok(true);
+            }
+            out.push((k.to_vec(), self.value_bytes(page::value(p, i))?));
+        }
+        Ok(out.len() >= limit)
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<()> {
         let max = self.inner.limits.key_bytes_max;
         if key.is_empty() || key.len() > max {

@@ -150,6 +150,16 @@ proptest! {
                 }
             }
             if let Some(t) = &txn {
+                // The write transaction's scan sees its own changes.
+                let (lo, hi) = (key(salt as u16 % 600), key((salt as u16 % 600) + 40));
+                let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+                let got = t.scan(&lo, Some(&hi), 25).unwrap();
+                let want: Vec<(Vec<u8>, Vec<u8>)> = working
+                    .range::<Vec<u8>, _>((Bound::Included(&lo), Bound::Excluded(&hi)))
+                    .take(25)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                prop_assert_eq!(got, want);
                 // Spot-check reads through the write transaction.
                 for k in [0u16, 17, 301, 599] {
                     let k = key(k);

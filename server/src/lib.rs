@@ -1,3 +1,6 @@
 //! The quorumkv node: drives a replication protocol with real IO and serves client APIs.
 //!
-//! Owns the runtime (tokio), peer transport, the MVCC state machine and the etcd v3 API.
+//! Owns the state machine above the replicated log: an MVCC key space with etcd's semantics,
+//! stored in the B+tree ([`mvcc`]). The IO driver, peer transport and etcd v3 API build on it.
+
+pub mod mvcc;

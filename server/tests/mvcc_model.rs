@@ -1,0 +1,257 @@
+//! MVCC semantics against a model (proptest): puts, deletes, multi-operation transactions,
+//! ranges at past revisions, compaction, reopen.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use quorumkv_btree::{BTreeOptions, Db, SimStorage};
+use quorumkv_server::mvcc::{KeyValue, Mvcc, MvccError, RangeOpts};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8),
+    DeleteRange(u8, u8),
+    Txn(Vec<(u8, Option<u8>)>),
+    Compact(u8),
+    Range(u8, u8, u8),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..8, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0u8..8).prop_map(Op::Delete),
+        1 => (0u8..8, 0u8..9).prop_map(|(a, b)| Op::DeleteRange(a, b)),
+        2 => proptest::collection::vec((0u8..8, proptest::option::of(any::<u8>())), 1..4).prop_map(Op::Txn),
+        1 => any::<u8>().prop_map(Op::Compact),
+        3 => (0u8..8, 0u8..9, any::<u8>()).prop_map(|(a, b, r)| Op::Range(a, b, r)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key{k}").into_bytes()
+}
+
+type State = BTreeMap<Vec<u8>, KeyValue>;
+
+struct Model {
+    /// State after each revision (index = revision).
+    states: Vec<State>,
+    compacted: i64,
+}
+
+impl Model {
+    fn rev(&self) -> i64 {
+        self.states.len() as i64 - 1
+    }
+    fn apply(&mut self, ops: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        let mut s = self.states.last().expect("state").clone();
+        let rev = self.rev() + 1;
+        let mut changed = false;
+        for (k, v) in ops {
+            match v {
+                Some(v) => {
+                    let prev = s.get(k).cloned();
+                    s.insert(
+                        k.clone(),
+                        KeyValue {
+                            key: k.clone(),
+                            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                            mod_revision: rev,
+                            version: prev.as_ref().map_or(1, |p| p.version + 1),
+                            value: v.clone(),
+                            lease: 0,
+                        },
+                    );
+                    changed = true;
+                }
+                None => changed |= s.remove(k).is_some(),
+            }
+        }
+        if changed {
+            self.states.push(s);
+        }
+    }
+}
+
+fn open(storage: &Arc<SimStorage>) -> Mvcc {
+    Mvcc::new(
+        Db::open_with_storage(
+            storage.clone(),
+            BTreeOptions {
+                reserved_bytes: 64 << 20,
+                grow_bytes_min: 1 << 16,
+                ..BTreeOptions::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mvcc_matches_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let storage = Arc::new(SimStorage::new(64 << 20));
+        let mut store = open(&storage);
+        let mut model = Model { states: vec![State::new(), State::new()], compacted: 0 };
+        let mut applied = 0u64;
+        let mut committed_applied = 0u64;
+        for op in ops {
+            applied += 1;
+            let before = store.snapshot().applied_index();
+            match op {
+                Op::Put(k, v) => {
+                    let mut t = store.write().unwrap();
+                    let prev = t.put(&key(k), &[v], 0).unwrap();
+                    prop_assert_eq!(prev.as_ref(), model.states.last().unwrap().get(&key(k)));
+                    let (rev, events) = t.commit(applied).unwrap();
+                    model.apply(&[(key(k), Some(vec![v]))]);
+                    prop_assert_eq!(rev, model.rev());
+                    prop_assert_eq!(events.len(), 1);
+                }
+                Op::Delete(k) => {
+                    let mut t = store.write().unwrap();
+                    let gone = t.delete_range(&key(k), b"").unwrap();
+                    prop_assert_eq!(gone.len(), usize::from(model.states.last().unwrap().contains_key(&key(k))));
+                    t.commit(applied).unwrap();
+                    model.apply(&[(key(k), None)]);
+                }
+                Op::DeleteRange(a, b) => {
+                    let (lo, hi) = (key(a.min(b)), if a.max(b) == 8 { vec![0] } else { key(a.max(b)) });
+                    let mut t = store.write().unwrap();
+                    let gone = t.delete_range(&lo, &hi).unwrap();
+                    let victims: Vec<Vec<u8>> = model.states.last().unwrap().keys().filter(|k| **k >= lo && (hi == [0] || **k < hi)).cloned().collect();
+                    prop_assert_eq!(gone.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), victims.clone());
+                    let (rev, _) = t.commit(applied).unwrap();
+                    model.apply(&victims.into_iter().map(|k| (k, None)).collect::<Vec<_>>());
+                    prop_assert_eq!(rev, model.rev());
+                }
+                Op::Txn(parts) => {
+                    let mut t = store.write().unwrap();
+                    let mut mops = Vec::new();
+                    for (k, v) in parts {
+                        match v {
+                            Some(v) => {
+                                t.put(&key(k), &[v], 0).unwrap();
+                                mops.push((key(k), Some(vec![v])));
+                            }
+                            None => {
+                                t.delete_range(&key(k), b"").unwrap();
+                                mops.push((key(k), None));
+                            }
+                        }
+                    }
+                    let (rev, _) = t.commit(applied).unwrap();
+                    model.apply(&mops);
+                    prop_assert_eq!(rev, model.rev(), "one revision per transaction");
+                }
+                Op::Compact(r) => {
+                    let target = (i64::from(r) % (model.rev() + 1)).max(1);
+                    let mut t = store.write().unwrap();
+                    match t.compact(target) {
+                        Ok(()) => {
+                            t.commit(applied).unwrap();
+                            prop_assert!(target > model.compacted);
+                            model.compacted = target;
+                        }
+                        Err(MvccError::Compacted) => prop_assert!(target <= model.compacted),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                Op::Range(a, b, r) => {
+                    let (lo, hi) = (key(a.min(b)), if a.max(b) == 8 { vec![0] } else { key(a.max(b)) });
+                    let rev = i64::from(r) % (model.rev() + 2);
+                    let snap = store.snapshot();
+                    let got = snap.range(&lo, &hi, RangeOpts { revision: rev, ..RangeOpts::default() });
+                    let at = if rev == 0 { model.rev() } else { rev };
+                    if at > model.rev() {
+                        prop_assert!(matches!(got, Err(MvccError::FutureRevision)));
+                    } else if at < model.compacted {
+                        prop_assert!(matches!(got, Err(MvccError::Compacted)));
+                    } else {
+                        let want: Vec<KeyValue> = model.states[at as usize].values().filter(|kv| kv.key >= lo && (hi == [0] || kv.key < hi)).cloned().collect();
+                        let got = got.unwrap();
+                        prop_assert_eq!(got.count, want.len());
+                        prop_assert_eq!(got.kvs, want);
+                    }
+                    prop_assert_eq!(snap.revision().unwrap(), model.rev());
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = open(&storage);
+                    prop_assert_eq!(store.snapshot().applied_index(), committed_applied);
+                }
+            }
+            let after = store.snapshot().applied_index();
+            if after != before {
+                prop_assert_eq!(after, applied, "the applied index commits with the transaction");
+                committed_applied = after;
+            }
+        }
+        // Limits, keys-only and count-only on the final state.
+        let snap = store.snapshot();
+        let all = snap.range(b"key", b"kez", RangeOpts { limit: 2, keys_only: true, ..RangeOpts::default() }).unwrap();
+        let n = model.states.last().unwrap().len();
+        prop_assert_eq!(all.count, n);
+        prop_assert_eq!(all.more, n > 2);
+        prop_assert!(all.kvs.iter().all(|kv| kv.value.is_empty()));
+        let c = snap.range(b"key", b"kez", RangeOpts { count_only: true, ..RangeOpts::default() }).unwrap();
+        prop_assert_eq!((c.count, c.kvs.len()), (n, 0));
+    }
+}
+
+fn churn(compact: bool) -> u64 {
+    let storage = Arc::new(SimStorage::new(256 << 20));
+    let store = open(&storage);
+    let value = vec![7u8; 200];
+    for round in 0..50u64 {
+        let mut t = store.write().unwrap();
+        for k in 0..200u32 {
+            t.put(format!("k{k}").as_bytes(), &value, 0).unwrap();
+        }
+        t.commit(round).unwrap();
+        if compact && round % 10 == 9 {
+            let mut t = store.write().unwrap();
+            let rev = t.current_revision();
+            t.compact(rev).unwrap();
+            t.commit(round).unwrap();
+        }
+    }
+    let snap = store.snapshot();
+    assert_eq!(
+        snap.range(b"k", b"l", RangeOpts::default()).unwrap().count,
+        200
+    );
+    if compact {
+        // Only the newest version of each key is left before the compaction point.
+        let old = snap
+            .range(
+                b"k",
+                b"l",
+                RangeOpts {
+                    revision: snap.compact_revision().unwrap(),
+                    ..RangeOpts::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(old.count, 200);
+    }
+    store.db().stats().page_count
+}
+
+#[test]
+fn compaction_frees_space_for_reuse() {
+    let (kept, compacted) = (churn(false), churn(true));
+    println!(
+        "mvcc: 10,000 versions of 200 keys: {kept} pages without compaction, {compacted} with"
+    );
+    assert!(
+        compacted * 2 < kept,
+        "compaction should at least halve the pages: {compacted} vs {kept}"
+    );
+}
