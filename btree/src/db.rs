@@ -36,6 +36,9 @@ pub(crate) struct Alloc {
     pub(crate) file_bytes: u64,
     /// Pages holding the committed freelist (released by the next commit).
     pub(crate) freelist_pages: Vec<u64>,
+    /// The last transaction made durable; pages freed after it stay unused until the next
+    /// durable commit (a crash returns to it, and it may still reference them).
+    pub(crate) durable_txn: u64,
 }
 
 pub(crate) struct Inner {
@@ -247,6 +250,7 @@ impl Db {
                 pending: BTreeMap::new(),
                 file_bytes,
                 freelist_pages: Vec::new(),
+                durable_txn: 0,
             })),
             verified,
             stopped: Mutex::new(None),
@@ -283,6 +287,7 @@ impl Db {
             a.free = free;
             a.file_bytes = file_bytes;
             a.freelist_pages = freelist_pages;
+            a.durable_txn = m.txn;
         }
         let txn = inner.snaps.lock().meta.txn;
         Ok(Db {
@@ -447,7 +452,7 @@ fn verify_subtree(inner: &Inner, m: &Meta, ptr: PagePtr, depth: usize) -> Result
         page::KIND_BRANCH => {
             for i in 0..page::count(p) {
                 let c = page::child(p, i);
-                if c.txn == m.txn {
+                if c.txn > m.base {
                     verify_subtree(inner, m, c, depth + 1)?;
                 } else if c.txn > m.txn || c.page >= m.page_count {
                     return Err(Error::Corruption(format!(
@@ -460,7 +465,7 @@ fn verify_subtree(inner: &Inner, m: &Meta, ptr: PagePtr, depth: usize) -> Result
         _ => {
             for i in 0..page::count(p) {
                 if let ValueRef::Overflow { ptr: o, len } = page::value(p, i)
-                    && o.txn == m.txn
+                    && o.txn > m.base
                 {
                     inner.overflow(o, len, m.page_count)?;
                 }

@@ -11,7 +11,9 @@
 //! 56  u64    page count (pages [0, count) are allocated or free; the rest is unused)
 //! 64  u64    user value (the server's applied log index)
 //! 72  u64    number of keys
-//! 80  [u8;44] reserved, zero
+//! 80  u64    base: the previous durable txn; pages written by txns after it (txns committed
+//!            without sync, then this one) are what opening must verify
+//! 88  [u8;36] reserved, zero
 //! 124 u32    crc32c of bytes 0..124
 //! ```
 
@@ -41,6 +43,8 @@ pub struct Meta {
     pub user: u64,
     /// Number of keys.
     pub entries: u64,
+    /// The durable transaction before this one.
+    pub base: u64,
 }
 
 impl Meta {
@@ -59,6 +63,7 @@ impl Meta {
             (56, self.page_count),
             (64, self.user),
             (72, self.entries),
+            (80, self.base),
         ] {
             b[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -75,7 +80,7 @@ impl Meta {
         if crc32c::crc32c(&b[..124]) != u32_at(b, 124) || u32_at(b, 8) != VERSION {
             return None;
         }
-        if b[80..124].iter().any(|&x| x != 0) {
+        if b[88..124].iter().any(|&x| x != 0) {
             return None;
         }
         Some(Meta {
@@ -92,6 +97,7 @@ impl Meta {
             page_count: u64_at(b, 56),
             user: u64_at(b, 64),
             entries: u64_at(b, 72),
+            base: u64_at(b, 80),
         })
     }
 }
@@ -110,6 +116,7 @@ mod tests {
             page_count: 12,
             user: 77,
             entries: 3,
+            base: 8,
         };
         let b = m.encode();
         assert_eq!(Meta::decode(&b), Some(m));

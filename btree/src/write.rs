@@ -65,7 +65,7 @@ impl WriteTxn {
             .pending
             .keys()
             .copied()
-            .filter(|&t| oldest.is_none_or(|o| t <= o))
+            .filter(|&t| oldest.is_none_or(|o| t <= o) && t <= alloc.durable_txn)
             .collect();
         for t in releasable {
             let pages = alloc.pending.remove(&t).expect("listed");
@@ -602,12 +602,25 @@ impl WriteTxn {
     }
 
     /// Makes the transaction durable with one sync and publishes it to new readers.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.finish(true)
+    }
+
+    /// Publishes the transaction to new readers without making it durable: its pages are
+    /// written but neither the meta slot nor a sync is. A crash returns the tree to the last
+    /// durable commit, which must therefore be recoverable from elsewhere (the server replays
+    /// the log from the applied index of the last durable commit). The next durable commit
+    /// makes every earlier one durable too.
+    pub fn commit_no_sync(self) -> Result<()> {
+        self.finish(false)
+    }
+
+    fn finish(mut self, durable: bool) -> Result<()> {
         self.done = true;
         if self.dirty.is_empty() && self.freed.is_empty() && self.meta == self.base {
             return Ok(());
         }
-        match self.write_out() {
+        match self.write_out(durable) {
             Ok(()) => Ok(()),
             Err((op, e)) => {
                 *self.inner.stopped.lock() = Some(op);
@@ -618,9 +631,12 @@ impl WriteTxn {
         }
     }
 
-    fn write_out(&mut self) -> Result<(), (&'static str, std::io::Error)> {
+    fn write_out(&mut self, durable: bool) -> Result<(), (&'static str, std::io::Error)> {
         let ps = self.inner.limits.page_size;
         let txn = self.txn;
+        if !durable {
+            return self.write_pages_only();
+        }
         let old_lists = std::mem::take(&mut self.alloc.freelist_pages);
         self.freed.extend(old_lists.iter().copied());
         // The freelist lists every page free now or after readers finish: on reopen there are
@@ -666,6 +682,41 @@ impl WriteTxn {
             .first()
             .map_or(PagePtr::default(), |&p| self.ptr(p));
         self.meta.txn = txn;
+        self.write_dirty_pages()?;
+        let slot = (txn % 2) * ps as u64;
+        self.inner
+            .storage
+            .write_at(&self.meta.encode(), slot)
+            .map_err(|e| ("write meta", e))?;
+        self.inner.storage.sync().map_err(|e| ("sync", e))?;
+        self.alloc.durable_txn = txn;
+        self.alloc.freelist_pages = list_pages;
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        let freed = std::mem::take(&mut self.freed);
+        if !freed.is_empty() {
+            self.alloc.pending.insert(self.txn, freed);
+        }
+        self.undo.clear();
+        self.inner.snaps.lock().meta = self.meta;
+    }
+
+    /// A commit without sync: the pages go to the file (so readers can map them), the meta
+    /// and freelist stay in memory until the next durable commit.
+    fn write_pages_only(&mut self) -> Result<(), (&'static str, std::io::Error)> {
+        self.meta.txn = self.txn;
+        self.write_dirty_pages()?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Grows the file as needed and writes every dirty page, sealed, in page order.
+    fn write_dirty_pages(&mut self) -> Result<(), (&'static str, std::io::Error)> {
+        let ps = self.inner.limits.page_size;
+        let txn = self.txn;
         let need = self.meta.page_count * ps as u64;
         if need > self.alloc.file_bytes {
             let grow = self
@@ -704,19 +755,6 @@ impl WriteTxn {
                 .write_at(&buf, buf_start * ps as u64)
                 .map_err(|e| ("write", e))?;
         }
-        let slot = (txn % 2) * ps as u64;
-        self.inner
-            .storage
-            .write_at(&self.meta.encode(), slot)
-            .map_err(|e| ("write meta", e))?;
-        self.inner.storage.sync().map_err(|e| ("sync", e))?;
-        let freed = std::mem::take(&mut self.freed);
-        if !freed.is_empty() {
-            self.alloc.pending.insert(txn, freed);
-        }
-        self.alloc.freelist_pages = list_pages;
-        self.undo.clear();
-        self.inner.snaps.lock().meta = self.meta;
         Ok(())
     }
 
