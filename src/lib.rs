@@ -3,6 +3,31 @@
 //! This facade re-exports the member crates so a program can link one crate: the write-ahead
 //! log ([`wal`]), the copy-on-write B+tree ([`btree`]), the replication protocols
 //! ([`replication`]) and the node ([`server`]).
+//!
+//! A durable replicated log, embedded: a one-node cluster here (a real one lists every peer),
+//! on Raft (or `ProtocolKind::Zab`):
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::time::Duration;
+//! use quorumkv::server::node::{Node, NodeConfig};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! let peers = BTreeMap::from([(1, listener.local_addr().unwrap())]);
+//! let mut cfg = NodeConfig::new(1, peers, dir.path().join("log"));
+//! cfg.tick = Duration::from_millis(10);
+//! let node = Node::start(cfg, listener).unwrap();
+//! // Retry until the node has elected itself.
+//! let index = loop {
+//!     match node.append_blocking(b"hello".to_vec()) {
+//!         Ok(i) => break i,
+//!         Err(_) => std::thread::sleep(Duration::from_millis(10)),
+//!     }
+//! };
+//! let entries = node.committed(index, index);
+//! assert_eq!(entries[0].data, b"hello");
+//! ```
 
 pub use quorumkv_btree as btree;
 pub use quorumkv_replication as replication;

@@ -4,4 +4,5 @@
 //! stored in the B+tree ([`mvcc`]). The IO driver, peer transport and etcd v3 API build on it.
 
 pub mod mvcc;
+pub mod node;
 pub mod transport;

@@ -2,3 +2,4 @@
 //! framing (bounded, checksummed frames); the TCP connections and per-peer queues build on it.
 
 pub mod frame;
+pub mod tcp;

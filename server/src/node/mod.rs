@@ -1,0 +1,480 @@
+//! The embeddable replicated log: one node of a Raft or ZAB cluster with real IO. Appends go
+//! to the write-ahead log (group commit), messages to peers over TCP, ticks come from a tokio
+//! timer, and committed entries are handed to the caller in order.
+//!
+//! Three activities, each never waiting on the others' IO:
+//! - the *node loop* (a tokio task) owns the protocol: it feeds it ticks, peer messages,
+//!   proposals and persistence acknowledgements, and carries out each Ready's messages;
+//! - the *storage thread* owns the log store: it saves every queued Ready, syncs once for all
+//!   of them (group commit), and only then releases their after-persist messages and reports
+//!   the durable position back;
+//! - peer connections (see `transport::tcp`) read and write frames.
+//!
+//! A slow fdatasync therefore never delays heartbeats or election timers. A failed one stops
+//! the storage thread and with it every acknowledgement (fail-stop).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quorumkv_replication::raft::{Raft, RaftConfig};
+use quorumkv_replication::zab::{Zab, ZabConfig};
+use quorumkv_replication::{
+    Conf, Entry, EntryKind, LogStore, NodeId, ProposeError, Protocol, ProtocolMessage, Ready,
+    Status, WalStore,
+};
+use quorumkv_wal::{Backend, WalOptions};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::transport::{frame, tcp};
+
+/// Which protocol replicates the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolKind {
+    /// Raft.
+    #[default]
+    Raft,
+    /// ZAB.
+    Zab,
+}
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every voter's peer address, this node's included.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Where the log lives.
+    pub data_dir: PathBuf,
+    /// Raft or ZAB.
+    pub protocol: ProtocolKind,
+    /// Tick interval (heartbeat); elections time out after `election_ticks` of them.
+    pub tick: Duration,
+    /// Ticks before an election.
+    pub election_ticks: u32,
+    /// Write-ahead log options.
+    pub wal: WalOptions,
+    /// io backend.
+    pub backend: Backend,
+    /// Largest peer frame accepted.
+    pub max_frame_bytes: usize,
+    /// Messages queued per peer before new ones are dropped.
+    pub peer_queue_len: usize,
+    /// Distinguishes clusters sharing hosts.
+    pub cluster_id: u64,
+}
+
+impl NodeConfig {
+    /// A node with etcd-like timing (100 ms ticks, 1 s elections) and default limits.
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, SocketAddr>, data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            id,
+            peers,
+            data_dir,
+            protocol: ProtocolKind::Raft,
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            wal: WalOptions::default(),
+            backend: Backend::default(),
+            max_frame_bytes: 64 << 20,
+            peer_queue_len: 4096,
+            cluster_id: 1,
+        }
+    }
+}
+
+/// Why a node request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The protocol refused.
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    /// The proposal's slot went to another entry (leadership changed): it will never commit.
+    #[error("proposal lost to a leadership change")]
+    Lost,
+    /// The node stopped (shut down, or its storage failed).
+    #[error("node stopped: {0}")]
+    Stopped(String),
+}
+
+enum Cmd {
+    Propose(Vec<u8>, oneshot::Sender<Result<u64, NodeError>>),
+    ReadIndex(oneshot::Sender<Result<u64, NodeError>>),
+    Status(oneshot::Sender<Status>),
+    Committed(u64, u64, oneshot::Sender<Vec<Entry>>),
+}
+
+/// A running node. Dropping it stops it.
+pub struct Node {
+    cmds: mpsc::Sender<Cmd>,
+    commits: tokio::sync::broadcast::Sender<Entry>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").finish_non_exhaustive()
+    }
+}
+
+struct StorageJob<M> {
+    hard_state: Option<quorumkv_replication::HardState>,
+    truncate_from: Option<u64>,
+    entries: Vec<Entry>,
+    after: Vec<M>,
+    last: (u64, u64),
+}
+
+struct StorageDone<M> {
+    after: Vec<M>,
+    last: (u64, u64),
+}
+
+impl Node {
+    /// Starts a node on its own runtime; `listener` is its bound peer address.
+    pub fn start(cfg: NodeConfig, listener: std::net::TcpListener) -> Result<Node, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name(format!("node-{}", cfg.id))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let store = WalStore::open(&cfg.data_dir, cfg.wal.clone(), cfg.backend)
+            .map_err(|e| e.to_string())?;
+        let restored = store.load().map_err(|e| e.to_string())?;
+        let conf = Conf::new(cfg.peers.keys().copied());
+        let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+        let (commit_tx, _) = tokio::sync::broadcast::channel(65536);
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let commits = commit_tx.clone();
+        runtime.block_on(async {
+            let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            match cfg.protocol {
+                ProtocolKind::Raft => {
+                    let rc = RaftConfig {
+                        election_tick: cfg.election_ticks,
+                        seed: cfg.id,
+                        ..RaftConfig::default()
+                    };
+                    let p = Raft::new(cfg.id, rc, conf, restored);
+                    spawn_node(p, cfg, store, listener, cmd_rx, commits);
+                }
+                ProtocolKind::Zab => {
+                    let zc = ZabConfig {
+                        election_tick: cfg.election_ticks,
+                        seed: cfg.id,
+                        ..ZabConfig::default()
+                    };
+                    let p = Zab::new(cfg.id, zc, conf, restored);
+                    spawn_node(p, cfg, store, listener, cmd_rx, commits);
+                }
+            }
+            Ok::<(), String>(())
+        })?;
+        Ok(Node {
+            cmds: cmd_tx,
+            commits: commit_tx,
+            runtime: Some(runtime),
+        })
+    }
+
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Result<oneshot::Receiver<T>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .try_send(make(tx))
+            .map_err(|_| NodeError::Stopped("node loop gone or busy".into()))?;
+        Ok(rx)
+    }
+
+    /// Appends `data`; resolves with its index once it is committed (and durable on a quorum).
+    pub async fn append(&self, data: Vec<u8>) -> Result<u64, NodeError> {
+        let rx = self.ask(|tx| Cmd::Propose(data, tx))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// Blocking form of [`Node::append`].
+    pub fn append_blocking(&self, data: Vec<u8>) -> Result<u64, NodeError> {
+        let rt = self.runtime.as_ref().expect("running");
+        rt.block_on(self.append(data))
+    }
+
+    /// A linearizable read point: every entry committed before the call is at or below it,
+    /// and this node has committed through it.
+    pub fn read_index_blocking(&self) -> Result<u64, NodeError> {
+        let rx = self.ask(Cmd::ReadIndex)?;
+        let rt = self.runtime.as_ref().expect("running");
+        rt.block_on(rx)
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// The protocol's status.
+    pub fn status(&self) -> Option<Status> {
+        let rx = self.ask(Cmd::Status).ok()?;
+        self.runtime.as_ref()?.block_on(rx).ok()
+    }
+
+    /// Committed application entries with index in `lo..=hi` (still in memory).
+    pub fn committed(&self, lo: u64, hi: u64) -> Vec<Entry> {
+        let Ok(rx) = self.ask(|tx| Cmd::Committed(lo, hi, tx)) else {
+            return Vec::new();
+        };
+        self.runtime
+            .as_ref()
+            .and_then(|rt| rt.block_on(rx).ok())
+            .unwrap_or_default()
+    }
+
+    /// Every entry as it commits, in order.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Entry> {
+        self.commits.subscribe()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+fn spawn_node<P>(
+    proto: P,
+    cfg: NodeConfig,
+    store: WalStore,
+    listener: TcpListener,
+    cmds: mpsc::Receiver<Cmd>,
+    commits: tokio::sync::broadcast::Sender<Entry>,
+) where
+    P: Protocol + 'static,
+{
+    let (inbound_tx, inbound_rx) = mpsc::channel::<P::Message>(cfg.peer_queue_len);
+    tokio::spawn(tcp::accept::<P::Message>(
+        listener,
+        cfg.cluster_id,
+        cfg.id,
+        cfg.max_frame_bytes,
+        inbound_tx,
+    ));
+    let outbound = tcp::Outbound::start(cfg.cluster_id, cfg.id, &cfg.peers, cfg.peer_queue_len);
+    let (job_tx, job_rx) = std::sync::mpsc::channel::<StorageJob<P::Message>>();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Result<StorageDone<P::Message>, String>>();
+    std::thread::Builder::new()
+        .name(format!("storage-{}", cfg.id))
+        .spawn(move || storage_thread(store, job_rx, done_tx))
+        .expect("spawn storage thread");
+    tokio::spawn(node_loop(
+        proto, cfg, outbound, inbound_rx, cmds, job_tx, done_rx, commits,
+    ));
+}
+
+fn storage_thread<M: Send>(
+    mut store: WalStore,
+    jobs: std::sync::mpsc::Receiver<StorageJob<M>>,
+    done: mpsc::UnboundedSender<Result<StorageDone<M>, String>>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while let Ok(j) = jobs.try_recv() {
+            batch.push(j);
+        }
+        let mut after = Vec::new();
+        let mut last = (0, 0);
+        let mut result = Ok(());
+        for j in batch {
+            if result.is_ok() {
+                result = store.save(j.hard_state, j.truncate_from, &j.entries);
+            }
+            after.extend(j.after);
+            last = j.last;
+        }
+        let result = result.and_then(|()| store.sync());
+        if let Err(e) = result {
+            // Fail-stop: nothing saved after this is ever acknowledged.
+            tracing::error!(error = %e, "log store failed; the node stops acknowledging");
+            let _ = done.send(Err(e.to_string()));
+            return;
+        }
+        if done.send(Ok(StorageDone { after, last })).is_err() {
+            return;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn node_loop<P: Protocol>(
+    mut proto: P,
+    cfg: NodeConfig,
+    outbound: tcp::Outbound,
+    mut inbound: mpsc::Receiver<P::Message>,
+    mut cmds: mpsc::Receiver<Cmd>,
+    jobs: std::sync::mpsc::Sender<StorageJob<P::Message>>,
+    mut done: mpsc::UnboundedReceiver<Result<StorageDone<P::Message>, String>>,
+    commits: tokio::sync::broadcast::Sender<Entry>,
+) {
+    let mut ticker = tokio::time::interval(cfg.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiters: BTreeMap<u64, (u64, oneshot::Sender<Result<u64, NodeError>>)> =
+        BTreeMap::new();
+    let mut reads: BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>> = BTreeMap::new();
+    let mut ready_reads: Vec<(u64, oneshot::Sender<Result<u64, NodeError>>)> = Vec::new();
+    let mut read_ctx = 0u64;
+    let mut in_flight = 0usize;
+    let mut last = (proto.status().last_index, 0u64);
+    if let Some(e) = proto.log_entries(last.0).first() {
+        last.1 = e.term;
+    }
+    let mut applied = proto.status().applied;
+    let mut stopped: Option<String> = None;
+    let send = |m: P::Message| {
+        let mut payload = Vec::new();
+        m.encode(&mut payload);
+        let mut f = Vec::with_capacity(payload.len() + frame::HEADER_BYTES);
+        frame::encode(&mut f, &payload);
+        outbound.send(m.to(), f);
+    };
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => proto.tick(),
+            Some(m) = inbound.recv() => proto.step(m),
+            Some(cmd) = cmds.recv() => match cmd {
+                Cmd::Propose(data, tx) => {
+                    if let Some(why) = &stopped {
+                        let _ = tx.send(Err(NodeError::Stopped(why.clone())));
+                    } else {
+                        match proto.propose(data) {
+                            Ok(index) => {
+                                let term = proto.log_entries(index).first().map_or(0, |e| e.term);
+                                waiters.insert(index, (term, tx));
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into()));
+                            }
+                        }
+                    }
+                }
+                Cmd::ReadIndex(tx) => {
+                    read_ctx += 1;
+                    match proto.read_index(read_ctx) {
+                        Ok(()) => {
+                            reads.insert(read_ctx, tx);
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into()));
+                        }
+                    }
+                }
+                Cmd::Status(tx) => {
+                    let _ = tx.send(proto.status());
+                }
+                Cmd::Committed(lo, hi, tx) => {
+                    let hi = hi.min(applied);
+                    let es = proto
+                        .log_entries(lo)
+                        .into_iter()
+                        .take_while(|e| e.index <= hi)
+                        .filter(|e| e.kind == EntryKind::Normal)
+                        .collect();
+                    let _ = tx.send(es);
+                }
+            },
+            Some(d) = done.recv() => match d {
+                Ok(d) => {
+                    in_flight -= 1;
+                    for m in d.after {
+                        send(m);
+                    }
+                    proto.persisted(d.last.0, d.last.1);
+                }
+                Err(e) => {
+                    stopped = Some(e.clone());
+                    for (_, (_, tx)) in std::mem::take(&mut waiters) {
+                        let _ = tx.send(Err(NodeError::Stopped(e.clone())));
+                    }
+                }
+            },
+            else => return,
+        }
+        while proto.has_ready() {
+            let r: Ready<P::Message> = proto.ready();
+            for m in r.messages {
+                send(m);
+            }
+            if let Some(t) = r.truncate_from {
+                let prev = t - 1;
+                last = (
+                    prev,
+                    proto.log_entries(prev).first().map_or(last.1, |e| e.term),
+                );
+            }
+            if let Some(e) = r.entries.last() {
+                last = (e.index, e.term);
+            }
+            if r.snapshot.is_some() {
+                // This node never compacts its log, so no peer sends it a snapshot.
+                tracing::error!("unexpected snapshot install request ignored");
+            }
+            let must = r.hard_state.is_some() || r.truncate_from.is_some() || !r.entries.is_empty();
+            if stopped.is_none() && (must || in_flight > 0) {
+                // Even a Ready with nothing to persist may acknowledge entries still syncing.
+                in_flight += 1;
+                let job = StorageJob {
+                    hard_state: r.hard_state,
+                    truncate_from: r.truncate_from,
+                    entries: r.entries,
+                    after: r.messages_after_persist,
+                    last,
+                };
+                if jobs.send(job).is_err() {
+                    stopped = Some("storage thread gone".into());
+                }
+            } else if stopped.is_none() {
+                for m in r.messages_after_persist {
+                    send(m);
+                }
+            }
+            for e in r.committed {
+                if let Some((term, tx)) = waiters.remove(&e.index) {
+                    let _ = tx.send(if term == e.term {
+                        Ok(e.index)
+                    } else {
+                        Err(NodeError::Lost)
+                    });
+                }
+                applied = e.index;
+                if e.kind == EntryKind::Normal {
+                    let _ = commits.send(e);
+                }
+            }
+            proto.applied(applied);
+            for rs in r.read_states {
+                if let Some(tx) = reads.remove(&rs.ctx) {
+                    ready_reads.push((rs.index, tx));
+                }
+            }
+        }
+        // Reads are served once what they must see is applied.
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut ready_reads)
+            .into_iter()
+            .partition(|(i, _)| *i <= applied);
+        ready_reads = later;
+        for (i, tx) in now {
+            let _ = tx.send(Ok(i));
+        }
+        // Proposals whose slot another entry took resolve when that entry commits (above);
+        // anything below the commit point with no entry of its own is lost.
+        let lost: Vec<u64> = waiters.range(..=applied).map(|(i, _)| *i).collect();
+        for i in lost {
+            if let Some((_, tx)) = waiters.remove(&i) {
+                let _ = tx.send(Err(NodeError::Lost));
+            }
+        }
+    }
+}

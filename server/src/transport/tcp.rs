@@ -1,0 +1,176 @@
+//! TCP connections between peers: one outbound connection per peer, fed by a bounded queue
+//! and re-established with backoff, and inbound connections whose frames are decoded into
+//! protocol messages. A connection that sends anything invalid (bad frame, bad handshake,
+//! undecodable or misattributed message) is closed with a logged reason; the process and the
+//! other connections carry on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quorumkv_replication::{NodeId, ProtocolMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::frame;
+
+const HANDSHAKE_MAGIC: &[u8; 8] = b"QKVPEER1";
+
+fn handshake(cluster: u64, from: NodeId) -> Vec<u8> {
+    let mut p = HANDSHAKE_MAGIC.to_vec();
+    p.extend_from_slice(&cluster.to_le_bytes());
+    p.extend_from_slice(&from.to_le_bytes());
+    let mut out = Vec::new();
+    frame::encode(&mut out, &p);
+    out
+}
+
+/// Sends encoded messages to every peer.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    queues: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
+}
+
+impl Outbound {
+    /// Starts one sender task per peer (other than `me`).
+    pub fn start(
+        cluster: u64,
+        me: NodeId,
+        peers: &BTreeMap<NodeId, SocketAddr>,
+        queue_len: usize,
+    ) -> Outbound {
+        let mut queues = BTreeMap::new();
+        for (&id, &addr) in peers {
+            if id == me {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(queue_len);
+            tokio::spawn(sender(cluster, me, id, addr, rx));
+            queues.insert(id, tx);
+        }
+        Outbound { queues }
+    }
+
+    /// Queues a message (already a frame) for `to`; drops it when the queue is full (the
+    /// protocols retransmit).
+    pub fn send(&self, to: NodeId, frame: Vec<u8>) -> bool {
+        self.queues
+            .get(&to)
+            .is_some_and(|q| q.try_send(frame).is_ok())
+    }
+}
+
+async fn sender(
+    cluster: u64,
+    me: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let mut stream = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(_) => {
+                // Drop what piled up while the peer is unreachable; it is stale by now.
+                while rx.try_recv().is_ok() {}
+                if rx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        backoff = Duration::from_millis(20);
+        if stream.write_all(&handshake(cluster, me)).await.is_err() {
+            continue;
+        }
+        let mut batch = Vec::new();
+        loop {
+            let Some(first) = rx.recv().await else { return };
+            batch.clear();
+            batch.extend_from_slice(&first);
+            // Coalesce whatever else is queued into one write.
+            while batch.len() < 1 << 20 {
+                match rx.try_recv() {
+                    Ok(f) => batch.extend_from_slice(&f),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = stream.write_all(&batch).await {
+                tracing::debug!(peer, error = %e, "peer connection lost; reconnecting");
+                break;
+            }
+        }
+    }
+}
+
+/// Accepts peer connections and forwards their decoded messages to `inbound`.
+pub async fn accept<M: ProtocolMessage>(
+    listener: TcpListener,
+    cluster: u64,
+    me: NodeId,
+    max_frame_bytes: usize,
+    inbound: mpsc::Sender<M>,
+) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = serve::<M>(stream, cluster, me, max_frame_bytes, inbound).await {
+                tracing::warn!(%from, reason, "closing peer connection");
+            }
+        });
+    }
+}
+
+async fn serve<M: ProtocolMessage>(
+    mut stream: TcpStream,
+    cluster: u64,
+    me: NodeId,
+    max_frame_bytes: usize,
+    inbound: mpsc::Sender<M>,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let mut dec = frame::Decoder::new(max_frame_bytes);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut peer: Option<NodeId> = None;
+    loop {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        dec.push(&buf[..n]);
+        while let Some(payload) = dec.next_frame().map_err(|e| e.to_string())? {
+            let Some(from) = peer else {
+                if payload.len() != 24 || &payload[..8] != HANDSHAKE_MAGIC {
+                    return Err("bad handshake".into());
+                }
+                let c = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+                if c != cluster {
+                    return Err(format!("peer from another cluster ({c})"));
+                }
+                peer = Some(u64::from_le_bytes(
+                    payload[16..24].try_into().expect("8 bytes"),
+                ));
+                continue;
+            };
+            let m = M::decode(&payload).map_err(|e| e.to_string())?;
+            if m.from() != from || m.to() != me {
+                return Err(format!(
+                    "message from {} to {} on the connection of {from}",
+                    m.from(),
+                    m.to()
+                ));
+            }
+            if inbound.send(m).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
