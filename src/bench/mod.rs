@@ -2,6 +2,7 @@
 //! JSON object as the last line of stdout.
 
 mod btree;
+mod log;
 mod wal;
 
 use clap::Subcommand;
@@ -13,6 +14,8 @@ pub enum Target {
     Wal(wal::WalArgs),
     /// Batched inserts, point reads and range scans of the B+tree.
     Btree(btree::BtreeArgs),
+    /// Committed appends to an in-process replicated log (3 nodes on loopback, real fsync).
+    Log(log::LogArgs),
 }
 
 /// Runs one benchmark.
@@ -20,6 +23,7 @@ pub fn run(target: Target) -> Result<(), String> {
     match target {
         Target::Wal(args) => wal::run(&args),
         Target::Btree(args) => btree::run(&args),
+        Target::Log(args) => log::run(&args),
     }
 }
 

@@ -24,7 +24,7 @@ use quorumkv_replication::{
     Conf, Entry, EntryKind, LogStore, NodeId, ProposeError, Protocol, ProtocolMessage, Ready,
     Status, WalStore,
 };
-use quorumkv_wal::{Backend, WalOptions};
+use quorumkv_wal::{Backend, WalOptions, WalStats};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -105,6 +105,7 @@ enum Cmd {
     ReadIndex(oneshot::Sender<Result<u64, NodeError>>),
     Status(oneshot::Sender<Status>),
     Committed(u64, u64, oneshot::Sender<Vec<Entry>>),
+    WalStats(oneshot::Sender<WalStats>),
 }
 
 /// A running node. Dropping it stops it.
@@ -129,8 +130,11 @@ struct StorageJob<M> {
 }
 
 struct StorageDone<M> {
+    /// Jobs this sync covered.
+    jobs: usize,
     after: Vec<M>,
     last: (u64, u64),
+    stats: WalStats,
 }
 
 impl Node {
@@ -231,6 +235,17 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// IO counters of this node's write-ahead log (as of its last sync).
+    pub fn wal_stats(&self) -> WalStats {
+        let Ok(rx) = self.ask(Cmd::WalStats) else {
+            return WalStats::default();
+        };
+        self.runtime
+            .as_ref()
+            .and_then(|rt| rt.block_on(rx).ok())
+            .unwrap_or_default()
+    }
+
     /// Every entry as it commits, in order.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Entry> {
         self.commits.subscribe()
@@ -288,6 +303,7 @@ fn storage_thread<M: Send>(
         let mut after = Vec::new();
         let mut last = (0, 0);
         let mut result = Ok(());
+        let jobs_n = batch.len();
         for j in batch {
             if result.is_ok() {
                 result = store.save(j.hard_state, j.truncate_from, &j.entries);
@@ -302,7 +318,16 @@ fn storage_thread<M: Send>(
             let _ = done.send(Err(e.to_string()));
             return;
         }
-        if done.send(Ok(StorageDone { after, last })).is_err() {
+        let stats = store.wal().stats();
+        if done
+            .send(Ok(StorageDone {
+                jobs: jobs_n,
+                after,
+                last,
+                stats,
+            }))
+            .is_err()
+        {
             return;
         }
     }
@@ -332,6 +357,7 @@ async fn node_loop<P: Protocol>(
         last.1 = e.term;
     }
     let mut applied = proto.status().applied;
+    let mut wal_stats = WalStats::default();
     let mut stopped: Option<String> = None;
     let send = |m: P::Message| {
         let mut payload = Vec::new();
@@ -374,6 +400,9 @@ async fn node_loop<P: Protocol>(
                 Cmd::Status(tx) => {
                     let _ = tx.send(proto.status());
                 }
+                Cmd::WalStats(tx) => {
+                    let _ = tx.send(wal_stats);
+                }
                 Cmd::Committed(lo, hi, tx) => {
                     let hi = hi.min(applied);
                     let es = proto
@@ -387,7 +416,8 @@ async fn node_loop<P: Protocol>(
             },
             Some(d) = done.recv() => match d {
                 Ok(d) => {
-                    in_flight -= 1;
+                    in_flight -= d.jobs;
+                    wal_stats = d.stats;
                     for m in d.after {
                         send(m);
                     }
