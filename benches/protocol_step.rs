@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quorumkv::replication::harness::Network;
 use quorumkv::replication::raft::{Raft, RaftConfig};
 use quorumkv::replication::zab::{Zab, ZabConfig};
-use quorumkv::replication::{Conf, Protocol, Restored, Role};
+use quorumkv::replication::{Conf, LogStore, Protocol, Restored, Role, SnapshotMeta};
 
 const PAYLOAD_BYTES: usize = 256;
 
@@ -63,6 +63,27 @@ fn zab_cluster() -> (Network<Zab>, u64) {
     panic!("no ZAB leader");
 }
 
+/// Snapshots every node at its applied index so logs stay bounded, as a real node's would.
+fn compact_all<P: Protocol>(net: &mut Network<P>, ids: &[u64]) {
+    for &id in ids {
+        let st = net.node(id).status();
+        let Some(term) = net.node(id).log_entries(st.applied).first().map(|e| e.term) else {
+            continue;
+        };
+        let meta = SnapshotMeta {
+            index: st.applied,
+            term,
+            conf: st.conf.clone(),
+        };
+        net.node(id).compact(meta.clone());
+        net.stores
+            .get_mut(&id)
+            .expect("store")
+            .compact(&meta)
+            .expect("memory store");
+    }
+}
+
 fn bench_batches<P: Protocol>(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
@@ -72,6 +93,7 @@ fn bench_batches<P: Protocol>(
 ) {
     let payload = vec![7u8; PAYLOAD_BYTES];
     let ids: Vec<u64> = net.nodes.keys().copied().collect();
+    let mut rounds = 0u64;
     g.bench_function(format!("{name}_batch_{batch}"), |b| {
         b.iter_custom(|iters| {
             let t0 = Instant::now();
@@ -84,6 +106,10 @@ fn bench_batches<P: Protocol>(
                 black_box(last);
                 for id in &ids {
                     net.applied.get_mut(id).expect("node").clear();
+                }
+                rounds += 1;
+                if rounds % 256 == 0 {
+                    compact_all(net, &ids);
                 }
             }
             t0.elapsed()
