@@ -72,7 +72,7 @@ pub fn run(args: &BtreeArgs) -> Result<(), String> {
     let path = args
         .dir
         .join(format!("quorumkv-bench-btree-{}.db", std::process::id()));
-    let _cleanup = RemoveOnDrop(path.clone());
+    let _cleanup = super::RemoveOnDrop(path.clone());
     let db = Db::open(&path, BTreeOptions::default()).map_err(|e| e.to_string())?;
     let value = vec![7u8; args.value_bytes];
     let t0 = Instant::now();
@@ -162,12 +162,4 @@ pub fn run(args: &BtreeArgs) -> Result<(), String> {
         println!("{json}");
     }
     Ok(())
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -54,7 +54,7 @@ pub fn run(args: &LogArgs) -> Result<(), String> {
     let base = args
         .dir
         .join(format!("quorumkv-bench-log-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(base.clone());
+    let _cleanup = super::RemoveOnDrop(base.clone());
     let listeners: BTreeMap<u64, std::net::TcpListener> = (1..=args.nodes)
         .map(|id| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -163,12 +163,4 @@ pub fn run(args: &LogArgs) -> Result<(), String> {
         println!("{json}");
     }
     Ok(())
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

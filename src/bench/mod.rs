@@ -39,3 +39,16 @@ pub(crate) fn percentiles_us(h: &hdrhistogram::Histogram<u64>) -> serde_json::Va
         "max_us": h.max() as f64 / 1000.0,
     })
 }
+
+/// Removes a benchmark's scratch file or directory when the benchmark ends, however it ends.
+pub(crate) struct RemoveOnDrop(pub(crate) std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}

@@ -126,7 +126,7 @@ pub fn run(args: &WalArgs) -> Result<(), String> {
     let dir = args
         .dir
         .join(format!("quorumkv-bench-wal-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(dir.clone());
+    let _cleanup = super::RemoveOnDrop(dir.clone());
     let mut opts = WalOptions {
         segment_bytes: args.segment_bytes,
         record_bytes_max: args
@@ -243,12 +243,4 @@ pub fn run(args: &WalArgs) -> Result<(), String> {
         println!("{json}");
     }
     Ok(())
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
