@@ -5,7 +5,9 @@
 //!
 //! A run has a safety phase (faults on) and a liveness phase (faults healed, crashed nodes
 //! restarted) that must make progress. The invariants are checked continuously; the client
-//! history is checked for linearizability at the end. Every run replays exactly from its seed.
+//! history is checked for linearizability at the end. Every run replays exactly from its seed;
+//! with `QKV_SIM_TRACE` set in the environment, the replay prints every Ready and crash to
+//! stderr.
 
 mod invariants;
 pub mod kv;
@@ -244,6 +246,7 @@ pub struct Sim<P: SimProtocol> {
     completeness: LeaderCompleteness,
     sm: StateMachineSafety,
     steps: u64,
+    trace: bool,
 }
 
 fn key_of(op: &Op) -> u8 {
@@ -278,6 +281,7 @@ impl<P: SimProtocol> Sim<P> {
             completeness: LeaderCompleteness::default(),
             sm: StateMachineSafety::default(),
             steps: 0,
+            trace: std::env::var_os("QKV_SIM_TRACE").is_some(),
             cfg,
         };
         for i in 0..sim.cfg.nodes {
@@ -500,7 +504,7 @@ impl<P: SimProtocol> Sim<P> {
     }
 
     fn crash(&mut self, n: usize) {
-        if std::env::var_os("QKV_SIM_TRACE").is_some() {
+        if self.trace {
             eprintln!("t={} n{} CRASH", self.now, n + 1);
         }
         self.crashes += 1;
@@ -570,7 +574,7 @@ impl<P: SimProtocol> Sim<P> {
                 break;
             }
             let mut r = p.ready();
-            if std::env::var_os("QKV_SIM_TRACE").is_some() {
+            if self.trace {
                 let st = p.status();
                 eprintln!(
                     "t={} n{} {:?} term={} commit={} last={} persisted={} | hs={:?} trunc={:?} ents={:?} committed={:?} msgs={:?} after={:?}",
