@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use quorumkv::bench::data::{XorShift as Rng, key};
 use quorumkv::btree::{BTreeOptions, Db};
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -16,24 +17,6 @@ const KEYS: u64 = 1_000_000;
 const VALUE_BYTES: usize = 64;
 const BATCH: usize = 1000;
 const SCAN: usize = 1000;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// Key `i` of the data set: 16 bytes, spread over the key space.
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-    k[8..].copy_from_slice(&i.to_be_bytes());
-    k
-}
 
 fn value(i: u64) -> [u8; VALUE_BYTES] {
     [i as u8; VALUE_BYTES]
@@ -79,7 +62,7 @@ fn bench(c: &mut Criterion) {
         let mut rng = Rng(1);
         g.bench_function("quorumkv", |b| {
             b.iter(|| {
-                let i = rng.next() % KEYS;
+                let i = rng.next_u64() % KEYS;
                 black_box(r.get(&key(i)).expect("get").expect("present").len())
             })
         });
@@ -90,7 +73,7 @@ fn bench(c: &mut Criterion) {
         let mut rng = Rng(1);
         g.bench_function("redb", |b| {
             b.iter(|| {
-                let i = rng.next() % KEYS;
+                let i = rng.next_u64() % KEYS;
                 black_box(
                     table
                         .get(&key(i)[..])
@@ -112,7 +95,7 @@ fn bench(c: &mut Criterion) {
         let mut rng = Rng(2);
         g.bench_function("quorumkv", |b| {
             b.iter(|| {
-                let start = key(rng.next() % KEYS);
+                let start = key(rng.next_u64() % KEYS);
                 let mut n = 0usize;
                 for x in r.range(&start[..]..).take(SCAN) {
                     let (k, v) = x.expect("scan");
@@ -128,7 +111,7 @@ fn bench(c: &mut Criterion) {
         let mut rng = Rng(2);
         g.bench_function("redb", |b| {
             b.iter(|| {
-                let start = key(rng.next() % KEYS);
+                let start = key(rng.next_u64() % KEYS);
                 let mut n = 0usize;
                 for x in table.range(&start[..]..).expect("range").take(SCAN) {
                     let (k, v) = x.expect("scan");
@@ -148,7 +131,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut t = qdb.begin_write().expect("write");
             for _ in 0..BATCH {
-                let i = rng.next();
+                let i = rng.next_u64();
                 t.insert(&key(i), &value(i)).expect("insert");
             }
             t.commit().expect("commit");
@@ -161,7 +144,7 @@ fn bench(c: &mut Criterion) {
             {
                 let mut table = t.open_table(TABLE).expect("table");
                 for _ in 0..BATCH {
-                    let i = rng.next();
+                    let i = rng.next_u64();
                     table.insert(&key(i)[..], &value(i)[..]).expect("insert");
                 }
             }

@@ -121,6 +121,14 @@ impl MemLog {
         out
     }
 
+    /// Bytes (as flow control counts them) of the entries `lo..=hi` still held.
+    pub fn bytes_between(&self, lo: u64, hi: u64) -> usize {
+        (lo.max(self.first_index())..=hi.min(self.last_index()))
+            .filter_map(|i| self.entry(i))
+            .map(Entry::size_bytes)
+            .sum()
+    }
+
     /// Appends one entry at the end.
     pub fn push(&mut self, e: Entry) {
         assert_eq!(e.index, self.last_index() + 1, "entries are dense");

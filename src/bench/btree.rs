@@ -8,6 +8,8 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use quorumkv_btree::{BTreeOptions, Db};
 
+use super::data::{XorShift as Rng, key};
+
 /// Options of the B+tree benchmark.
 #[derive(Debug, Args)]
 pub struct BtreeArgs {
@@ -32,23 +34,6 @@ pub struct BtreeArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-    k[8..].copy_from_slice(&i.to_be_bytes());
-    k
 }
 
 fn hist() -> Histogram<u64> {
@@ -94,7 +79,7 @@ pub fn run(args: &BtreeArgs) -> Result<(), String> {
     let start = Instant::now();
     while start.elapsed() < run_for {
         for _ in 0..1000 {
-            let k = key(rng.next() % args.keys.max(1));
+            let k = key(rng.next_u64() % args.keys.max(1));
             let t = Instant::now();
             let v = r.get(&k).map_err(|e| e.to_string())?;
             h.record(t.elapsed().as_nanos() as u64).ok();
@@ -107,7 +92,7 @@ pub fn run(args: &BtreeArgs) -> Result<(), String> {
     let (mut h, mut n, mut rng) = (hist(), 0u64, Rng(2));
     let start = Instant::now();
     while start.elapsed() < run_for {
-        let k = key(rng.next() % args.keys.max(1));
+        let k = key(rng.next_u64() % args.keys.max(1));
         let t = Instant::now();
         let mut bytes = 0usize;
         for x in r.range(&k[..]..).take(args.scan) {
@@ -127,7 +112,7 @@ pub fn run(args: &BtreeArgs) -> Result<(), String> {
         let t = Instant::now();
         let mut w = db.begin_write().map_err(|e| e.to_string())?;
         for _ in 0..args.batch {
-            w.insert(&key(rng.next()), &value)
+            w.insert(&key(rng.next_u64()), &value)
                 .map_err(|e| e.to_string())?;
         }
         w.commit().map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! JSON object as the last line of stdout.
 
 mod btree;
+pub mod data;
 mod log;
 mod wal;
 

@@ -570,10 +570,14 @@ impl Wal {
             let seg = pos.checked_sub(1).map(|p| &segs[p]);
             let Some(seg) = seg.filter(|s| idx < s.header.first_index + s.offsets.len() as u64)
             else {
+                // Purged or truncated meanwhile. Bounds come from the index already held: taking
+                // the state lock under the index lock would invert `truncate_suffix`'s order.
                 return Err(Error::OutOfRange {
                     index: idx,
                     first: segs.first().map_or(0, |s| s.header.first_index),
-                    last: self.last_index(),
+                    last: segs.last().map_or(0, |s| {
+                        (s.header.first_index + s.offsets.len() as u64).saturating_sub(1)
+                    }),
                 });
             };
             let k = (idx - seg.header.first_index) as usize;

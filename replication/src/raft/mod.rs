@@ -468,11 +468,7 @@ impl Raft {
     }
 
     fn maybe_commit(&mut self) -> bool {
-        let conf = self.conf().clone();
-        if conf.voters.is_empty() {
-            return false;
-        }
-        let mci = conf.quorum_index(|v| {
+        let mci = self.confs.current().quorum_index(|v| {
             if v == self.id {
                 self.log.persisted
             } else {
@@ -483,11 +479,8 @@ impl Raft {
         if mci > self.log.committed && self.log.term(mci) == Some(self.term) {
             let old = self.log.committed;
             self.log.commit_to(mci);
-            for i in old + 1..=mci {
-                if let Some(e) = self.log.entry(i) {
-                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
-                }
-            }
+            let done = self.log.bytes_between(old + 1, mci);
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(done);
             self.on_commit_advanced();
             return true;
         }
@@ -530,8 +523,7 @@ impl Raft {
     }
 
     fn read_acked(&mut self, from: NodeId, seq: u64) {
-        let conf = self.conf().clone();
-        for (from, ctx, index) in self.reads.ack(from, seq, &conf) {
+        for (from, ctx, index) in self.reads.ack(from, seq, self.confs.current()) {
             self.respond_read(from, ctx, index);
         }
     }

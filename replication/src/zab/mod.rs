@@ -594,8 +594,7 @@ impl Zab {
         if !self.is_established() {
             return;
         }
-        let conf = self.conf().clone();
-        let mci = conf.quorum_index(|v| {
+        let mci = self.confs.current().quorum_index(|v| {
             if v == self.id {
                 self.log.persisted
             } else {
@@ -608,11 +607,8 @@ impl Zab {
         if mci > self.log.committed {
             let old = self.log.committed;
             self.log.commit_to(mci);
-            for i in old + 1..=mci {
-                if let Some(e) = self.log.entry(i) {
-                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
-                }
-            }
+            let done = self.log.bytes_between(old + 1, mci);
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(done);
             if !self.conf().is_voter(self.id) && self.pending_conf_index() <= self.log.committed {
                 // Removed from the ensemble: stop leading once that is committed.
                 self.start_looking();
@@ -645,8 +641,7 @@ impl Zab {
     }
 
     fn read_acked(&mut self, from: NodeId, seq: u64) {
-        let conf = self.conf().clone();
-        for (from, ctx, index) in self.reads.ack(from, seq, &conf) {
+        for (from, ctx, index) in self.reads.ack(from, seq, self.confs.current()) {
             self.respond_read(from, ctx, index);
         }
     }
