@@ -1,10 +1,11 @@
-//! The `quorumkv` command: benchmarks now; the node, simulator and chaos harness join it as
-//! their layers land.
+//! The `quorumkv` command: a cluster member speaking the etcd v3 API (`serve`), benchmarks,
+//! and the deterministic simulator.
 
 use clap::{Parser, Subcommand};
 
 use quorumkv::bench;
 
+mod serve_cmd;
 mod sim_cmd;
 
 #[derive(Parser)]
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs a cluster member serving the etcd v3 API (flags as etcd's).
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Benchmarks of the storage paths.
     Bench {
         #[command(subcommand)]
@@ -32,13 +35,15 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,quorumkv=info,quorumkv_server=info")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve_cmd::main(&args),
         Command::Bench { target } => bench::run(target),
         Command::Sim(args) => {
             if sim_cmd::main(&args) {

@@ -3,6 +3,12 @@
 //! Owns the state machine above the replicated log: an MVCC key space with etcd's semantics,
 //! stored in the B+tree ([`mvcc`]). The IO driver, peer transport and etcd v3 API build on it.
 
+pub mod api;
+pub mod cluster;
+pub mod kv;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
+pub mod pb;
+pub mod serve;
 pub mod transport;

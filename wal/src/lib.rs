@@ -22,4 +22,4 @@ pub use io::Backend;
 pub use options::WalOptions;
 pub use recovery::{RecoveryReport, TornTail};
 pub use ticket::Ticket;
-pub use wal::{Wal, WalStats};
+pub use wal::{SLOW_SYNC, SYNC_BUCKET_BOUNDS_US, Wal, WalStats};

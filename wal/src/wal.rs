@@ -33,6 +33,15 @@ use crate::ticket::{Durability, Ticket};
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 const READ_CHUNK_BYTES: u64 = 4 << 20;
 
+/// Upper bounds of the fdatasync duration buckets, in microseconds (the last bucket is
+/// unbounded).
+pub const SYNC_BUCKET_BOUNDS_US: [u64; 13] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000, 1_000_000,
+];
+
+/// An fdatasync slower than this is logged and counted as slow.
+pub const SLOW_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Counters of the log's IO, for benchmarks and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WalStats {
@@ -46,6 +55,11 @@ pub struct WalStats {
     pub syncs: u64,
     /// Time spent in those fdatasync calls, in nanoseconds.
     pub sync_nanos: u64,
+    /// fdatasync calls per duration bucket (see [`SYNC_BUCKET_BOUNDS_US`]; one more bucket
+    /// for anything slower).
+    pub sync_buckets: [u64; 14],
+    /// fdatasync calls slower than [`SLOW_SYNC`].
+    pub slow_syncs: u64,
 }
 
 #[derive(Default)]
@@ -55,14 +69,36 @@ struct Counters {
     batches: AtomicU64,
     syncs: AtomicU64,
     sync_nanos: AtomicU64,
+    sync_buckets: [AtomicU64; 14],
+    slow_syncs: AtomicU64,
 }
 
 impl Counters {
+    fn snapshot(&self) -> WalStats {
+        WalStats {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            sync_nanos: self.sync_nanos.load(Ordering::Relaxed),
+            sync_buckets: std::array::from_fn(|i| self.sync_buckets[i].load(Ordering::Relaxed)),
+            slow_syncs: self.slow_syncs.load(Ordering::Relaxed),
+        }
+    }
+
     fn timed_sync(&self, f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let t0 = Instant::now();
         let r = f();
+        let took = t0.elapsed();
         self.sync_nanos
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        let us = took.as_micros() as u64;
+        let bucket = SYNC_BUCKET_BOUNDS_US.partition_point(|b| *b < us);
+        self.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        if took >= SLOW_SYNC {
+            self.slow_syncs.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
+        }
         self.syncs.fetch_add(1, Ordering::Relaxed);
         r
     }
@@ -363,14 +399,13 @@ impl Wal {
 
     /// IO counters since open.
     pub fn stats(&self) -> WalStats {
-        let c = &self.shared.counters;
-        WalStats {
-            records: c.records.load(Ordering::Relaxed),
-            bytes: c.bytes.load(Ordering::Relaxed),
-            batches: c.batches.load(Ordering::Relaxed),
-            syncs: c.syncs.load(Ordering::Relaxed),
-            sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
-        }
+        self.shared.counters.snapshot()
+    }
+
+    /// A reader of [`Wal::stats`] that may move to other threads and outlive this handle.
+    pub fn stats_reader(&self) -> Arc<dyn Fn() -> WalStats + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move || shared.counters.snapshot())
     }
 
     /// Appends records; they get consecutive indexes. Blocks while the queue is full. The

@@ -63,6 +63,17 @@ pub fn revision(main: u64, sub: u64) -> Vec<u8> {
     v
 }
 
+/// Splits a revision-log key into its main and sub revision.
+pub fn parse_revision(k: &[u8]) -> Option<(u64, u64)> {
+    if k.len() != 17 || k[0] != REVISIONS {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(k[1..9].try_into().ok()?),
+        u64::from_be_bytes(k[9..17].try_into().ok()?),
+    ))
+}
+
 /// Splits a history key into the user key and its revision.
 pub fn parse_history(k: &[u8]) -> Option<(Vec<u8>, u64, u64)> {
     if k.first() != Some(&HISTORY) || k.len() < 19 {

@@ -19,11 +19,22 @@ pub struct KeyValue {
 
 /// A change at a revision, for watchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A put; the new version.
-    Put(KeyValue),
-    /// A deletion; `mod_revision` is the deleting revision.
-    Delete(KeyValue),
+pub struct Event {
+    /// A deletion (else a put).
+    pub delete: bool,
+    /// The new version; for a deletion, the key with `mod_revision` set to the deleting
+    /// revision.
+    pub kv: KeyValue,
+    /// The version this change replaced, if the key was live.
+    pub prev: Option<KeyValue>,
+}
+
+impl Event {
+    /// Bytes this event holds, for memory accounting.
+    pub fn size_bytes(&self) -> usize {
+        let kv = |k: &KeyValue| 48 + k.key.len() + k.value.len();
+        kv(&self.kv) + self.prev.as_ref().map_or(0, kv)
+    }
 }
 
 const TOMBSTONE: u8 = 1;

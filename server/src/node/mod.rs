@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use quorumkv_replication::raft::{Raft, RaftConfig};
@@ -100,8 +102,67 @@ pub enum NodeError {
     Stopped(String),
 }
 
+/// Where committed entries go besides the subscription channel: a state machine that applies
+/// them in order (and what it had already applied when the node started).
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// Highest index the state machine has applied; the protocol resumes after it.
+    pub applied: u64,
+    /// Receives every committed entry, in order, in batches.
+    pub sink: Option<std::sync::mpsc::Sender<Vec<Entry>>>,
+}
+
+/// What the node loop last saw, readable without a round trip through it.
+#[derive(Debug, Default)]
+pub struct NodeState {
+    term: AtomicU64,
+    leader: AtomicU64,
+    commit: AtomicU64,
+    is_leader: AtomicBool,
+    leader_changes: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl NodeState {
+    /// Term or epoch.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+    /// Known leader (0: none).
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Relaxed)
+    }
+    /// Highest index known committed.
+    pub fn commit(&self) -> u64 {
+        self.commit.load(Ordering::Relaxed)
+    }
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Relaxed)
+    }
+    /// Leader changes seen.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
+    }
+    /// Whether the node stopped (its storage failed).
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+    fn update(&self, st: &Status) {
+        use quorumkv_replication::Role;
+        self.term.store(st.term, Ordering::Relaxed);
+        if self.leader.swap(st.leader, Ordering::Relaxed) != st.leader && st.leader != 0 {
+            self.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.commit.store(st.commit, Ordering::Relaxed);
+        self.is_leader
+            .store(st.role == Role::Leader, Ordering::Relaxed);
+    }
+}
+
 enum Cmd {
     Propose(Vec<u8>, oneshot::Sender<Result<u64, NodeError>>),
+    Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
     ReadIndex(oneshot::Sender<Result<u64, NodeError>>),
     Status(oneshot::Sender<Status>),
     Committed(u64, u64, oneshot::Sender<Vec<Entry>>),
@@ -111,6 +172,8 @@ enum Cmd {
 /// A running node. Dropping it stops it.
 pub struct Node {
     cmds: mpsc::Sender<Cmd>,
+    state: Arc<NodeState>,
+    wal_stats: Arc<dyn Fn() -> WalStats + Send + Sync>,
     commits: tokio::sync::broadcast::Sender<Entry>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -140,6 +203,16 @@ struct StorageDone<M> {
 impl Node {
     /// Starts a node on its own runtime; `listener` is its bound peer address.
     pub fn start(cfg: NodeConfig, listener: std::net::TcpListener) -> Result<Node, String> {
+        Node::start_with(cfg, listener, StartOptions::default())
+    }
+
+    /// Starts a node whose committed entries also go to a state machine (see
+    /// [`StartOptions`]).
+    pub fn start_with(
+        cfg: NodeConfig,
+        listener: std::net::TcpListener,
+        opts: StartOptions,
+    ) -> Result<Node, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -148,12 +221,26 @@ impl Node {
             .map_err(|e| e.to_string())?;
         let store = WalStore::open(&cfg.data_dir, cfg.wal.clone(), cfg.backend)
             .map_err(|e| e.to_string())?;
-        let restored = store.load().map_err(|e| e.to_string())?;
+        let wal_stats = store.wal().stats_reader();
+        let mut restored = store.load().map_err(|e| e.to_string())?;
+        let last = restored
+            .entries
+            .last()
+            .map_or(restored.snapshot.index, |e| e.index);
+        if opts.applied > last {
+            return Err(format!(
+                "the state machine applied index {} but the log ends at {last}",
+                opts.applied
+            ));
+        }
+        restored.applied = restored.applied.max(opts.applied);
+        let state = Arc::new(NodeState::default());
         let conf = Conf::new(cfg.peers.keys().copied());
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
         let (commit_tx, _) = tokio::sync::broadcast::channel(65536);
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let commits = commit_tx.clone();
+        let st = Arc::clone(&state);
         runtime.block_on(async {
             let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
             match cfg.protocol {
@@ -164,7 +251,7 @@ impl Node {
                         ..RaftConfig::default()
                     };
                     let p = Raft::new(cfg.id, rc, conf, restored);
-                    spawn_node(p, cfg, store, listener, cmd_rx, commits);
+                    spawn_node(p, cfg, store, listener, cmd_rx, commits, opts.sink, st);
                 }
                 ProtocolKind::Zab => {
                     let zc = ZabConfig {
@@ -173,13 +260,15 @@ impl Node {
                         ..ZabConfig::default()
                     };
                     let p = Zab::new(cfg.id, zc, conf, restored);
-                    spawn_node(p, cfg, store, listener, cmd_rx, commits);
+                    spawn_node(p, cfg, store, listener, cmd_rx, commits, opts.sink, st);
                 }
             }
             Ok::<(), String>(())
         })?;
         Ok(Node {
             cmds: cmd_tx,
+            state,
+            wal_stats,
             commits: commit_tx,
             runtime: Some(runtime),
         })
@@ -201,6 +290,30 @@ impl Node {
         let rx = self.ask(|tx| Cmd::Propose(data, tx))?;
         rx.await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// A linearizable read point (see [`Node::read_index_blocking`]).
+    pub async fn read_index(&self) -> Result<u64, NodeError> {
+        let rx = self.ask(Cmd::ReadIndex)?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        let rx = self.ask(|tx| Cmd::Transfer(to, tx))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// What the node loop last saw.
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
+    }
+
+    /// The runtime the node runs on (to run servers beside it).
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.as_ref().expect("running").handle().clone()
     }
 
     /// Blocking form of [`Node::append`].
@@ -246,6 +359,11 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// IO counters of this node's write-ahead log, read live.
+    pub fn wal_stats_now(&self) -> WalStats {
+        (self.wal_stats)()
+    }
+
     /// Every entry as it commits, in order.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Entry> {
         self.commits.subscribe()
@@ -260,6 +378,7 @@ impl Drop for Node {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_node<P>(
     proto: P,
     cfg: NodeConfig,
@@ -267,6 +386,8 @@ fn spawn_node<P>(
     listener: TcpListener,
     cmds: mpsc::Receiver<Cmd>,
     commits: tokio::sync::broadcast::Sender<Entry>,
+    sink: Option<std::sync::mpsc::Sender<Vec<Entry>>>,
+    state: Arc<NodeState>,
 ) where
     P: Protocol + 'static,
 {
@@ -286,7 +407,7 @@ fn spawn_node<P>(
         .spawn(move || storage_thread(store, job_rx, done_tx))
         .expect("spawn storage thread");
     tokio::spawn(node_loop(
-        proto, cfg, outbound, inbound_rx, cmds, job_tx, done_rx, commits,
+        proto, cfg, outbound, inbound_rx, cmds, job_tx, done_rx, commits, sink, state,
     ));
 }
 
@@ -343,6 +464,8 @@ async fn node_loop<P: Protocol>(
     jobs: std::sync::mpsc::Sender<StorageJob<P::Message>>,
     mut done: mpsc::UnboundedReceiver<Result<StorageDone<P::Message>, String>>,
     commits: tokio::sync::broadcast::Sender<Entry>,
+    sink: Option<std::sync::mpsc::Sender<Vec<Entry>>>,
+    state: Arc<NodeState>,
 ) {
     let mut ticker = tokio::time::interval(cfg.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -386,6 +509,9 @@ async fn node_loop<P: Protocol>(
                         }
                     }
                 }
+                Cmd::Transfer(to, tx) => {
+                    let _ = tx.send(proto.transfer_leader(to).map_err(NodeError::from));
+                }
                 Cmd::ReadIndex(tx) => {
                     read_ctx += 1;
                     match proto.read_index(read_ctx) {
@@ -424,6 +550,7 @@ async fn node_loop<P: Protocol>(
                     proto.persisted(d.last.0, d.last.1);
                 }
                 Err(e) => {
+                    state.stopped.store(true, Ordering::Relaxed);
                     stopped = Some(e.clone());
                     for (_, (_, tx)) in std::mem::take(&mut waiters) {
                         let _ = tx.send(Err(NodeError::Stopped(e.clone())));
@@ -470,7 +597,8 @@ async fn node_loop<P: Protocol>(
                     send(m);
                 }
             }
-            for e in r.committed {
+            let subscribed = commits.receiver_count() > 0;
+            for e in &r.committed {
                 if let Some((term, tx)) = waiters.remove(&e.index) {
                     let _ = tx.send(if term == e.term {
                         Ok(e.index)
@@ -479,9 +607,14 @@ async fn node_loop<P: Protocol>(
                     });
                 }
                 applied = e.index;
-                if e.kind == EntryKind::Normal {
-                    let _ = commits.send(e);
+                if subscribed && e.kind == EntryKind::Normal {
+                    let _ = commits.send(e.clone());
                 }
+            }
+            if let Some(sink) = &sink
+                && !r.committed.is_empty()
+            {
+                let _ = sink.send(r.committed);
             }
             proto.applied(applied);
             for rs in r.read_states {
@@ -490,6 +623,7 @@ async fn node_loop<P: Protocol>(
                 }
             }
         }
+        state.update(&proto.status());
         // Reads are served once what they must see is applied.
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut ready_reads)
             .into_iter()

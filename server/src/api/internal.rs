@@ -1,0 +1,47 @@
+//! The member-to-member `Internal` service: the leader proposes writes followers hand it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::kv::{Applied, KvError, KvServer};
+use crate::pb::etcdserverpb as pb;
+use crate::pb::quorumkv::{
+    ForwardResponse, InternalRequest, forward_response::Result as Fr, internal_server::Internal,
+};
+
+/// The Internal service of one member.
+#[derive(Debug, Clone)]
+pub struct InternalService {
+    pub(crate) server: Arc<KvServer>,
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn propose(
+        &self,
+        req: Request<InternalRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let Some(r) = req.into_inner().request else {
+            return Err(KvError::Other("empty request".into()).into());
+        };
+        // Never forwarded again: a member that is not the leader says so.
+        let (applied, revision) = self.server.propose_local(r).await?;
+        let result = match applied {
+            Applied::Put(p) => Fr::Put(p),
+            Applied::DeleteRange(d) => Fr::DeleteRange(d),
+            Applied::Txn(t) => Fr::Txn(t),
+            Applied::LeaseGrant(id, ttl) => Fr::LeaseGrant(pb::LeaseGrantResponse {
+                header: None,
+                id,
+                ttl,
+                error: String::new(),
+            }),
+            Applied::Compact(_) | Applied::Done => Fr::Done(true),
+        };
+        Ok(Response::new(ForwardResponse {
+            revision,
+            result: Some(result),
+        }))
+    }
+}

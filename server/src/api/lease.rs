@@ -1,0 +1,153 @@
+//! etcd's `Lease` service. Grants and revokes go through the log; keep-alives and TTL queries
+//! are the leader's (its lessor holds the deadlines), so a follower relays them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::kv::lessor::MAX_LEASE_TTL_SECS;
+use crate::kv::{Applied, KvError, KvServer};
+use crate::pb::etcdserverpb::{self as pb, lease_client::LeaseClient, lease_server::Lease};
+use crate::pb::quorumkv::internal_request::Request as Req;
+
+/// The Lease service of one member.
+#[derive(Debug, Clone)]
+pub struct LeaseService {
+    pub(crate) server: Arc<KvServer>,
+}
+
+impl LeaseService {
+    fn leader_client(&self) -> Result<LeaseClient<tonic::transport::Channel>, KvError> {
+        Ok(LeaseClient::new(self.server.leader_channel()?))
+    }
+
+    /// One keep-alive: renewed here on the leader, relayed otherwise. TTL 0: no such lease.
+    async fn keep_alive_one(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, KvError> {
+        let state = self.server.node().state();
+        if state.is_leader() {
+            let ttl = self.server.shared().lessor.lock().renew(id).unwrap_or(0);
+            return Ok(pb::LeaseKeepAliveResponse {
+                header: Some(self.server.header(self.server.shared().hub.revision())),
+                id,
+                ttl,
+            });
+        }
+        let mut client = self.leader_client()?;
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
+        drop(tx);
+        let mut stream = client
+            .lease_keep_alive(ReceiverStream::new(rx))
+            .await
+            .map_err(KvError::from)?
+            .into_inner();
+        match stream.next().await {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(s)) => Err(s.into()),
+            None => Err(KvError::LeaderChanged),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let mut g = req.into_inner();
+        if g.ttl > MAX_LEASE_TTL_SECS {
+            return Err(KvError::LeaseTtlTooLarge.into());
+        }
+        if g.id == 0 {
+            g.id = self.server.new_lease_id();
+        }
+        match self.server.propose(Req::LeaseGrant(g)).await? {
+            (Applied::LeaseGrant(id, ttl), rev) => Ok(Response::new(pb::LeaseGrantResponse {
+                header: Some(self.server.header(rev)),
+                id,
+                ttl,
+                error: String::new(),
+            })),
+            _ => Err(Status::internal("unexpected apply result")),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let (_, rev) = self
+            .server
+            .propose(Req::LeaseRevoke(req.into_inner()))
+            .await?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: Some(self.server.header(rev)),
+        }))
+    }
+
+    type LeaseKeepAliveStream =
+        Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(r)) = inbound.next().await {
+                let resp = this.keep_alive_one(r.id).await.map_err(Status::from);
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let r = req.into_inner();
+        if !self.server.node().state().is_leader() {
+            let mut client = self.leader_client()?;
+            return client.lease_time_to_live(r).await;
+        }
+        let header = Some(self.server.header(self.server.shared().hub.revision()));
+        let found = self.server.shared().lessor.lock().time_to_live(r.id);
+        Ok(Response::new(match found {
+            Some((ttl, granted, keys)) => pb::LeaseTimeToLiveResponse {
+                header,
+                id: r.id,
+                ttl,
+                granted_ttl: granted,
+                keys: if r.keys { keys } else { Vec::new() },
+            },
+            None => pb::LeaseTimeToLiveResponse {
+                header,
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let ids = self.server.shared().lessor.lock().ids();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.server.header(self.server.shared().hub.revision())),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+        }))
+    }
+}

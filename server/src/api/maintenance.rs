@@ -1,0 +1,267 @@
+//! etcd's `Maintenance` service: status, alarms, hashes, snapshots, leader moves.
+
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::kv::{KvError, KvServer};
+use crate::node::NodeError;
+use crate::pb::etcdserverpb::{
+    self as pb, alarm_request::AlarmAction, maintenance_server::Maintenance,
+};
+use crate::pb::quorumkv::internal_request::Request as Req;
+
+/// The version reported to clients (the etcd API level served).
+pub const API_VERSION: &str = "3.5.0";
+/// First bytes of a snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"QKVSNAP1";
+const SNAPSHOT_CHUNK_BYTES: usize = 64 << 10;
+
+/// The Maintenance service of one member.
+#[derive(Debug, Clone)]
+pub struct MaintenanceService {
+    pub(crate) server: Arc<KvServer>,
+}
+
+impl MaintenanceService {
+    fn alarms(&self) -> Vec<pb::AlarmMember> {
+        self.server
+            .shared()
+            .alarms
+            .lock()
+            .iter()
+            .map(|(m, a)| pb::AlarmMember {
+                member_id: *m,
+                alarm: *a,
+            })
+            .collect()
+    }
+}
+
+/// Writes a consistent snapshot of the whole tree to `path`: the magic, then every row as
+/// `u32 key length, key, u32 value length, value` (little-endian), then `u64` applied index,
+/// then the SHA-256 of all of it (as etcd appends one).
+pub fn write_snapshot(server: &KvServer, path: &std::path::Path) -> std::io::Result<u64> {
+    let snap = server.shared().mvcc.snapshot();
+    let file = std::fs::File::create(path)?;
+    let mut w = std::io::BufWriter::new(file);
+    let mut h = Sha256::new();
+    let mut put = |w: &mut std::io::BufWriter<std::fs::File>, b: &[u8]| -> std::io::Result<()> {
+        h.update(b);
+        w.write_all(b)
+    };
+    put(&mut w, SNAPSHOT_MAGIC)?;
+    for item in snap.txn().iter() {
+        let (k, v) = item.map_err(std::io::Error::other)?;
+        put(&mut w, &(k.len() as u32).to_le_bytes())?;
+        put(&mut w, k)?;
+        put(&mut w, &(v.len() as u32).to_le_bytes())?;
+        put(&mut w, v)?;
+    }
+    put(&mut w, &snap.applied_index().to_le_bytes())?;
+    let digest = h.finalize();
+    w.write_all(&digest)?;
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_data()?;
+    Ok(f.metadata()?.len())
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        req: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let r = req.into_inner();
+        let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
+        let mut rev = 0;
+        if action != AlarmAction::Get {
+            let members: Vec<u64> = if r.member_id == 0 {
+                self.alarms().iter().map(|a| a.member_id).collect()
+            } else {
+                vec![r.member_id]
+            };
+            for m in members {
+                let one = pb::AlarmRequest { member_id: m, ..r };
+                rev = self.server.propose(Req::Alarm(one)).await?.1;
+            }
+        }
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.server.header(rev)),
+            alarms: self.alarms(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let state = self.server.node().state();
+        let shared = self.server.shared();
+        let mut errors: Vec<String> = self
+            .alarms()
+            .iter()
+            .map(|a| {
+                format!(
+                    "memberID:{} alarm:{}",
+                    a.member_id,
+                    pb::AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name())
+                )
+            })
+            .collect();
+        if state.stopped() {
+            errors.push("storage failed; not accepting writes".into());
+        }
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.server.header(shared.hub.revision())),
+            version: API_VERSION.into(),
+            db_size: self.server.db_size_bytes() as i64,
+            leader: state.leader(),
+            raft_index: state.commit(),
+            raft_term: state.term(),
+            raft_applied_index: *shared.applied.borrow(),
+            errors,
+            db_size_in_use: self.server.db_in_use_bytes() as i64,
+            is_learner: false,
+            storage_version: API_VERSION.into(),
+            db_size_quota: self.server.config().quota_backend_bytes as i64,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        // The tree reuses freed pages in place; there is nothing to rewrite.
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.server.header(0)),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _req: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let snap = self.server.shared().mvcc.snapshot();
+        let mut h = 0u32;
+        for item in snap.txn().iter() {
+            let (k, v) = item.map_err(|e| Status::internal(e.to_string()))?;
+            h = crc32c::crc32c_append(h, k);
+            h = crc32c::crc32c_append(h, v);
+        }
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.server.header(snap.revision().map_err(KvError::from)?)),
+            hash: h,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let snap = self.server.shared().mvcc.snapshot();
+        let (hash, compact_revision, hash_revision) =
+            snap.hash(req.get_ref().revision).map_err(KvError::from)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.server.header(snap.revision().map_err(KvError::from)?)),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let server = Arc::clone(&self.server);
+        let path = server.config().node.data_dir.join(format!(
+            "snapshot-{}.tmp",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let header = server.header(server.shared().hub.revision());
+        let p = path.clone();
+        let s = Arc::clone(&server);
+        let size = tokio::task::spawn_blocking(move || write_snapshot(&s, &p))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let run = || -> std::io::Result<()> {
+                let mut f = std::fs::File::open(&path)?;
+                let mut left = size;
+                loop {
+                    let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES.min(left as usize)];
+                    f.read_exact(&mut buf)?;
+                    left -= buf.len() as u64;
+                    let msg = pb::SnapshotResponse {
+                        header: Some(header),
+                        remaining_bytes: left,
+                        blob: buf,
+                        version: API_VERSION.into(),
+                    };
+                    if tx.blocking_send(Ok(msg)).is_err() || left == 0 {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+            }
+            let _ = std::fs::remove_file(&path);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = req.get_ref().target_id;
+        if !self.server.node().state().is_leader() {
+            return Err(KvError::NotLeader.into());
+        }
+        if !self.server.members().iter().any(|m| m.id == target) {
+            return Err(KvError::BadLeaderTransferee.into());
+        }
+        self.server
+            .node()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| match e {
+                NodeError::Propose(quorumkv_replication::ProposeError::Unsupported(_)) => {
+                    KvError::NotCapable
+                }
+                e => crate::kv::node_error(e),
+            })?;
+        // Wait (bounded) for the move to show.
+        for _ in 0..50 {
+            if self.server.node().state().leader() == target {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.server.header(0)),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(KvError::NotCapable.into())
+    }
+}

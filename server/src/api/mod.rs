@@ -1,0 +1,66 @@
+//! The client API: etcd's v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance) and the
+//! member-to-member `Internal` service, served with tonic on the client listener.
+
+pub mod cluster;
+pub mod internal;
+pub mod kv;
+pub mod lease;
+pub mod maintenance;
+pub mod watch;
+
+use std::sync::Arc;
+
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::kv::KvServer;
+use crate::pb::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer as KvGrpc, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::pb::quorumkv::internal_server::InternalServer;
+
+/// gRPC framing and field overhead allowed above `--max-request-bytes` (etcd allows 512 KiB),
+/// so an oversized request gets etcd's "request is too large" rather than a transport error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Serves the client API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<KvServer>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let max_in = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let max_out = usize::MAX >> 1;
+    macro_rules! limits {
+        ($svc:expr) => {
+            $svc.max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out)
+        };
+    }
+    tonic::transport::Server::builder()
+        .layer(crate::metrics::CountLayer(Arc::clone(server.metrics())))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .max_concurrent_streams(Some(10_000))
+        .add_service(limits!(KvGrpc::new(kv::KvService {
+            server: Arc::clone(&server)
+        })))
+        .add_service(limits!(WatchServer::new(watch::WatchService {
+            server: Arc::clone(&server)
+        })))
+        .add_service(limits!(LeaseServer::new(lease::LeaseService {
+            server: Arc::clone(&server)
+        })))
+        .add_service(limits!(ClusterServer::new(cluster::ClusterService {
+            server: Arc::clone(&server)
+        })))
+        .add_service(limits!(MaintenanceServer::new(
+            maintenance::MaintenanceService {
+                server: Arc::clone(&server)
+            }
+        )))
+        .add_service(limits!(InternalServer::new(internal::InternalService {
+            server: Arc::clone(&server)
+        })))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,328 @@
+//! etcd's `Watch` service: one task per stream pulls events for its watchers from the hub's
+//! ring (or the tree, for history older than the ring) and sends them in revision order.
+//! Sending waits for the client, so a slow client slows only its own stream, and memory per
+//! stream stays bounded.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::kv::in_range;
+use crate::kv::KvServer;
+use crate::kv::range::to_pb;
+use crate::mvcc::{Event, MvccError};
+use crate::pb::etcdserverpb::{
+    self as pb, watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
+};
+use crate::pb::mvccpb;
+
+/// Events per response at most (a revision is never split).
+const EVENTS_PER_RESPONSE: usize = 1000;
+/// How often watchers that asked for progress notifications get one when idle.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The Watch service of one member.
+#[derive(Debug, Clone)]
+pub struct WatchService {
+    pub(crate) server: Arc<KvServer>,
+}
+
+struct Watcher {
+    key: Vec<u8>,
+    end: Vec<u8>,
+    next_rev: i64,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    sent_since_progress: bool,
+}
+
+type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+struct StreamState {
+    server: Arc<KvServer>,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+    out: Out,
+}
+
+fn to_pb_event(e: &Event, prev_kv: bool) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: if e.delete {
+            mvccpb::event::EventType::Delete as i32
+        } else {
+            mvccpb::event::EventType::Put as i32
+        },
+        kv: Some(to_pb(e.kv.clone())),
+        prev_kv: if prev_kv {
+            e.prev.clone().map(to_pb)
+        } else {
+            None
+        },
+    }
+}
+
+impl StreamState {
+    fn header(&self) -> pb::ResponseHeader {
+        self.server.header(self.server.shared().hub.revision())
+    }
+
+    async fn send(&self, r: pb::WatchResponse) -> bool {
+        self.out.send(Ok(r)).await.is_ok()
+    }
+
+    async fn create(&mut self, c: pb::WatchCreateRequest) -> bool {
+        let hub = &self.server.shared().hub;
+        let id = if c.watch_id != 0 {
+            c.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id
+        };
+        if self.watchers.contains_key(&id)
+            || self.watchers.len() >= self.server.config().watchers_per_stream_max
+            || c.key.is_empty()
+        {
+            let reason = if c.key.is_empty() {
+                "etcdserver: key is not provided"
+            } else if self.watchers.contains_key(&id) {
+                "mvcc: duplicate watch ID provided on the WatchStream"
+            } else {
+                "etcdserver: too many watchers on this stream"
+            };
+            return self
+                .send(pb::WatchResponse {
+                    header: Some(self.header()),
+                    watch_id: id,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: reason.into(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        let current = hub.revision();
+        let next_rev = if c.start_revision <= 0 {
+            current + 1
+        } else {
+            c.start_revision
+        };
+        let filters: Vec<i32> = c.filters.clone();
+        let w = Watcher {
+            key: c.key,
+            end: c.range_end,
+            next_rev,
+            prev_kv: c.prev_kv,
+            no_put: filters.contains(&(FilterType::Noput as i32)),
+            no_delete: filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: c.progress_notify,
+            sent_since_progress: false,
+        };
+        self.watchers.insert(id, w);
+        hub.watcher_added();
+        if id >= self.next_id {
+            self.next_id = id + 1;
+        }
+        self.send(pb::WatchResponse {
+            header: Some(self.server.header(current)),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn cancel(&mut self, id: i64, compact_revision: i64, reason: &str) -> bool {
+        if self.watchers.remove(&id).is_some() {
+            self.server.shared().hub.watcher_removed();
+            return self
+                .send(pb::WatchResponse {
+                    header: Some(self.header()),
+                    watch_id: id,
+                    canceled: true,
+                    compact_revision,
+                    cancel_reason: reason.into(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        true
+    }
+
+    /// Sends every watcher what it is owed up to the hub's revision.
+    async fn deliver(&mut self) -> bool {
+        let shared = Arc::clone(self.server.shared());
+        let ids: Vec<i64> = self.watchers.keys().copied().collect();
+        for id in ids {
+            loop {
+                let current = shared.hub.revision();
+                let Some(w) = self.watchers.get(&id) else {
+                    break;
+                };
+                if w.next_rev > current {
+                    break;
+                }
+                let from = w.next_rev;
+                // The ring first; the tree for anything older.
+                let (events, next) = match shared.hub.read(from, EVENTS_PER_RESPONSE) {
+                    Some(revs) => {
+                        let next = revs.last().map_or(current + 1, |r| r.rev + 1);
+                        let evs: Vec<Event> =
+                            revs.iter().flat_map(|r| r.events.iter().cloned()).collect();
+                        (evs, next)
+                    }
+                    None => {
+                        let snap = shared.mvcc.snapshot();
+                        match snap.events(from, current, EVENTS_PER_RESPONSE) {
+                            Ok(evs) => {
+                                let next = match evs.last() {
+                                    Some(e) if evs.len() >= EVENTS_PER_RESPONSE => {
+                                        e.kv.mod_revision + 1
+                                    }
+                                    _ => current + 1,
+                                };
+                                (evs, next)
+                            }
+                            Err(MvccError::Compacted) => {
+                                let compacted = snap.compact_revision().unwrap_or(0);
+                                if !self.cancel(id, compacted, "").await {
+                                    return false;
+                                }
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "watch history read failed");
+                                if !self.cancel(id, 0, "etcdserver: corrupt history").await {
+                                    return false;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                };
+                let w = self.watchers.get_mut(&id).expect("present");
+                w.next_rev = next;
+                let picked: Vec<mvccpb::Event> = events
+                    .iter()
+                    .filter(|e| {
+                        in_range(&e.kv.key, &w.key, &w.end)
+                            && !(e.delete && w.no_delete)
+                            && (e.delete || !w.no_put)
+                    })
+                    .map(|e| to_pb_event(e, w.prev_kv))
+                    .collect();
+                if picked.is_empty() {
+                    continue;
+                }
+                w.sent_since_progress = true;
+                let resp = pb::WatchResponse {
+                    header: Some(self.server.header(current)),
+                    watch_id: id,
+                    events: picked,
+                    ..Default::default()
+                };
+                if !self.send(resp).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn progress(&mut self, only_idle: bool) -> bool {
+        let rev = self.server.shared().hub.revision();
+        if only_idle {
+            let ids: Vec<i64> = self
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.progress_notify && !w.sent_since_progress && w.next_rev > rev)
+                .map(|(id, _)| *id)
+                .collect();
+            for w in self.watchers.values_mut() {
+                w.sent_since_progress = false;
+            }
+            for id in ids {
+                let r = pb::WatchResponse {
+                    header: Some(self.server.header(rev)),
+                    watch_id: id,
+                    ..Default::default()
+                };
+                if !self.send(r).await {
+                    return false;
+                }
+            }
+            return true;
+        }
+        self.send(pb::WatchResponse {
+            header: Some(self.server.header(rev)),
+            watch_id: -1,
+            ..Default::default()
+        })
+        .await
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        for _ in 0..self.watchers.len() {
+            self.server.shared().hub.watcher_removed();
+        }
+    }
+}
+
+async fn run(server: Arc<KvServer>, mut inbound: Streaming<pb::WatchRequest>, out: Out) {
+    let mut rev_rx = server.shared().hub.subscribe();
+    let mut st = StreamState {
+        server,
+        watchers: BTreeMap::new(),
+        next_id: 0,
+        out,
+    };
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    progress.tick().await;
+    loop {
+        let ok = tokio::select! {
+            msg = inbound.next() => match msg {
+                Some(Ok(req)) => match req.request_union {
+                    Some(RequestUnion::CreateRequest(c)) => st.create(c).await,
+                    Some(RequestUnion::CancelRequest(c)) => st.cancel(c.watch_id, 0, "").await,
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        st.deliver().await && st.progress(false).await
+                    }
+                    None => true,
+                },
+                _ => return,
+            },
+            r = rev_rx.changed() => r.is_ok(),
+            _ = progress.tick() => st.progress(true).await,
+            _ = st.out.closed() => return,
+        };
+        if !ok || !st.deliver().await {
+            return;
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(run(Arc::clone(&self.server), req.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,146 @@
+//! Cluster identity from etcd-style flags: member ids derived from peer URLs and the cluster
+//! token, the cluster id from its members, URL parsing, and the data directory's record of
+//! which cluster and member it belongs to.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::kv::Member;
+
+/// A member id: the first 8 bytes of SHA-256 over the sorted peer URLs and the token (as
+/// etcd derives its ids, with another hash), never 0.
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut h = Sha256::new();
+    for u in &urls {
+        h.update(u.as_bytes());
+    }
+    h.update(token.as_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes")).max(1)
+}
+
+/// The cluster id: a hash of the sorted member ids and the token.
+pub fn cluster_id(members: &[Member], token: &str) -> u64 {
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.to_be_bytes());
+    }
+    h.update(token.as_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes")).max(1)
+}
+
+/// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs).
+pub fn parse_initial_cluster(s: &str, token: &str) -> Result<Vec<Member>, String> {
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster: {part:?} is not name=url"))?;
+        parse_url(url).map_err(|e| format!("--initial-cluster: {e}"))?;
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => by_name.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    if by_name.is_empty() {
+        return Err("--initial-cluster is empty".into());
+    }
+    let members: Vec<Member> = by_name
+        .into_iter()
+        .map(|(name, peer_urls)| Member {
+            id: member_id(&peer_urls, token),
+            name,
+            peer_urls,
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != members.len() {
+        return Err("--initial-cluster: two members share peer URLs".into());
+    }
+    Ok(members)
+}
+
+/// The socket address of an `http://host:port` URL (https is refused: no TLS here).
+pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        return Err(format!("{url}: TLS is not supported"));
+    } else {
+        return Err(format!("{url}: expected http://host:port"));
+    };
+    let hostport = rest.trim_end_matches('/');
+    if hostport.contains('/') {
+        return Err(format!("{url}: a URL here has no path"));
+    }
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .find(SocketAddr::is_ipv4)
+        .or_else(|| hostport.to_socket_addrs().ok()?.next())
+        .ok_or_else(|| format!("{url}: resolves to no address"))
+}
+
+/// Checks (or, on first start, records) that `dir` belongs to this cluster and member.
+pub fn claim_data_dir(dir: &Path, cluster: u64, member: u64) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
+    let path = dir.join("identity");
+    let want = format!("cluster={cluster:016x} member={member:016x}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == want => Ok(()),
+        Ok(found) => Err(format!(
+            "data dir {} belongs to another cluster or member ({}), not {}; \
+             use another --data-dir or the flags it was created with",
+            dir.display(),
+            found.trim(),
+            want.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("identity.tmp");
+            std::fs::write(&tmp, &want)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .and_then(|()| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| format!("data dir {}: {e}", dir.display()))
+        }
+        Err(e) => Err(format!("data dir {}: {e}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_like_etcd() {
+        let m = parse_initial_cluster(
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381",
+            "etcd-cluster",
+        )
+        .unwrap();
+        assert_eq!(m.len(), 2);
+        assert_ne!(m[0].id, m[1].id);
+        assert!(parse_initial_cluster("a", "t").is_err());
+        assert!(parse_url("https://127.0.0.1:1").is_err());
+        assert_eq!(parse_url("http://localhost:2379").unwrap().port(), 2379);
+        let d = tempfile::tempdir().unwrap();
+        claim_data_dir(d.path(), 1, 2).unwrap();
+        claim_data_dir(d.path(), 1, 2).unwrap();
+        assert!(
+            claim_data_dir(d.path(), 1, 3)
+                .unwrap_err()
+                .contains("another cluster")
+        );
+    }
+}

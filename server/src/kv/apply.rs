@@ -1,0 +1,453 @@
+//! Applies committed log entries of the key space: client writes, transactions, compaction,
+//! leases, alarms and member attributes, many entries per B+tree transaction.
+//!
+//! Apply is deterministic: everything it decides depends only on the entry and the state
+//! before it (lease ids are chosen by the proposer, times come in the entry), so every replica
+//! reaches the same revision and hash. A request that fails validation (a missing lease, say)
+//! changes nothing and its error goes back to the waiting client.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message;
+use quorumkv_replication::{Entry, EntryKind};
+
+use super::error::KvError;
+use super::range;
+use super::{Applied, Member, Shared};
+use crate::mvcc::{Event, KeyValue, MvccTxn, RangeOpts};
+use crate::pb::etcdserverpb::{
+    self as pb, Compare, DeleteRangeResponse, PutResponse, RequestOp, ResponseOp, TxnRequest,
+    TxnResponse, compare, request_op, response_op,
+};
+use crate::pb::quorumkv::{InternalRequest, MemberAttributes, internal_request::Request};
+
+/// Prefix of lease rows (`l <id be>` → TTL seconds, little-endian).
+pub const LEASE_PREFIX: u8 = b'l';
+/// Prefix of member rows (`u <id be>` → `MemberAttributes`).
+pub const MEMBER_PREFIX: u8 = b'u';
+/// Prefix of alarm rows (`a <member be> <type>`).
+pub const ALARM_PREFIX: u8 = b'a';
+
+fn lease_row(id: i64) -> Vec<u8> {
+    let mut k = vec![LEASE_PREFIX];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn alarm_row(member: u64, alarm: i32) -> Vec<u8> {
+    let mut k = vec![ALARM_PREFIX];
+    k.extend_from_slice(&member.to_be_bytes());
+    k.extend_from_slice(&alarm.to_be_bytes());
+    k
+}
+
+/// Applies entries to the key space through one write transaction per batch.
+pub struct Applier {
+    shared: Arc<Shared>,
+}
+
+type Outcome = (u64, Result<(Applied, i64), KvError>);
+
+impl Applier {
+    /// An applier over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Applier {
+        Applier { shared }
+    }
+
+    /// Commits durably with nothing new (a checkpoint of earlier no-sync commits).
+    pub fn checkpoint(&mut self, applied: u64) -> Result<(), KvError> {
+        self.shared.mvcc.write()?.commit(applied)?;
+        Ok(())
+    }
+
+    /// Applies `entries` (in log order) in one transaction, committed durably when
+    /// `durable`; then wakes their waiters and publishes their events.
+    pub fn apply(&mut self, entries: &[Entry], durable: bool) -> Result<(), KvError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let mut txn = self.shared.mvcc.write()?;
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
+        let mut members_changed = false;
+        for e in entries {
+            if e.kind != EntryKind::Normal || e.data.is_empty() {
+                continue;
+            }
+            let req = match InternalRequest::decode(e.data.as_slice()) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::error!(index = e.index, error = %err, "undecodable log entry skipped");
+                    continue;
+                }
+            };
+            let id = req.id;
+            let result = match req.request {
+                Some(Request::MemberAttributes(m)) => {
+                    members_changed = true;
+                    self.member_attributes(&mut txn, m)
+                }
+                Some(r) => self.request(&mut txn, r),
+                None => Err(KvError::Other("empty request".into())),
+            };
+            // A failed request must leave nothing behind: validation happens before any
+            // change, so only storage errors can get here mid-way, and those stop apply.
+            if let Err(KvError::Storage(m)) = &result {
+                return Err(KvError::Storage(m.clone()));
+            }
+            txn.end_request();
+            let result = result.map(|a| (a, txn.current_revision()));
+            let events = txn.take_events();
+            if let Some(ev) = events.first() {
+                published.push((ev.kv.mod_revision, events));
+            }
+            if id != 0 {
+                outcomes.push((id, result));
+            }
+        }
+        if durable {
+            txn.commit(last.index)?;
+        } else {
+            txn.commit_no_sync(last.index)?;
+        }
+        if members_changed {
+            self.shared.members_changed();
+        }
+        for (rev, events) in published {
+            self.shared.hub.publish(rev, events);
+        }
+        self.shared.applied.send_replace(last.index);
+        let mut waiters = self.shared.waiters.lock();
+        for (id, result) in outcomes {
+            if let Some(tx) = waiters.remove(&id) {
+                let _ = tx.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, txn: &mut MvccTxn, r: Request) -> Result<Applied, KvError> {
+        match r {
+            Request::Put(p) => {
+                self.check_put(txn, &p)?;
+                Ok(Applied::Put(self.put(txn, p)?))
+            }
+            Request::DeleteRange(d) => Ok(Applied::DeleteRange(self.delete(txn, d)?)),
+            Request::Txn(t) => Ok(Applied::Txn(self.txn(txn, t)?)),
+            Request::Compaction(c) => {
+                txn.compact(c.revision)?;
+                Ok(Applied::Compact(txn.current_revision()))
+            }
+            Request::LeaseGrant(g) => {
+                let mut lessor = self.shared.lessor.lock();
+                if g.id <= 0 || lessor.contains(g.id) {
+                    return Err(KvError::LeaseExists);
+                }
+                let ttl = lessor.effective_ttl(g.ttl);
+                txn.tree()
+                    .insert(&lease_row(g.id), &ttl.to_le_bytes())
+                    .map_err(storage)?;
+                lessor.grant(g.id, ttl);
+                Ok(Applied::LeaseGrant(g.id, ttl))
+            }
+            Request::LeaseRevoke(r) => {
+                let keys = {
+                    let lessor = self.shared.lessor.lock();
+                    if !lessor.contains(r.id) {
+                        return Err(KvError::LeaseNotFound);
+                    }
+                    lessor.time_to_live(r.id).map(|t| t.2).unwrap_or_default()
+                };
+                for k in keys {
+                    self.delete_one(txn, &k)?;
+                }
+                txn.tree().remove(&lease_row(r.id)).map_err(storage)?;
+                self.shared.lessor.lock().revoke(r.id);
+                Ok(Applied::Done)
+            }
+            Request::LeaseCheckpoint(_) => Ok(Applied::Done),
+            Request::Alarm(a) => {
+                use pb::alarm_request::AlarmAction;
+                let row = alarm_row(a.member_id, a.alarm);
+                let mut alarms = self.shared.alarms.lock();
+                match AlarmAction::try_from(a.action) {
+                    Ok(AlarmAction::Activate) if a.alarm != 0 => {
+                        txn.tree().insert(&row, &[]).map_err(storage)?;
+                        alarms.insert((a.member_id, a.alarm));
+                    }
+                    Ok(AlarmAction::Deactivate) => {
+                        txn.tree().remove(&row).map_err(storage)?;
+                        alarms.remove(&(a.member_id, a.alarm));
+                    }
+                    _ => {}
+                }
+                Ok(Applied::Done)
+            }
+            Request::MemberAttributes(_) => unreachable!("handled by the caller"),
+        }
+    }
+
+    fn member_attributes(
+        &mut self,
+        txn: &mut MvccTxn,
+        m: MemberAttributes,
+    ) -> Result<Applied, KvError> {
+        let mut row = vec![MEMBER_PREFIX];
+        row.extend_from_slice(&m.id.to_be_bytes());
+        txn.tree()
+            .insert(&row, &m.encode_to_vec())
+            .map_err(storage)?;
+        let mut members = self.shared.members.write();
+        let e = members.entry(m.id).or_insert_with(|| Member {
+            id: m.id,
+            ..Member::default()
+        });
+        e.name = m.name;
+        e.client_urls = m.client_urls;
+        if !m.peer_urls.is_empty() {
+            e.peer_urls = m.peer_urls;
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Checks a put against the state before it: the lease exists, and `ignore_*` find a key.
+    fn check_put(&self, txn: &MvccTxn, p: &pb::PutRequest) -> Result<(), KvError> {
+        if (p.ignore_value || p.ignore_lease) && txn.get(&p.key)?.is_none() {
+            return Err(KvError::KeyNotFound);
+        }
+        if p.lease != 0 && !p.ignore_lease && !self.shared.lessor.lock().contains(p.lease) {
+            return Err(KvError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, txn: &mut MvccTxn, p: pb::PutRequest) -> Result<PutResponse, KvError> {
+        let prev = txn.get(&p.key)?;
+        let (value, lease) = match &prev {
+            Some(kv) => (
+                if p.ignore_value {
+                    kv.value.clone()
+                } else {
+                    p.value
+                },
+                if p.ignore_lease { kv.lease } else { p.lease },
+            ),
+            None => (p.value, p.lease),
+        };
+        txn.put(&p.key, &value, lease)?;
+        let mut lessor = self.shared.lessor.lock();
+        if let Some(kv) = &prev
+            && kv.lease != lease
+        {
+            lessor.detach(kv.lease, &p.key);
+        }
+        lessor.attach(lease, &p.key);
+        Ok(PutResponse {
+            header: None,
+            prev_kv: if p.prev_kv {
+                prev.map(range::to_pb)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn delete_one(&mut self, txn: &mut MvccTxn, key: &[u8]) -> Result<Vec<KeyValue>, KvError> {
+        let gone = txn.delete_range(key, &[])?;
+        let mut lessor = self.shared.lessor.lock();
+        for kv in &gone {
+            lessor.detach(kv.lease, &kv.key);
+        }
+        Ok(gone)
+    }
+
+    fn delete(
+        &mut self,
+        txn: &mut MvccTxn,
+        d: pb::DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, KvError> {
+        let gone = txn.delete_range(&d.key, &d.range_end)?;
+        let mut lessor = self.shared.lessor.lock();
+        for kv in &gone {
+            lessor.detach(kv.lease, &kv.key);
+        }
+        Ok(DeleteRangeResponse {
+            header: None,
+            deleted: gone.len() as i64,
+            prev_kvs: if d.prev_kv {
+                gone.into_iter().map(range::to_pb).collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn compare(&self, txn: &MvccTxn, c: &Compare) -> Result<bool, KvError> {
+        use compare::{CompareResult, CompareTarget, TargetUnion};
+        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+        let kvs = txn.range(&c.key, &c.range_end, 0)?;
+        if kvs.is_empty() && target == CompareTarget::Value {
+            return Ok(false);
+        }
+        let absent = [KeyValue::default()];
+        let kvs: &[KeyValue] = if kvs.is_empty() { &absent } else { &kvs };
+        let result = CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal);
+        for kv in kvs {
+            let ord = match (&c.target_union, target) {
+                (Some(TargetUnion::Value(v)), CompareTarget::Value) => kv.value.as_slice().cmp(v),
+                (Some(TargetUnion::Version(v)), CompareTarget::Version) => kv.version.cmp(v),
+                (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create) => {
+                    kv.create_revision.cmp(v)
+                }
+                (Some(TargetUnion::ModRevision(v)), CompareTarget::Mod) => kv.mod_revision.cmp(v),
+                (Some(TargetUnion::Lease(v)), CompareTarget::Lease) => kv.lease.cmp(v),
+                // A missing operand compares against the zero value, as etcd's does.
+                (None, CompareTarget::Value) => kv.value.as_slice().cmp(&[][..]),
+                (None, CompareTarget::Version) => kv.version.cmp(&0),
+                (None, CompareTarget::Create) => kv.create_revision.cmp(&0),
+                (None, CompareTarget::Mod) => kv.mod_revision.cmp(&0),
+                (None, CompareTarget::Lease) => kv.lease.cmp(&0),
+                _ => return Ok(false),
+            };
+            let ok = match result {
+                CompareResult::Equal => ord.is_eq(),
+                CompareResult::NotEqual => ord.is_ne(),
+                CompareResult::Greater => ord.is_gt(),
+                CompareResult::Less => ord.is_lt(),
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Validates the ops a transaction will run, against the state before it.
+    fn check_ops(&self, txn: &MvccTxn, ops: &[RequestOp]) -> Result<(), KvError> {
+        for op in ops {
+            match &op.request {
+                Some(request_op::Request::RequestPut(p)) => self.check_put(txn, p)?,
+                Some(request_op::Request::RequestTxn(t)) => {
+                    let branch = if self.all_compares(txn, &t.compare)? {
+                        &t.success
+                    } else {
+                        &t.failure
+                    };
+                    self.check_ops(txn, branch)?;
+                }
+                Some(request_op::Request::RequestRange(r)) => {
+                    let cur = txn.current_revision();
+                    if r.revision > cur {
+                        return Err(KvError::FutureRevision);
+                    }
+                    if r.revision > 0 && r.revision < txn.compact_revision() {
+                        return Err(KvError::Compacted);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn all_compares(&self, txn: &MvccTxn, cs: &[Compare]) -> Result<bool, KvError> {
+        for c in cs {
+            if !self.compare(txn, c)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn txn(&mut self, txn: &mut MvccTxn, t: TxnRequest) -> Result<TxnResponse, KvError> {
+        let succeeded = self.all_compares(txn, &t.compare)?;
+        let ops = if succeeded { t.success } else { t.failure };
+        self.check_ops(txn, &ops)?;
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let resp = match op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    let resp =
+                        range::range(&r, |o: RangeOpts| txn.range_opts(&r.key, &r.range_end, o))?;
+                    response_op::Response::ResponseRange(resp)
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    response_op::Response::ResponsePut(self.put(txn, p)?)
+                }
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    response_op::Response::ResponseDeleteRange(self.delete(txn, d)?)
+                }
+                Some(request_op::Request::RequestTxn(n)) => {
+                    response_op::Response::ResponseTxn(self.txn(txn, n)?)
+                }
+                None => continue,
+            };
+            responses.push(ResponseOp {
+                response: Some(resp),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
+    }
+}
+
+fn storage(e: quorumkv_btree::Error) -> KvError {
+    KvError::Storage(e.to_string())
+}
+
+/// Loads leases (with their keys), members and alarms from the tree at start.
+pub fn load(shared: &Shared) -> Result<(), KvError> {
+    let snap = shared.mvcc.snapshot();
+    let txn = snap.txn();
+    let mut lessor = shared.lessor.lock();
+    for item in txn.prefix(&[LEASE_PREFIX]) {
+        let (k, v) = item.map_err(storage)?;
+        let (Ok(id), Ok(ttl)) = (
+            <[u8; 8]>::try_from(&k[1..]).map(i64::from_be_bytes),
+            <[u8; 8]>::try_from(v).map(i64::from_le_bytes),
+        ) else {
+            return Err(KvError::Corrupt);
+        };
+        lessor.grant(id, ttl);
+    }
+    let all = snap.range(&[0], &[0], RangeOpts::default())?;
+    for kv in all.kvs {
+        if kv.lease != 0 {
+            lessor.attach(kv.lease, &kv.key);
+        }
+    }
+    drop(lessor);
+    let mut members = shared.members.write();
+    let mut known = BTreeMap::new();
+    for item in txn.prefix(&[MEMBER_PREFIX]) {
+        let (_, v) = item.map_err(storage)?;
+        let m = MemberAttributes::decode(v).map_err(|_| KvError::Corrupt)?;
+        known.insert(m.id, m);
+    }
+    for (id, m) in known {
+        let e = members.entry(id).or_insert_with(|| Member {
+            id,
+            ..Member::default()
+        });
+        e.name = m.name;
+        e.client_urls = m.client_urls;
+        if !m.peer_urls.is_empty() {
+            e.peer_urls = m.peer_urls;
+        }
+    }
+    drop(members);
+    let mut alarms = shared.alarms.lock();
+    for item in txn.prefix(&[ALARM_PREFIX]) {
+        let (k, _) = item.map_err(storage)?;
+        if k.len() == 13 {
+            let m = u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"));
+            let a = i32::from_be_bytes(k[9..13].try_into().expect("4 bytes"));
+            alarms.insert((m, a));
+        }
+    }
+    Ok(())
+}

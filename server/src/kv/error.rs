@@ -1,0 +1,151 @@
+//! The errors a client of the key space can get, worded and coded as etcd's `rpctypes` word
+//! and code them, so etcd clients retry, fail over and report as they do against etcd.
+
+use tonic::{Code, Status};
+
+use crate::mvcc::MvccError;
+
+/// Why a key-space request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// Empty key.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// `ignore_value`/`ignore_lease` on a missing key.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// `ignore_value` with a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `ignore_lease` with a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// Too many operations in a transaction.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A transaction writes one key twice.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// The revision was compacted.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// The revision does not exist yet.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// The backend quota is exhausted (NOSPACE alarm).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// Unknown lease.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// The lease id is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// TTL above the maximum.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// Unknown member.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// Member id taken.
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    /// Peer URL taken.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// The member is not a learner.
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    /// Leadership cannot move there.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// The request exceeds `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// No leader is known.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// This member is not the leader.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// The leader changed while the request was in flight; its fate is unknown.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// The request did not finish in time.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// Too many requests are queued.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// The server stopped (shut down, or its storage failed).
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// The operation is not supported by this replication protocol or server.
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    /// Stored data failed validation.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    /// An error the leader returned for a forwarded request.
+    #[error("{message}")]
+    Forwarded {
+        /// gRPC code.
+        code: i32,
+        /// Message.
+        message: String,
+    },
+    /// The storage failed; apply stops.
+    #[error("etcdserver: storage: {0}")]
+    Storage(String),
+    /// Anything else, with its description.
+    #[error("etcdserver: {0}")]
+    Other(String),
+}
+
+impl KvError {
+    /// The gRPC code etcd uses for this error.
+    pub fn code(&self) -> Code {
+        use KvError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
+            | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
+            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExists | MemberExists | PeerUrlExists | NotLearner | BadLeaderTransferee
+            | NotLeader => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Timeout | Stopped | NotCapable => Code::Unavailable,
+            Corrupt => Code::DataLoss,
+            Storage(_) => Code::Internal,
+            Forwarded { code, .. } => Code::from(*code),
+            Other(_) => Code::Unknown,
+        }
+    }
+}
+
+impl From<KvError> for Status {
+    fn from(e: KvError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<MvccError> for KvError {
+    fn from(e: MvccError) -> KvError {
+        match e {
+            MvccError::Compacted => KvError::Compacted,
+            MvccError::FutureRevision => KvError::FutureRevision,
+            MvccError::Corrupt(_) => KvError::Corrupt,
+            MvccError::Storage(e) => KvError::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<Status> for KvError {
+    fn from(s: Status) -> KvError {
+        KvError::Forwarded {
+            code: s.code() as i32,
+            message: s.message().to_string(),
+        }
+    }
+}

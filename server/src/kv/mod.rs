@@ -1,0 +1,596 @@
+//! The replicated key space: etcd's KV, lease and watch model on top of the node.
+//!
+//! Requests that change state are proposed as log entries ([`InternalRequest`]) tagged with a
+//! random per-process id; the apply thread applies committed entries in order to the MVCC
+//! store in the B+tree (one write transaction per batch, without fsync; a durable checkpoint
+//! every `checkpoint_entries` entries or `checkpoint_interval`, so a restart replays only the
+//! log tail) and hands each result to the waiting proposer. Linearizable reads wait for a read
+//! index from the protocol and for apply to reach it; serializable reads read the local tree.
+//!
+//! The leader also runs the lease clock: expired leases are revoked through the log.
+
+pub mod apply;
+pub mod error;
+pub mod lessor;
+pub mod range;
+pub mod watch_hub;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use quorumkv_btree::{BTreeOptions, Db};
+use quorumkv_replication::{Entry, NodeId, ProposeError};
+use tokio::sync::oneshot;
+
+pub use error::KvError;
+use lessor::Lessor;
+use watch_hub::WatchHub;
+
+use crate::mvcc::Mvcc;
+use crate::node::{Node, NodeConfig, NodeError, StartOptions};
+use crate::pb::etcdserverpb as pb;
+use crate::pb::quorumkv::{InternalRequest, MemberAttributes, internal_request::Request};
+
+/// What applying one request produced.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    /// A put.
+    Put(pb::PutResponse),
+    /// A delete.
+    DeleteRange(pb::DeleteRangeResponse),
+    /// A transaction.
+    Txn(pb::TxnResponse),
+    /// A compaction; the revision then.
+    Compact(i64),
+    /// A lease grant: id and TTL.
+    LeaseGrant(i64, i64),
+    /// Anything without a payload.
+    Done,
+}
+
+/// One member of the cluster as clients see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Member id (the protocol's node id).
+    pub id: u64,
+    /// Human-readable name.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs (empty until the member publishes them).
+    pub client_urls: Vec<String>,
+    /// Learner.
+    pub is_learner: bool,
+}
+
+type Waiter = oneshot::Sender<Result<(Applied, i64), KvError>>;
+
+/// State shared by the apply thread, the API and the lease clock.
+pub struct Shared {
+    /// The key space.
+    pub mvcc: Mvcc,
+    /// Leases.
+    pub lessor: Mutex<Lessor>,
+    /// Committed events for watchers.
+    pub hub: WatchHub,
+    /// Proposers waiting for their entry's result, by request id.
+    pub waiters: Mutex<HashMap<u64, Waiter>>,
+    /// Members by id.
+    pub members: RwLock<BTreeMap<u64, Member>>,
+    /// Raised alarms: (member, alarm type).
+    pub alarms: Mutex<BTreeSet<(u64, i32)>>,
+    /// Highest log index applied.
+    pub applied: tokio::sync::watch::Sender<u64>,
+    /// Bumped when members change.
+    pub members_version: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn members_changed(&self) {
+        self.members_version.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How the key space is set up.
+#[derive(Debug, Clone)]
+pub struct KvConfig {
+    /// The node underneath (its data dir holds the log; the tree goes in `data_dir/db`).
+    pub node: NodeConfig,
+    /// This member's name.
+    pub name: String,
+    /// Initial members (id, name, peer URLs).
+    pub members: Vec<Member>,
+    /// This member's advertised client URLs.
+    pub client_urls: Vec<String>,
+    /// Largest request accepted (etcd `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Backend size at which the NOSPACE alarm is raised (etcd `--quota-backend-bytes`).
+    pub quota_backend_bytes: u64,
+    /// Most operations per transaction branch (etcd `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Durable checkpoint of the tree every this many applied entries...
+    pub checkpoint_entries: u64,
+    /// ... or this often.
+    pub checkpoint_interval: Duration,
+    /// Bytes of recent events kept in memory for watchers.
+    pub watch_ring_bytes: usize,
+    /// Watchers allowed on one stream.
+    pub watchers_per_stream_max: usize,
+    /// Requests waiting for apply before new ones are refused.
+    pub pending_max: usize,
+    /// How long a request may wait for commit and apply.
+    pub request_timeout: Duration,
+}
+
+impl KvConfig {
+    /// etcd's defaults around `node`.
+    pub fn new(node: NodeConfig, name: String) -> KvConfig {
+        KvConfig {
+            node,
+            name,
+            members: Vec::new(),
+            client_urls: Vec::new(),
+            max_request_bytes: 1536 * 1024,
+            quota_backend_bytes: 2 << 30,
+            max_txn_ops: 128,
+            checkpoint_entries: 50_000,
+            checkpoint_interval: Duration::from_secs(5),
+            watch_ring_bytes: 64 << 20,
+            watchers_per_stream_max: 10_000,
+            pending_max: 65_536,
+            request_timeout: Duration::from_secs(7),
+        }
+    }
+}
+
+/// A running member of the replicated key space.
+pub struct KvServer {
+    node: Node,
+    shared: Arc<Shared>,
+    cfg: KvConfig,
+    next_id: AtomicU64,
+    cluster_id: u64,
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for KvServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvServer")
+            .field("id", &self.cfg.node.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl KvServer {
+    /// Opens the tree, starts the apply thread and the node, and (once a leader is known)
+    /// publishes this member's client URLs through the log.
+    pub fn start(
+        cfg: KvConfig,
+        peer_listener: std::net::TcpListener,
+    ) -> Result<Arc<KvServer>, String> {
+        let db_path: PathBuf = cfg.node.data_dir.join("db");
+        std::fs::create_dir_all(&cfg.node.data_dir)
+            .map_err(|e| format!("data dir {}: {e}", cfg.node.data_dir.display()))?;
+        let db = Db::open(&db_path, BTreeOptions::default())
+            .map_err(|e| format!("opening {}: {e}", db_path.display()))?;
+        let mvcc = Mvcc::new(db);
+        let snap = mvcc.snapshot();
+        let applied = snap.applied_index();
+        let rev = snap.revision().map_err(|e| e.to_string())?;
+        drop(snap);
+        // etcd's minimum lease TTL: one and a half election timeouts, rounded up to seconds.
+        let election = cfg.node.tick * cfg.node.election_ticks;
+        let min_ttl = ((election.as_millis() as u64 * 3 / 2).div_ceil(1000)) as i64;
+        let members = cfg
+            .members
+            .iter()
+            .map(|m| (m.id, m.clone()))
+            .collect::<BTreeMap<_, _>>();
+        let shared = Arc::new(Shared {
+            mvcc,
+            lessor: Mutex::new(Lessor::new(min_ttl)),
+            hub: WatchHub::new(rev, cfg.watch_ring_bytes),
+            waiters: Mutex::new(HashMap::new()),
+            members: RwLock::new(members),
+            alarms: Mutex::new(BTreeSet::new()),
+            applied: tokio::sync::watch::channel(applied).0,
+            members_version: AtomicU64::new(0),
+        });
+        apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Entry>>();
+        let applier = apply::Applier::new(Arc::clone(&shared));
+        let (every, interval) = (cfg.checkpoint_entries, cfg.checkpoint_interval);
+        std::thread::Builder::new()
+            .name(format!("apply-{}", cfg.node.id))
+            .spawn(move || apply_thread(applier, rx, applied, every, interval))
+            .map_err(|e| e.to_string())?;
+        let node = Node::start_with(
+            cfg.node.clone(),
+            peer_listener,
+            StartOptions {
+                applied,
+                sink: Some(tx),
+            },
+        )?;
+        let cluster_id = cfg.node.cluster_id;
+        let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.node.id.rotate_left(17);
+        let server = Arc::new(KvServer {
+            node,
+            shared,
+            cfg,
+            next_id: AtomicU64::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            cluster_id,
+            channels: Mutex::new(HashMap::new()),
+            metrics: Arc::default(),
+        });
+        let handle = server.node.handle();
+        handle.spawn(publish_attributes(Arc::clone(&server)));
+        handle.spawn(lease_clock(Arc::clone(&server)));
+        Ok(server)
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// The node underneath.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Shared state (key space, leases, hub, members).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KvConfig {
+        &self.cfg
+    }
+
+    /// This member's id.
+    pub fn member_id(&self) -> NodeId {
+        self.cfg.node.id
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// A response header at `revision`.
+    pub fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.cfg.node.id,
+            revision,
+            raft_term: self.node.state().term(),
+        }
+    }
+
+    /// The current leader's client URLs, if another member leads.
+    pub fn leader_client_urls(&self) -> Result<Vec<String>, KvError> {
+        let leader = self.node.state().leader();
+        if leader == 0 {
+            return Err(KvError::NoLeader);
+        }
+        let members = self.shared.members.read();
+        Ok(members
+            .get(&leader)
+            .map(|m| m.client_urls.clone())
+            .unwrap_or_default())
+    }
+
+    /// Whether the NOSPACE alarm is raised.
+    pub fn no_space(&self) -> bool {
+        self.shared
+            .alarms
+            .lock()
+            .iter()
+            .any(|(_, a)| *a == pb::AlarmType::Nospace as i32)
+    }
+
+    /// Physical size of the tree file.
+    pub fn db_size_bytes(&self) -> u64 {
+        self.shared.mvcc.db().stats().file_bytes
+    }
+
+    /// Bytes of the tree in use (pages not free).
+    pub fn db_in_use_bytes(&self) -> u64 {
+        let s = self.shared.mvcc.db().stats();
+        (s.page_count.saturating_sub(s.free_pages)) * s.page_size as u64
+    }
+
+    /// Proposes `req` and waits for its result; on a follower the request goes to the leader.
+    pub async fn propose(&self, req: Request) -> Result<(Applied, i64), KvError> {
+        let r = match self.propose_local(req.clone()).await {
+            Err(KvError::NotLeader) => self.forward(req).await,
+            r => r,
+        };
+        if r.is_err() {
+            self.metrics
+                .proposals_failed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Hands `req` to the leader's `Internal.Propose`.
+    async fn forward(&self, req: Request) -> Result<(Applied, i64), KvError> {
+        use crate::pb::quorumkv::forward_response::Result as Fr;
+        let channel = self.leader_channel()?;
+        let mut client = crate::pb::quorumkv::internal_client::InternalClient::new(channel)
+            .max_decoding_message_size(self.cfg.max_request_bytes * 4 + (1 << 20));
+        let msg = InternalRequest {
+            id: 0,
+            time_ms: now_ms(),
+            request: Some(req),
+        };
+        let mut request = tonic::Request::new(msg);
+        request.set_timeout(self.cfg.request_timeout);
+        let resp = client.propose(request).await?.into_inner();
+        let applied = match resp.result {
+            Some(Fr::Put(p)) => Applied::Put(p),
+            Some(Fr::DeleteRange(d)) => Applied::DeleteRange(d),
+            Some(Fr::Txn(t)) => Applied::Txn(t),
+            Some(Fr::LeaseGrant(g)) => Applied::LeaseGrant(g.id, g.ttl),
+            Some(Fr::Done(_)) | None => Applied::Done,
+        };
+        Ok((applied, resp.revision))
+    }
+
+    /// A gRPC channel to the current leader's client URL.
+    pub fn leader_channel(&self) -> Result<tonic::transport::Channel, KvError> {
+        let urls = self.leader_client_urls()?;
+        let Some(url) = urls.first() else {
+            return Err(KvError::NoLeader);
+        };
+        let mut cache = self.channels.lock();
+        if let Some(c) = cache.get(url) {
+            return Ok(c.clone());
+        }
+        let ch = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| KvError::Other(format!("leader url {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        cache.insert(url.clone(), ch.clone());
+        Ok(ch)
+    }
+
+    /// Proposes `req` on this member only; `NotLeader` when another member leads.
+    pub async fn propose_local(&self, req: Request) -> Result<(Applied, i64), KvError> {
+        let writes = matches!(
+            req,
+            Request::Put(_) | Request::Txn(_) | Request::LeaseGrant(_)
+        );
+        if writes && self.no_space() {
+            return Err(KvError::NoSpace);
+        }
+        if writes && self.db_in_use_bytes() > self.cfg.quota_backend_bytes {
+            // Raise the alarm for everyone, then refuse.
+            let alarm = pb::AlarmRequest {
+                action: pb::alarm_request::AlarmAction::Activate as i32,
+                member_id: self.member_id(),
+                alarm: pb::AlarmType::Nospace as i32,
+            };
+            let _ = Box::pin(self.propose_local(Request::Alarm(alarm))).await;
+            return Err(KvError::NoSpace);
+        }
+        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
+        let entry = InternalRequest {
+            id,
+            time_ms: now_ms(),
+            request: Some(req),
+        }
+        .encode_to_vec();
+        if entry.len() > self.cfg.max_request_bytes + 4096 {
+            return Err(KvError::RequestTooLarge);
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut w = self.shared.waiters.lock();
+            if w.len() >= self.cfg.pending_max {
+                return Err(KvError::TooManyRequests);
+            }
+            w.insert(id, tx);
+        }
+        let out = tokio::time::timeout(self.cfg.request_timeout, async {
+            self.node.append(entry).await.map_err(node_error)?;
+            rx.await.map_err(|_| KvError::Stopped)?
+        })
+        .await;
+        self.shared.waiters.lock().remove(&id);
+        match out {
+            Ok(r) => r,
+            Err(_) => Err(KvError::Timeout),
+        }
+    }
+
+    /// Waits until everything committed before the call is applied here (linearizable read
+    /// point). `NotLeader` means no leader could be reached.
+    pub async fn read_barrier(&self) -> Result<(), KvError> {
+        let index = tokio::time::timeout(self.cfg.request_timeout, self.node.read_index())
+            .await
+            .map_err(|_| KvError::Timeout)?
+            .map_err(node_error)?;
+        self.wait_applied(index).await
+    }
+
+    /// Waits until apply reaches `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), KvError> {
+        let mut rx = self.shared.applied.subscribe();
+        tokio::time::timeout(self.cfg.request_timeout, rx.wait_for(|a| *a >= index))
+            .await
+            .map_err(|_| KvError::Timeout)?
+            .map_err(|_| KvError::Stopped)?;
+        Ok(())
+    }
+
+    /// A fresh lease id no live lease has.
+    pub fn new_lease_id(&self) -> i64 {
+        loop {
+            let id = (self
+                .next_id
+                .fetch_add(2, Ordering::Relaxed)
+                .wrapping_mul(0x2545_f491_4f6c_dd1d)
+                >> 1) as i64;
+            if id > 0 && !self.shared.lessor.lock().contains(id) {
+                return id;
+            }
+        }
+    }
+
+    /// Members, in id order.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.members.read().values().cloned().collect()
+    }
+}
+
+/// Maps a node refusal to what a client sees.
+pub fn node_error(e: NodeError) -> KvError {
+    match e {
+        NodeError::Propose(ProposeError::NotLeader { leader: 0 }) => KvError::NoLeader,
+        NodeError::Propose(ProposeError::NotLeader { .. }) => KvError::NotLeader,
+        NodeError::Propose(ProposeError::Overloaded) => KvError::TooManyRequests,
+        NodeError::Propose(ProposeError::Transferring) => KvError::LeaderChanged,
+        NodeError::Propose(ProposeError::Unsupported(_)) => KvError::NotCapable,
+        NodeError::Propose(e) => KvError::Other(e.to_string()),
+        NodeError::Lost => KvError::LeaderChanged,
+        NodeError::Stopped(_) => KvError::Stopped,
+    }
+}
+
+fn apply_thread(
+    mut applier: apply::Applier,
+    rx: std::sync::mpsc::Receiver<Vec<Entry>>,
+    mut applied: u64,
+    every: u64,
+    interval: Duration,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut since_durable = 0u64;
+    let mut last_durable = Instant::now();
+    loop {
+        let mut batch = match rx.recv_timeout(interval) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => {
+                if since_durable > 0 {
+                    if let Err(e) = applier.checkpoint(applied) {
+                        tracing::error!(error = %e, "checkpoint failed; apply stops");
+                        return;
+                    }
+                    since_durable = 0;
+                    last_durable = Instant::now();
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        while batch.len() < 8192 {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        batch.retain(|e| e.index > applied);
+        let Some(last) = batch.last() else { continue };
+        let last = last.index;
+        since_durable += batch.len() as u64;
+        let durable = since_durable >= every || last_durable.elapsed() >= interval;
+        if let Err(e) = applier.apply(&batch, durable) {
+            tracing::error!(error = %e, "apply failed; the key space stops");
+            return;
+        }
+        applied = last;
+        if durable {
+            since_durable = 0;
+            last_durable = Instant::now();
+        }
+    }
+}
+
+/// Publishes this member's name and client URLs through the log once a leader exists (like
+/// etcd's publish), retrying until it sticks.
+async fn publish_attributes(server: Arc<KvServer>) {
+    let me = server.member_id();
+    for _ in 0..600 {
+        let current = server.shared.members.read().get(&me).cloned();
+        if current
+            .as_ref()
+            .is_some_and(|m| m.client_urls == server.cfg.client_urls && m.name == server.cfg.name)
+        {
+            return;
+        }
+        if server.node.state().leader() != 0 {
+            let attrs = MemberAttributes {
+                id: me,
+                name: server.cfg.name.clone(),
+                client_urls: server.cfg.client_urls.clone(),
+                peer_urls: current.map(|m| m.peer_urls).unwrap_or_default(),
+            };
+            match server.propose(Request::MemberAttributes(attrs)).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "publishing member attributes"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The leader's lease clock: promotes or demotes the lessor with leadership and revokes
+/// expired leases through the log.
+async fn lease_clock(server: Arc<KvServer>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if server.node.state().stopped() {
+            return;
+        }
+        let leading = server.node.state().is_leader();
+        let expired = {
+            let mut l = server.shared.lessor.lock();
+            if leading && !l.is_primary() {
+                l.promote();
+            } else if !leading && l.is_primary() {
+                l.demote();
+            }
+            if leading {
+                l.take_expired(500, Duration::from_secs(3))
+            } else {
+                Vec::new()
+            }
+        };
+        for id in expired {
+            let s = Arc::clone(&server);
+            tokio::spawn(async move {
+                let r = s
+                    .propose(Request::LeaseRevoke(pb::LeaseRevokeRequest { id }))
+                    .await;
+                if let Err(e) = r
+                    && e != KvError::LeaseNotFound
+                {
+                    tracing::debug!(lease = id, error = %e, "revoking an expired lease");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Prometheus metrics (`/metrics`) and a health check (`/health`) on `--listen-metrics-urls`,
+//! named after etcd's where etcd has the metric; and the tower layer that counts gRPC
+//! requests by method and code.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+
+use crate::kv::KvServer;
+
+/// Counters kept beside the key space.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    grpc: Mutex<BTreeMap<(String, u32), u64>>,
+    /// Proposals that failed.
+    pub proposals_failed: AtomicU64,
+}
+
+impl Metrics {
+    fn handled(&self, path: &str, code: u32) {
+        *self
+            .grpc
+            .lock()
+            .entry((path.to_string(), code))
+            .or_default() += 1;
+    }
+}
+
+/// Counts each gRPC call by method and status.
+#[derive(Debug, Clone)]
+pub struct CountLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for CountLayer {
+    type Service = Count<S>;
+    fn layer(&self, inner: S) -> Count<S> {
+        Count {
+            inner,
+            metrics: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// The service [`CountLayer`] wraps around.
+#[derive(Debug, Clone)]
+pub struct Count<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Count<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let metrics = Arc::clone(&self.metrics);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            if let Ok(resp) = &r {
+                // An error before any message travels in the headers ("trailers-only");
+                // otherwise the call started fine.
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                metrics.handled(&path, code);
+            }
+            r
+        })
+    }
+}
+
+const CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// The Prometheus text exposition of `server`.
+pub fn render(server: &KvServer) -> String {
+    let mut o = String::new();
+    let st = server.node().state();
+    let shared = server.shared();
+    let gauge = |o: &mut String, name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    gauge(
+        &mut o,
+        "etcd_server_has_leader",
+        "Whether a leader exists.",
+        "gauge",
+        f64::from(u8::from(st.leader() != 0)),
+    );
+    gauge(
+        &mut o,
+        "etcd_server_is_leader",
+        "Whether this member leads.",
+        "gauge",
+        f64::from(u8::from(st.is_leader())),
+    );
+    gauge(
+        &mut o,
+        "etcd_server_leader_changes_seen_total",
+        "Leader changes seen.",
+        "counter",
+        st.leader_changes() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_server_proposals_committed_total",
+        "Highest committed log index.",
+        "gauge",
+        st.commit() as f64,
+    );
+    let applied = *shared.applied.borrow();
+    gauge(
+        &mut o,
+        "etcd_server_proposals_applied_total",
+        "Highest applied log index.",
+        "gauge",
+        applied as f64,
+    );
+    gauge(
+        &mut o,
+        "quorumkv_apply_lag_entries",
+        "Committed entries not yet applied.",
+        "gauge",
+        st.commit().saturating_sub(applied) as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_server_proposals_pending",
+        "Proposals waiting to be applied.",
+        "gauge",
+        shared.waiters.lock().len() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_server_proposals_failed_total",
+        "Proposals that failed.",
+        "counter",
+        server.metrics().proposals_failed.load(Ordering::Relaxed) as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_server_term",
+        "Current term or epoch.",
+        "gauge",
+        st.term() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Physical size of the backend.",
+        "gauge",
+        server.db_size_bytes() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "Backend bytes in use.",
+        "gauge",
+        server.db_in_use_bytes() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_mvcc_current_revision",
+        "Current revision.",
+        "gauge",
+        shared.hub.revision() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_debugging_mvcc_watcher_total",
+        "Watchers open.",
+        "gauge",
+        shared.hub.watchers() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_server_quota_backend_bytes",
+        "Backend quota.",
+        "gauge",
+        server.config().quota_backend_bytes as f64,
+    );
+    gauge(
+        &mut o,
+        "quorumkv_lease_total",
+        "Leases.",
+        "gauge",
+        shared.lessor.lock().len() as f64,
+    );
+    let w = server.node().wal_stats_now();
+    let _ = writeln!(
+        o,
+        "# HELP etcd_disk_wal_fsync_duration_seconds WAL fdatasync latency.\n# TYPE etcd_disk_wal_fsync_duration_seconds histogram"
+    );
+    let mut cum = 0;
+    for (i, b) in quorumkv_wal::SYNC_BUCKET_BOUNDS_US.iter().enumerate() {
+        cum += w.sync_buckets[i];
+        let _ = writeln!(
+            o,
+            "etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"{}\"}} {cum}",
+            *b as f64 / 1e6
+        );
+    }
+    let _ = writeln!(
+        o,
+        "etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"+Inf\"}} {}\netcd_disk_wal_fsync_duration_seconds_sum {}\netcd_disk_wal_fsync_duration_seconds_count {}",
+        w.syncs,
+        w.sync_nanos as f64 / 1e9,
+        w.syncs
+    );
+    gauge(
+        &mut o,
+        "quorumkv_wal_slow_fsyncs_total",
+        "fdatasync calls slower than 1 s.",
+        "counter",
+        w.slow_syncs as f64,
+    );
+    gauge(
+        &mut o,
+        "quorumkv_wal_records_total",
+        "WAL records written.",
+        "counter",
+        w.records as f64,
+    );
+    gauge(
+        &mut o,
+        "quorumkv_wal_bytes_total",
+        "WAL bytes written.",
+        "counter",
+        w.bytes as f64,
+    );
+    gauge(
+        &mut o,
+        "quorumkv_wal_records_per_fsync",
+        "Mean records per fdatasync (group-commit batch size).",
+        "gauge",
+        if w.syncs == 0 {
+            0.0
+        } else {
+            w.records as f64 / w.syncs as f64
+        },
+    );
+    let _ = writeln!(
+        o,
+        "# HELP grpc_server_handled_total gRPC calls by method and code.\n# TYPE grpc_server_handled_total counter"
+    );
+    for ((path, code), n) in server.metrics_grpc() {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let service = parts.next().unwrap_or("");
+        let method = parts.next().unwrap_or("");
+        let _ = writeln!(
+            o,
+            "grpc_server_handled_total{{grpc_service=\"{service}\",grpc_method=\"{method}\",grpc_code=\"{}\"}} {n}",
+            CODES.get(code as usize).copied().unwrap_or("Unknown")
+        );
+    }
+    o
+}
+
+/// Serves `/metrics` and `/health` until `stop` resolves.
+pub async fn serve(
+    server: Arc<KvServer>,
+    listener: tokio::net::TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    use axum::routing::get;
+    let s1 = Arc::clone(&server);
+    let s2 = Arc::clone(&server);
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let s = Arc::clone(&s1);
+                async move { render(&s) }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let s = Arc::clone(&s2);
+                async move {
+                    let ok = s.node().state().leader() != 0 && !s.node().state().stopped();
+                    let body = format!("{{\"health\":\"{ok}\"}}");
+                    if ok {
+                        (http::StatusCode::OK, body)
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, body)
+                    }
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
+
+impl KvServer {
+    fn metrics_grpc(&self) -> Vec<((String, u32), u64)> {
+        self.metrics()
+            .grpc
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}

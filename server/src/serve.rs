@@ -1,0 +1,241 @@
+//! `quorumkv serve`: one member of a cluster configured with etcd's flags, serving the etcd
+//! v3 API on its client URLs and peers on its peer URL until told to stop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumkv_wal::{Backend, WalOptions};
+
+use crate::cluster;
+use crate::kv::{KvConfig, KvServer};
+use crate::node::{NodeConfig, ProtocolKind};
+
+/// Everything `serve` takes, with etcd's defaults.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Member name.
+    pub name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// URLs to serve clients on.
+    pub listen_client_urls: Vec<String>,
+    /// Client URLs advertised to the cluster.
+    pub advertise_client_urls: Vec<String>,
+    /// URL to listen for peers on.
+    pub listen_peer_urls: Vec<String>,
+    /// This member's peer URLs as the others reach them.
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `name=url,...` of every initial member.
+    pub initial_cluster: String,
+    /// Cluster token (distinguishes clusters).
+    pub initial_cluster_token: String,
+    /// Raft or ZAB.
+    pub protocol: ProtocolKind,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout.
+    pub election_timeout: Duration,
+    /// Largest client request.
+    pub max_request_bytes: usize,
+    /// NOSPACE alarm threshold (0: etcd's default of 2 GiB).
+    pub quota_backend_bytes: u64,
+    /// Most operations per transaction branch.
+    pub max_txn_ops: usize,
+    /// Applied entries between durable checkpoints of the tree.
+    pub snapshot_count: u64,
+    /// WAL options.
+    pub wal: WalOptions,
+    /// WAL io backend.
+    pub backend: Backend,
+    /// URLs to serve `/metrics` and `/health` on.
+    pub listen_metrics_urls: Vec<String>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            name: "default".into(),
+            data_dir: PathBuf::from("quorumkv-data"),
+            listen_client_urls: vec!["http://127.0.0.1:2379".into()],
+            advertise_client_urls: vec!["http://127.0.0.1:2379".into()],
+            listen_peer_urls: vec!["http://127.0.0.1:2380".into()],
+            initial_advertise_peer_urls: vec!["http://127.0.0.1:2380".into()],
+            initial_cluster: String::new(),
+            initial_cluster_token: "etcd-cluster".into(),
+            protocol: ProtocolKind::Raft,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            max_request_bytes: 1536 * 1024,
+            quota_backend_bytes: 0,
+            max_txn_ops: 128,
+            snapshot_count: 100_000,
+            wal: WalOptions::default(),
+            backend: Backend::default(),
+            listen_metrics_urls: Vec::new(),
+        }
+    }
+}
+
+/// A member built from options, before it runs.
+pub struct Prepared {
+    /// The member.
+    pub server: Arc<KvServer>,
+    /// Bound client listeners (std, non-blocking), with their URLs.
+    pub client_listeners: Vec<(String, std::net::TcpListener)>,
+    /// Bound metrics listeners.
+    pub metrics_listeners: Vec<(String, std::net::TcpListener)>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
+    }
+}
+
+fn bind(url: &str, what: &str) -> Result<std::net::TcpListener, String> {
+    let addr = cluster::parse_url(url).map_err(|e| format!("{what}: {e}"))?;
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("cannot listen for {what} on {url}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(l)
+}
+
+/// Validates the options, binds every listener and starts the member.
+pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
+    if o.heartbeat.is_zero() || o.election_timeout < o.heartbeat * 5 {
+        return Err(format!(
+            "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+            o.election_timeout.as_millis(),
+            o.heartbeat.as_millis()
+        ));
+    }
+    if o.max_request_bytes == 0 || o.max_request_bytes > 64 << 20 {
+        return Err("--max-request-bytes must be in 1..=64 MiB".into());
+    }
+    let initial = if o.initial_cluster.is_empty() {
+        format!(
+            "{}={}",
+            o.name,
+            o.initial_advertise_peer_urls.join(&format!(",{}=", o.name))
+        )
+    } else {
+        o.initial_cluster.clone()
+    };
+    let members = cluster::parse_initial_cluster(&initial, &o.initial_cluster_token)?;
+    let me = members.iter().find(|m| m.name == o.name).ok_or_else(|| {
+        format!(
+            "--initial-cluster has no member named {:?} (--name); it lists {}",
+            o.name,
+            members
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let mut mine = o.initial_advertise_peer_urls.clone();
+    mine.sort();
+    let mut listed = me.peer_urls.clone();
+    listed.sort();
+    if mine != listed {
+        return Err(format!(
+            "--initial-advertise-peer-urls {:?} do not match --initial-cluster's {:?} for {}",
+            o.initial_advertise_peer_urls, me.peer_urls, o.name
+        ));
+    }
+    let cluster_id = cluster::cluster_id(&members, &o.initial_cluster_token);
+    cluster::claim_data_dir(&o.data_dir, cluster_id, me.id)?;
+    let peer_listener = bind(
+        o.listen_peer_urls
+            .first()
+            .ok_or("--listen-peer-urls is empty")?,
+        "peers",
+    )?;
+    peer_listener
+        .set_nonblocking(false)
+        .map_err(|e| e.to_string())?;
+    let client_listeners = o
+        .listen_client_urls
+        .iter()
+        .map(|u| Ok((u.clone(), bind(u, "clients")?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let metrics_listeners = o
+        .listen_metrics_urls
+        .iter()
+        .map(|u| Ok((u.clone(), bind(u, "metrics")?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut peers = BTreeMap::new();
+    for m in &members {
+        let url = m.peer_urls.first().expect("a member has a URL");
+        peers.insert(m.id, cluster::parse_url(url)?);
+    }
+    let mut node = NodeConfig::new(me.id, peers, o.data_dir.join("member"));
+    node.protocol = o.protocol;
+    node.tick = o.heartbeat;
+    node.election_ticks = (o.election_timeout.as_millis() / o.heartbeat.as_millis()).max(5) as u32;
+    node.wal = o.wal.clone();
+    node.backend = o.backend;
+    node.cluster_id = cluster_id;
+    let mut kv = KvConfig::new(node, o.name.clone());
+    kv.members = members.clone();
+    kv.client_urls = o.advertise_client_urls.clone();
+    kv.max_request_bytes = o.max_request_bytes;
+    if o.quota_backend_bytes > 0 {
+        kv.quota_backend_bytes = o.quota_backend_bytes;
+    }
+    kv.max_txn_ops = o.max_txn_ops;
+    kv.checkpoint_entries = o.snapshot_count.max(1);
+    let server = KvServer::start(kv, peer_listener)?;
+    Ok(Prepared {
+        server,
+        client_listeners,
+        metrics_listeners,
+    })
+}
+
+/// Runs a prepared member until `shutdown` resolves.
+pub fn run(
+    p: Prepared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let handle = p.server.node().handle();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let _guard = handle.enter();
+    for (url, l) in p.client_listeners {
+        let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+        let mut rx = stop_rx.clone();
+        let server = Arc::clone(&p.server);
+        tracing::info!(%url, "serving clients");
+        tasks.push(handle.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::api::serve(server, l, stop).await {
+                tracing::error!(error = %e, "client server failed");
+            }
+        }));
+    }
+    for (url, l) in p.metrics_listeners {
+        let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+        let mut rx = stop_rx.clone();
+        let server = Arc::clone(&p.server);
+        tracing::info!(%url, "serving metrics");
+        tasks.push(handle.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            crate::metrics::serve(server, l, stop).await;
+        }));
+    }
+    handle.block_on(shutdown);
+    let _ = stop_tx.send(true);
+    handle.block_on(async {
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `quorumkv serve`: flags named and defaulted as etcd's, mapped onto the server's options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use quorumkv::server::node::ProtocolKind;
+use quorumkv::server::serve::{self, ServeOptions};
+use quorumkv::wal::Backend;
+
+/// Replication protocol choice.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Replication {
+    /// Raft.
+    Raft,
+    /// ZooKeeper Atomic Broadcast.
+    Zab,
+}
+
+/// WAL io backend choice.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WalBackend {
+    /// pwrite + fdatasync.
+    Pwrite,
+    /// io_uring with linked write and fdatasync.
+    Uring,
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Human-readable name of this member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Path to the data directory.
+    #[arg(long, default_value = "quorumkv-data")]
+    data_dir: PathBuf,
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    listen_client_urls: String,
+    /// Client URLs advertised to the rest of the cluster.
+    #[arg(long)]
+    advertise_client_urls: Option<String>,
+    /// URL to listen on for peer traffic.
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    listen_peer_urls: String,
+    /// This member's peer URLs as advertised to the rest of the cluster.
+    #[arg(long)]
+    initial_advertise_peer_urls: Option<String>,
+    /// Initial cluster configuration: name=peer-url,...
+    #[arg(long, default_value = "")]
+    initial_cluster: String,
+    /// Initial cluster token.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Initial cluster state (new or existing; the data directory decides on restart).
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
+    initial_cluster_state: String,
+    /// Replication protocol.
+    #[arg(long, value_enum, default_value = "raft")]
+    replication: Replication,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    max_request_bytes: usize,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
+    #[arg(long, default_value_t = 0)]
+    quota_backend_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    max_txn_ops: usize,
+    /// Applied entries between durable checkpoints of the backend.
+    #[arg(long, default_value_t = 100_000)]
+    snapshot_count: u64,
+    /// URLs to serve /metrics and /health on (comma-separated).
+    #[arg(long, default_value = "")]
+    listen_metrics_urls: String,
+    /// WAL io backend.
+    #[arg(long, value_enum, default_value = "pwrite")]
+    wal_backend: WalBackend,
+    /// Most records one WAL group commit carries.
+    #[arg(long)]
+    wal_batch_records_max: Option<usize>,
+    /// Extra time (microseconds) a WAL group commit waits for more appends.
+    #[arg(long)]
+    wal_commit_delay_us: Option<u64>,
+    /// WAL batches written while the previous one syncs (1 disables pipelining).
+    #[arg(long)]
+    wal_pipeline_depth: Option<usize>,
+    /// Preallocate WAL segments.
+    #[arg(long)]
+    wal_preallocate: Option<bool>,
+}
+
+impl ServeArgs {
+    fn options(&self) -> ServeOptions {
+        let mut o = ServeOptions {
+            name: self.name.clone(),
+            data_dir: self.data_dir.clone(),
+            listen_client_urls: list(&self.listen_client_urls),
+            listen_peer_urls: list(&self.listen_peer_urls),
+            initial_cluster: self.initial_cluster.clone(),
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            protocol: match self.replication {
+                Replication::Raft => ProtocolKind::Raft,
+                Replication::Zab => ProtocolKind::Zab,
+            },
+            heartbeat: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            max_request_bytes: self.max_request_bytes,
+            quota_backend_bytes: self.quota_backend_bytes,
+            max_txn_ops: self.max_txn_ops,
+            snapshot_count: self.snapshot_count,
+            backend: match self.wal_backend {
+                WalBackend::Pwrite => Backend::Pwrite,
+                WalBackend::Uring => Backend::Uring,
+            },
+            listen_metrics_urls: list(&self.listen_metrics_urls),
+            ..ServeOptions::default()
+        };
+        o.advertise_client_urls = self
+            .advertise_client_urls
+            .as_deref()
+            .map_or_else(|| o.listen_client_urls.clone(), list);
+        o.initial_advertise_peer_urls = self
+            .initial_advertise_peer_urls
+            .as_deref()
+            .map_or_else(|| o.listen_peer_urls.clone(), list);
+        if let Some(v) = self.wal_batch_records_max {
+            o.wal.batch_records_max = v;
+        }
+        if let Some(v) = self.wal_commit_delay_us {
+            o.wal.commit_delay = Duration::from_micros(v);
+        }
+        if let Some(v) = self.wal_pipeline_depth {
+            o.wal.pipeline_depth = v.max(1);
+        }
+        if let Some(v) = self.wal_preallocate {
+            o.wal.preallocate = v;
+        }
+        o
+    }
+}
+
+/// Runs `serve` until SIGINT or SIGTERM.
+pub fn main(args: &ServeArgs) -> Result<(), String> {
+    let opts = args.options();
+    let prepared = serve::prepare(&opts)?;
+    let id = prepared.server.member_id();
+    eprintln!(
+        "quorumkv serve: member {id:016x} ({}) of cluster {:016x}, {:?}, clients on {}",
+        opts.name,
+        prepared.server.cluster_id(),
+        opts.protocol,
+        opts.listen_client_urls.join(",")
+    );
+    serve::run(prepared, async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
