@@ -82,9 +82,15 @@ pub struct ServeArgs {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
-    /// Applied entries between durable checkpoints of the backend.
+    /// Applied entries between log compactions.
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Most time (milliseconds) between durable commits of the backend.
+    #[arg(long, default_value_t = 100)]
+    backend_batch_interval: u64,
+    /// Most applied entries between durable commits of the backend.
+    #[arg(long, default_value_t = 10_000)]
+    backend_batch_limit: u64,
     /// URLs to serve /metrics and /health on (comma-separated).
     #[arg(long, default_value = "")]
     listen_metrics_urls: String,
@@ -124,6 +130,8 @@ impl ServeArgs {
             quota_backend_bytes: self.quota_backend_bytes,
             max_txn_ops: self.max_txn_ops,
             snapshot_count: self.snapshot_count,
+            backend_batch_interval: Duration::from_millis(self.backend_batch_interval),
+            backend_batch_limit: self.backend_batch_limit,
             backend: match self.wal_backend {
                 WalBackend::Pwrite => Backend::Pwrite,
                 WalBackend::Uring => Backend::Uring,

@@ -43,8 +43,13 @@ pub struct ServeOptions {
     pub quota_backend_bytes: u64,
     /// Most operations per transaction branch.
     pub max_txn_ops: usize,
-    /// Applied entries between durable checkpoints of the tree.
+    /// Applied entries between log compactions.
     pub snapshot_count: u64,
+    /// Most time between durable commits of the backend (etcd `--backend-batch-interval`).
+    pub backend_batch_interval: Duration,
+    /// Most applied entries between durable commits of the backend
+    /// (etcd `--backend-batch-limit`).
+    pub backend_batch_limit: u64,
     /// WAL options.
     pub wal: WalOptions,
     /// WAL io backend.
@@ -71,6 +76,8 @@ impl Default for ServeOptions {
             quota_backend_bytes: 0,
             max_txn_ops: 128,
             snapshot_count: 100_000,
+            backend_batch_interval: Duration::from_millis(100),
+            backend_batch_limit: 10_000,
             wal: WalOptions::default(),
             backend: Backend::default(),
             listen_metrics_urls: Vec::new(),
@@ -186,7 +193,8 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         kv.quota_backend_bytes = o.quota_backend_bytes;
     }
     kv.max_txn_ops = o.max_txn_ops;
-    kv.checkpoint_entries = o.snapshot_count.max(1);
+    kv.checkpoint_entries = o.backend_batch_limit.max(1);
+    kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;
     Ok(Prepared {
         server,

@@ -26,7 +26,7 @@ impl Internal for InternalService {
             return Err(KvError::Other("empty request".into()).into());
         };
         // Never forwarded again: a member that is not the leader says so.
-        let (applied, revision) = self.server.propose_local(r).await?;
+        let (applied, revision) = self.server.propose_local(r).await.map_err(|(e, _)| e)?;
         let result = match applied {
             Applied::Put(p) => Fr::Put(p),
             Applied::DeleteRange(d) => Fr::DeleteRange(d),

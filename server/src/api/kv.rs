@@ -26,6 +26,9 @@ fn check_put(p: &pb::PutRequest) -> Result<(), KvError> {
     if p.key.is_empty() {
         return Err(KvError::EmptyKey);
     }
+    if p.key.len() > 1 << 20 {
+        return Err(KvError::KeyTooLarge);
+    }
     if p.ignore_value && !p.value.is_empty() {
         return Err(KvError::ValueProvided);
     }
@@ -139,6 +142,9 @@ impl Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let p = req.into_inner();
         check_put(&p)?;
+        if !self.server.shared().key_fits(&p.key) {
+            return Err(KvError::KeyTooLarge.into());
+        }
         check_size(&self.server, &p)?;
         match self.server.propose(Req::Put(p)).await? {
             (Applied::Put(mut r), rev) => {

@@ -213,6 +213,9 @@ impl Applier {
 
     /// Checks a put against the state before it: the lease exists, and `ignore_*` find a key.
     fn check_put(&self, txn: &MvccTxn, p: &pb::PutRequest) -> Result<(), KvError> {
+        if !self.shared.key_fits(&p.key) {
+            return Err(KvError::KeyTooLarge);
+        }
         if (p.ignore_value || p.ignore_lease) && txn.get(&p.key)?.is_none() {
             return Err(KvError::KeyNotFound);
         }

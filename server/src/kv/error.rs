@@ -12,6 +12,9 @@ pub enum KvError {
     /// Empty key.
     #[error("etcdserver: key is not provided")]
     EmptyKey,
+    /// The key is longer than the store's keys may be.
+    #[error("etcdserver: key is too large")]
+    KeyTooLarge,
     /// `ignore_value`/`ignore_lease` on a missing key.
     #[error("etcdserver: key not found")]
     KeyNotFound,
@@ -108,8 +111,8 @@ impl KvError {
     pub fn code(&self) -> Code {
         use KvError::*;
         match self {
-            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | RequestTooLarge => Code::InvalidArgument,
+            EmptyKey | KeyTooLarge | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps
+            | DuplicateKey | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,

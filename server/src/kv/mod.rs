@@ -97,6 +97,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Whether `key` fits the tree as a stored key (escaped, with its revision suffix).
+    pub fn key_fits(&self, key: &[u8]) -> bool {
+        let escaped = key.len() + key.iter().filter(|b| **b == 0).count();
+        escaped + 19 <= self.mvcc.db().key_bytes_max()
+    }
+
     fn members_changed(&self) {
         self.members_version.fetch_add(1, Ordering::Relaxed);
     }
@@ -144,8 +150,8 @@ impl KvConfig {
             max_request_bytes: 1536 * 1024,
             quota_backend_bytes: 2 << 30,
             max_txn_ops: 128,
-            checkpoint_entries: 50_000,
-            checkpoint_interval: Duration::from_secs(5),
+            checkpoint_entries: 10_000,
+            checkpoint_interval: Duration::from_millis(100),
             watch_ring_bytes: 64 << 20,
             watchers_per_stream_max: 10_000,
             pending_max: 65_536,
@@ -189,8 +195,17 @@ impl KvServer {
         let db_path: PathBuf = cfg.node.data_dir.join("db");
         std::fs::create_dir_all(&cfg.node.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.node.data_dir.display()))?;
-        let db = Db::open(&db_path, BTreeOptions::default())
-            .map_err(|e| format!("opening {}: {e}", db_path.display()))?;
+        // 8 KiB pages keep values up to 2 KiB inline (etcd's typical values), so a put does
+        // not cost an overflow page per stored version, while a copied-on-write leaf stays
+        // small.
+        let db = Db::open(
+            &db_path,
+            BTreeOptions {
+                page_size: 8 << 10,
+                ..BTreeOptions::default()
+            },
+        )
+        .map_err(|e| format!("opening {}: {e}", db_path.display()))?;
         let mvcc = Mvcc::new(db);
         let snap = mvcc.snapshot();
         let applied = snap.applied_index();
@@ -322,9 +337,10 @@ impl KvServer {
 
     /// Proposes `req` and waits for its result; on a follower the request goes to the leader.
     pub async fn propose(&self, req: Request) -> Result<(Applied, i64), KvError> {
-        let r = match self.propose_local(req.clone()).await {
-            Err(KvError::NotLeader) => self.forward(req).await,
-            r => r,
+        let r = match self.propose_local(req).await {
+            Err((KvError::NotLeader, Some(req))) => self.forward(req).await,
+            Err((e, _)) => Err(e),
+            Ok(r) => Ok(r),
         };
         if r.is_err() {
             self.metrics
@@ -376,14 +392,18 @@ impl KvServer {
         Ok(ch)
     }
 
-    /// Proposes `req` on this member only; `NotLeader` when another member leads.
-    pub async fn propose_local(&self, req: Request) -> Result<(Applied, i64), KvError> {
+    /// Proposes `req` on this member only; `NotLeader` (with the request handed back) when
+    /// another member leads.
+    pub async fn propose_local(
+        &self,
+        req: Request,
+    ) -> Result<(Applied, i64), (KvError, Option<Request>)> {
         let writes = matches!(
             req,
             Request::Put(_) | Request::Txn(_) | Request::LeaseGrant(_)
         );
         if writes && self.no_space() {
-            return Err(KvError::NoSpace);
+            return Err((KvError::NoSpace, None));
         }
         if writes && self.db_in_use_bytes() > self.cfg.quota_backend_bytes {
             // Raise the alarm for everyone, then refuse.
@@ -392,37 +412,44 @@ impl KvServer {
                 member_id: self.member_id(),
                 alarm: pb::AlarmType::Nospace as i32,
             };
-            let _ = Box::pin(self.propose_local(Request::Alarm(alarm))).await;
-            return Err(KvError::NoSpace);
+            let _ = Box::pin(self.propose(Request::Alarm(alarm))).await;
+            return Err((KvError::NoSpace, None));
         }
         let id = self.next_id.fetch_add(2, Ordering::Relaxed);
-        let entry = InternalRequest {
+        let mut msg = InternalRequest {
             id,
             time_ms: now_ms(),
             request: Some(req),
-        }
-        .encode_to_vec();
+        };
+        let entry = msg.encode_to_vec();
+        let req = msg.request.take();
         if entry.len() > self.cfg.max_request_bytes + 4096 {
-            return Err(KvError::RequestTooLarge);
+            return Err((KvError::RequestTooLarge, None));
         }
         let (tx, rx) = oneshot::channel();
         {
             let mut w = self.shared.waiters.lock();
             if w.len() >= self.cfg.pending_max {
-                return Err(KvError::TooManyRequests);
+                return Err((KvError::TooManyRequests, None));
             }
             w.insert(id, tx);
         }
-        let out = tokio::time::timeout(self.cfg.request_timeout, async {
-            self.node.append(entry).await.map_err(node_error)?;
-            rx.await.map_err(|_| KvError::Stopped)?
-        })
-        .await;
+        // Commit is bounded by the request timeout; once committed, the entry will be
+        // applied (a large delete may take a while), so its result is awaited in full.
+        let committed = tokio::time::timeout(self.cfg.request_timeout, self.node.append(entry))
+            .await
+            .map_err(|_| KvError::Timeout)
+            .and_then(|r| r.map_err(node_error));
+        let out = match committed {
+            Ok(_) => match rx.await {
+                Ok(r) => r.map_err(|e| (e, None)),
+                Err(_) => Err((KvError::Stopped, None)),
+            },
+            Err(KvError::NotLeader) => Err((KvError::NotLeader, req)),
+            Err(e) => Err((e, None)),
+        };
         self.shared.waiters.lock().remove(&id);
-        match out {
-            Ok(r) => r,
-            Err(_) => Err(KvError::Timeout),
-        }
+        out
     }
 
     /// Waits until everything committed before the call is applied here (linearizable read

@@ -492,54 +492,73 @@ async fn node_loop<P: Protocol>(
     loop {
         tokio::select! {
             _ = ticker.tick() => proto.tick(),
-            Some(m) = inbound.recv() => proto.step(m),
-            Some(cmd) = cmds.recv() => match cmd {
-                Cmd::Propose(data, tx) => {
-                    if let Some(why) = &stopped {
-                        let _ = tx.send(Err(NodeError::Stopped(why.clone())));
-                    } else {
-                        match proto.propose(data) {
-                            Ok(index) => {
-                                let term = proto.log_entries(index).first().map_or(0, |e| e.term);
-                                waiters.insert(index, (term, tx));
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(e.into()));
-                            }
-                        }
+            Some(m) = inbound.recv() => {
+                proto.step(m);
+                for _ in 0..4096 {
+                    match inbound.try_recv() {
+                        Ok(m) => proto.step(m),
+                        Err(_) => break,
                     }
                 }
-                Cmd::Transfer(to, tx) => {
-                    let _ = tx.send(proto.transfer_leader(to).map_err(NodeError::from));
-                }
-                Cmd::ReadIndex(tx) => {
-                    read_ctx += 1;
-                    match proto.read_index(read_ctx) {
-                        Ok(()) => {
-                            reads.insert(read_ctx, tx);
+            }
+            Some(cmd) = cmds.recv() => {
+                // Take every queued command at once: many proposals, one Ready.
+                let mut next = Some(cmd);
+                let mut handled = 0;
+                while let Some(cmd) = next.take() {
+                    match cmd {
+                        Cmd::Propose(data, tx) => {
+                            if let Some(why) = &stopped {
+                                let _ = tx.send(Err(NodeError::Stopped(why.clone())));
+                            } else {
+                                match proto.propose(data) {
+                                    Ok(index) => {
+                                        let term = proto.log_entries(index).first().map_or(0, |e| e.term);
+                                        waiters.insert(index, (term, tx));
+                                    }
+                                    Err(e) => {
+                                        let _ = tx.send(Err(e.into()));
+                                    }
+                                }
+                            }
                         }
-                        Err(e) => {
-                            let _ = tx.send(Err(e.into()));
+                        Cmd::Transfer(to, tx) => {
+                            let _ = tx.send(proto.transfer_leader(to).map_err(NodeError::from));
                         }
+                        Cmd::ReadIndex(tx) => {
+                            read_ctx += 1;
+                            match proto.read_index(read_ctx) {
+                                Ok(()) => {
+                                    reads.insert(read_ctx, tx);
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e.into()));
+                                }
+                            }
+                        }
+                        Cmd::Status(tx) => {
+                            let _ = tx.send(proto.status());
+                        }
+                        Cmd::WalStats(tx) => {
+                            let _ = tx.send(wal_stats);
+                        }
+                        Cmd::Committed(lo, hi, tx) => {
+                            let hi = hi.min(applied);
+                            let es = proto
+                                .log_entries(lo)
+                                .into_iter()
+                                .take_while(|e| e.index <= hi)
+                                .filter(|e| e.kind == EntryKind::Normal)
+                                .collect();
+                            let _ = tx.send(es);
+                        }
+                                }
+                    handled += 1;
+                    if handled < 4096 {
+                        next = cmds.try_recv().ok();
                     }
                 }
-                Cmd::Status(tx) => {
-                    let _ = tx.send(proto.status());
-                }
-                Cmd::WalStats(tx) => {
-                    let _ = tx.send(wal_stats);
-                }
-                Cmd::Committed(lo, hi, tx) => {
-                    let hi = hi.min(applied);
-                    let es = proto
-                        .log_entries(lo)
-                        .into_iter()
-                        .take_while(|e| e.index <= hi)
-                        .filter(|e| e.kind == EntryKind::Normal)
-                        .collect();
-                    let _ = tx.send(es);
-                }
-            },
+            }
             Some(d) = done.recv() => match d {
                 Ok(d) => {
                     in_flight -= d.jobs;
