@@ -9,6 +9,21 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The client tests drive real etcd clients: etcdctl (Debian's etcd-client) and python-etcd3.
+if ! command -v etcdctl >/dev/null 2>&1; then
+    echo "== installing etcd-client (etcdctl)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client >/dev/null
+fi
+if ! python3 -c "import etcd3" >/dev/null 2>&1; then
+    echo "== installing python etcd3"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
+    python3 -m pip install -q etcd3 || python3 -m pip install -q --break-system-packages etcd3
+fi
+
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"

@@ -20,8 +20,8 @@ pub struct LeaseService {
 }
 
 impl LeaseService {
-    fn leader_client(&self) -> Result<LeaseClient<tonic::transport::Channel>, KvError> {
-        Ok(LeaseClient::new(self.server.leader_channel()?))
+    async fn leader_client(&self) -> Result<LeaseClient<tonic::transport::Channel>, KvError> {
+        Ok(LeaseClient::new(self.server.await_leader_channel().await?))
     }
 
     /// One keep-alive: renewed here on the leader, relayed otherwise. TTL 0: no such lease.
@@ -35,7 +35,7 @@ impl LeaseService {
                 ttl,
             });
         }
-        let mut client = self.leader_client()?;
+        let mut client = self.leader_client().await?;
         let (tx, rx) = mpsc::channel(1);
         let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
         drop(tx);
@@ -117,7 +117,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let r = req.into_inner();
         if !self.server.node().state().is_leader() {
-            let mut client = self.leader_client()?;
+            let mut client = self.leader_client().await?;
             return client.lease_time_to_live(r).await;
         }
         let header = Some(self.server.header(self.server.shared().hub.revision()));

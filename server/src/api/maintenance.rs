@@ -44,29 +44,43 @@ impl MaintenanceService {
 }
 
 /// Writes a consistent snapshot of the whole tree to `path`: the magic, then every row as
-/// `u32 key length, key, u32 value length, value` (little-endian), then `u64` applied index,
-/// then the SHA-256 of all of it (as etcd appends one).
+/// `u32 key length, key, u32 value length, value` (little-endian), then `u32::MAX`, the `u64`
+/// applied index, zero padding to a multiple of 512 bytes, and the SHA-256 of all of that
+/// (the trailer etcd's tools look for).
 pub fn write_snapshot(server: &KvServer, path: &std::path::Path) -> std::io::Result<u64> {
+    struct Hashing {
+        w: std::io::BufWriter<std::fs::File>,
+        h: Sha256,
+        len: u64,
+    }
+    impl Hashing {
+        fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+            self.h.update(b);
+            self.len += b.len() as u64;
+            self.w.write_all(b)
+        }
+    }
     let snap = server.shared().mvcc.snapshot();
-    let file = std::fs::File::create(path)?;
-    let mut w = std::io::BufWriter::new(file);
-    let mut h = Sha256::new();
-    let mut put = |w: &mut std::io::BufWriter<std::fs::File>, b: &[u8]| -> std::io::Result<()> {
-        h.update(b);
-        w.write_all(b)
+    let mut o = Hashing {
+        w: std::io::BufWriter::new(std::fs::File::create(path)?),
+        h: Sha256::new(),
+        len: 0,
     };
-    put(&mut w, SNAPSHOT_MAGIC)?;
+    o.put(SNAPSHOT_MAGIC)?;
     for item in snap.txn().iter() {
         let (k, v) = item.map_err(std::io::Error::other)?;
-        put(&mut w, &(k.len() as u32).to_le_bytes())?;
-        put(&mut w, k)?;
-        put(&mut w, &(v.len() as u32).to_le_bytes())?;
-        put(&mut w, v)?;
+        o.put(&(k.len() as u32).to_le_bytes())?;
+        o.put(k)?;
+        o.put(&(v.len() as u32).to_le_bytes())?;
+        o.put(v)?;
     }
-    put(&mut w, &snap.applied_index().to_le_bytes())?;
-    let digest = h.finalize();
-    w.write_all(&digest)?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
+    o.put(&u32::MAX.to_le_bytes())?;
+    o.put(&snap.applied_index().to_le_bytes())?;
+    let pad = (512 - o.len % 512) % 512;
+    o.put(&vec![0u8; pad as usize])?;
+    let digest = o.h.finalize();
+    o.w.write_all(&digest)?;
+    let f = o.w.into_inner().map_err(|e| e.into_error())?;
     f.sync_data()?;
     Ok(f.metadata()?.len())
 }

@@ -337,10 +337,31 @@ impl KvServer {
 
     /// Proposes `req` and waits for its result; on a follower the request goes to the leader.
     pub async fn propose(&self, req: Request) -> Result<(Applied, i64), KvError> {
-        let r = match self.propose_local(req).await {
-            Err((KvError::NotLeader, Some(req))) => self.forward(req).await,
-            Err((e, _)) => Err(e),
-            Ok(r) => Ok(r),
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        let mut req = req;
+        let r = loop {
+            match self.propose_local(req).await {
+                Err((KvError::NotLeader, Some(back))) => match self.forward(back.clone()).await {
+                    // The old leader is gone and the request never reached it: wait for the
+                    // next leader and go again (safe: nothing was sent).
+                    Err(KvError::Forwarded { code, message })
+                        if code == tonic::Code::Unavailable as i32
+                            && message.contains("connect")
+                            && Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        req = back;
+                    }
+                    r => break r,
+                },
+                // No leader yet (an election is on): nothing was proposed, so wait for one.
+                Err((KvError::NoLeader, Some(back))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    req = back;
+                }
+                Err((e, _)) => break Err(e),
+                Ok(r) => break Ok(r),
+            }
         };
         if r.is_err() {
             self.metrics
@@ -353,7 +374,7 @@ impl KvServer {
     /// Hands `req` to the leader's `Internal.Propose`.
     async fn forward(&self, req: Request) -> Result<(Applied, i64), KvError> {
         use crate::pb::quorumkv::forward_response::Result as Fr;
-        let channel = self.leader_channel()?;
+        let channel = self.await_leader_channel().await?;
         let mut client = crate::pb::quorumkv::internal_client::InternalClient::new(channel)
             .max_decoding_message_size(self.cfg.max_request_bytes * 4 + (1 << 20));
         let msg = InternalRequest {
@@ -372,6 +393,20 @@ impl KvServer {
             Some(Fr::Done(_)) | None => Applied::Done,
         };
         Ok((applied, resp.revision))
+    }
+
+    /// A channel to the leader, waiting (bounded by the request timeout) while no leader is
+    /// known or its client URLs have not reached this member yet.
+    pub async fn await_leader_channel(&self) -> Result<tonic::transport::Channel, KvError> {
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        loop {
+            match self.leader_channel() {
+                Err(KvError::NoLeader) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// A gRPC channel to the current leader's client URL.
@@ -445,7 +480,7 @@ impl KvServer {
                 Ok(r) => r.map_err(|e| (e, None)),
                 Err(_) => Err((KvError::Stopped, None)),
             },
-            Err(KvError::NotLeader) => Err((KvError::NotLeader, req)),
+            Err(e @ (KvError::NotLeader | KvError::NoLeader)) => Err((e, req)),
             Err(e) => Err((e, None)),
         };
         self.shared.waiters.lock().remove(&id);

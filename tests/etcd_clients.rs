@@ -1,0 +1,490 @@
+//! Real clients against real `quorumkv serve` processes on loopback: etcdctl (Debian's
+//! `etcd-client`) and python-etcd3, on one node and on three, Raft and ZAB, including a leader
+//! killed with SIGKILL during an etcdctl write loop. `./scripts/test.sh` installs both clients.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Clusters run one at a time: several at once on two cores make elections flap.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=15s")
+        .args(args)
+        .output()
+        .expect("etcdctl not found: run ./scripts/test.sh, which installs Debian's etcd-client")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "etcdctl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Member {
+    name: String,
+    client: String,
+    peer: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    members: Vec<Member>,
+    initial: String,
+    protocol: &'static str,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(n: usize, protocol: &'static str) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: format!("127.0.0.1:{}", free_port()),
+                peer: format!("127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("m{i}")),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            members,
+            initial,
+            protocol,
+            _tmp: tmp,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_healthy();
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::File::create(m.dir.with_extension("log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+            .args([
+                "serve",
+                "--name",
+                &m.name,
+                "--data-dir",
+                m.dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://{}", m.peer),
+                "--initial-cluster",
+                &self.initial,
+                "--replication",
+                self.protocol,
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.members[i].child = Some(child);
+    }
+
+    fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = etcdctl(&self.endpoints(), &["endpoint", "health"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster never became healthy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Index of the member that leads, by asking every live member.
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for (i, m) in self.members.iter().enumerate() {
+                if m.child.is_none() {
+                    continue;
+                }
+                let out = etcdctl(&m.client, &["endpoint", "status", "-w", "json"]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                let v: serde_json::Value = match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                let st = &v[0]["Status"];
+                if st["leader"] == st["header"]["member_id"] && st["leader"].as_u64() != Some(0) {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn python_suite(endpoints: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/etcd3_suite.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(endpoints)
+        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        .output()
+        .expect("python3 not found");
+    assert!(
+        out.status.success(),
+        "python-etcd3 suite failed (./scripts/test.sh installs etcd3):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("etcd3 suite OK"));
+}
+
+fn etcdctl_suite(c: &Cluster, ep: &str) {
+    // KV
+    assert_eq!(ok(&etcdctl(ep, &["put", "a", "1"])).trim(), "OK");
+    assert_eq!(ok(&etcdctl(ep, &["get", "a"])), "a\n1\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&etcdctl(ep, &["get", "a", "-w", "json"]))).unwrap();
+    let rev = json["kvs"][0]["mod_revision"].as_i64().unwrap();
+    assert!(rev > 1 && json["header"]["revision"].as_i64().unwrap() >= rev);
+    assert!(ok(&etcdctl(ep, &["put", "a", "2", "--prev-kv"])).contains("1"));
+    ok(&etcdctl(ep, &["put", "b", "3"]));
+    assert_eq!(
+        ok(&etcdctl(ep, &["get", "a", "c", "--keys-only"])),
+        "a\n\nb\n\n"
+    );
+    assert_eq!(
+        ok(&etcdctl(
+            ep,
+            &["get", "", "--prefix", "--limit=1", "--order=DESCEND"]
+        )),
+        "b\n3\n"
+    );
+    assert_eq!(
+        ok(&etcdctl(ep, &["get", "a", "--rev", &rev.to_string()])),
+        "a\n1\n"
+    );
+    assert_eq!(ok(&etcdctl(ep, &["del", "b"])).trim(), "1");
+    // Txn from stdin (etcdctl's interactive form).
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([&format!("--endpoints={ep}"), "txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"value(\"a\") = \"2\"\n\nput t yes\n\nput t no\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SUCCESS"));
+    assert_eq!(
+        ok(&etcdctl(ep, &["get", "t", "--print-value-only"])),
+        "yes\n"
+    );
+    // Watch from a past revision sees history in order.
+    // `watch` never exits by itself: bound it.
+    let out = Command::new("timeout")
+        .args(["3", "etcdctl", &format!("--endpoints={ep}"), "watch", "a"])
+        .args(["--rev", &rev.to_string()])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "PUT\na\n1\nPUT\na\n2\n"
+    );
+    eprintln!("etcdctl suite: leases");
+    let grant = ok(&etcdctl(ep, &["lease", "grant", "30"]));
+    let id = grant.split_whitespace().nth(1).unwrap().to_string();
+    ok(&etcdctl(ep, &["put", "leased", "x", "--lease", &id]));
+    assert!(ok(&etcdctl(ep, &["lease", "keep-alive", "--once", &id])).contains("keepalived"));
+    assert!(ok(&etcdctl(ep, &["lease", "timetolive", &id, "--keys"])).contains("leased"));
+    assert!(ok(&etcdctl(ep, &["lease", "list"])).contains(&id));
+    ok(&etcdctl(ep, &["lease", "revoke", &id]));
+    assert_eq!(ok(&etcdctl(ep, &["get", "leased"])), "");
+    eprintln!("etcdctl suite: recipes");
+    assert_eq!(
+        ok(&etcdctl(ep, &["lock", "mutex", "--", "echo", "held"])).trim(),
+        "held"
+    );
+    let mut elect = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([&format!("--endpoints={ep}"), "elect", "election", "p1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // `elect -l` observes until killed: bound it.
+        let out = Command::new("timeout")
+            .args([
+                "2",
+                "etcdctl",
+                &format!("--endpoints={ep}"),
+                "elect",
+                "-l",
+                "election",
+            ])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("p1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "elect never won");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    elect.kill().unwrap();
+    let _ = elect.wait();
+    eprintln!("etcdctl suite: maintenance");
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("snap.db");
+    ok(&etcdctl(ep, &["snapshot", "save", snap.to_str().unwrap()]));
+    assert!(std::fs::metadata(&snap).unwrap().len() > 32);
+    let status = ok(&etcdctl(&c.endpoints(), &["endpoint", "status"]));
+    assert_eq!(
+        status.lines().count(),
+        c.members.iter().filter(|m| m.child.is_some()).count()
+    );
+    ok(&etcdctl(&c.endpoints(), &["endpoint", "health"]));
+    let members = ok(&etcdctl(ep, &["member", "list"]));
+    assert_eq!(members.lines().count(), c.members.len());
+    assert!(members.contains("started"));
+    ok(&etcdctl(ep, &["alarm", "list"]));
+    ok(&etcdctl(ep, &["defrag"]));
+    ok(&etcdctl(ep, &["compact", &rev.to_string()]));
+    let old = etcdctl(ep, &["get", "a", "--rev", &(rev - 1).to_string()]);
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("required revision has been compacted"));
+    // An oversized request is refused; the server keeps serving.
+    let big = vec![b'x'; 2 << 20];
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([&format!("--endpoints={ep}"), "put", "big"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&big).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("request is too large") || err.contains("larger than max"),
+        "{err}"
+    );
+    assert_eq!(ok(&etcdctl(ep, &["put", "after", "ok"])).trim(), "OK");
+    let hashes = ok(&etcdctl(&c.endpoints(), &["endpoint", "hashkv"]));
+    let distinct: std::collections::BTreeSet<&str> = hashes
+        .lines()
+        .map(|l| l.rsplit(", ").next().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 1, "replicas disagree: {hashes}");
+}
+
+#[test]
+fn one_node_raft_serves_etcdctl_and_python_etcd3() {
+    let _serial = serial();
+    let c = Cluster::start(1, "raft");
+    let ep = c.members[0].client.clone();
+    etcdctl_suite(&c, &ep);
+    python_suite(&[&ep]);
+}
+
+/// Writes through every member while the leader is killed with SIGKILL and restarted; no
+/// acknowledged write is lost and the replicas end identical.
+fn three_nodes(protocol: &'static str) {
+    let _serial = serial();
+    let mut c = Cluster::start(3, protocol);
+    let follower = (c.leader() + 1) % 3;
+    let f_ep = c.members[follower].client.clone();
+    etcdctl_suite(&c, &f_ep);
+    let eps: Vec<String> = c.members.iter().map(|m| m.client.clone()).collect();
+    eprintln!("{protocol}: python suite");
+    python_suite(&[&eps[follower], &eps[c.leader()]]);
+
+    eprintln!("{protocol}: write loop with the leader killed");
+    let leader = c.leader();
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            c.kill(leader);
+        }
+        let out = etcdctl(
+            &c.endpoints(),
+            &["put", &format!("loop/{i:03}"), &i.to_string()],
+        );
+        if out.status.success() {
+            acked.push(i);
+        } else {
+            eprintln!(
+                "put {i} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+        }
+    }
+    assert!(acked.len() >= 40, "too few writes succeeded: {acked:?}");
+    eprintln!("{protocol}: restarting the old leader");
+    c.spawn(leader);
+    c.wait_healthy();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hashes = ok(&etcdctl(&c.endpoints(), &["endpoint", "hashkv"]));
+        let distinct: std::collections::BTreeSet<&str> = hashes
+            .lines()
+            .map(|l| l.rsplit(", ").next().unwrap())
+            .collect();
+        if distinct.len() == 1 && hashes.lines().count() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas never converged: {hashes}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for m in &c.members {
+        let got = ok(&etcdctl(
+            &m.client,
+            &["get", "loop/", "--prefix", "--keys-only", "--consistency=s"],
+        ));
+        let keys: Vec<&str> = got.lines().filter(|l| !l.is_empty()).collect();
+        for i in &acked {
+            assert!(
+                keys.contains(&format!("loop/{i:03}").as_str()),
+                "acknowledged write {i} lost on {}",
+                m.name
+            );
+        }
+    }
+}
+
+#[test]
+fn three_nodes_raft_survive_a_killed_leader() {
+    three_nodes("raft");
+}
+
+#[test]
+fn three_nodes_zab_survive_a_killed_leader() {
+    three_nodes("zab");
+}
+
+#[test]
+fn startup_errors_are_clear() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap();
+    let used = port.local_addr().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+            .arg("serve")
+            .args(["--data-dir", tmp.path().join("d").to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--listen-client-urls", &format!("http://{used}")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen for clients"));
+    let out = run(&["--no-such-flag"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    let p = free_port();
+    let out = run(&[
+        "--initial-cluster",
+        &format!("default=http://127.0.0.1:{p}"),
+        "--initial-advertise-peer-urls",
+        &format!("http://127.0.0.1:{p}"),
+        "--listen-peer-urls",
+        &format!("http://127.0.0.1:{p}"),
+        "--listen-client-urls",
+        &format!("http://127.0.0.1:{}", free_port()),
+        "--initial-cluster-token",
+        "one",
+        "--election-timeout",
+        "10",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--election-timeout"));
+    // A data dir made for one cluster is refused by another.
+    std::fs::create_dir_all(tmp.path().join("d")).unwrap();
+    std::fs::write(
+        tmp.path().join("d/identity"),
+        "cluster=0000000000000001 member=0000000000000002\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "--listen-client-urls",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another cluster"));
+}
