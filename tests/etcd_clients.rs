@@ -349,6 +349,21 @@ fn etcdctl_suite(c: &Cluster, ep: &str) {
     assert_eq!(distinct.len(), 1, "replicas disagree: {hashes}");
 }
 
+/// Grants a lease of `ttl` seconds with `key` attached; returns its hex id.
+fn lease_with_key(ep: &str, key: &str, ttl: u32) -> String {
+    let grant = ok(&etcdctl(ep, &["lease", "grant", &ttl.to_string()]));
+    let id = grant.split_whitespace().nth(1).unwrap().to_string();
+    ok(&etcdctl(ep, &["put", key, "x", "--lease", &id]));
+    id
+}
+
+/// The store revision a member reports.
+fn header_revision(ep: &str) -> i64 {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&etcdctl(ep, &["get", "none", "-w", "json"]))).unwrap();
+    v["header"]["revision"].as_i64().unwrap()
+}
+
 #[test]
 fn one_node_raft_serves_etcdctl_and_python_etcd3() {
     let _serial = serial();
@@ -372,6 +387,24 @@ fn three_nodes(protocol: &'static str) {
 
     eprintln!("{protocol}: write loop with the leader killed");
     let leader = c.leader();
+    // A lease kept alive through a follower must outlive the leader; one left alone must
+    // expire under the next leader (which restarts TTLs rather than expiring them early).
+    let follower_ep = c.members[(leader + 1) % 3].client.clone();
+    let kept = lease_with_key(&follower_ep, "kept", 4);
+    let dropped = lease_with_key(&follower_ep, "dropped", 4);
+    let mut keepalive = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints={follower_ep}"),
+            "lease",
+            "keep-alive",
+            &kept,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start_rev = header_revision(&follower_ep) + 1;
     let mut acked = Vec::new();
     for i in 0..60 {
         if i == 20 {
@@ -394,6 +427,22 @@ fn three_nodes(protocol: &'static str) {
         }
     }
     assert!(acked.len() >= 40, "too few writes succeeded: {acked:?}");
+    // Past the TTL since the kill: the kept lease lives, the other one expired.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        ok(&etcdctl(
+            &follower_ep,
+            &["get", "kept", "--print-value-only"]
+        )),
+        "x\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok(&etcdctl(&follower_ep, &["get", "dropped"])).is_empty() {
+        assert!(Instant::now() < deadline, "lease {dropped} never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    keepalive.kill().unwrap();
+    let _ = keepalive.wait();
     eprintln!("{protocol}: restarting the old leader");
     c.spawn(leader);
     c.wait_healthy();
@@ -412,6 +461,36 @@ fn three_nodes(protocol: &'static str) {
             "replicas never converged: {hashes}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // A watch from before the kill, opened on the restarted member, replays every write
+    // exactly once and in order.
+    let out = Command::new("timeout")
+        .args([
+            "3",
+            "etcdctl",
+            &format!("--endpoints={}", c.members[leader].client),
+        ])
+        .args([
+            "watch",
+            "loop/",
+            "--prefix",
+            "--rev",
+            &start_rev.to_string(),
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen: Vec<&str> = text.lines().filter(|l| l.starts_with("loop/")).collect();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "watch events out of order or repeated");
+    for i in &acked {
+        assert!(
+            seen.contains(&format!("loop/{i:03}").as_str()),
+            "watch missed {i}"
+        );
     }
     for m in &c.members {
         let got = ok(&etcdctl(
