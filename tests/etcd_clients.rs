@@ -364,13 +364,22 @@ fn header_revision(ep: &str) -> i64 {
     v["header"]["revision"].as_i64().unwrap()
 }
 
-#[test]
-fn one_node_raft_serves_etcdctl_and_python_etcd3() {
+fn one_node(protocol: &'static str) {
     let _serial = serial();
-    let c = Cluster::start(1, "raft");
+    let c = Cluster::start(1, protocol);
     let ep = c.members[0].client.clone();
     etcdctl_suite(&c, &ep);
     python_suite(&[&ep]);
+}
+
+#[test]
+fn one_node_raft_serves_etcdctl_and_python_etcd3() {
+    one_node("raft");
+}
+
+#[test]
+fn one_node_zab_serves_etcdctl_and_python_etcd3() {
+    one_node("zab");
 }
 
 /// Writes through every member while the leader is killed with SIGKILL and restarted; no

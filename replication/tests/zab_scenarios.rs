@@ -219,3 +219,37 @@ fn membership_changes_go_through_the_log() {
     net.settle();
     assert_eq!(net.applied_data(l).last().unwrap(), b"two voters");
 }
+
+#[test]
+fn a_single_voter_elects_itself() {
+    use quorumkv_replication::zab::{Zab, ZabConfig};
+    use quorumkv_replication::{Conf, Protocol, Restored, Role};
+    let mut z = Zab::new(1, ZabConfig::default(), Conf::new([1]), Restored::default());
+    let persist_all = |z: &mut Zab| {
+        let last = z.status().last_index;
+        let term = z.log_entries(last).first().map_or(0, |e| e.term);
+        z.persisted(last, term);
+    };
+    for _ in 0..200 {
+        z.tick();
+        while z.has_ready() {
+            let _ = z.ready();
+            persist_all(&mut z);
+        }
+        if z.status().role == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(z.status().role, Role::Leader);
+    let index = z.propose(b"x".to_vec()).unwrap();
+    let mut committed = false;
+    for _ in 0..10 {
+        let r = z.ready();
+        persist_all(&mut z);
+        committed |= r.committed.iter().any(|e| e.index == index);
+        if committed {
+            break;
+        }
+    }
+    assert!(committed, "a lone voter commits its own proposals");
+}

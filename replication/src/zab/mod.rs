@@ -953,6 +953,18 @@ impl Protocol for Zab {
         let timeout = self.cfg.election_tick;
         match self.phase {
             Phase::Looking => {
+                // A lone voter is its own quorum: no notification will arrive to finalize on.
+                if self.finalize.is_none() && self.is_voter() {
+                    let agree = self
+                        .votes
+                        .values()
+                        .filter(|x| **x == self.vote)
+                        .count()
+                        .max(1);
+                    if agree >= self.conf().quorum() {
+                        self.finalize = Some(self.cfg.finalize_ticks);
+                    }
+                }
                 if let Some(f) = self.finalize.as_mut() {
                     *f = f.saturating_sub(1);
                     if *f == 0 {

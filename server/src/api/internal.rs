@@ -4,8 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::kv::{check_put, check_size, check_txn};
+use crate::kv::lessor::MAX_LEASE_TTL_SECS;
 use crate::kv::{Applied, KvError, KvServer};
 use crate::pb::etcdserverpb as pb;
+use crate::pb::quorumkv::internal_request::Request as Req;
 use crate::pb::quorumkv::{
     ForwardResponse, InternalRequest, forward_response::Result as Fr, internal_server::Internal,
 };
@@ -25,6 +28,25 @@ impl Internal for InternalService {
         let Some(r) = req.into_inner().request else {
             return Err(KvError::Other("empty request".into()).into());
         };
+        // The same checks as the client services make: this port is reachable by anyone.
+        match &r {
+            Req::Put(p) => {
+                check_put(p)?;
+                check_size(&self.server, p)?;
+            }
+            Req::Txn(t) => {
+                check_txn(t, self.server.config().max_txn_ops)?;
+                check_size(&self.server, t)?;
+            }
+            Req::DeleteRange(d) if d.key.is_empty() => return Err(KvError::EmptyKey.into()),
+            Req::LeaseGrant(g) if g.ttl > MAX_LEASE_TTL_SECS => {
+                return Err(KvError::LeaseTtlTooLarge.into());
+            }
+            Req::LeaseGrant(g) if g.id <= 0 => {
+                return Err(KvError::Other("lease id must be positive".into()).into());
+            }
+            _ => {}
+        }
         // Never forwarded again: a member that is not the leader says so.
         let (applied, revision) = self.server.propose_local(r).await.map_err(|(e, _)| e)?;
         let result = match applied {

@@ -15,14 +15,14 @@ pub struct KvService {
     pub(crate) server: Arc<KvServer>,
 }
 
-fn check_size(server: &KvServer, m: &impl Message) -> Result<(), KvError> {
+pub(crate) fn check_size(server: &KvServer, m: &impl Message) -> Result<(), KvError> {
     if m.encoded_len() > server.config().max_request_bytes {
         return Err(KvError::RequestTooLarge);
     }
     Ok(())
 }
 
-fn check_put(p: &pb::PutRequest) -> Result<(), KvError> {
+pub(crate) fn check_put(p: &pb::PutRequest) -> Result<(), KvError> {
     if p.key.is_empty() {
         return Err(KvError::EmptyKey);
     }

@@ -490,10 +490,20 @@ impl KvServer {
     /// Waits until everything committed before the call is applied here (linearizable read
     /// point). `NotLeader` means no leader could be reached.
     pub async fn read_barrier(&self) -> Result<(), KvError> {
-        let index = tokio::time::timeout(self.cfg.request_timeout, self.node.read_index())
-            .await
-            .map_err(|_| KvError::Timeout)?
-            .map_err(node_error)?;
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        let index = loop {
+            let r = tokio::time::timeout_at(deadline.into(), self.node.read_index())
+                .await
+                .map_err(|_| KvError::Timeout)?
+                .map_err(node_error);
+            match r {
+                // An election is on: wait for its outcome rather than fail the read.
+                Err(KvError::NoLeader) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => break r?,
+            }
+        };
         self.wait_applied(index).await
     }
 

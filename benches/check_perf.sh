@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `etcdctl check perf --load=LOAD` against real etcd and quorumkv (Raft and ZAB), one member
+# and three, one after another on fresh data directories, on loopback.
+# Usage: benches/check_perf.sh [LOAD] [systems...]   (systems: etcd1 raft1 zab1 etcd3 raft3 zab3)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+load=${1:-xl}
+shift || true
+systems=${*:-etcd1 raft1 zab1 etcd3 raft3 zab3}
+bin=target/release/quorumkv
+cargo build --release --quiet
+work=$(mktemp -d)
+trap 'pkill -P $$ >/dev/null 2>&1; rm -rf "$work"' EXIT
+export ETCDCTL_API=3
+
+start() { # start SYSTEM MEMBERS
+    local sys=$1 n=$2 ic="" i
+    for i in $(seq 1 "$n"); do ic="$ic${ic:+,}m$i=http://127.0.0.1:${i}2380"; done
+    for i in $(seq 1 "$n"); do
+        local common=(--name "m$i" --data-dir "$work/$sys-m$i" --initial-cluster "$ic"
+            --listen-client-urls "http://127.0.0.1:${i}2379" --listen-peer-urls "http://127.0.0.1:${i}2380")
+        if [ "$sys" = etcd ]; then
+            etcd "${common[@]}" --advertise-client-urls "http://127.0.0.1:${i}2379" \
+                --initial-advertise-peer-urls "http://127.0.0.1:${i}2380" >"$work/$sys-m$i.log" 2>&1 &
+        else
+            "$bin" serve "${common[@]}" --replication "$sys" >"$work/$sys-m$i.log" 2>&1 &
+        fi
+    done
+    sleep 3
+}
+
+for s in $systems; do
+    sys=${s%?}; n=${s: -1}
+    start "$sys" "$n"
+    eps=$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")
+    etcdctl --endpoints="$eps" check perf --load="$load" >"$work/$s.out" 2>&1
+    result=$(tr '\r' '\n' <"$work/$s.out" | grep -E "PASS|FAIL|^Error" | tr '\n' ' ')
+    echo "$s: $result"
+    pkill -P $$ -f "serve|etcd --name" >/dev/null 2>&1
+    sleep 2
+done
