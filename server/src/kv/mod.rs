@@ -345,9 +345,7 @@ impl KvServer {
                     // The old leader is gone and the request never reached it: wait for the
                     // next leader and go again (safe: nothing was sent).
                     Err(KvError::Forwarded { code, message })
-                        if code == tonic::Code::Unavailable as i32
-                            && message.contains("connect")
-                            && Instant::now() < deadline =>
+                        if refused_unsent(code, &message) && Instant::now() < deadline =>
                     {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         req = back;
@@ -535,6 +533,15 @@ impl KvServer {
     pub fn members(&self) -> Vec<Member> {
         self.shared.members.read().values().cloned().collect()
     }
+}
+
+/// Whether a forwarded request failed before any leader could have proposed it: the
+/// connection was never made, or the member reached no longer (or not yet) leads.
+fn refused_unsent(code: i32, message: &str) -> bool {
+    let unavailable = code == tonic::Code::Unavailable as i32;
+    (unavailable && (message.contains("connect") || message == KvError::NoLeader.to_string()))
+        || (code == tonic::Code::FailedPrecondition as i32
+            && message == KvError::NotLeader.to_string())
 }
 
 /// Maps a node refusal to what a client sees.
