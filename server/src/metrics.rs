@@ -313,7 +313,9 @@ pub async fn serve(
             get(move || {
                 let s = Arc::clone(&s2);
                 async move {
-                    let ok = s.node().state().leader() != 0 && !s.node().state().stopped();
+                    let ok = s.node().state().leader() != 0
+                        && !s.node().state().stopped()
+                        && !s.shared().apply_stopped.load(Ordering::SeqCst);
                     let body = format!("{{\"health\":\"{ok}\"}}");
                     if ok {
                         (http::StatusCode::OK, body)

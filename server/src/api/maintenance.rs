@@ -133,6 +133,12 @@ impl Maintenance for MaintenanceService {
         if state.stopped() {
             errors.push("storage failed; not accepting writes".into());
         }
+        if shared
+            .apply_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            errors.push("apply stopped after a storage error; not accepting writes".into());
+        }
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.server.header(shared.hub.revision())),
             version: API_VERSION.into(),

@@ -55,6 +55,11 @@ impl Applier {
         Applier { shared }
     }
 
+    /// The shared state it applies to.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Commits durably with nothing new (a checkpoint of earlier no-sync commits).
     pub fn checkpoint(&mut self, applied: u64) -> Result<(), KvError> {
         self.shared.mvcc.write()?.commit(applied)?;

@@ -88,6 +88,8 @@ pub struct Shared {
     pub applied: tokio::sync::watch::Sender<u64>,
     /// Bumped when members change.
     pub members_version: AtomicU64,
+    /// Set when apply stopped on a storage error: nothing more is accepted.
+    pub apply_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -101,6 +103,15 @@ impl Shared {
     pub fn key_fits(&self, key: &[u8]) -> bool {
         let escaped = key.len() + key.iter().filter(|b| **b == 0).count();
         escaped + 19 <= self.mvcc.db().key_bytes_max()
+    }
+
+    /// Apply stopped for good: every waiting proposer gets `Stopped`, and so does every
+    /// later one.
+    fn stop_apply(&self) {
+        self.apply_stopped.store(true, Ordering::SeqCst);
+        for (_, tx) in self.waiters.lock().drain() {
+            let _ = tx.send(Err(KvError::Stopped));
+        }
     }
 
     fn members_changed(&self) {
@@ -228,6 +239,7 @@ impl KvServer {
             alarms: Mutex::new(BTreeSet::new()),
             applied: tokio::sync::watch::channel(applied).0,
             members_version: AtomicU64::new(0),
+            apply_stopped: std::sync::atomic::AtomicBool::new(false),
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Entry>>();
@@ -462,6 +474,11 @@ impl KvServer {
         let (tx, rx) = oneshot::channel();
         {
             let mut w = self.shared.waiters.lock();
+            // Checked under the waiters' lock, so a stop either sees this waiter or this
+            // proposal sees the stop.
+            if self.shared.apply_stopped.load(Ordering::SeqCst) {
+                return Err((KvError::Stopped, None));
+            }
             if w.len() >= self.cfg.pending_max {
                 return Err((KvError::TooManyRequests, None));
             }
@@ -575,6 +592,7 @@ fn apply_thread(
                 if since_durable > 0 {
                     if let Err(e) = applier.checkpoint(applied) {
                         tracing::error!(error = %e, "checkpoint failed; apply stops");
+                        applier.shared().stop_apply();
                         return;
                     }
                     since_durable = 0;
@@ -582,7 +600,10 @@ fn apply_thread(
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                applier.shared().stop_apply();
+                return;
+            }
         };
         while batch.len() < 8192 {
             match rx.try_recv() {
@@ -597,6 +618,7 @@ fn apply_thread(
         let durable = since_durable >= every || last_durable.elapsed() >= interval;
         if let Err(e) = applier.apply(&batch, durable) {
             tracing::error!(error = %e, "apply failed; the key space stops");
+            applier.shared().stop_apply();
             return;
         }
         applied = last;
