@@ -285,23 +285,37 @@ impl Node {
         Ok(rx)
     }
 
+    /// Like `ask`, but waits for room in the command queue (backpressure) rather than
+    /// failing when it is full.
+    async fn ask_wait<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Result<oneshot::Receiver<T>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?;
+        Ok(rx)
+    }
+
     /// Appends `data`; resolves with its index once it is committed (and durable on a quorum).
     pub async fn append(&self, data: Vec<u8>) -> Result<u64, NodeError> {
-        let rx = self.ask(|tx| Cmd::Propose(data, tx))?;
+        let rx = self.ask_wait(|tx| Cmd::Propose(data, tx)).await?;
         rx.await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
     }
 
     /// A linearizable read point (see [`Node::read_index_blocking`]).
     pub async fn read_index(&self) -> Result<u64, NodeError> {
-        let rx = self.ask(Cmd::ReadIndex)?;
+        let rx = self.ask_wait(Cmd::ReadIndex).await?;
         rx.await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
     }
 
     /// Asks the leader (this node) to hand leadership to `to`.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
-        let rx = self.ask(|tx| Cmd::Transfer(to, tx))?;
+        let rx = self.ask_wait(|tx| Cmd::Transfer(to, tx)).await?;
         rx.await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
     }
