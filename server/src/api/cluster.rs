@@ -26,6 +26,14 @@ fn to_pb(m: Member) -> pb::Member {
 }
 
 impl ClusterService {
+    fn member(&self, id: u64) -> Result<Member, KvError> {
+        self.server
+            .members()
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or(KvError::MemberNotFound)
+    }
+
     fn members(&self) -> Vec<pb::Member> {
         self.server.members().into_iter().map(to_pb).collect()
     }
@@ -44,14 +52,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        if !self
-            .server
-            .members()
-            .iter()
-            .any(|m| m.id == req.get_ref().id)
-        {
-            return Err(KvError::MemberNotFound.into());
-        }
+        self.member(req.get_ref().id)?;
         Err(KvError::NotCapable.into())
     }
 
@@ -59,14 +60,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        if !self
-            .server
-            .members()
-            .iter()
-            .any(|m| m.id == req.get_ref().id)
-        {
-            return Err(KvError::MemberNotFound.into());
-        }
+        self.member(req.get_ref().id)?;
         Err(KvError::NotCapable.into())
     }
 
@@ -87,15 +81,9 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        match self
-            .server
-            .members()
-            .iter()
-            .find(|m| m.id == req.get_ref().id)
-        {
-            None => Err(KvError::MemberNotFound.into()),
-            Some(m) if !m.is_learner => Err(KvError::NotLearner.into()),
-            Some(_) => Err(KvError::NotCapable.into()),
+        if !self.member(req.get_ref().id)?.is_learner {
+            return Err(KvError::NotLearner.into());
         }
+        Err(KvError::NotCapable.into())
     }
 }
