@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Applied entries between log compactions.
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Entries kept in the log behind a compaction, so slightly slow followers catch up from
+    /// the log instead of a snapshot.
+    #[arg(long, default_value_t = 5_000)]
+    experimental_snapshot_catchup_entries: u64,
     /// Most time (milliseconds) between durable commits of the backend.
     #[arg(long, default_value_t = 100)]
     backend_batch_interval: u64,
@@ -130,6 +134,7 @@ impl ServeArgs {
             quota_backend_bytes: self.quota_backend_bytes,
             max_txn_ops: self.max_txn_ops,
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             backend_batch_interval: Duration::from_millis(self.backend_batch_interval),
             backend_batch_limit: self.backend_batch_limit,
             backend: match self.wal_backend {

@@ -55,11 +55,17 @@ struct Cluster {
     members: Vec<Member>,
     initial: String,
     protocol: &'static str,
+    extra: Vec<&'static str>,
     _tmp: tempfile::TempDir,
 }
 
 impl Cluster {
     fn start(n: usize, protocol: &'static str) -> Cluster {
+        Cluster::start_with(n, protocol, &[])
+    }
+
+    /// A cluster whose members get `extra` flags besides the usual ones.
+    fn start_with(n: usize, protocol: &'static str, extra: &[&'static str]) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -79,6 +85,7 @@ impl Cluster {
             members,
             initial,
             protocol,
+            extra: extra.to_vec(),
             _tmp: tmp,
         };
         for i in 0..n {
@@ -111,6 +118,7 @@ impl Cluster {
                 "--election-timeout",
                 "500",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -525,6 +533,135 @@ fn three_nodes_raft_survive_a_killed_leader() {
 #[test]
 fn three_nodes_zab_survive_a_killed_leader() {
     three_nodes("zab");
+}
+
+/// Puts `n` keys `{prefix}{i:05}` through python-etcd3, one request each.
+fn python_puts(ep: &str, prefix: &str, n: usize) {
+    let (host, port) = ep.split_once(':').unwrap();
+    let program = format!(
+        "import etcd3\nc = etcd3.client(host='{host}', port={port})\n\
+         for i in range({n}):\n    c.put('{prefix}%05d' % i, 'v' * 100)\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &program])
+        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        .output()
+        .expect("python3 not found");
+    assert!(
+        out.status.success(),
+        "python puts failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The revision a member serves locally (serializable).
+fn local_revision(ep: &str) -> Option<i64> {
+    let out = etcdctl(ep, &["get", "none", "--consistency=s", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["header"]["revision"].as_i64()
+}
+
+fn hashes(c: &Cluster) -> Vec<String> {
+    let out = ok(&etcdctl(&c.endpoints(), &["endpoint", "hashkv"]));
+    let mut hs: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(", ").nth(1).map(str::to_string))
+        .collect();
+    hs.dedup();
+    hs
+}
+
+/// A follower down while the others write far past its log and compact theirs comes back,
+/// gets a snapshot (the log it needs is gone), and converges; it then restarts from the
+/// installed snapshot.
+fn follower_behind_compacted_log(protocol: &'static str) {
+    let _serial = serial();
+    let mut c = Cluster::start_with(
+        3,
+        protocol,
+        &[
+            "--snapshot-count",
+            "300",
+            "--experimental-snapshot-catchup-entries",
+            "20",
+        ],
+    );
+    let leader = c.leader();
+    let behind = (leader + 1) % 3;
+    c.kill(behind);
+    let leader_ep = c.members[leader].client.clone();
+    python_puts(&leader_ep, "snap/", 1500);
+    ok(&etcdctl(&leader_ep, &["del", "snap/000", "--prefix"]));
+    let want = header_revision(&leader_ep);
+    c.spawn(behind);
+    let ep = c.members[behind].client.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_revision(&ep) != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{protocol}: the follower never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The machine serves the snapshot's state before the log is reset after it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(c.members[behind].dir.with_extension("log")).unwrap();
+        if log.contains("snapshot installed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{protocol}: caught up without a snapshot, so the log was not compacted:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        hashes(&c).len(),
+        1,
+        "{protocol}: members differ after the snapshot"
+    );
+    let count = |ep: &str| {
+        ok(&etcdctl(
+            ep,
+            &["get", "snap/", "--prefix", "--keys-only", "--consistency=s"],
+        ))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+    };
+    assert_eq!(count(&ep), 1400);
+
+    // Restart from the installed snapshot, then keep writing through it.
+    c.kill(behind);
+    c.spawn(behind);
+    c.wait_healthy();
+    ok(&etcdctl(&ep, &["put", "snap/after", "x"]));
+    let want = header_revision(&leader_ep);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_revision(&ep) != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{protocol}: no progress after restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(count(&ep), 1401);
+    assert_eq!(
+        hashes(&c).len(),
+        1,
+        "{protocol}: members differ after restart"
+    );
+}
+
+#[test]
+fn raft_follower_behind_the_compacted_log_catches_up_by_snapshot() {
+    follower_behind_compacted_log("raft");
+}
+
+#[test]
+fn zab_follower_behind_the_compacted_log_catches_up_by_snapshot() {
+    follower_behind_compacted_log("zab");
 }
 
 #[test]

@@ -23,6 +23,17 @@ impl ConfHistory {
         &self.confs.last().expect("always a configuration").1
     }
 
+    /// The configuration in effect at `index` (the base one for anything before it).
+    pub fn at(&self, index: u64) -> &Conf {
+        &self
+            .confs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .unwrap_or(&self.confs[0])
+            .1
+    }
+
     /// Index of the newest change still in the log (0: none since the base).
     pub fn pending_index(&self) -> u64 {
         if self.confs.len() > 1 {

@@ -149,6 +149,9 @@ pub trait Protocol: Send {
     /// The state machine holds a snapshot through `snapshot.index`: log entries up to it may
     /// be discarded, and followers further behind get this snapshot.
     fn compact(&mut self, snapshot: SnapshotMeta);
+    /// The snapshot point describing the applied state through `index` (its term and the
+    /// membership then), if `index` is applied and still in the log.
+    fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta>;
     /// Whether `ready` has anything.
     fn has_ready(&self) -> bool;
     /// Takes the pending batch of work.

@@ -187,6 +187,21 @@ pub struct SnapshotMeta {
     pub conf: Conf,
 }
 
+impl SnapshotMeta {
+    /// Appends the wire form to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        crate::codec::W(out).snapshot(self);
+    }
+
+    /// Parses the wire form; treats `buf` as hostile.
+    pub fn decode(buf: &[u8]) -> Result<SnapshotMeta, DecodeError> {
+        let mut r = crate::codec::R::new(buf);
+        let meta = r.snapshot()?;
+        r.finish()?;
+        Ok(meta)
+    }
+}
+
 /// A linearizable read became safe: once `index` is applied, read locally for `ctx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadState {

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub max_txn_ops: usize,
     /// Applied entries between log compactions.
     pub snapshot_count: u64,
+    /// Entries kept behind the durable point at compaction for slow followers.
+    pub snapshot_catchup_entries: u64,
     /// Most time between durable commits of the backend (etcd `--backend-batch-interval`).
     pub backend_batch_interval: Duration,
     /// Most applied entries between durable commits of the backend
@@ -76,6 +78,7 @@ impl Default for ServeOptions {
             quota_backend_bytes: 0,
             max_txn_ops: 128,
             snapshot_count: 100_000,
+            snapshot_catchup_entries: 5_000,
             backend_batch_interval: Duration::from_millis(100),
             backend_batch_limit: 10_000,
             wal: WalOptions::default(),
@@ -185,6 +188,8 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     node.wal = o.wal.clone();
     node.backend = o.backend;
     node.cluster_id = cluster_id;
+    node.snapshot_count = o.snapshot_count;
+    node.snapshot_catchup_entries = o.snapshot_catchup_entries;
     let mut kv = KvConfig::new(node, o.name.clone());
     kv.members = members.clone();
     kv.client_urls = o.advertise_client_urls.clone();

@@ -571,9 +571,12 @@ impl Raft {
             }
             RaftBody::HeartbeatResp { ctx } => {
                 let last = self.log.last_index();
+                let (inflight_max, bytes_max) =
+                    (self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max);
                 if let Some(pr) = self.prs.get_mut(&m.from) {
                     pr.recent_active = true;
                     pr.probe_sent = false;
+                    pr.free_first_if_full(inflight_max, bytes_max);
                     if pr.matched < last {
                         self.send_all_pending(m.from, true);
                     }
@@ -995,6 +998,17 @@ impl Protocol for Raft {
         // Configurations before the snapshot collapse into its own.
         self.confs.compact(&snapshot);
         self.snapshot = snapshot;
+    }
+
+    fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta> {
+        if index > self.log.applied {
+            return None;
+        }
+        Some(SnapshotMeta {
+            index,
+            term: self.log.term(index)?,
+            conf: self.confs.at(index).clone(),
+        })
     }
 
     fn has_ready(&self) -> bool {

@@ -114,6 +114,17 @@ impl Progress {
         true
     }
 
+    /// Frees the oldest slot of a full window, so a follower that lost appends (it restarted,
+    /// or the connection dropped them) gets one more and can reject it.
+    pub fn free_first_if_full(&mut self, inflight_max: usize, inflight_bytes_max: usize) {
+        if self.state == ProgressState::Replicate
+            && (self.inflight.len() >= inflight_max || self.inflight_bytes >= inflight_bytes_max)
+            && let Some((_, bytes)) = self.inflight.pop_front()
+        {
+            self.inflight_bytes -= bytes;
+        }
+    }
+
     /// Back to probing from just after the match.
     pub fn become_probe(&mut self) {
         self.state = ProgressState::Probe;

@@ -37,8 +37,6 @@ pub struct ZabConfig {
     pub finalize_ticks: u32,
     /// Most bytes of proposals not yet committed.
     pub uncommitted_bytes_max: usize,
-    /// Most entries one synchronization may carry before a snapshot is sent instead.
-    pub sync_entries_max: usize,
     /// Seed (reserved for randomized waits).
     pub seed: u64,
     /// BROKEN ON PURPOSE, for checker tests only: the leader answers reads without a quorum
@@ -52,7 +50,6 @@ impl Default for ZabConfig {
             election_tick: 10,
             finalize_ticks: 2,
             uncommitted_bytes_max: 64 << 20,
-            sync_entries_max: 1 << 15,
             seed: 0,
             unsafe_leader_reads: false,
         }
@@ -528,7 +525,7 @@ impl Zab {
         let common = self.common_prefix(&h);
         let (snap_index, _) = self.log.snapshot_point();
         let last = self.log.last_index();
-        let body = if common < snap_index || (last - common) as usize > self.cfg.sync_entries_max {
+        let body = if common < snap_index {
             // SNAP: the follower needs entries we compacted.
             let meta = self.snapshot.clone();
             let entries = self.log.slice(meta.index + 1, last, usize::MAX);
@@ -1159,6 +1156,17 @@ impl Protocol for Zab {
         self.log.compact(snapshot.index, snapshot.term);
         self.confs.compact(&snapshot);
         self.snapshot = snapshot;
+    }
+
+    fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta> {
+        if index > self.log.applied {
+            return None;
+        }
+        Some(SnapshotMeta {
+            index,
+            term: self.log.term(index)?,
+            conf: self.confs.at(index).clone(),
+        })
     }
 
     fn has_ready(&self) -> bool {

@@ -1,10 +1,9 @@
 //! etcd's `Maintenance` service: status, alarms, hashes, snapshots, leader moves.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
@@ -18,8 +17,6 @@ use crate::pb::quorumkv::internal_request::Request as Req;
 
 /// The version reported to clients (the etcd API level served).
 pub const API_VERSION: &str = "3.5.0";
-/// First bytes of a snapshot file.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"QKVSNAP1";
 const SNAPSHOT_CHUNK_BYTES: usize = 64 << 10;
 
 /// The Maintenance service of one member.
@@ -41,48 +38,6 @@ impl MaintenanceService {
             })
             .collect()
     }
-}
-
-/// Writes a consistent snapshot of the whole tree to `path`: the magic, then every row as
-/// `u32 key length, key, u32 value length, value` (little-endian), then `u32::MAX`, the `u64`
-/// applied index, zero padding to a multiple of 512 bytes, and the SHA-256 of all of that
-/// (the trailer etcd's tools look for).
-pub fn write_snapshot(server: &KvServer, path: &std::path::Path) -> std::io::Result<u64> {
-    struct Hashing {
-        w: std::io::BufWriter<std::fs::File>,
-        h: Sha256,
-        len: u64,
-    }
-    impl Hashing {
-        fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
-            self.h.update(b);
-            self.len += b.len() as u64;
-            self.w.write_all(b)
-        }
-    }
-    let snap = server.shared().mvcc.snapshot();
-    let mut o = Hashing {
-        w: std::io::BufWriter::new(std::fs::File::create(path)?),
-        h: Sha256::new(),
-        len: 0,
-    };
-    o.put(SNAPSHOT_MAGIC)?;
-    for item in snap.txn().iter() {
-        let (k, v) = item.map_err(std::io::Error::other)?;
-        o.put(&(k.len() as u32).to_le_bytes())?;
-        o.put(k)?;
-        o.put(&(v.len() as u32).to_le_bytes())?;
-        o.put(v)?;
-    }
-    o.put(&u32::MAX.to_le_bytes())?;
-    o.put(&snap.applied_index().to_le_bytes())?;
-    let pad = (512 - o.len % 512) % 512;
-    o.put(&vec![0u8; pad as usize])?;
-    let digest = o.h.finalize();
-    o.w.write_all(&digest)?;
-    let f = o.w.into_inner().map_err(|e| e.into_error())?;
-    f.sync_data()?;
-    Ok(f.metadata()?.len())
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
@@ -213,10 +168,12 @@ impl Maintenance for MaintenanceService {
         let header = server.header(server.shared().hub.revision());
         let p = path.clone();
         let s = Arc::clone(&server);
-        let size = tokio::task::spawn_blocking(move || write_snapshot(&s, &p))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+        let size = tokio::task::spawn_blocking(move || {
+            crate::kv::snapshot_file::write(&s.shared().mvcc, &p).map(|(_, size)| size)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let run = || -> std::io::Result<()> {

@@ -42,6 +42,11 @@ impl Lessor {
         }
     }
 
+    /// Forgets every lease (the key space was replaced by a snapshot).
+    pub fn clear(&mut self) {
+        self.leases.clear();
+    }
+
     /// The TTL a grant of `ttl_secs` gets.
     pub fn effective_ttl(&self, ttl_secs: i64) -> i64 {
         ttl_secs.max(self.min_ttl_secs)

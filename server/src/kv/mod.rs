@@ -12,7 +12,9 @@
 pub mod apply;
 pub mod error;
 pub mod lessor;
+pub mod machine;
 pub mod range;
+pub mod snapshot_file;
 pub mod watch_hub;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use quorumkv_btree::{BTreeOptions, Db};
-use quorumkv_replication::{Entry, NodeId, ProposeError};
+use quorumkv_replication::{NodeId, ProposeError};
 use tokio::sync::oneshot;
 
 pub use error::KvError;
@@ -242,19 +244,19 @@ impl KvServer {
             apply_stopped: std::sync::atomic::AtomicBool::new(false),
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<Entry>>();
-        let applier = apply::Applier::new(Arc::clone(&shared));
-        let (every, interval) = (cfg.checkpoint_entries, cfg.checkpoint_interval);
-        std::thread::Builder::new()
-            .name(format!("apply-{}", cfg.node.id))
-            .spawn(move || apply_thread(applier, rx, applied, every, interval))
-            .map_err(|e| e.to_string())?;
+        let machine = machine::KvMachine::start(
+            Arc::clone(&shared),
+            applied,
+            cfg.checkpoint_entries,
+            cfg.checkpoint_interval,
+            format!("apply-{}", cfg.node.id),
+        )?;
         let node = Node::start_with(
             cfg.node.clone(),
             peer_listener,
             StartOptions {
                 applied,
-                sink: Some(tx),
+                machine: Some(Arc::new(machine)),
             },
         )?;
         let cluster_id = cfg.node.cluster_id;
@@ -572,60 +574,6 @@ pub fn node_error(e: NodeError) -> KvError {
         NodeError::Propose(e) => KvError::Other(e.to_string()),
         NodeError::Lost => KvError::LeaderChanged,
         NodeError::Stopped(_) => KvError::Stopped,
-    }
-}
-
-fn apply_thread(
-    mut applier: apply::Applier,
-    rx: std::sync::mpsc::Receiver<Vec<Entry>>,
-    mut applied: u64,
-    every: u64,
-    interval: Duration,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let mut since_durable = 0u64;
-    let mut last_durable = Instant::now();
-    loop {
-        let mut batch = match rx.recv_timeout(interval) {
-            Ok(b) => b,
-            Err(RecvTimeoutError::Timeout) => {
-                if since_durable > 0 {
-                    if let Err(e) = applier.checkpoint(applied) {
-                        tracing::error!(error = %e, "checkpoint failed; apply stops");
-                        applier.shared().stop_apply();
-                        return;
-                    }
-                    since_durable = 0;
-                    last_durable = Instant::now();
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                applier.shared().stop_apply();
-                return;
-            }
-        };
-        while batch.len() < 8192 {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        batch.retain(|e| e.index > applied);
-        let Some(last) = batch.last() else { continue };
-        let last = last.index;
-        since_durable += batch.len() as u64;
-        let durable = since_durable >= every || last_durable.elapsed() >= interval;
-        if let Err(e) = applier.apply(&batch, durable) {
-            tracing::error!(error = %e, "apply failed; the key space stops");
-            applier.shared().stop_apply();
-            return;
-        }
-        applied = last;
-        if durable {
-            since_durable = 0;
-            last_durable = Instant::now();
-        }
     }
 }
 

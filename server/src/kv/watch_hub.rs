@@ -79,6 +79,17 @@ impl WatchHub {
         });
     }
 
+    /// Starts over at revision `rev` (the key space was replaced by a snapshot): the ring is
+    /// emptied, so watchers read what they owe from the tree.
+    pub fn reset(&self, rev: i64) {
+        let mut ring = self.ring.lock();
+        ring.revs.clear();
+        ring.bytes = 0;
+        ring.covered_from = rev + 1;
+        drop(ring);
+        self.rev.send_replace(rev);
+    }
+
     /// The latest published revision.
     pub fn revision(&self) -> i64 {
         *self.rev.borrow()

@@ -10,12 +10,22 @@
 //!   the durable position back;
 //! - peer connections (see `transport::tcp`) read and write frames.
 //!
+//! With a [`StateMachine`] attached, the node also compacts its log: once the machine's
+//! durable point is `snapshot_count` entries past the last compaction, the log up to
+//! `snapshot_catchup_entries` before that point goes (in memory and in the WAL), so memory
+//! and restart time follow the log's tail, not the history. A peer that needs compacted
+//! entries gets a snapshot of the machine (see `shipper`); a received one is installed in the
+//! machine durably before the log is reset after it.
+//!
 //! A slow fdatasync therefore never delays heartbeats or election timers. A failed one stops
 //! the storage thread and with it every acknowledgement (fail-stop).
 
+mod machine;
+mod shipper;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,13 +34,16 @@ use quorumkv_replication::raft::{Raft, RaftConfig};
 use quorumkv_replication::zab::{Zab, ZabConfig};
 use quorumkv_replication::{
     Conf, Entry, EntryKind, LogStore, NodeId, ProposeError, Protocol, ProtocolMessage, Ready,
-    Status, WalStore,
+    SnapshotMeta, Status, WalStore,
 };
 use quorumkv_wal::{Backend, WalOptions, WalStats};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::transport::{frame, tcp};
+pub use machine::StateMachine;
+use shipper::Shipper;
+
+use crate::transport::{frame, snapshot, tcp};
 
 /// Which protocol replicates the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +80,14 @@ pub struct NodeConfig {
     pub peer_queue_len: usize,
     /// Distinguishes clusters sharing hosts.
     pub cluster_id: u64,
+    /// Entries the state machine's durable point must advance before the log is compacted
+    /// again (etcd `--snapshot-count`; 0: never compact).
+    pub snapshot_count: u64,
+    /// Entries kept below the durable point at compaction, so slightly slow peers catch up
+    /// from the log rather than a snapshot (etcd `--experimental-snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
+    /// Largest snapshot accepted from a peer.
+    pub snapshot_bytes_max: u64,
 }
 
 impl NodeConfig {
@@ -84,6 +105,9 @@ impl NodeConfig {
             max_frame_bytes: 64 << 20,
             peer_queue_len: 4096,
             cluster_id: 1,
+            snapshot_count: 100_000,
+            snapshot_catchup_entries: 5_000,
+            snapshot_bytes_max: 16 << 30,
         }
     }
 }
@@ -104,12 +128,21 @@ pub enum NodeError {
 
 /// Where committed entries go besides the subscription channel: a state machine that applies
 /// them in order (and what it had already applied when the node started).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StartOptions {
     /// Highest index the state machine has applied; the protocol resumes after it.
     pub applied: u64,
-    /// Receives every committed entry, in order, in batches.
-    pub sink: Option<std::sync::mpsc::Sender<Vec<Entry>>>,
+    /// Receives every committed entry, in order, and makes log compaction possible.
+    pub machine: Option<Arc<dyn StateMachine>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("applied", &self.applied)
+            .field("machine", &self.machine.is_some())
+            .finish()
+    }
 }
 
 /// What the node loop last saw, readable without a round trip through it.
@@ -185,6 +218,8 @@ impl std::fmt::Debug for Node {
 }
 
 struct StorageJob<M> {
+    install: Option<(SnapshotMeta, PathBuf)>,
+    compact: Option<SnapshotMeta>,
     hard_state: Option<quorumkv_replication::HardState>,
     truncate_from: Option<u64>,
     entries: Vec<Entry>,
@@ -227,13 +262,22 @@ impl Node {
             .entries
             .last()
             .map_or(restored.snapshot.index, |e| e.index);
-        if opts.applied > last {
+        if opts.machine.is_some() && opts.applied < restored.snapshot.index {
+            return Err(format!(
+                "the log was compacted through index {} but the state machine only applied {}",
+                restored.snapshot.index, opts.applied
+            ));
+        }
+        if opts.machine.is_none() && opts.applied > last {
             return Err(format!(
                 "the state machine applied index {} but the log ends at {last}",
                 opts.applied
             ));
         }
-        restored.applied = restored.applied.max(opts.applied);
+        // A machine may be ahead of the log after a snapshot install; it skips what it has.
+        restored.applied = restored.applied.max(opts.applied.min(last));
+        clear_snapshot_dir(&snapshot_dir(&cfg.data_dir))?;
+        let compacted = restored.snapshot.index;
         let state = Arc::new(NodeState::default());
         let conf = Conf::new(cfg.peers.keys().copied());
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
@@ -251,7 +295,8 @@ impl Node {
                         ..RaftConfig::default()
                     };
                     let p = Raft::new(cfg.id, rc, conf, restored);
-                    spawn_node(p, cfg, store, listener, cmd_rx, commits, opts.sink, st);
+                    let io = NodeIo::new(cfg, store, cmd_rx, commits, opts.machine, st, compacted);
+                    spawn_node(p, io, listener);
                 }
                 ProtocolKind::Zab => {
                     let zc = ZabConfig {
@@ -260,7 +305,8 @@ impl Node {
                         ..ZabConfig::default()
                     };
                     let p = Zab::new(cfg.id, zc, conf, restored);
-                    spawn_node(p, cfg, store, listener, cmd_rx, commits, opts.sink, st);
+                    let io = NodeIo::new(cfg, store, cmd_rx, commits, opts.machine, st, compacted);
+                    spawn_node(p, io, listener);
                 }
             }
             Ok::<(), String>(())
@@ -392,41 +438,144 @@ impl Drop for Node {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn_node<P>(
-    proto: P,
+/// Where snapshots live: `data_dir/snap`.
+fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snap")
+}
+
+/// Snapshot files are transient (sent, or received and not yet installed): a restart starts
+/// without them.
+fn clear_snapshot_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("snapshot dir {}: {e}", dir.display())),
+    }
+}
+
+/// Everything a node loop works with besides its protocol.
+struct NodeIo {
     cfg: NodeConfig,
     store: WalStore,
-    listener: TcpListener,
     cmds: mpsc::Receiver<Cmd>,
     commits: tokio::sync::broadcast::Sender<Entry>,
-    sink: Option<std::sync::mpsc::Sender<Vec<Entry>>>,
+    machine: Option<Arc<dyn StateMachine>>,
     state: Arc<NodeState>,
-) where
+    /// Index the log is compacted through.
+    compacted: u64,
+}
+
+impl NodeIo {
+    fn new(
+        cfg: NodeConfig,
+        store: WalStore,
+        cmds: mpsc::Receiver<Cmd>,
+        commits: tokio::sync::broadcast::Sender<Entry>,
+        machine: Option<Arc<dyn StateMachine>>,
+        state: Arc<NodeState>,
+        compacted: u64,
+    ) -> NodeIo {
+        NodeIo {
+            cfg,
+            store,
+            cmds,
+            commits,
+            machine,
+            state,
+            compacted,
+        }
+    }
+}
+
+fn spawn_node<P>(proto: P, io: NodeIo, listener: TcpListener)
+where
     P: Protocol + 'static,
 {
+    let NodeIo {
+        cfg,
+        store,
+        cmds,
+        commits,
+        machine,
+        state,
+        compacted,
+    } = io;
     let (inbound_tx, inbound_rx) = mpsc::channel::<P::Message>(cfg.peer_queue_len);
+    let snap_dir = snapshot_dir(&cfg.data_dir);
     tokio::spawn(tcp::accept::<P::Message>(
         listener,
         cfg.cluster_id,
         cfg.id,
         cfg.max_frame_bytes,
+        snapshot::ReceiveLimits {
+            dir: snap_dir.clone(),
+            bytes_max: cfg.snapshot_bytes_max,
+        },
         inbound_tx,
     ));
     let outbound = tcp::Outbound::start(cfg.cluster_id, cfg.id, &cfg.peers, cfg.peer_queue_len);
+    let shipper = Shipper::new(
+        machine.clone(),
+        cfg.peers.clone(),
+        cfg.cluster_id,
+        cfg.id,
+        snap_dir,
+    );
     let (job_tx, job_rx) = std::sync::mpsc::channel::<StorageJob<P::Message>>();
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Result<StorageDone<P::Message>, String>>();
+    let storage_machine = machine.clone();
     std::thread::Builder::new()
         .name(format!("storage-{}", cfg.id))
-        .spawn(move || storage_thread(store, job_rx, done_tx))
+        .spawn(move || storage_thread(store, storage_machine, job_rx, done_tx))
         .expect("spawn storage thread");
-    tokio::spawn(node_loop(
-        proto, cfg, outbound, inbound_rx, cmds, job_tx, done_rx, commits, sink, state,
-    ));
+    let io = LoopIo {
+        outbound,
+        shipper,
+        cmds,
+        jobs: job_tx,
+        done: done_rx,
+        commits,
+        machine,
+        state,
+        compacted,
+    };
+    tokio::spawn(node_loop(proto, cfg, inbound_rx, io));
+}
+
+/// Installs a received snapshot: in the state machine first (durably), then the log restarts
+/// after it. A crash between the two leaves the machine ahead of the log, which it tolerates
+/// (it skips entries it has); the reverse order could lose entries.
+fn install_snapshot(
+    store: &mut WalStore,
+    machine: Option<&Arc<dyn StateMachine>>,
+    meta: &SnapshotMeta,
+    path: &Path,
+) -> Result<(), String> {
+    let machine = machine.ok_or("a snapshot arrived but this node has no state machine")?;
+    let applied = machine
+        .install_snapshot(path)
+        .map_err(|e| format!("installing snapshot {}: {e}", path.display()))?;
+    if applied < meta.index {
+        return Err(format!(
+            "snapshot {} holds index {applied}, short of the snapshot point {}",
+            path.display(),
+            meta.index
+        ));
+    }
+    store.install_snapshot(meta).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(path);
+    tracing::info!(index = meta.index, applied, "snapshot installed");
+    Ok(())
 }
 
 fn storage_thread<M: Send>(
     mut store: WalStore,
+    machine: Option<Arc<dyn StateMachine>>,
     jobs: std::sync::mpsc::Receiver<StorageJob<M>>,
     done: mpsc::UnboundedSender<Result<StorageDone<M>, String>>,
 ) {
@@ -440,17 +589,29 @@ fn storage_thread<M: Send>(
         let mut result = Ok(());
         let jobs_n = batch.len();
         for j in batch {
+            if result.is_ok()
+                && let Some((meta, path)) = &j.install
+            {
+                result = install_snapshot(&mut store, machine.as_ref(), meta, path);
+            }
             if result.is_ok() {
-                result = store.save(j.hard_state, j.truncate_from, &j.entries);
+                result = store
+                    .save(j.hard_state, j.truncate_from, &j.entries)
+                    .map_err(|e| e.to_string());
+            }
+            if result.is_ok()
+                && let Some(meta) = &j.compact
+            {
+                result = store.compact(meta).map_err(|e| e.to_string());
             }
             after.extend(j.after);
             last = j.last;
         }
-        let result = result.and_then(|()| store.sync());
+        let result = result.and_then(|()| store.sync().map_err(|e| e.to_string()));
         if let Err(e) = result {
             // Fail-stop: nothing saved after this is ever acknowledged.
             tracing::error!(error = %e, "log store failed; the node stops acknowledging");
-            let _ = done.send(Err(e.to_string()));
+            let _ = done.send(Err(e));
             return;
         }
         let stats = store.wal().stats();
@@ -468,19 +629,36 @@ fn storage_thread<M: Send>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The node loop's channels and helpers.
+struct LoopIo<M> {
+    outbound: tcp::Outbound,
+    shipper: Shipper,
+    cmds: mpsc::Receiver<Cmd>,
+    jobs: std::sync::mpsc::Sender<StorageJob<M>>,
+    done: mpsc::UnboundedReceiver<Result<StorageDone<M>, String>>,
+    commits: tokio::sync::broadcast::Sender<Entry>,
+    machine: Option<Arc<dyn StateMachine>>,
+    state: Arc<NodeState>,
+    compacted: u64,
+}
+
 async fn node_loop<P: Protocol>(
     mut proto: P,
     cfg: NodeConfig,
-    outbound: tcp::Outbound,
     mut inbound: mpsc::Receiver<P::Message>,
-    mut cmds: mpsc::Receiver<Cmd>,
-    jobs: std::sync::mpsc::Sender<StorageJob<P::Message>>,
-    mut done: mpsc::UnboundedReceiver<Result<StorageDone<P::Message>, String>>,
-    commits: tokio::sync::broadcast::Sender<Entry>,
-    sink: Option<std::sync::mpsc::Sender<Vec<Entry>>>,
-    state: Arc<NodeState>,
+    io: LoopIo<P::Message>,
 ) {
+    let LoopIo {
+        outbound,
+        shipper,
+        mut cmds,
+        jobs,
+        mut done,
+        commits,
+        machine,
+        state,
+        mut compacted,
+    } = io;
     let mut ticker = tokio::time::interval(cfg.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: BTreeMap<u64, (u64, oneshot::Sender<Result<u64, NodeError>>)> =
@@ -497,6 +675,10 @@ async fn node_loop<P: Protocol>(
     let mut wal_stats = WalStats::default();
     let mut stopped: Option<String> = None;
     let send = |m: P::Message| {
+        if m.snapshot_request().is_some() {
+            shipper.ship(m);
+            return;
+        }
         let mut payload = Vec::new();
         m.encode(&mut payload);
         let mut f = Vec::with_capacity(payload.len() + frame::HEADER_BYTES);
@@ -505,7 +687,31 @@ async fn node_loop<P: Protocol>(
     };
     loop {
         tokio::select! {
-            _ = ticker.tick() => proto.tick(),
+            _ = ticker.tick() => {
+                proto.tick();
+                if let Some(meta) = compaction_point(&proto, &cfg, machine.as_ref(), compacted, applied) {
+                    // The protocol forgets the entries now; the WAL drops them once everything
+                    // saved before is durable (the job runs in order).
+                    tracing::info!(index = meta.index, term = meta.term, "compacting the log");
+                    compacted = meta.index;
+                    proto.compact(meta.clone());
+                    if stopped.is_none() {
+                        in_flight += 1;
+                        let job = StorageJob {
+                            install: None,
+                            compact: Some(meta),
+                            hard_state: None,
+                            truncate_from: None,
+                            entries: Vec::new(),
+                            after: Vec::new(),
+                            last,
+                        };
+                        if jobs.send(job).is_err() {
+                            stopped = Some("storage thread gone".into());
+                        }
+                    }
+                }
+            }
             Some(m) = inbound.recv() => {
                 proto.step(m);
                 for _ in 0..4096 {
@@ -607,15 +813,29 @@ async fn node_loop<P: Protocol>(
             if let Some(e) = r.entries.last() {
                 last = (e.index, e.term);
             }
-            if r.snapshot.is_some() {
-                // This node never compacts its log, so no peer sends it a snapshot.
-                tracing::error!("unexpected snapshot install request ignored");
+            let install = r.snapshot.map(|(meta, data)| {
+                use std::os::unix::ffi::OsStrExt;
+                let path = PathBuf::from(std::ffi::OsStr::from_bytes(&data));
+                applied = applied.max(meta.index);
+                compacted = compacted.max(meta.index);
+                (meta, path)
+            });
+            if let Some((meta, _)) = &install
+                && r.entries.is_empty()
+                && r.truncate_from.is_none()
+            {
+                last = (meta.index, meta.term);
             }
-            let must = r.hard_state.is_some() || r.truncate_from.is_some() || !r.entries.is_empty();
+            let must = install.is_some()
+                || r.hard_state.is_some()
+                || r.truncate_from.is_some()
+                || !r.entries.is_empty();
             if stopped.is_none() && (must || in_flight > 0) {
                 // Even a Ready with nothing to persist may acknowledge entries still syncing.
                 in_flight += 1;
                 let job = StorageJob {
+                    install,
+                    compact: None,
                     hard_state: r.hard_state,
                     truncate_from: r.truncate_from,
                     entries: r.entries,
@@ -644,10 +864,10 @@ async fn node_loop<P: Protocol>(
                     let _ = commits.send(e.clone());
                 }
             }
-            if let Some(sink) = &sink
+            if let Some(m) = &machine
                 && !r.committed.is_empty()
             {
-                let _ = sink.send(r.committed);
+                m.apply(r.committed);
             }
             proto.applied(applied);
             for rs in r.read_states {
@@ -674,4 +894,25 @@ async fn node_loop<P: Protocol>(
             }
         }
     }
+}
+
+/// Where to compact the log now, if anywhere: `snapshot_catchup_entries` below the state
+/// machine's durable point, once that is `snapshot_count` past the last compaction.
+fn compaction_point<P: Protocol>(
+    proto: &P,
+    cfg: &NodeConfig,
+    machine: Option<&Arc<dyn StateMachine>>,
+    compacted: u64,
+    applied: u64,
+) -> Option<SnapshotMeta> {
+    let machine = machine?;
+    if cfg.snapshot_count == 0 {
+        return None;
+    }
+    let durable = machine.durable_index().min(applied);
+    let target = durable.saturating_sub(cfg.snapshot_catchup_entries);
+    if target < compacted + cfg.snapshot_count {
+        return None;
+    }
+    proto.snapshot_meta(target)
 }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::frame;
+use super::snapshot::{self, ReceiveLimits};
 
 const HANDSHAKE_MAGIC: &[u8; 8] = b"QKVPEER1";
 
@@ -108,21 +109,27 @@ async fn sender(
     }
 }
 
-/// Accepts peer connections and forwards their decoded messages to `inbound`.
+/// Accepts peer connections (message connections and snapshot streams) and forwards their
+/// decoded messages to `inbound`.
 pub async fn accept<M: ProtocolMessage>(
     listener: TcpListener,
     cluster: u64,
     me: NodeId,
     max_frame_bytes: usize,
+    snapshots: ReceiveLimits,
     inbound: mpsc::Sender<M>,
 ) {
+    let snapshots = std::sync::Arc::new(snapshots);
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
         let inbound = inbound.clone();
+        let snapshots = std::sync::Arc::clone(&snapshots);
         tokio::spawn(async move {
-            if let Err(reason) = serve::<M>(stream, cluster, me, max_frame_bytes, inbound).await {
+            if let Err(reason) =
+                serve::<M>(stream, cluster, me, max_frame_bytes, &snapshots, inbound).await
+            {
                 tracing::warn!(%from, reason, "closing peer connection");
             }
         });
@@ -134,10 +141,11 @@ async fn serve<M: ProtocolMessage>(
     cluster: u64,
     me: NodeId,
     max_frame_bytes: usize,
+    snapshots: &ReceiveLimits,
     inbound: mpsc::Sender<M>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let mut dec = frame::Decoder::new(max_frame_bytes);
+    let mut dec = frame::Decoder::new(max_frame_bytes.max(snapshot::CHUNK_BYTES + 1));
     let mut buf = vec![0u8; 64 << 10];
     let mut peer: Option<NodeId> = None;
     loop {
@@ -148,16 +156,22 @@ async fn serve<M: ProtocolMessage>(
         dec.push(&buf[..n]);
         while let Some(payload) = dec.next_frame().map_err(|e| e.to_string())? {
             let Some(from) = peer else {
-                if payload.len() != 24 || &payload[..8] != HANDSHAKE_MAGIC {
+                let stream_kind = payload.get(..8);
+                if payload.len() != 24
+                    || (stream_kind != Some(HANDSHAKE_MAGIC)
+                        && stream_kind != Some(snapshot::STREAM_MAGIC))
+                {
                     return Err("bad handshake".into());
                 }
                 let c = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
                 if c != cluster {
                     return Err(format!("peer from another cluster ({c})"));
                 }
-                peer = Some(u64::from_le_bytes(
-                    payload[16..24].try_into().expect("8 bytes"),
-                ));
+                let from = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
+                if stream_kind == Some(snapshot::STREAM_MAGIC) {
+                    return snapshot::receive(stream, dec, from, me, snapshots, &inbound).await;
+                }
+                peer = Some(from);
                 continue;
             };
             let m = M::decode(&payload).map_err(|e| e.to_string())?;

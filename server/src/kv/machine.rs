@@ -1,0 +1,197 @@
+//! The key space as the node's state machine: committed entries queue for the apply thread,
+//! which applies them in batches (one B+tree transaction each, without fsync) and makes a
+//! durable checkpoint every `checkpoint_entries` entries or `checkpoint_interval`. The durable
+//! point it reports lets the node compact its log; snapshots are written from a consistent
+//! read of the tree and installed in place, in order with the entries around them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use quorumkv_replication::Entry;
+
+use super::{Shared, apply, snapshot_file};
+use crate::node::StateMachine;
+
+/// What the apply thread is asked to do, in order.
+pub enum ApplyMsg {
+    /// Apply committed entries.
+    Entries(Vec<Entry>),
+    /// Replace the key space with the snapshot file; answer with the applied index.
+    Install(PathBuf, mpsc::SyncSender<Result<u64, String>>),
+}
+
+/// The key space behind a node.
+pub struct KvMachine {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<ApplyMsg>,
+    durable: Arc<AtomicU64>,
+}
+
+impl KvMachine {
+    /// Starts the apply thread over `shared`, which has applied through `applied`.
+    pub fn start(
+        shared: Arc<Shared>,
+        applied: u64,
+        checkpoint_entries: u64,
+        checkpoint_interval: Duration,
+        name: String,
+    ) -> Result<KvMachine, String> {
+        let (tx, rx) = mpsc::channel();
+        let durable = Arc::new(AtomicU64::new(applied));
+        let worker = ApplyThread {
+            applier: apply::Applier::new(Arc::clone(&shared)),
+            rx,
+            applied,
+            durable: Arc::clone(&durable),
+            every: checkpoint_entries,
+            interval: checkpoint_interval,
+        };
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || worker.run())
+            .map_err(|e| e.to_string())?;
+        Ok(KvMachine {
+            shared,
+            tx,
+            durable,
+        })
+    }
+}
+
+impl StateMachine for KvMachine {
+    fn apply(&self, entries: Vec<Entry>) {
+        let _ = self.tx.send(ApplyMsg::Entries(entries));
+    }
+
+    fn durable_index(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    fn write_snapshot(&self, path: &Path) -> Result<u64, String> {
+        snapshot_file::write(&self.shared.mvcc, path)
+            .map(|(applied, _)| applied)
+            .map_err(|e| e.to_string())
+    }
+
+    fn install_snapshot(&self, path: &Path) -> Result<u64, String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(ApplyMsg::Install(path.to_path_buf(), tx))
+            .map_err(|_| "apply stopped".to_string())?;
+        rx.recv().map_err(|_| "apply stopped".to_string())?
+    }
+}
+
+struct ApplyThread {
+    applier: apply::Applier,
+    rx: mpsc::Receiver<ApplyMsg>,
+    applied: u64,
+    durable: Arc<AtomicU64>,
+    every: u64,
+    interval: Duration,
+}
+
+impl ApplyThread {
+    fn run(mut self) {
+        use mpsc::RecvTimeoutError;
+        let mut since_durable = 0u64;
+        let mut last_durable = Instant::now();
+        let mut held: Option<ApplyMsg> = None;
+        loop {
+            let msg = match held.take() {
+                Some(m) => m,
+                None => match self.rx.recv_timeout(self.interval) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if since_durable > 0 {
+                            if let Err(e) = self.applier.checkpoint(self.applied) {
+                                tracing::error!(error = %e, "checkpoint failed; apply stops");
+                                self.applier.shared().stop_apply();
+                                return;
+                            }
+                            self.durable.store(self.applied, Ordering::Release);
+                            since_durable = 0;
+                            last_durable = Instant::now();
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.applier.shared().stop_apply();
+                        return;
+                    }
+                },
+            };
+            let mut batch = match msg {
+                ApplyMsg::Entries(b) => b,
+                ApplyMsg::Install(path, reply) => {
+                    let result = self.install(&path);
+                    let failed = result.is_err();
+                    let _ = reply.send(result);
+                    if failed {
+                        // The tree is unchanged, but the node cannot go on without it.
+                        self.applier.shared().stop_apply();
+                        return;
+                    }
+                    since_durable = 0;
+                    last_durable = Instant::now();
+                    continue;
+                }
+            };
+            while batch.len() < 8192 {
+                match self.rx.try_recv() {
+                    Ok(ApplyMsg::Entries(more)) => batch.extend(more),
+                    Ok(other) => {
+                        held = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            // After a restart or a snapshot install, entries the tree already holds come again.
+            batch.retain(|e| e.index > self.applied);
+            let Some(last) = batch.last() else { continue };
+            let last = last.index;
+            since_durable += batch.len() as u64;
+            let durable = since_durable >= self.every || last_durable.elapsed() >= self.interval;
+            if let Err(e) = self.applier.apply(&batch, durable) {
+                tracing::error!(error = %e, "apply failed; the key space stops");
+                self.applier.shared().stop_apply();
+                return;
+            }
+            self.applied = last;
+            if durable {
+                self.durable.store(last, Ordering::Release);
+                since_durable = 0;
+                last_durable = Instant::now();
+            }
+        }
+    }
+
+    /// Replaces the key space with a snapshot and reloads what lives beside it in memory.
+    fn install(&mut self, path: &Path) -> Result<u64, String> {
+        let shared = Arc::clone(self.applier.shared());
+        // What the tree holds so far must be durable before it is replaced, so a failed
+        // install leaves a consistent tree.
+        self.applier
+            .checkpoint(self.applied)
+            .map_err(|e| e.to_string())?;
+        let applied = snapshot_file::restore(&shared.mvcc, path)?;
+        let rev = shared
+            .mvcc
+            .snapshot()
+            .revision()
+            .map_err(|e| e.to_string())?;
+        shared.lessor.lock().clear();
+        shared.alarms.lock().clear();
+        apply::load(&shared).map_err(|e| e.to_string())?;
+        shared.members_changed();
+        shared.hub.reset(rev);
+        self.applied = applied;
+        self.durable.store(applied, Ordering::Release);
+        shared.applied.send_replace(applied);
+        Ok(applied)
+    }
+}

@@ -1,0 +1,100 @@
+//! Ships snapshots to peers that fell behind the compacted log: for each snapshot message a
+//! leader's protocol emits, writes the state machine's snapshot to a file and streams it to
+//! the peer (see `transport::snapshot`), at most one transfer per peer at a time. Messages
+//! for a peer with a transfer under way are dropped; the protocols ask again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use quorumkv_replication::{NodeId, ProtocolMessage};
+
+use super::StateMachine;
+use crate::transport::snapshot;
+
+/// Sends snapshots, one transfer per peer at a time.
+pub struct Shipper {
+    machine: Option<Arc<dyn StateMachine>>,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    cluster: u64,
+    me: NodeId,
+    dir: PathBuf,
+    busy: Arc<Mutex<HashSet<NodeId>>>,
+}
+
+impl Shipper {
+    /// A shipper writing its outgoing snapshot files in `dir`.
+    pub fn new(
+        machine: Option<Arc<dyn StateMachine>>,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        cluster: u64,
+        me: NodeId,
+        dir: PathBuf,
+    ) -> Shipper {
+        Shipper {
+            machine,
+            peers,
+            cluster,
+            me,
+            dir,
+            busy: Arc::default(),
+        }
+    }
+
+    /// Starts sending the snapshot `m` asks for, unless a transfer to its recipient is under
+    /// way (or there is no state machine to snapshot).
+    pub fn ship<M: ProtocolMessage>(&self, m: M) {
+        let to = m.to();
+        let (Some(machine), Some(&addr)) = (self.machine.clone(), self.peers.get(&to)) else {
+            tracing::warn!(
+                to,
+                "a peer needs a snapshot but this node has no state machine"
+            );
+            return;
+        };
+        if !self.busy.lock().insert(to) {
+            return;
+        }
+        let mut message = Vec::new();
+        m.encode(&mut message);
+        let index = m.snapshot_request().map_or(0, |s| s.index);
+        let path = self.dir.join(format!("send-{to:x}.tmp"));
+        let busy = Arc::clone(&self.busy);
+        let (cluster, me) = (self.cluster, self.me);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let p = path.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                machine.write_snapshot(&p)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            let result = match written {
+                Ok(applied) => snapshot::send(addr, cluster, me, &path, &message)
+                    .await
+                    .map(|bytes| (applied, bytes))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("writing the snapshot: {e}")),
+            };
+            match result {
+                Ok((applied, bytes)) => tracing::info!(
+                    to,
+                    index,
+                    applied,
+                    bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot sent"
+                ),
+                Err(e) => tracing::warn!(to, index, error = %e, "snapshot not sent"),
+            }
+            let _ = tokio::fs::remove_file(&path).await;
+            busy.lock().remove(&to);
+        });
+    }
+}
