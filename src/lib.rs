@@ -28,6 +28,35 @@
 //! let entries = node.committed(index, index);
 //! assert_eq!(entries[0].data, b"hello");
 //! ```
+//!
+//! The replicated key space on top, embedded: a member of etcd's model (revisions, leases,
+//! watches, transactions) called in-process through [`server::api::local::LocalClient`], with
+//! the same validation and linearizable reads as the served etcd API:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::time::Duration;
+//! use quorumkv::server::api::local::LocalClient;
+//! use quorumkv::server::kv::{KvConfig, KvServer};
+//! use quorumkv::server::node::NodeConfig;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! let peers = BTreeMap::from([(1, listener.local_addr().unwrap())]);
+//! let mut node = NodeConfig::new(1, peers, dir.path().join("member"));
+//! node.tick = Duration::from_millis(10);
+//! let server = KvServer::start(KvConfig::new(node, "m1".into()), listener).unwrap();
+//! let kv = LocalClient::new(server.clone());
+//! server.node().handle().block_on(async {
+//!     // A write waits for the member to elect itself, then for commit and apply.
+//!     let rev = kv.put("config/a", "1").await.unwrap();
+//!     kv.put("config/b", "2").await.unwrap();
+//!     let got = kv.get("config/a").await.unwrap().unwrap();
+//!     assert_eq!((got.value.as_slice(), got.mod_revision), (&b"1"[..], rev));
+//!     assert_eq!(kv.get_prefix("config/").await.unwrap().len(), 2);
+//!     assert_eq!(kv.delete("config/a").await.unwrap(), 1);
+//! });
+//! ```
 
 pub use quorumkv_btree as btree;
 pub use quorumkv_replication as replication;

@@ -124,6 +124,7 @@ impl ServeArgs {
             listen_peer_urls: list(&self.listen_peer_urls),
             initial_cluster: self.initial_cluster.clone(),
             initial_cluster_token: self.initial_cluster_token.clone(),
+            join_existing: self.initial_cluster_state == "existing",
             protocol: match self.replication {
                 Replication::Raft => ProtocolKind::Raft,
                 Replication::Zab => ProtocolKind::Zab,

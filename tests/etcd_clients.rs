@@ -49,6 +49,8 @@ struct Member {
     peer: String,
     dir: PathBuf,
     child: Option<Child>,
+    /// For a member added at runtime: the `--initial-cluster` it joins with.
+    join: Option<String>,
 }
 
 struct Cluster {
@@ -74,6 +76,7 @@ impl Cluster {
                 peer: format!("127.0.0.1:{}", free_port()),
                 dir: tmp.path().join(format!("m{i}")),
                 child: None,
+                join: None,
             })
             .collect();
         let initial = members
@@ -97,7 +100,13 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
-        let log = std::fs::File::create(m.dir.with_extension("log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.dir.with_extension("log"))
+            .unwrap();
+        let initial = m.join.as_deref().unwrap_or(&self.initial);
+        let state = if m.join.is_some() { "existing" } else { "new" };
         let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
             .args([
                 "serve",
@@ -109,8 +118,12 @@ impl Cluster {
                 &format!("http://{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", m.peer),
                 "--initial-cluster",
-                &self.initial,
+                initial,
+                "--initial-cluster-state",
+                state,
                 "--replication",
                 self.protocol,
                 "--heartbeat-interval",
@@ -173,6 +186,43 @@ impl Cluster {
             assert!(Instant::now() < deadline, "no leader");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Adds a member with `etcdctl member add` through `via`, then starts it joining the
+    /// running cluster; returns its index and id.
+    fn add_member(&mut self, via: &str, learner: bool) -> (usize, String) {
+        let i = self.members.len();
+        let m = Member {
+            name: format!("m{}", i + 1),
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            dir: self._tmp.path().join(format!("m{}", i + 1)),
+            child: None,
+            join: None,
+        };
+        let peer_url = format!("http://{}", m.peer);
+        let mut args = vec!["member", "add", &m.name, "--peer-urls", &peer_url];
+        if learner {
+            args.push("--learner");
+        }
+        let out = ok(&etcdctl(via, &args));
+        let id = out
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("member add said {out}"))
+            .to_string();
+        let join = out
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+            .unwrap_or_else(|| panic!("member add printed no initial cluster: {out}"))
+            .trim_matches('"')
+            .to_string();
+        self.members.push(Member {
+            join: Some(join),
+            ..m
+        });
+        self.spawn(i);
+        (i, id)
     }
 
     fn kill(&mut self, i: usize) {
@@ -662,6 +712,98 @@ fn raft_follower_behind_the_compacted_log_catches_up_by_snapshot() {
 #[test]
 fn zab_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     follower_behind_compacted_log("zab");
+}
+
+/// `etcdctl member list` rows as (id, name, is learner).
+fn member_rows(ep: &str) -> Vec<(String, String, bool)> {
+    ok(&etcdctl(ep, &["member", "list"]))
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            (f.len() >= 6).then(|| (f[0].to_string(), f[2].to_string(), f[5] == "true"))
+        })
+        .collect()
+}
+
+/// Runtime membership through etcdctl: a member added as a learner joins the running cluster
+/// and catches up, is promoted, and a voter is removed (its process stops by itself); the
+/// cluster keeps serving and the remaining members agree.
+fn membership_changes(protocol: &'static str) {
+    let _serial = serial();
+    let mut c = Cluster::start(3, protocol);
+    let leader = c.leader();
+    let follower = (leader + 1) % 3;
+    let f_ep = c.members[follower].client.clone();
+    for i in 0..20 {
+        ok(&etcdctl(&f_ep, &["put", &format!("mem/{i:02}"), "v"]));
+    }
+    let (new, id) = c.add_member(&f_ep, true);
+    let new_ep = c.members[new].client.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = etcdctl(&new_ep, &["get", "mem/19", "--consistency=s"]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mem/19") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{protocol}: the new member never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rows = member_rows(&f_ep);
+    assert!(
+        rows.iter().any(|(i, n, l)| *i == id && n == "m4" && *l),
+        "{protocol}: {rows:?}"
+    );
+    ok(&etcdctl(&new_ep, &["member", "promote", &id]));
+    assert!(member_rows(&f_ep).iter().all(|(_, _, l)| !l));
+
+    // Remove a voter that does not lead; it notices and stops.
+    let leader = c.leader();
+    let gone = (0..3).find(|&i| i != leader).unwrap();
+    let gone_id = member_rows(&new_ep)
+        .into_iter()
+        .find(|(_, n, _)| *n == c.members[gone].name)
+        .unwrap()
+        .0;
+    ok(&etcdctl(&new_ep, &["member", "remove", &gone_id]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = c.members[gone].child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{protocol}: the removed member kept running"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!status.success());
+    c.members[gone].child = None;
+    let rows = member_rows(&new_ep);
+    assert_eq!(rows.len(), 3, "{protocol}: {rows:?}");
+    assert!(rows.iter().all(|(i, _, _)| *i != gone_id));
+    ok(&etcdctl(&new_ep, &["put", "mem/after", "x"]));
+    let ep = c.endpoints();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hashes(&c).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{protocol}: members differ: {ep}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn raft_membership_changes_through_etcdctl() {
+    membership_changes("raft");
+}
+
+#[test]
+fn zab_membership_changes_through_etcdctl() {
+    membership_changes("zab");
 }
 
 #[test]

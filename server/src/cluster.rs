@@ -118,6 +118,115 @@ pub fn claim_data_dir(dir: &Path, cluster: u64, member: u64) -> Result<(), Strin
     }
 }
 
+/// Most members an info answer may describe, and the longest URL in it.
+const INFO_MEMBERS_MAX: u32 = 1024;
+const INFO_URL_BYTES_MAX: u32 = 4096;
+
+/// What a running member tells a joining one: the cluster id and every member of the
+/// membership in effect (id, learner flag, peer URLs).
+pub fn encode_info(cluster: u64, members: &[Member]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&cluster.to_le_bytes());
+    b.extend_from_slice(&(members.len() as u32).to_le_bytes());
+    for m in members {
+        b.extend_from_slice(&m.id.to_le_bytes());
+        b.push(u8::from(m.is_learner));
+        b.extend_from_slice(&(m.peer_urls.len() as u32).to_le_bytes());
+        for u in &m.peer_urls {
+            b.extend_from_slice(&(u.len() as u32).to_le_bytes());
+            b.extend_from_slice(u.as_bytes());
+        }
+    }
+    b
+}
+
+/// Parses an info answer; treats it as hostile.
+pub fn decode_info(b: &[u8]) -> Result<(u64, Vec<Member>), String> {
+    struct R<'a>(&'a [u8]);
+    impl R<'_> {
+        fn take(&mut self, n: usize) -> Result<&[u8], String> {
+            if self.0.len() < n {
+                return Err("truncated cluster info".into());
+            }
+            let (h, t) = self.0.split_at(n);
+            self.0 = t;
+            Ok(h)
+        }
+        fn u32(&mut self) -> Result<u32, String> {
+            Ok(u32::from_le_bytes(
+                self.take(4)?.try_into().expect("4 bytes"),
+            ))
+        }
+        fn u64(&mut self) -> Result<u64, String> {
+            Ok(u64::from_le_bytes(
+                self.take(8)?.try_into().expect("8 bytes"),
+            ))
+        }
+    }
+    let mut r = R(b);
+    let cluster = r.u64()?;
+    let n = r.u32()?;
+    if n == 0 || n > INFO_MEMBERS_MAX {
+        return Err(format!("cluster info lists {n} members"));
+    }
+    let mut members = Vec::new();
+    for _ in 0..n {
+        let id = r.u64()?;
+        let is_learner = r.take(1)?[0] != 0;
+        let urls = r.u32()?;
+        if urls > 16 {
+            return Err(format!("cluster info: member with {urls} peer URLs"));
+        }
+        let mut peer_urls = Vec::new();
+        for _ in 0..urls {
+            let len = r.u32()?;
+            if len > INFO_URL_BYTES_MAX {
+                return Err("cluster info: URL too long".into());
+            }
+            let u = std::str::from_utf8(r.take(len as usize)?)
+                .map_err(|_| "cluster info: URL is not UTF-8".to_string())?;
+            peer_urls.push(u.to_string());
+        }
+        members.push(Member {
+            id,
+            peer_urls,
+            is_learner,
+            ..Member::default()
+        });
+    }
+    if !r.0.is_empty() {
+        return Err("cluster info: trailing bytes".into());
+    }
+    Ok((cluster, members))
+}
+
+/// Asks the members at `peer_urls` in turn, until `deadline`, to describe the cluster (how a
+/// member started with `--initial-cluster-state existing` finds its id and its peers).
+pub fn fetch_info(
+    peer_urls: &[String],
+    deadline: std::time::Instant,
+) -> Result<(u64, Vec<Member>), String> {
+    let mut last = String::from("no other member listed in --initial-cluster");
+    loop {
+        for url in peer_urls {
+            let addr = parse_url(url)?;
+            match crate::transport::tcp::query_info(
+                addr,
+                std::time::Duration::from_secs(2),
+                1 << 20,
+            ) {
+                Ok(b) if b.is_empty() => last = format!("{url} is not serving the cluster yet"),
+                Ok(b) => return decode_info(&b).map_err(|e| format!("{url}: {e}")),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("cannot reach the cluster to join it ({last})"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +251,31 @@ mod tests {
                 .unwrap_err()
                 .contains("another cluster")
         );
+    }
+
+    #[test]
+    fn cluster_info_round_trips_and_refuses_garbage() {
+        let members = vec![
+            Member {
+                id: 7,
+                peer_urls: vec!["http://127.0.0.1:2380".into()],
+                ..Member::default()
+            },
+            Member {
+                id: 9,
+                peer_urls: vec!["http://127.0.0.1:2480".into()],
+                is_learner: true,
+                ..Member::default()
+            },
+        ];
+        let b = encode_info(42, &members);
+        assert_eq!(decode_info(&b).unwrap(), (42, members));
+        for n in 0..b.len() {
+            assert!(decode_info(&b[..n]).is_err());
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert!(decode_info(&long).is_err());
+        assert!(decode_info(&[0xff; 64]).is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use quorumkv_wal::{Backend, WalOptions};
 
 use crate::cluster;
-use crate::kv::{KvConfig, KvServer};
+use crate::kv::{KvConfig, KvServer, Member};
 use crate::node::{NodeConfig, ProtocolKind};
 
 /// Everything `serve` takes, with etcd's defaults.
@@ -31,6 +31,10 @@ pub struct ServeOptions {
     pub initial_cluster: String,
     /// Cluster token (distinguishes clusters).
     pub initial_cluster_token: String,
+    /// Join a running cluster (etcd `--initial-cluster-state existing`): the member must have
+    /// been added with `etcdctl member add`; its id, the cluster id and the other members
+    /// come from the running members.
+    pub join_existing: bool,
     /// Raft or ZAB.
     pub protocol: ProtocolKind,
     /// Heartbeat interval.
@@ -71,6 +75,7 @@ impl Default for ServeOptions {
             initial_advertise_peer_urls: vec!["http://127.0.0.1:2380".into()],
             initial_cluster: String::new(),
             initial_cluster_token: "etcd-cluster".into(),
+            join_existing: false,
             protocol: ProtocolKind::Raft,
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
@@ -155,8 +160,14 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
             o.initial_advertise_peer_urls, me.peer_urls, o.name
         ));
     }
-    let cluster_id = cluster::cluster_id(&members, &o.initial_cluster_token);
-    cluster::claim_data_dir(&o.data_dir, cluster_id, me.id)?;
+    let (members, me_id, cluster_id) = if o.join_existing {
+        join(&members, me)?
+    } else {
+        let cluster_id = cluster::cluster_id(&members, &o.initial_cluster_token);
+        let id = me.id;
+        (members, id, cluster_id)
+    };
+    cluster::claim_data_dir(&o.data_dir, cluster_id, me_id)?;
     let peer_listener = bind(
         o.listen_peer_urls
             .first()
@@ -181,7 +192,12 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         let url = m.peer_urls.first().expect("a member has a URL");
         peers.insert(m.id, cluster::parse_url(url)?);
     }
-    let mut node = NodeConfig::new(me.id, peers, o.data_dir.join("member"));
+    let mut node = NodeConfig::new(me_id, peers, o.data_dir.join("member"));
+    node.learners = members
+        .iter()
+        .filter(|m| m.is_learner)
+        .map(|m| m.id)
+        .collect();
     node.protocol = o.protocol;
     node.tick = o.heartbeat;
     node.election_ticks = (o.election_timeout.as_millis() / o.heartbeat.as_millis()).max(5) as u32;
@@ -193,6 +209,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     let mut kv = KvConfig::new(node, o.name.clone());
     kv.members = members.clone();
     kv.client_urls = o.advertise_client_urls.clone();
+    kv.cluster_token = o.initial_cluster_token.clone();
     kv.max_request_bytes = o.max_request_bytes;
     if o.quota_backend_bytes > 0 {
         kv.quota_backend_bytes = o.quota_backend_bytes;
@@ -206,6 +223,90 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         client_listeners,
         metrics_listeners,
     })
+}
+
+/// Learns from the running members (listed in `--initial-cluster` besides this one) the
+/// cluster id, the membership in effect and this member's id (the one added with these peer
+/// URLs).
+fn join(listed: &[Member], me: &Member) -> Result<(Vec<Member>, u64, u64), String> {
+    let others: Vec<String> = listed
+        .iter()
+        .filter(|m| m.name != me.name)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (cluster_id, mut members) = cluster::fetch_info(&others, deadline)?;
+    let sorted = |urls: &[String]| {
+        let mut u = urls.to_vec();
+        u.sort();
+        u
+    };
+    let mine = sorted(&me.peer_urls);
+    let id = members
+        .iter()
+        .find(|m| sorted(&m.peer_urls) == mine)
+        .map(|m| m.id)
+        .ok_or_else(|| {
+            format!(
+                "the running cluster has no member with peer URLs {:?}; add it first with \
+                 `etcdctl member add {} --peer-urls={}`",
+                me.peer_urls,
+                me.name,
+                me.peer_urls.join(",")
+            )
+        })?;
+    for m in &mut members {
+        if let Some(named) = listed
+            .iter()
+            .find(|x| sorted(&x.peer_urls) == sorted(&m.peer_urls))
+        {
+            m.name = named.name.clone();
+        }
+    }
+    Ok((members, id, cluster_id))
+}
+
+/// Resolves once this member learns it was removed from the cluster: its own membership no
+/// longer lists it, or, while it has no leader, the other members' membership does not.
+async fn removed(server: Arc<KvServer>) {
+    let mut leaderless_secs = 0u32;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let st = server.node().state();
+        if st.removed() {
+            return;
+        }
+        if st.leader() != 0 {
+            leaderless_secs = 0;
+            continue;
+        }
+        leaderless_secs += 1;
+        if leaderless_secs < 3 {
+            continue;
+        }
+        let (me, cluster) = (server.member_id(), server.cluster_id());
+        let urls: Vec<String> = server
+            .members()
+            .into_iter()
+            .filter(|m| m.id != me)
+            .flat_map(|m| m.peer_urls)
+            .collect();
+        let answer = tokio::task::spawn_blocking(move || {
+            urls.iter().find_map(|u| {
+                let addr = cluster::parse_url(u).ok()?;
+                let b = crate::transport::tcp::query_info(addr, Duration::from_secs(1), 1 << 20)
+                    .ok()?;
+                cluster::decode_info(&b).ok()
+            })
+        })
+        .await;
+        if let Ok(Some((c, members))) = answer
+            && c == cluster
+            && !members.iter().any(|m| m.id == me)
+        {
+            return;
+        }
+    }
 }
 
 /// Runs a prepared member until `shutdown` resolves.
@@ -243,12 +344,21 @@ pub fn run(
             crate::metrics::serve(server, l, stop).await;
         }));
     }
-    handle.block_on(shutdown);
+    let gone = removed(Arc::clone(&p.server));
+    let was_removed = handle.block_on(async {
+        tokio::select! {
+            () = shutdown => false,
+            () = gone => true,
+        }
+    });
     let _ = stop_tx.send(true);
     handle.block_on(async {
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
     });
+    if was_removed {
+        return Err("this member was removed from the cluster; it stops".into());
+    }
     Ok(())
 }

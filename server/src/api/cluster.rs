@@ -1,13 +1,19 @@
-//! etcd's `Cluster` service. Membership is the one fixed at start (`--initial-cluster`);
-//! runtime changes answer "not capable" until they are carried through the protocol's
-//! membership change.
+//! etcd's `Cluster` service: the member list, and runtime membership changes carried through
+//! the protocol's single-server membership change (Raft's, or ZAB's dynamic reconfiguration).
+//!
+//! Adding a member is two log entries: its attributes (id and peer URLs) go through the key
+//! space first, so every member learns where to reach it, then the protocol's change makes it
+//! a learner or a voter. Changes run on the leader; another member forwards the call there.
+//! A member that finds itself removed stops (see `serve`).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::kv::{KvError, KvServer, Member};
-use crate::pb::etcdserverpb::{self as pb, cluster_server::Cluster};
+use crate::kv::{Applied, KvError, KvServer, Member, node_error};
+use crate::pb::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
+use crate::pb::quorumkv::{MemberAttributes, internal_request::Request as Req};
+use quorumkv_replication::ConfChange;
 
 /// The Cluster service of one member.
 #[derive(Debug, Clone)]
@@ -37,31 +43,141 @@ impl ClusterService {
     fn members(&self) -> Vec<pb::Member> {
         self.server.members().into_iter().map(to_pb).collect()
     }
+
+    /// The leader's Cluster service, when another member leads.
+    async fn leader(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
+        if self.server.node().state().is_leader() {
+            return Ok(None);
+        }
+        Ok(Some(ClusterClient::new(
+            self.server.await_leader_channel().await?,
+        )))
+    }
+
+    /// Proposes `change` on this member (the leader) and waits until it commits.
+    async fn change(&self, change: ConfChange) -> Result<(), Status> {
+        let wait = self.server.node().change_membership(change);
+        tokio::time::timeout(self.server.config().request_timeout, wait)
+            .await
+            .map_err(|_| KvError::Timeout)?
+            .map_err(node_error)?;
+        Ok(())
+    }
+
+    /// Records a member's attributes through the log.
+    async fn publish(&self, m: MemberAttributes) -> Result<(), Status> {
+        match self.server.propose(Req::MemberAttributes(m)).await? {
+            (Applied::Done, _) => Ok(()),
+            _ => Err(Status::internal("unexpected apply result")),
+        }
+    }
+
+    fn check_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {
+        if urls.is_empty() {
+            return Err(Status::invalid_argument("member peer urls not provided"));
+        }
+        for u in urls {
+            crate::cluster::parse_url(u).map_err(Status::invalid_argument)?;
+        }
+        let taken = self
+            .server
+            .members()
+            .iter()
+            .filter(|m| m.id != except)
+            .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)));
+        if taken {
+            return Err(KvError::PeerUrlExists.into());
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _req: Request<pb::MemberAddRequest>,
+        req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(KvError::NotCapable.into())
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_add(req.into_inner()).await;
+        }
+        let r = req.into_inner();
+        self.check_urls(&r.peer_ur_ls, 0)?;
+        // Salted with the time, as etcd does, so a re-added member gets a fresh id.
+        let salt = format!(
+            "{}{}",
+            self.server.config().cluster_token,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let id = crate::cluster::member_id(&r.peer_ur_ls, &salt);
+        self.publish(MemberAttributes {
+            id,
+            name: String::new(),
+            client_urls: Vec::new(),
+            peer_urls: r.peer_ur_ls.clone(),
+        })
+        .await?;
+        self.change(if r.is_learner {
+            ConfChange::AddLearner(id)
+        } else {
+            ConfChange::AddVoter(id)
+        })
+        .await?;
+        let added = pb::Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: r.peer_ur_ls,
+            client_ur_ls: Vec::new(),
+            is_learner: r.is_learner,
+        };
+        let mut members = self.members();
+        if !members.iter().any(|m| m.id == id) {
+            members.push(added.clone());
+        }
+        Ok(Response::new(pb::MemberAddResponse {
+            header: Some(self.server.header(0)),
+            member: Some(added),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        self.member(req.get_ref().id)?;
-        Err(KvError::NotCapable.into())
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_remove(req.into_inner()).await;
+        }
+        let id = req.get_ref().id;
+        self.member(id)?;
+        self.change(ConfChange::Remove(id)).await?;
+        let members = self.members().into_iter().filter(|m| m.id != id).collect();
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: Some(self.server.header(0)),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        self.member(req.get_ref().id)?;
-        Err(KvError::NotCapable.into())
+        let r = req.into_inner();
+        let m = self.member(r.id)?;
+        self.check_urls(&r.peer_ur_ls, r.id)?;
+        self.publish(MemberAttributes {
+            id: r.id,
+            name: m.name,
+            client_urls: m.client_urls,
+            peer_urls: r.peer_ur_ls,
+        })
+        .await?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: Some(self.server.header(0)),
+            members: self.members(),
+        }))
     }
 
     async fn member_list(
@@ -81,9 +197,27 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        if !self.member(req.get_ref().id)?.is_learner {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_promote(req.into_inner()).await;
+        }
+        let id = req.get_ref().id;
+        if !self.member(id)?.is_learner {
             return Err(KvError::NotLearner.into());
         }
-        Err(KvError::NotCapable.into())
+        self.change(ConfChange::PromoteLearner(id)).await?;
+        let members = self
+            .members()
+            .into_iter()
+            .map(|mut m| {
+                if m.id == id {
+                    m.is_learner = false;
+                }
+                m
+            })
+            .collect();
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: Some(self.server.header(0)),
+            members,
+        }))
     }
 }

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod internal;
 pub mod kv;
 pub mod lease;
+pub mod local;
 pub mod maintenance;
 pub mod watch;
 

@@ -84,6 +84,9 @@ pub enum KvError {
     /// The server stopped (shut down, or its storage failed).
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// A membership change cannot start now (another is still in progress).
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     /// The operation is not supported by this replication protocol or server.
     #[error("etcdserver: not capable")]
     NotCapable,
@@ -118,7 +121,9 @@ impl KvError {
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | MemberExists | PeerUrlExists | NotLearner | BadLeaderTransferee
             | NotLeader => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Timeout | Stopped | NotCapable => Code::Unavailable,
+            NoLeader | LeaderChanged | Timeout | Stopped | NotCapable | Unhealthy => {
+                Code::Unavailable
+            }
             Corrupt => Code::DataLoss,
             Storage(_) => Code::Internal,
             Forwarded { code, .. } => Code::from(*code),

@@ -132,6 +132,8 @@ pub struct KvConfig {
     pub members: Vec<Member>,
     /// This member's advertised client URLs.
     pub client_urls: Vec<String>,
+    /// The cluster token (etcd `--initial-cluster-token`), salted into new member ids.
+    pub cluster_token: String,
     /// Largest request accepted (etcd `--max-request-bytes`).
     pub max_request_bytes: usize,
     /// Backend size at which the NOSPACE alarm is raised (etcd `--quota-backend-bytes`).
@@ -160,6 +162,7 @@ impl KvConfig {
             name,
             members: Vec::new(),
             client_urls: Vec::new(),
+            cluster_token: "etcd-cluster".into(),
             max_request_bytes: 1536 * 1024,
             quota_backend_bytes: 2 << 30,
             max_txn_ops: 128,
@@ -251,15 +254,20 @@ impl KvServer {
             cfg.checkpoint_interval,
             format!("apply-{}", cfg.node.id),
         )?;
+        let cluster_id = cfg.node.cluster_id;
+        let info_shared = Arc::clone(&shared);
         let node = Node::start_with(
             cfg.node.clone(),
             peer_listener,
             StartOptions {
                 applied,
                 machine: Some(Arc::new(machine)),
+                info: Some(Arc::new(move |conf: &quorumkv_replication::Conf| {
+                    let members = current_members(&info_shared, conf);
+                    crate::cluster::encode_info(cluster_id, &members)
+                })),
             },
         )?;
-        let cluster_id = cfg.node.cluster_id;
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.node.id.rotate_left(17);
         let server = Arc::new(KvServer {
             node,
@@ -272,6 +280,7 @@ impl KvServer {
         });
         let handle = server.node.handle();
         handle.spawn(publish_attributes(Arc::clone(&server)));
+        handle.spawn(sync_peers(Arc::clone(&server)));
         handle.spawn(lease_clock(Arc::clone(&server)));
         Ok(server)
     }
@@ -550,7 +559,7 @@ impl KvServer {
 
     /// Members, in id order.
     pub fn members(&self) -> Vec<Member> {
-        self.shared.members.read().values().cloned().collect()
+        current_members(&self.shared, &self.node.state().conf())
     }
 }
 
@@ -571,9 +580,54 @@ pub fn node_error(e: NodeError) -> KvError {
         NodeError::Propose(ProposeError::Overloaded) => KvError::TooManyRequests,
         NodeError::Propose(ProposeError::Transferring) => KvError::LeaderChanged,
         NodeError::Propose(ProposeError::Unsupported(_)) => KvError::NotCapable,
+        NodeError::Propose(ProposeError::ConfChangePending) => KvError::Unhealthy,
         NodeError::Propose(e) => KvError::Other(e.to_string()),
         NodeError::Lost => KvError::LeaderChanged,
         NodeError::Stopped(_) => KvError::Stopped,
+    }
+}
+
+/// The members of the membership in effect, learners marked (every known member while the
+/// node has not reported a membership yet).
+fn current_members(shared: &Shared, conf: &quorumkv_replication::Conf) -> Vec<Member> {
+    let members = shared.members.read();
+    if conf.voters.is_empty() {
+        return members.values().cloned().collect();
+    }
+    conf.voters
+        .iter()
+        .chain(&conf.learners)
+        .map(|id| {
+            let mut m = members.get(id).cloned().unwrap_or(Member {
+                id: *id,
+                ..Member::default()
+            });
+            m.is_learner = conf.learners.contains(id);
+            m
+        })
+        .collect()
+}
+
+/// Keeps the node's peer addresses in step with the members' peer URLs (members added or
+/// moved at runtime, and those loaded from the tree at start).
+async fn sync_peers(server: Arc<KvServer>) {
+    let mut seen = u64::MAX;
+    loop {
+        let version = server.shared.members_version.load(Ordering::Relaxed);
+        if version != seen {
+            seen = version;
+            let members: Vec<Member> = server.shared.members.read().values().cloned().collect();
+            for m in members {
+                if let Some(addr) = m
+                    .peer_urls
+                    .first()
+                    .and_then(|u| crate::cluster::parse_url(u).ok())
+                {
+                    server.node.set_peer(m.id, addr);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

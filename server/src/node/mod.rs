@@ -33,8 +33,8 @@ use std::time::Duration;
 use quorumkv_replication::raft::{Raft, RaftConfig};
 use quorumkv_replication::zab::{Zab, ZabConfig};
 use quorumkv_replication::{
-    Conf, Entry, EntryKind, LogStore, NodeId, ProposeError, Protocol, ProtocolMessage, Ready,
-    SnapshotMeta, Status, WalStore,
+    Conf, ConfChange, Entry, EntryKind, LogStore, NodeId, ProposeError, Protocol, ProtocolMessage,
+    Ready, SnapshotMeta, Status, WalStore,
 };
 use quorumkv_wal::{Backend, WalOptions, WalStats};
 use tokio::net::TcpListener;
@@ -60,8 +60,10 @@ pub enum ProtocolKind {
 pub struct NodeConfig {
     /// This node.
     pub id: NodeId,
-    /// Every voter's peer address, this node's included.
+    /// Every member's peer address, this node's included (voters unless in `learners`).
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Members of `peers` that start as learners (non-voting).
+    pub learners: std::collections::BTreeSet<NodeId>,
     /// Where the log lives.
     pub data_dir: PathBuf,
     /// Raft or ZAB.
@@ -96,6 +98,7 @@ impl NodeConfig {
         NodeConfig {
             id,
             peers,
+            learners: std::collections::BTreeSet::new(),
             data_dir,
             protocol: ProtocolKind::Raft,
             tick: Duration::from_millis(100),
@@ -134,7 +137,12 @@ pub struct StartOptions {
     pub applied: u64,
     /// Receives every committed entry, in order, and makes log compaction possible.
     pub machine: Option<Arc<dyn StateMachine>>,
+    /// Answers a joining member's query about the cluster, given the current membership.
+    pub info: Option<InfoFn>,
 }
+
+/// Describes the cluster to a joining member, given the current membership.
+pub type InfoFn = Arc<dyn Fn(&Conf) -> Vec<u8> + Send + Sync>;
 
 impl std::fmt::Debug for StartOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,6 +156,8 @@ impl std::fmt::Debug for StartOptions {
 /// What the node loop last saw, readable without a round trip through it.
 #[derive(Debug, Default)]
 pub struct NodeState {
+    id: AtomicU64,
+    conf: parking_lot::RwLock<Conf>,
     term: AtomicU64,
     leader: AtomicU64,
     commit: AtomicU64,
@@ -181,7 +191,20 @@ impl NodeState {
     pub fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
     }
+    /// The membership in effect.
+    pub fn conf(&self) -> Conf {
+        self.conf.read().clone()
+    }
+    /// Whether the membership in effect no longer lists this node (it was removed).
+    pub fn removed(&self) -> bool {
+        let me = self.id.load(Ordering::Relaxed);
+        let conf = self.conf.read();
+        !conf.voters.is_empty() && !conf.voters.contains(&me) && !conf.learners.contains(&me)
+    }
     fn update(&self, st: &Status) {
+        if *self.conf.read() != st.conf {
+            *self.conf.write() = st.conf.clone();
+        }
         use quorumkv_replication::Role;
         self.term.store(st.term, Ordering::Relaxed);
         if self.leader.swap(st.leader, Ordering::Relaxed) != st.leader && st.leader != 0 {
@@ -195,6 +218,7 @@ impl NodeState {
 
 enum Cmd {
     Propose(Vec<u8>, oneshot::Sender<Result<u64, NodeError>>),
+    ConfChange(ConfChange, oneshot::Sender<Result<u64, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
     ReadIndex(oneshot::Sender<Result<u64, NodeError>>),
     Status(oneshot::Sender<Status>),
@@ -205,6 +229,7 @@ enum Cmd {
 /// A running node. Dropping it stops it.
 pub struct Node {
     cmds: mpsc::Sender<Cmd>,
+    outbound: Arc<tcp::Outbound>,
     state: Arc<NodeState>,
     wal_stats: Arc<dyn Fn() -> WalStats + Send + Sync>,
     commits: tokio::sync::broadcast::Sender<Entry>,
@@ -279,14 +304,39 @@ impl Node {
         clear_snapshot_dir(&snapshot_dir(&cfg.data_dir))?;
         let compacted = restored.snapshot.index;
         let state = Arc::new(NodeState::default());
-        let conf = Conf::new(cfg.peers.keys().copied());
+        state.id.store(cfg.id, Ordering::Relaxed);
+        let mut conf = Conf::new(
+            cfg.peers
+                .keys()
+                .copied()
+                .filter(|id| !cfg.learners.contains(id)),
+        );
+        conf.learners = cfg.learners.iter().copied().collect();
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
         let (commit_tx, _) = tokio::sync::broadcast::channel(65536);
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let commits = commit_tx.clone();
         let st = Arc::clone(&state);
+        let info: Option<tcp::InfoFn> = opts.info.map(|f| {
+            let st = Arc::clone(&state);
+            Arc::new(move || f(&st.conf())) as tcp::InfoFn
+        });
+        let outbound = runtime.block_on(async {
+            Arc::new(tcp::Outbound::start(
+                cfg.cluster_id,
+                cfg.id,
+                &cfg.peers,
+                cfg.peer_queue_len,
+            ))
+        });
+        let out = Arc::clone(&outbound);
         runtime.block_on(async {
             let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            let peer = PeerIo {
+                listener,
+                outbound: out,
+                info,
+            };
             match cfg.protocol {
                 ProtocolKind::Raft => {
                     let rc = RaftConfig {
@@ -296,7 +346,7 @@ impl Node {
                     };
                     let p = Raft::new(cfg.id, rc, conf, restored);
                     let io = NodeIo::new(cfg, store, cmd_rx, commits, opts.machine, st, compacted);
-                    spawn_node(p, io, listener);
+                    spawn_node(p, io, peer);
                 }
                 ProtocolKind::Zab => {
                     let zc = ZabConfig {
@@ -306,13 +356,14 @@ impl Node {
                     };
                     let p = Zab::new(cfg.id, zc, conf, restored);
                     let io = NodeIo::new(cfg, store, cmd_rx, commits, opts.machine, st, compacted);
-                    spawn_node(p, io, listener);
+                    spawn_node(p, io, peer);
                 }
             }
             Ok::<(), String>(())
         })?;
         Ok(Node {
             cmds: cmd_tx,
+            outbound,
             state,
             wal_stats,
             commits: commit_tx,
@@ -343,6 +394,19 @@ impl Node {
             .await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?;
         Ok(rx)
+    }
+
+    /// Proposes a membership change (this node must lead); resolves with its index once it is
+    /// committed.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<u64, NodeError> {
+        let rx = self.ask_wait(|tx| Cmd::ConfChange(change, tx)).await?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// Reaches member `id` at `addr` from now on (a member added at runtime, or moved).
+    pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
+        self.outbound.set_peer(id, addr);
     }
 
     /// Appends `data`; resolves with its index once it is committed (and durable on a quorum).
@@ -492,7 +556,14 @@ impl NodeIo {
     }
 }
 
-fn spawn_node<P>(proto: P, io: NodeIo, listener: TcpListener)
+/// The peer side of a node: its listener, its outbound queues, its answer to info queries.
+struct PeerIo {
+    listener: TcpListener,
+    outbound: Arc<tcp::Outbound>,
+    info: Option<tcp::InfoFn>,
+}
+
+fn spawn_node<P>(proto: P, io: NodeIo, peer: PeerIo)
 where
     P: Protocol + 'static,
 {
@@ -507,6 +578,11 @@ where
     } = io;
     let (inbound_tx, inbound_rx) = mpsc::channel::<P::Message>(cfg.peer_queue_len);
     let snap_dir = snapshot_dir(&cfg.data_dir);
+    let PeerIo {
+        listener,
+        outbound,
+        info,
+    } = peer;
     tokio::spawn(tcp::accept::<P::Message>(
         listener,
         cfg.cluster_id,
@@ -516,12 +592,12 @@ where
             dir: snap_dir.clone(),
             bytes_max: cfg.snapshot_bytes_max,
         },
+        info,
         inbound_tx,
     ));
-    let outbound = tcp::Outbound::start(cfg.cluster_id, cfg.id, &cfg.peers, cfg.peer_queue_len);
     let shipper = Shipper::new(
         machine.clone(),
-        cfg.peers.clone(),
+        Arc::clone(&outbound),
         cfg.cluster_id,
         cfg.id,
         snap_dir,
@@ -631,7 +707,7 @@ fn storage_thread<M: Send>(
 
 /// The node loop's channels and helpers.
 struct LoopIo<M> {
-    outbound: tcp::Outbound,
+    outbound: Arc<tcp::Outbound>,
     shipper: Shipper,
     cmds: mpsc::Receiver<Cmd>,
     jobs: std::sync::mpsc::Sender<StorageJob<M>>,
@@ -661,8 +737,7 @@ async fn node_loop<P: Protocol>(
     } = io;
     let mut ticker = tokio::time::interval(cfg.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut waiters: BTreeMap<u64, (u64, oneshot::Sender<Result<u64, NodeError>>)> =
-        BTreeMap::new();
+    let mut waiters: Waiters = BTreeMap::new();
     let mut reads: BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>> = BTreeMap::new();
     let mut ready_reads: Vec<(u64, oneshot::Sender<Result<u64, NodeError>>)> = Vec::new();
     let mut read_ctx = 0u64;
@@ -728,19 +803,14 @@ async fn node_loop<P: Protocol>(
                 while let Some(cmd) = next.take() {
                     match cmd {
                         Cmd::Propose(data, tx) => {
-                            if let Some(why) = &stopped {
-                                let _ = tx.send(Err(NodeError::Stopped(why.clone())));
-                            } else {
-                                match proto.propose(data) {
-                                    Ok(index) => {
-                                        let term = proto.log_entries(index).first().map_or(0, |e| e.term);
-                                        waiters.insert(index, (term, tx));
-                                    }
-                                    Err(e) => {
-                                        let _ = tx.send(Err(e.into()));
-                                    }
-                                }
-                            }
+                            propose_tracked(&mut proto, &mut waiters, stopped.as_deref(), tx, |p| {
+                                p.propose(data)
+                            });
+                        }
+                        Cmd::ConfChange(change, tx) => {
+                            propose_tracked(&mut proto, &mut waiters, stopped.as_deref(), tx, |p| {
+                                p.propose_conf_change(change)
+                            });
                         }
                         Cmd::Transfer(to, tx) => {
                             let _ = tx.send(proto.transfer_leader(to).map_err(NodeError::from));
@@ -915,4 +985,30 @@ fn compaction_point<P: Protocol>(
         return None;
     }
     proto.snapshot_meta(target)
+}
+
+type Waiters = BTreeMap<u64, (u64, oneshot::Sender<Result<u64, NodeError>>)>;
+
+/// Proposes through `propose` and, if the protocol took it, waits for its index to commit
+/// (answered when that index commits with the same term, or is lost).
+fn propose_tracked<P: Protocol>(
+    proto: &mut P,
+    waiters: &mut Waiters,
+    stopped: Option<&str>,
+    tx: oneshot::Sender<Result<u64, NodeError>>,
+    propose: impl FnOnce(&mut P) -> Result<u64, ProposeError>,
+) {
+    if let Some(why) = stopped {
+        let _ = tx.send(Err(NodeError::Stopped(why.to_string())));
+        return;
+    }
+    match propose(proto) {
+        Ok(index) => {
+            let term = proto.log_entries(index).first().map_or(0, |e| e.term);
+            waiters.insert(index, (term, tx));
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e.into()));
+        }
+    }
 }

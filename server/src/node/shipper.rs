@@ -3,8 +3,7 @@
 //! the peer (see `transport::snapshot`), at most one transfer per peer at a time. Messages
 //! for a peer with a transfer under way are dropped; the protocols ask again.
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,12 +11,12 @@ use parking_lot::Mutex;
 use quorumkv_replication::{NodeId, ProtocolMessage};
 
 use super::StateMachine;
-use crate::transport::snapshot;
+use crate::transport::{snapshot, tcp};
 
 /// Sends snapshots, one transfer per peer at a time.
 pub struct Shipper {
     machine: Option<Arc<dyn StateMachine>>,
-    peers: BTreeMap<NodeId, SocketAddr>,
+    peers: Arc<tcp::Outbound>,
     cluster: u64,
     me: NodeId,
     dir: PathBuf,
@@ -28,7 +27,7 @@ impl Shipper {
     /// A shipper writing its outgoing snapshot files in `dir`.
     pub fn new(
         machine: Option<Arc<dyn StateMachine>>,
-        peers: BTreeMap<NodeId, SocketAddr>,
+        peers: Arc<tcp::Outbound>,
         cluster: u64,
         me: NodeId,
         dir: PathBuf,
@@ -47,7 +46,7 @@ impl Shipper {
     /// way (or there is no state machine to snapshot).
     pub fn ship<M: ProtocolMessage>(&self, m: M) {
         let to = m.to();
-        let (Some(machine), Some(&addr)) = (self.machine.clone(), self.peers.get(&to)) else {
+        let (Some(machine), Some(addr)) = (self.machine.clone(), self.peers.addr(to)) else {
             tracing::warn!(
                 to,
                 "a peer needs a snapshot but this node has no state machine"

@@ -6,7 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use quorumkv_replication::{NodeId, ProtocolMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +20,12 @@ use super::frame;
 use super::snapshot::{self, ReceiveLimits};
 
 const HANDSHAKE_MAGIC: &[u8; 8] = b"QKVPEER1";
+/// Opens an info query: the answer is one frame describing the cluster, then the connection
+/// closes (how a member joining a running cluster learns its id and its peers).
+const INFO_MAGIC: &[u8; 8] = b"QKVINFO1";
+
+/// Produces the answer to an info query.
+pub type InfoFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 fn handshake(cluster: u64, from: NodeId) -> Vec<u8> {
     let mut p = HANDSHAKE_MAGIC.to_vec();
@@ -27,38 +36,101 @@ fn handshake(cluster: u64, from: NodeId) -> Vec<u8> {
     out
 }
 
-/// Sends encoded messages to every peer.
-#[derive(Debug, Clone)]
+/// A peer's address and the queue of frames for it.
+type PeerQueue = (SocketAddr, mpsc::Sender<Vec<u8>>);
+
+/// Sends encoded messages to every peer; peers can be added or moved while it runs.
+#[derive(Debug)]
 pub struct Outbound {
-    queues: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    cluster: u64,
+    me: NodeId,
+    queue_len: usize,
+    runtime: tokio::runtime::Handle,
+    queues: RwLock<BTreeMap<NodeId, PeerQueue>>,
 }
 
 impl Outbound {
-    /// Starts one sender task per peer (other than `me`).
+    /// Starts one sender task per peer (other than `me`) on the current runtime.
     pub fn start(
         cluster: u64,
         me: NodeId,
         peers: &BTreeMap<NodeId, SocketAddr>,
         queue_len: usize,
     ) -> Outbound {
-        let mut queues = BTreeMap::new();
+        let out = Outbound {
+            cluster,
+            me,
+            queue_len,
+            runtime: tokio::runtime::Handle::current(),
+            queues: RwLock::new(BTreeMap::new()),
+        };
         for (&id, &addr) in peers {
-            if id == me {
-                continue;
-            }
-            let (tx, rx) = mpsc::channel(queue_len);
-            tokio::spawn(sender(cluster, me, id, addr, rx));
-            queues.insert(id, tx);
+            out.set_peer(id, addr);
         }
-        Outbound { queues }
+        out
+    }
+
+    /// Sends to `id` at `addr` from now on (a new member, or one that moved).
+    pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
+        if id == self.me {
+            return;
+        }
+        let mut queues = self.queues.write();
+        if queues.get(&id).is_some_and(|(a, _)| *a == addr) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(self.queue_len);
+        self.runtime
+            .spawn(sender(self.cluster, self.me, id, addr, rx));
+        // Dropping a replaced queue ends its sender task.
+        queues.insert(id, (addr, tx));
+    }
+
+    /// The address `id` is reached at.
+    pub fn addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.queues.read().get(&id).map(|(a, _)| *a)
     }
 
     /// Queues a message (already a frame) for `to`; drops it when the queue is full (the
     /// protocols retransmit).
     pub fn send(&self, to: NodeId, frame: Vec<u8>) -> bool {
         self.queues
+            .read()
             .get(&to)
-            .is_some_and(|q| q.try_send(frame).is_ok())
+            .is_some_and(|(_, q)| q.try_send(frame).is_ok())
+    }
+}
+
+/// Asks the member at `addr` to describe its cluster (see `INFO_MAGIC`); blocking, bounded by
+/// `timeout` per step, and the answer by `max_bytes`.
+pub fn query_info(
+    addr: SocketAddr,
+    timeout: Duration,
+    max_bytes: usize,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut hello = INFO_MAGIC.to_vec();
+    hello.extend_from_slice(&[0u8; 16]);
+    let mut out = Vec::new();
+    frame::encode(&mut out, &hello);
+    s.write_all(&out)?;
+    let mut dec = frame::Decoder::new(max_bytes);
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        if let Some(f) = dec.next_frame().map_err(std::io::Error::other)? {
+            return Ok(f);
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "peer closed before answering",
+            ));
+        }
+        dec.push(&buf[..n]);
     }
 }
 
@@ -117,18 +189,28 @@ pub async fn accept<M: ProtocolMessage>(
     me: NodeId,
     max_frame_bytes: usize,
     snapshots: ReceiveLimits,
+    info: Option<InfoFn>,
     inbound: mpsc::Sender<M>,
 ) {
-    let snapshots = std::sync::Arc::new(snapshots);
+    let snapshots = Arc::new(snapshots);
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
         let inbound = inbound.clone();
-        let snapshots = std::sync::Arc::clone(&snapshots);
+        let snapshots = Arc::clone(&snapshots);
+        let info = info.clone();
         tokio::spawn(async move {
-            if let Err(reason) =
-                serve::<M>(stream, cluster, me, max_frame_bytes, &snapshots, inbound).await
+            if let Err(reason) = serve::<M>(
+                stream,
+                cluster,
+                me,
+                max_frame_bytes,
+                &snapshots,
+                info,
+                inbound,
+            )
+            .await
             {
                 tracing::warn!(%from, reason, "closing peer connection");
             }
@@ -142,6 +224,7 @@ async fn serve<M: ProtocolMessage>(
     me: NodeId,
     max_frame_bytes: usize,
     snapshots: &ReceiveLimits,
+    info: Option<InfoFn>,
     inbound: mpsc::Sender<M>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
@@ -157,6 +240,14 @@ async fn serve<M: ProtocolMessage>(
         while let Some(payload) = dec.next_frame().map_err(|e| e.to_string())? {
             let Some(from) = peer else {
                 let stream_kind = payload.get(..8);
+                if payload.len() == 24 && stream_kind == Some(INFO_MAGIC) {
+                    let answer = info.as_ref().map(|f| f()).unwrap_or_default();
+                    let mut out = Vec::with_capacity(answer.len() + frame::HEADER_BYTES);
+                    frame::encode(&mut out, &answer);
+                    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                    let _ = stream.shutdown().await;
+                    return Ok(());
+                }
                 if payload.len() != 24
                     || (stream_kind != Some(HANDSHAKE_MAGIC)
                         && stream_kind != Some(snapshot::STREAM_MAGIC))
