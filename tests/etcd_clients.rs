@@ -806,6 +806,106 @@ fn zab_membership_changes_through_etcdctl() {
     membership_changes("zab");
 }
 
+/// Runs `quorumkv bench ARGS --json` and parses its last line.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("bench {args:?}: {e}: {stdout}"))
+}
+
+/// The load generator against one member: every request is accounted for, successes and
+/// failures apart.
+#[test]
+fn bench_load_generator_counts_add_up() {
+    let _serial = serial();
+    let c = Cluster::start(1, "raft");
+    let ep = c.members[0].client.as_str();
+    let common = ["--endpoints", ep, "--conns", "2", "--clients", "8"];
+    let run = |workload: &str, extra: &[&str]| {
+        let mut args = vec![workload];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        bench_json(&args)
+    };
+    let put = run(
+        "put",
+        &[
+            "--total",
+            "2000",
+            "--key-space-size",
+            "500",
+            "--sequential-keys",
+        ],
+    );
+    assert_eq!(
+        (put["ok"].as_u64(), put["failed"].as_u64()),
+        (Some(2000), Some(0))
+    );
+    assert!(put["throughput_per_s"].as_f64().unwrap() > 0.0);
+    assert!(put["latency"]["p99_us"].as_f64().unwrap() > 0.0);
+    let keys = ok(&etcdctl(ep, &["get", "00000", "--prefix", "--keys-only"]));
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 500);
+    for consistency in ["l", "s"] {
+        let r = run(
+            "range",
+            &[
+                "--total",
+                "1000",
+                "--key-space-size",
+                "500",
+                "--consistency",
+                consistency,
+            ],
+        );
+        assert_eq!(
+            (r["ok"].as_u64(), r["failed"].as_u64()),
+            (Some(1000), Some(0))
+        );
+    }
+    let t = run(
+        "txn",
+        &[
+            "--total",
+            "200",
+            "--txn-ops",
+            "3",
+            "--read-percent",
+            "50",
+            "--key-space-size",
+            "500",
+        ],
+    );
+    assert_eq!(
+        (t["ok"].as_u64(), t["failed"].as_u64()),
+        (Some(200), Some(0))
+    );
+    let w = run("watch", &["--total", "100", "--watchers", "3"]);
+    assert_eq!(w["ok"].as_u64(), Some(100));
+    assert_eq!(w["events_expected"].as_u64(), Some(300));
+    assert_eq!(w["events_delivered"].as_u64(), Some(300));
+    let timed = run("put", &["--duration", "1s", "--rate", "200"]);
+    let n = timed["ok"].as_u64().unwrap();
+    assert!((50..=260).contains(&n), "rate-limited run did {n} puts");
+    // Requests the server refuses are counted as failures, by code, not dropped.
+    let big = run("put", &["--total", "5", "--val-size", "2000000"]);
+    assert_eq!(
+        (big["ok"].as_u64(), big["failed"].as_u64()),
+        (Some(0), Some(5))
+    );
+    assert_eq!(big["errors"]["InvalidArgument"].as_u64(), Some(5));
+}
+
 #[test]
 fn startup_errors_are_clear() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap();

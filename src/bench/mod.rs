@@ -3,6 +3,7 @@
 
 mod btree;
 pub mod data;
+mod load;
 mod log;
 mod wal;
 
@@ -17,6 +18,14 @@ pub enum Target {
     Btree(btree::BtreeArgs),
     /// Committed appends to an in-process replicated log (3 nodes on loopback, real fsync).
     Log(log::LogArgs),
+    /// Puts through the etcd v3 API (quorumkv or etcd).
+    Put(load::PutArgs),
+    /// Single-key ranges through the etcd v3 API, linearizable or serializable.
+    Range(load::RangeArgs),
+    /// Transactions of puts (or reads) through the etcd v3 API.
+    Txn(load::TxnArgs),
+    /// Puts while watchers stream every event: put throughput and event delivery delay.
+    Watch(load::WatchArgs),
 }
 
 /// Runs one benchmark.
@@ -25,6 +34,10 @@ pub fn run(target: Target) -> Result<(), String> {
         Target::Wal(args) => wal::run(&args),
         Target::Btree(args) => btree::run(&args),
         Target::Log(args) => log::run(&args),
+        Target::Put(args) => load::put(&args),
+        Target::Range(args) => load::range(&args),
+        Target::Txn(args) => load::txn(&args),
+        Target::Watch(args) => load::watch(&args),
     }
 }
 

@@ -11,8 +11,6 @@ pub mod watch;
 
 use std::sync::Arc;
 
-use tokio_stream::wrappers::TcpListenerStream;
-
 use crate::kv::KvServer;
 use crate::pb::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer as KvGrpc, lease_server::LeaseServer,
@@ -62,6 +60,10 @@ pub async fn serve(
         .add_service(limits!(InternalServer::new(internal::InternalService {
             server: Arc::clone(&server)
         })))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Without TCP_NODELAY, small responses wait out the peer's delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }

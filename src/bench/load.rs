@@ -1,0 +1,559 @@
+//! `quorumkv bench put|range|txn|watch`: a load generator that speaks the etcd v3 gRPC API, so
+//! it drives quorumkv and etcd alike. Clients share `--conns` connections (spread over the
+//! endpoints), issue requests back to back or at `--rate`, and record latencies in HDR
+//! histograms. Failed requests are counted by gRPC code and kept out of the latency figures;
+//! they are reported, never hidden.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use quorumkv_server::pb::etcdserverpb::{
+    PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
+    kv_client::KvClient, request_op, watch_client::WatchClient, watch_request,
+};
+use rand::Rng;
+use tonic::transport::{Channel, Endpoint};
+
+/// Flags every workload shares (named as etcd's `benchmark` tool names them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Client URLs or host:port pairs, comma-separated.
+    #[arg(long, default_value = "127.0.0.1:2379", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// gRPC connections, spread over the endpoints.
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+    /// Concurrent clients, spread over the connections.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Requests in all (10,000 unless --duration is given).
+    #[arg(long)]
+    total: Option<u64>,
+    /// Run for this long instead (e.g. 10s, 500ms, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Most requests per second over all clients (0: as fast as they go).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Bytes per key.
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Distinct keys used.
+    #[arg(long, default_value_t = 1)]
+    key_space_size: u64,
+    /// Walk the key space in order instead of at random.
+    #[arg(long)]
+    sequential_keys: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `bench put`.
+#[derive(Debug, clap::Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// `bench range`.
+#[derive(Debug, clap::Args)]
+pub struct RangeArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Linearizable (l) or serializable (s) reads.
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    consistency: String,
+}
+
+/// `bench txn`.
+#[derive(Debug, clap::Args)]
+pub struct TxnArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Puts per transaction.
+    #[arg(long, default_value_t = 1)]
+    txn_ops: usize,
+    /// Percent of transactions that only read (a range per op) instead of putting.
+    #[arg(long, default_value_t = 0)]
+    read_percent: u8,
+}
+
+/// `bench watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Watchers, each on its own stream, over the whole key space.
+    #[arg(long, default_value_t = 10)]
+    watchers: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s or m)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl LoadArgs {
+    fn check(&self) -> Result<(), String> {
+        if self.endpoints.is_empty() || self.conns == 0 || self.clients == 0 {
+            return Err("--endpoints, --conns and --clients must not be empty or 0".into());
+        }
+        if self.key_space_size == 0 || self.key_size == 0 {
+            return Err("--key-space-size and --key-size must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn total(&self) -> Option<u64> {
+        match (self.total, self.duration) {
+            (Some(t), _) => Some(t),
+            (None, Some(_)) => None,
+            (None, None) => Some(10_000),
+        }
+    }
+
+    /// Where in the key space the `n`th request goes.
+    fn key_index(&self, n: u64) -> u64 {
+        if self.sequential_keys {
+            n % self.key_space_size
+        } else {
+            rand::rng().random_range(0..self.key_space_size)
+        }
+    }
+
+    /// Key number `i`, zero-padded to the key size.
+    fn key_at(&self, i: u64) -> Vec<u8> {
+        format!("{i:0width$}", width = self.key_size).into_bytes()
+    }
+
+    /// The key of the `n`th request.
+    fn key(&self, n: u64) -> Vec<u8> {
+        self.key_at(self.key_index(n))
+    }
+
+    fn value(&self) -> Vec<u8> {
+        vec![b'v'; self.val_size]
+    }
+
+    async fn connect(&self) -> Result<Vec<Channel>, String> {
+        let mut chans = Vec::with_capacity(self.conns);
+        for i in 0..self.conns {
+            let ep = &self.endpoints[i % self.endpoints.len()];
+            let url = if ep.contains("://") {
+                ep.clone()
+            } else {
+                format!("http://{ep}")
+            };
+            let ch = Endpoint::from_shared(url.clone())
+                .map_err(|e| format!("{url}: {e}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+            chans.push(ch);
+        }
+        Ok(chans)
+    }
+}
+
+/// What the clients measured.
+struct Outcome {
+    latency_ns: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            latency_ns: Histogram::new(3).expect("histogram"),
+            ok: 0,
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn merge(&mut self, o: Outcome) {
+        self.latency_ns.add(&o.latency_ns).expect("same bounds");
+        self.ok += o.ok;
+        for (code, n) in o.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+    }
+
+    fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+fn progress(total: Option<u64>, duration: Option<Duration>, json: bool) -> indicatif::ProgressBar {
+    if json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = match (total, duration) {
+        (Some(t), _) => indicatif::ProgressBar::new(t),
+        (None, Some(d)) => indicatif::ProgressBar::new(d.as_secs().max(1)),
+        (None, None) => indicatif::ProgressBar::no_length(),
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed_precise}")
+            .expect("template"),
+    );
+    pb
+}
+
+/// Runs `op` from every client until the total is issued or the time is up.
+async fn drive<F, Fut>(args: &LoadArgs, chans: Vec<Channel>, op: F) -> Outcome
+where
+    F: Fn(Channel, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let total = args.total();
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let issued = Arc::new(AtomicU64::new(0));
+    let pb = progress(total, args.duration, args.json);
+    let started = Instant::now();
+    let per_client_gap =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
+    let mut tasks = Vec::with_capacity(args.clients);
+    for c in 0..args.clients {
+        let chan = chans[c % chans.len()].clone();
+        let (issued, op, pb) = (Arc::clone(&issued), op.clone(), pb.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Outcome::new();
+            let mut pace = per_client_gap.map(tokio::time::interval);
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| n >= t) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if let Some(p) = pace.as_mut() {
+                    p.tick().await;
+                }
+                let t0 = Instant::now();
+                match op(chan.clone(), n).await {
+                    Ok(()) => {
+                        out.ok += 1;
+                        let _ = out.latency_ns.record(t0.elapsed().as_nanos() as u64);
+                    }
+                    Err(s) => *out.errors.entry(format!("{:?}", s.code())).or_default() += 1,
+                }
+                if total.is_some() {
+                    pb.inc(1);
+                } else {
+                    pb.set_position(started.elapsed().as_secs());
+                }
+            }
+            out
+        }));
+    }
+    let mut all = Outcome::new();
+    for t in tasks {
+        if let Ok(o) = t.await {
+            all.merge(o);
+        }
+    }
+    all.elapsed = started.elapsed();
+    pb.finish_and_clear();
+    all
+}
+
+fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
+    let secs = o.elapsed.as_secs_f64().max(1e-9);
+    let h = &o.latency_ns;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    println!(
+        "{name}: {} ok, {} failed in {:.2} s: {:.0} requests/s",
+        o.ok,
+        o.error_total(),
+        secs,
+        o.ok as f64 / secs
+    );
+    if o.ok > 0 {
+        println!(
+            "latency ms: mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            h.mean() / 1e6,
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1e6
+        );
+    }
+    for (code, n) in &o.errors {
+        println!("errors: {n} x {code}");
+    }
+    if args.json {
+        let mut v = serde_json::json!({
+            "bench": name,
+            "endpoints": args.endpoints,
+            "conns": args.conns,
+            "clients": args.clients,
+            "key_size": args.key_size,
+            "val_size": args.val_size,
+            "key_space_size": args.key_space_size,
+            "requests": o.ok + o.error_total(),
+            "ok": o.ok,
+            "failed": o.error_total(),
+            "errors": o.errors,
+            "elapsed_s": secs,
+            "throughput_per_s": o.ok as f64 / secs,
+            "latency": super::percentiles_us(h),
+        });
+        if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            v.extend(extra.clone());
+        }
+        println!("{v}");
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `bench put`: one key per request.
+pub fn put(a: &PutArgs) -> Result<(), String> {
+    let args = a.load.clone();
+    args.check()?;
+    let o = runtime()?.block_on(async {
+        let chans = args.connect().await?;
+        let (la, value) = (Arc::new(args.clone()), args.value());
+        Ok::<_, String>(
+            drive(&args, chans, move |ch, n| {
+                let req = PutRequest {
+                    key: la.key(n),
+                    value: value.clone(),
+                    ..PutRequest::default()
+                };
+                async move { KvClient::new(ch).put(req).await.map(drop) }
+            })
+            .await,
+        )
+    })?;
+    report("put", &args, &o, serde_json::json!({}));
+    Ok(())
+}
+
+/// `bench range`: one key read per request.
+pub fn range(a: &RangeArgs) -> Result<(), String> {
+    let args = a.load.clone();
+    args.check()?;
+    let serializable = a.consistency == "s";
+    let o = runtime()?.block_on(async {
+        let chans = args.connect().await?;
+        let la = Arc::new(args.clone());
+        Ok::<_, String>(
+            drive(&args, chans, move |ch, n| {
+                let req = RangeRequest {
+                    key: la.key(n),
+                    serializable,
+                    ..RangeRequest::default()
+                };
+                async move { KvClient::new(ch).range(req).await.map(drop) }
+            })
+            .await,
+        )
+    })?;
+    report(
+        "range",
+        &args,
+        &o,
+        serde_json::json!({ "consistency": a.consistency }),
+    );
+    Ok(())
+}
+
+/// `bench txn`: transactions of `--txn-ops` puts (or, for `--read-percent` of them, ranges).
+pub fn txn(a: &TxnArgs) -> Result<(), String> {
+    let args = a.load.clone();
+    args.check()?;
+    if a.txn_ops == 0 || a.read_percent > 100 {
+        return Err("--txn-ops must be at least 1 and --read-percent at most 100".into());
+    }
+    if args.key_space_size < a.txn_ops as u64 {
+        // etcd refuses a transaction that puts one key twice.
+        return Err("--key-space-size must be at least --txn-ops".into());
+    }
+    let (ops, read_percent) = (a.txn_ops, a.read_percent);
+    let o = runtime()?.block_on(async {
+        let chans = args.connect().await?;
+        let (la, value) = (Arc::new(args.clone()), args.value());
+        Ok::<_, String>(
+            drive(&args, chans, move |ch, n| {
+                let read = rand::rng().random_range(0..100u8) < read_percent;
+                // Consecutive keys from the request's place: distinct within the transaction.
+                let base = la.key_index(n.wrapping_mul(ops as u64));
+                let success = (0..ops)
+                    .map(|i| {
+                        let key = la.key_at((base + i as u64) % la.key_space_size);
+                        let request = if read {
+                            request_op::Request::RequestRange(RangeRequest {
+                                key,
+                                ..RangeRequest::default()
+                            })
+                        } else {
+                            request_op::Request::RequestPut(PutRequest {
+                                key,
+                                value: value.clone(),
+                                ..PutRequest::default()
+                            })
+                        };
+                        RequestOp {
+                            request: Some(request),
+                        }
+                    })
+                    .collect();
+                let req = TxnRequest {
+                    success,
+                    ..TxnRequest::default()
+                };
+                async move { KvClient::new(ch).txn(req).await.map(drop) }
+            })
+            .await,
+        )
+    })?;
+    report(
+        "txn",
+        &args,
+        &o,
+        serde_json::json!({ "txn_ops": ops, "read_percent": read_percent }),
+    );
+    Ok(())
+}
+
+/// `bench watch`: `--watchers` streams watch the whole key space while the clients put keys;
+/// measures put throughput and the delay from sending a put to each watcher seeing it.
+pub fn watch(a: &WatchArgs) -> Result<(), String> {
+    let mut args = a.load.clone();
+    args.check()?;
+    // Every put gets its own key, so each event names the put it reports.
+    args.sequential_keys = true;
+    args.key_space_size = u64::MAX;
+    let watchers = a.watchers;
+    let rt = runtime()?;
+    let (puts, delivery, expected, delivered) = rt.block_on(async {
+        let chans = args.connect().await?;
+        let sent: Arc<Mutex<HashMap<Vec<u8>, Instant>>> = Arc::default();
+        let mut streams = Vec::new();
+        for w in 0..watchers {
+            let mut client = WatchClient::new(chans[w % chans.len()].clone());
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: vec![0],
+                        range_end: vec![0],
+                        ..WatchCreateRequest::default()
+                    },
+                )),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let mut events = client
+                .watch(tokio_stream_from(rx))
+                .await
+                .map_err(|e| format!("watch: {e}"))?
+                .into_inner();
+            // The created response comes first.
+            events
+                .message()
+                .await
+                .map_err(|e| format!("watch: {e}"))?
+                .ok_or("watch stream closed")?;
+            let sent = Arc::clone(&sent);
+            streams.push(tokio::spawn(async move {
+                let _keep_open = tx;
+                let mut h = Histogram::<u64>::new(3).expect("histogram");
+                let mut seen = 0u64;
+                loop {
+                    let next = tokio::time::timeout(Duration::from_secs(5), events.message());
+                    let Ok(Ok(Some(resp))) = next.await else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    for ev in resp.events {
+                        let key = ev.kv.map(|kv| kv.key).unwrap_or_default();
+                        if let Some(t0) = sent.lock().expect("not poisoned").get(&key) {
+                            let _ = h.record(now.duration_since(*t0).as_nanos() as u64);
+                            seen += 1;
+                        }
+                    }
+                }
+                (h, seen)
+            }));
+        }
+        let (la, value, s) = (Arc::new(args.clone()), args.value(), Arc::clone(&sent));
+        let puts = drive(&args, chans, move |ch, n| {
+            let key = la.key(n);
+            s.lock()
+                .expect("not poisoned")
+                .insert(key.clone(), Instant::now());
+            let req = PutRequest {
+                key,
+                value: value.clone(),
+                ..PutRequest::default()
+            };
+            async move { KvClient::new(ch).put(req).await.map(drop) }
+        })
+        .await;
+        let mut delivery = Histogram::<u64>::new(3).expect("histogram");
+        let mut delivered = 0;
+        for s in streams {
+            if let Ok((h, n)) = s.await {
+                delivery.add(&h).expect("same bounds");
+                delivered += n;
+            }
+        }
+        let expected = puts.ok * watchers as u64;
+        Ok::<_, String>((puts, delivery, expected, delivered))
+    })?;
+    report(
+        "watch",
+        &args,
+        &puts,
+        serde_json::json!({
+            "watchers": watchers,
+            "events_expected": expected,
+            "events_delivered": delivered,
+            "delivery": super::percentiles_us(&delivery),
+        }),
+    );
+    if !args.json {
+        println!(
+            "watch events: {delivered} of {expected} delivered; delay ms p50 {:.3} p99 {:.3}",
+            delivery.value_at_quantile(0.5) as f64 / 1e6,
+            delivery.value_at_quantile(0.99) as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
