@@ -15,6 +15,12 @@ if ! command -v etcdctl >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client >/dev/null
 fi
+# The benchmark comparison runs real etcd beside quorumkv (Debian's etcd-server).
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "== installing etcd-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
 if ! python3 -c "import etcd3" >/dev/null 2>&1; then
     echo "== installing python etcd3"
     if ! python3 -m pip --version >/dev/null 2>&1; then

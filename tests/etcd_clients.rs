@@ -751,11 +751,16 @@ fn membership_changes(protocol: &'static str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let rows = member_rows(&f_ep);
-    assert!(
-        rows.iter().any(|(i, n, l)| *i == id && n == "m4" && *l),
-        "{protocol}: {rows:?}"
-    );
+    // It publishes its name through the log once it is running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = member_rows(&f_ep);
+        if rows.iter().any(|(i, n, l)| *i == id && n == "m4" && *l) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{protocol}: {rows:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     ok(&etcdctl(&new_ep, &["member", "promote", &id]));
     assert!(member_rows(&f_ep).iter().all(|(_, _, l)| !l));
 
@@ -904,6 +909,37 @@ fn bench_load_generator_counts_add_up() {
         (Some(0), Some(5))
     );
     assert_eq!(big["errors"]["InvalidArgument"].as_u64(), Some(5));
+}
+
+/// `benches/compare.sh --quick`: etcd and quorumkv (Raft, ZAB) side by side with the same
+/// workloads, a markdown table out, every request answered.
+#[test]
+fn benchmark_comparison_quick_mode_runs() {
+    let _serial = serial();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
+    let run = Command::new("bash")
+        .arg(script)
+        .args(["--quick", "--out", out.path().to_str().unwrap()])
+        .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "compare.sh --quick failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = std::fs::read_to_string(out.path()).unwrap();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| put") || l.starts_with("| range"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    for r in rows {
+        assert!(!r.contains("failed") && !r.contains("| - |"), "{r}");
+        assert!(r.contains('×'), "no ratio to etcd: {r}");
+    }
 }
 
 #[test]

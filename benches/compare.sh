@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Compares quorumkv (Raft and ZAB, one member and three) with etcd on this machine: the same
+# workloads (`quorumkv bench`, which speaks the etcd v3 API) against each system on loopback,
+# systems alternating within each repeat, every system on fresh data directories. Reports the
+# median throughput and p99 per workload and system, and the ratio to etcd of the same size,
+# as a markdown table (BENCHMARKS.md unless --out says otherwise).
+#
+# Usage: benches/compare.sh [--quick] [--repeats N] [--out FILE] [--systems "etcd1 raft1 ..."]
+#   --quick: one member each, small workloads, one repeat (under a minute; run in CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0 repeats=3 out=BENCHMARKS.md systems=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) quick=1 ;;
+        --repeats) repeats=$2; shift ;;
+        --out) out=$2; shift ;;
+        --systems) systems=$2; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ $quick = 1 ]; then
+    repeats=1
+    systems=${systems:-etcd1 raft1 zab1}
+    # name|bench arguments
+    workloads=(
+        "put 1 conn 1 client|put --conns 1 --clients 1 --total 300"
+        "put 10 conns 100 clients|put --conns 10 --clients 100 --total 3000 --key-space-size 3000"
+        "range-l 10 conns 100 clients|range --conns 10 --clients 100 --total 3000 --consistency l"
+        "range-s 10 conns 100 clients|range --conns 10 --clients 100 --total 3000 --consistency s"
+    )
+else
+    systems=${systems:-etcd1 raft1 zab1 etcd3 raft3 zab3}
+    # etcd's published matrix (8 B keys, 256 B values) and a 1 KiB write test.
+    workloads=(
+        "put 1 conn 1 client|put --conns 1 --clients 1 --total 3000"
+        "put 100 conns 1000 clients|put --conns 100 --clients 1000 --total 100000 --key-space-size 100000"
+        "range-l 100 conns 1000 clients|range --conns 100 --clients 1000 --total 100000 --consistency l"
+        "range-s 100 conns 1000 clients|range --conns 100 --clients 1000 --total 100000 --consistency s"
+        "put 1 KiB 1000 clients|put --conns 100 --clients 1000 --total 50000 --val-size 1024 --key-space-size 100000"
+    )
+fi
+
+bin=${QUORUMKV_BIN:-target/release/quorumkv}
+if [ -z "${QUORUMKV_BIN:-}" ]; then cargo build --release --quiet; fi
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "== installing etcd-server" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+work=$(mktemp -d)
+trap 'pkill -P $$ >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+results="$work/results.jsonl"
+
+start() { # start SYSTEM MEMBERS
+    local sys=$1 n=$2 ic="" i
+    rm -rf "$work/$sys-m"*
+    for i in $(seq 1 "$n"); do ic="$ic${ic:+,}m$i=http://127.0.0.1:${i}2380"; done
+    for i in $(seq 1 "$n"); do
+        local common=(--name "m$i" --data-dir "$work/$sys-m$i" --initial-cluster "$ic"
+            --listen-client-urls "http://127.0.0.1:${i}2379" --listen-peer-urls "http://127.0.0.1:${i}2380"
+            --initial-advertise-peer-urls "http://127.0.0.1:${i}2380")
+        if [ "$sys" = etcd ]; then
+            etcd "${common[@]}" --advertise-client-urls "http://127.0.0.1:${i}2379" >"$work/$sys-m$i.log" 2>&1 &
+        else
+            "$bin" serve "${common[@]}" --replication "$sys" >"$work/$sys-m$i.log" 2>&1 &
+        fi
+    done
+    local eps
+    eps=$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")
+    for _ in $(seq 1 100); do
+        if "$bin" bench put --endpoints "$eps" --total 1 --key-size 16 --json 2>/dev/null |
+            tail -1 | grep -q '"ok":1'; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "$sys with $n members did not come up" >&2
+    return 1
+}
+
+stop() {
+    pkill -P $$ -f "serve|etcd --name" >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do
+        pgrep -P $$ -f "serve|etcd --name" >/dev/null 2>&1 || return 0
+        sleep 0.1
+    done
+}
+
+for rep in $(seq 1 "$repeats"); do
+    for s in $systems; do
+        sys=${s%?} n=${s: -1}
+        start "$sys" "$n"
+        eps=$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")
+        for w in "${workloads[@]}"; do
+            name=${w%%|*} args=${w#*|}
+            # shellcheck disable=SC2086
+            line=$("$bin" bench $args --endpoints "$eps" --json | tail -1)
+            echo "{\"system\":\"$s\",\"workload\":\"$name\",\"repeat\":$rep,\"result\":$line}" >>"$results"
+            summary=$(echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); print('%.0f/s p99 %.1f ms, %d failed' % (r['throughput_per_s'], r['latency']['p99_us'] / 1000, r['failed']))")
+            echo "$s rep $rep: $name: $summary" >&2
+        done
+        stop
+    done
+done
+
+sync_p50=$("$bin" bench wal --appenders 1 --sync-each --duration-secs 1 --json 2>/dev/null | tail -1 |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["p50_us"]))' 2>/dev/null || echo "?")
+
+python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" <<'EOF'
+import json, statistics, sys, os, datetime
+path, out, quick, repeats, sync_p50 = sys.argv[1:6]
+rows = [json.loads(l) for l in open(path)]
+systems = list(dict.fromkeys(r["system"] for r in rows))
+workloads = list(dict.fromkeys(r["workload"] for r in rows))
+def med(sys_, w, f):
+    v = [f(r["result"]) for r in rows if r["system"] == sys_ and r["workload"] == w]
+    return statistics.median(v) if v else None
+tput = lambda r: r["throughput_per_s"]
+p99 = lambda r: r["latency"]["p99_us"] / 1000
+failed = lambda r: r["failed"]
+lines = []
+lines.append("# Benchmarks\n")
+lines.append(f"Generated by `benches/compare.sh{' --quick' if quick == '1' else ''}` on "
+             f"{datetime.date.today()}: {os.cpu_count()} cores, fdatasync p50 {sync_p50} µs "
+             f"(`quorumkv bench wal --sync-each`), loopback, medians of {repeats} run(s), systems "
+             "alternating within each run. Ratios are to etcd with the same number of members. "
+             "Throughput in requests/s; p99 in ms.\n")
+for n in sorted({s[-1] for s in systems}):
+    group = [s for s in systems if s[-1] == n]
+    lines.append(f"\n## {n} member{'s' if n != '1' else ''}\n")
+    header = "| workload | " + " | ".join(f"{s} req/s | {s} p99" for s in group) + " |"
+    lines.append(header)
+    lines.append("|---" * (1 + 2 * len(group)) + "|")
+    for w in workloads:
+        base = med(f"etcd{n}", w, tput)
+        cells = []
+        for s in group:
+            t = med(s, w, tput)
+            if t is None:
+                cells += ["-", "-"]
+                continue
+            ratio = f" ({t / base:.2f}×)" if base and not s.startswith("etcd") else ""
+            fail = med(s, w, failed)
+            fail_note = f", {fail:.0f} failed" if fail else ""
+            cells += [f"{t:,.0f}{ratio}{fail_note}", f"{med(s, w, p99):.1f}"]
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
