@@ -41,6 +41,8 @@ struct Watcher {
     no_delete: bool,
     progress_notify: bool,
     sent_since_progress: bool,
+    /// Split responses larger than the request limit (etcd's `fragment`).
+    fragment: bool,
 }
 
 type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
@@ -124,6 +126,7 @@ impl StreamState {
             no_put: filters.contains(&(FilterType::Noput as i32)),
             no_delete: filters.contains(&(FilterType::Nodelete as i32)),
             progress_notify: c.progress_notify,
+            fragment: c.fragment,
             sent_since_progress: false,
         };
         self.watchers.insert(id, w);
@@ -223,14 +226,18 @@ impl StreamState {
                     continue;
                 }
                 w.sent_since_progress = true;
+                let fragment = w.fragment;
                 let resp = pb::WatchResponse {
                     header: Some(self.server.header(current)),
                     watch_id: id,
                     events: picked,
                     ..Default::default()
                 };
-                if !self.send(resp).await {
-                    return false;
+                let limit = self.server.config().max_request_bytes;
+                for part in fragments(resp, fragment, limit) {
+                    if !self.send(part).await {
+                        return false;
+                    }
                 }
             }
         }
@@ -268,6 +275,37 @@ impl StreamState {
         })
         .await
     }
+}
+
+/// A response as sent: whole, or (when the watcher asked for fragments and it is larger than
+/// `limit` bytes) split into parts of at most `limit` bytes where possible, every part but
+/// the last marked `fragment`, as etcd splits them and its clients reassemble them.
+fn fragments(resp: pb::WatchResponse, fragment: bool, limit: usize) -> Vec<pb::WatchResponse> {
+    use prost::Message;
+    if !fragment || resp.encoded_len() <= limit || resp.events.len() < 2 {
+        return vec![resp];
+    }
+    let base = pb::WatchResponse {
+        events: Vec::new(),
+        ..resp.clone()
+    };
+    let base_len = base.encoded_len();
+    let mut parts = Vec::new();
+    let mut cur = base.clone();
+    let mut cur_len = base_len;
+    for ev in resp.events {
+        let ev_len = ev.encoded_len() + 8;
+        if !cur.events.is_empty() && cur_len + ev_len > limit {
+            let mut done = std::mem::replace(&mut cur, base.clone());
+            done.fragment = true;
+            parts.push(done);
+            cur_len = base_len;
+        }
+        cur_len += ev_len;
+        cur.events.push(ev);
+    }
+    parts.push(cur);
+    parts
 }
 
 impl Drop for StreamState {
@@ -324,5 +362,36 @@ impl Watch for WatchService {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(run(Arc::clone(&self.server), req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_responses_fragment_only_when_asked() {
+        let ev = |i: u8| mvccpb::Event {
+            kv: Some(mvccpb::KeyValue {
+                key: vec![i],
+                value: vec![0; 100],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let resp = pb::WatchResponse {
+            watch_id: 3,
+            events: (0..50).map(ev).collect(),
+            ..Default::default()
+        };
+        assert_eq!(fragments(resp.clone(), false, 500).len(), 1);
+        assert_eq!(fragments(resp.clone(), true, 1 << 20).len(), 1);
+        let parts = fragments(resp.clone(), true, 500);
+        assert!(parts.len() > 10);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts.last().unwrap().fragment);
+        assert!(parts.iter().all(|p| p.watch_id == 3));
+        let joined: Vec<mvccpb::Event> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, resp.events);
     }
 }

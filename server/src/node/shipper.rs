@@ -1,11 +1,14 @@
 //! Ships snapshots to peers that fell behind the compacted log: for each snapshot message a
 //! leader's protocol emits, writes the state machine's snapshot to a file and streams it to
 //! the peer (see `transport::snapshot`), at most one transfer per peer at a time. Messages
-//! for a peer with a transfer under way are dropped; the protocols ask again.
+//! for a peer with a transfer under way are dropped; the protocols ask again. After a failed
+//! transfer the peer waits out a backoff (1 s, doubling to 30 s) before the next one, so an
+//! unreachable peer does not cost a snapshot file every few ticks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use quorumkv_replication::{NodeId, ProtocolMessage};
@@ -21,7 +24,11 @@ pub struct Shipper {
     me: NodeId,
     dir: PathBuf,
     busy: Arc<Mutex<HashSet<NodeId>>>,
+    backoff: Arc<Mutex<HashMap<NodeId, Duration>>>,
 }
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 impl Shipper {
     /// A shipper writing its outgoing snapshot files in `dir`.
@@ -39,6 +46,7 @@ impl Shipper {
             me,
             dir,
             busy: Arc::default(),
+            backoff: Arc::default(),
         }
     }
 
@@ -61,6 +69,7 @@ impl Shipper {
         let index = m.snapshot_request().map_or(0, |s| s.index);
         let path = self.dir.join(format!("send-{to:x}.tmp"));
         let busy = Arc::clone(&self.busy);
+        let backoff = Arc::clone(&self.backoff);
         let (cluster, me) = (self.cluster, self.me);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -81,18 +90,32 @@ impl Shipper {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("writing the snapshot: {e}")),
             };
-            match result {
-                Ok((applied, bytes)) => tracing::info!(
-                    to,
-                    index,
-                    applied,
-                    bytes,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "snapshot sent"
-                ),
-                Err(e) => tracing::warn!(to, index, error = %e, "snapshot not sent"),
-            }
             let _ = tokio::fs::remove_file(&path).await;
+            match result {
+                Ok((applied, bytes)) => {
+                    tracing::info!(
+                        to,
+                        index,
+                        applied,
+                        bytes,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "snapshot sent"
+                    );
+                    backoff.lock().remove(&to);
+                }
+                Err(e) => {
+                    let wait = {
+                        let mut b = backoff.lock();
+                        let w = b
+                            .get(&to)
+                            .map_or(BACKOFF_MIN, |w| (*w * 2).min(BACKOFF_MAX));
+                        b.insert(to, w);
+                        w
+                    };
+                    tracing::warn!(to, index, error = %e, retry_in_ms = wait.as_millis() as u64, "snapshot not sent");
+                    tokio::time::sleep(wait).await;
+                }
+            }
             busy.lock().remove(&to);
         });
     }
