@@ -57,6 +57,7 @@ fi
 work=$(mktemp -d)
 trap 'pkill -P $$ >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 results="$work/results.jsonl"
+pids=()
 
 start() { # start SYSTEM MEMBERS
     local sys=$1 n=$2 ic="" i
@@ -68,9 +69,11 @@ start() { # start SYSTEM MEMBERS
             --initial-advertise-peer-urls "http://127.0.0.1:${i}2380")
         if [ "$sys" = etcd ]; then
             etcd "${common[@]}" --advertise-client-urls "http://127.0.0.1:${i}2379" >"$work/$sys-m$i.log" 2>&1 &
+            pids+=($!)
         else
             # shellcheck disable=SC2086
             "$bin" serve "${common[@]}" --replication "$sys" $serve_flags >"$work/$sys-m$i.log" 2>&1 &
+            pids+=($!)
         fi
     done
     local eps
@@ -82,16 +85,20 @@ start() { # start SYSTEM MEMBERS
         fi
         sleep 0.2
     done
-    echo "$sys with $n members did not come up" >&2
+    echo "$sys with $n members did not come up:" >&2
+    tail -5 "$work/$sys-m1.log" >&2
     return 1
 }
 
-stop() {
-    pkill -P $$ -f "serve|etcd --name" >/dev/null 2>&1 || true
-    for _ in $(seq 1 50); do
-        pgrep -P $$ -f "serve|etcd --name" >/dev/null 2>&1 || return 0
-        sleep 0.1
-    done
+stop() { # TERM, KILL after 10 s; `wait` returns once each process is gone with its sockets
+    [ ${#pids[@]} -gt 0 ] || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    (sleep 10; kill -KILL "${pids[@]}" 2>/dev/null) &
+    local killer=$!
+    wait "${pids[@]}" 2>/dev/null || true
+    kill "$killer" 2>/dev/null || true
+    wait "$killer" 2>/dev/null || true
+    pids=()
 }
 
 for rep in $(seq 1 "$repeats"); do

@@ -279,11 +279,19 @@ where
     all
 }
 
+/// Prints a line; a closed stdout (say, piped into `head`) is not an error worth a panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
     let secs = o.elapsed.as_secs_f64().max(1e-9);
     let h = &o.latency_ns;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
-    println!(
+    say!(
         "{name}: {} ok, {} failed in {:.2} s: {:.0} requests/s",
         o.ok,
         o.error_total(),
@@ -291,7 +299,7 @@ fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
         o.ok as f64 / secs
     );
     if o.ok > 0 {
-        println!(
+        say!(
             "latency ms: mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             h.mean() / 1e6,
             ms(0.5),
@@ -302,7 +310,7 @@ fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
         );
     }
     for (code, n) in &o.errors {
-        println!("errors: {n} x {code}");
+        say!("errors: {n} x {code}");
     }
     if args.json {
         let mut v = serde_json::json!({
@@ -324,7 +332,7 @@ fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
         if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
             v.extend(extra.clone());
         }
-        println!("{v}");
+        say!("{v}");
     }
 }
 
@@ -543,7 +551,7 @@ pub fn watch(a: &WatchArgs) -> Result<(), String> {
         }),
     );
     if !args.json {
-        println!(
+        say!(
             "watch events: {delivered} of {expected} delivered; delay ms p50 {:.3} p99 {:.3}",
             delivery.value_at_quantile(0.5) as f64 / 1e6,
             delivery.value_at_quantile(0.99) as f64 / 1e6

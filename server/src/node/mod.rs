@@ -105,7 +105,10 @@ impl NodeConfig {
             election_ticks: 10,
             wal: WalOptions::default(),
             backend: Backend::default(),
-            max_frame_bytes: 64 << 20,
+            // ZAB's synchronization of a lagging follower is one message (up to the retained
+            // log: `snapshot_count` plus catch-up entries), so frames may be large; the
+            // decoder holds only what actually arrives.
+            max_frame_bytes: 512 << 20,
             peer_queue_len: 4096,
             cluster_id: 1,
             snapshot_count: 100_000,
