@@ -267,7 +267,8 @@ fn join(listed: &[Member], me: &Member) -> Result<(Vec<Member>, u64, u64), Strin
 }
 
 /// Resolves once this member learns it was removed from the cluster: its own membership no
-/// longer lists it, or, while it has no leader, the other members' membership does not.
+/// longer lists it, or, while it has no leader, a majority of the other members answer and
+/// none of them lists it.
 async fn removed(server: Arc<KvServer>) {
     let mut leaderless_secs = 0u32;
     loop {
@@ -291,18 +292,24 @@ async fn removed(server: Arc<KvServer>) {
             .filter(|m| m.id != me)
             .flat_map(|m| m.peer_urls)
             .collect();
-        let answer = tokio::task::spawn_blocking(move || {
-            urls.iter().find_map(|u| {
-                let addr = cluster::parse_url(u).ok()?;
-                let b = crate::transport::tcp::query_info(addr, Duration::from_secs(1), 1 << 20)
-                    .ok()?;
-                cluster::decode_info(&b).ok()
-            })
+        let asked = urls.len();
+        let answers = tokio::task::spawn_blocking(move || {
+            urls.iter()
+                .filter_map(|u| {
+                    let addr = cluster::parse_url(u).ok()?;
+                    let b =
+                        crate::transport::tcp::query_info(addr, Duration::from_secs(1), 1 << 20)
+                            .ok()?;
+                    cluster::decode_info(&b).ok()
+                })
+                .filter(|(c, _)| *c == cluster)
+                .collect::<Vec<_>>()
         })
-        .await;
-        if let Ok(Some((c, members))) = answer
-            && c == cluster
-            && !members.iter().any(|m| m.id == me)
+        .await
+        .unwrap_or_default();
+        // A majority of the others must answer, and none may list this member (one that lags
+        // may not know it joined yet).
+        if answers.len() * 2 > asked && answers.iter().all(|(_, ms)| !ms.iter().any(|m| m.id == me))
         {
             return;
         }
