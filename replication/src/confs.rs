@@ -34,6 +34,19 @@ impl ConfHistory {
             .1
     }
 
+    /// The snapshot point describing the applied state of `log` through `index` (its term and
+    /// the membership then), if `index` is applied and still in the log.
+    pub fn snapshot_meta(&self, log: &crate::log::MemLog, index: u64) -> Option<SnapshotMeta> {
+        if index > log.applied {
+            return None;
+        }
+        Some(SnapshotMeta {
+            index,
+            term: log.term(index)?,
+            conf: self.at(index).clone(),
+        })
+    }
+
     /// Index of the newest change still in the log (0: none since the base).
     pub fn pending_index(&self) -> u64 {
         if self.confs.len() > 1 {

@@ -343,114 +343,102 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `bench put`: one key per request.
-pub fn put(a: &PutArgs) -> Result<(), String> {
-    let args = a.load.clone();
+/// Connects, runs `op` (made from the arguments) from every client, and reports.
+fn run_kv<F, Fut>(
+    name: &str,
+    args: &LoadArgs,
+    extra: serde_json::Value,
+    make_op: impl FnOnce(Arc<LoadArgs>) -> F,
+) -> Result<(), String>
+where
+    F: Fn(Channel, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
     args.check()?;
+    let op = make_op(Arc::new(args.clone()));
     let o = runtime()?.block_on(async {
         let chans = args.connect().await?;
-        let (la, value) = (Arc::new(args.clone()), args.value());
-        Ok::<_, String>(
-            drive(&args, chans, move |ch, n| {
-                let req = PutRequest {
-                    key: la.key(n),
-                    value: value.clone(),
-                    ..PutRequest::default()
-                };
-                async move { KvClient::new(ch).put(req).await.map(drop) }
-            })
-            .await,
-        )
+        Ok::<_, String>(drive(args, chans, op).await)
     })?;
-    report("put", &args, &o, serde_json::json!({}));
+    report(name, args, &o, extra);
     Ok(())
+}
+
+/// `bench put`: one key per request.
+pub fn put(a: &PutArgs) -> Result<(), String> {
+    run_kv("put", &a.load, serde_json::json!({}), |la| {
+        let value = la.value();
+        move |ch, n| {
+            let req = PutRequest {
+                key: la.key(n),
+                value: value.clone(),
+                ..PutRequest::default()
+            };
+            async move { KvClient::new(ch).put(req).await.map(drop) }
+        }
+    })
 }
 
 /// `bench range`: one key read per request.
 pub fn range(a: &RangeArgs) -> Result<(), String> {
-    let args = a.load.clone();
-    args.check()?;
     let serializable = a.consistency == "s";
-    let o = runtime()?.block_on(async {
-        let chans = args.connect().await?;
-        let la = Arc::new(args.clone());
-        Ok::<_, String>(
-            drive(&args, chans, move |ch, n| {
-                let req = RangeRequest {
-                    key: la.key(n),
-                    serializable,
-                    ..RangeRequest::default()
-                };
-                async move { KvClient::new(ch).range(req).await.map(drop) }
-            })
-            .await,
-        )
-    })?;
-    report(
-        "range",
-        &args,
-        &o,
-        serde_json::json!({ "consistency": a.consistency }),
-    );
-    Ok(())
+    let extra = serde_json::json!({ "consistency": a.consistency });
+    run_kv("range", &a.load, extra, |la| {
+        move |ch, n| {
+            let req = RangeRequest {
+                key: la.key(n),
+                serializable,
+                ..RangeRequest::default()
+            };
+            async move { KvClient::new(ch).range(req).await.map(drop) }
+        }
+    })
 }
 
 /// `bench txn`: transactions of `--txn-ops` puts (or, for `--read-percent` of them, ranges).
 pub fn txn(a: &TxnArgs) -> Result<(), String> {
-    let args = a.load.clone();
-    args.check()?;
     if a.txn_ops == 0 || a.read_percent > 100 {
         return Err("--txn-ops must be at least 1 and --read-percent at most 100".into());
     }
-    if args.key_space_size < a.txn_ops as u64 {
+    if a.load.key_space_size < a.txn_ops as u64 {
         // etcd refuses a transaction that puts one key twice.
         return Err("--key-space-size must be at least --txn-ops".into());
     }
     let (ops, read_percent) = (a.txn_ops, a.read_percent);
-    let o = runtime()?.block_on(async {
-        let chans = args.connect().await?;
-        let (la, value) = (Arc::new(args.clone()), args.value());
-        Ok::<_, String>(
-            drive(&args, chans, move |ch, n| {
-                let read = rand::rng().random_range(0..100u8) < read_percent;
-                // Consecutive keys from the request's place: distinct within the transaction.
-                let base = la.key_index(n.wrapping_mul(ops as u64));
-                let success = (0..ops)
-                    .map(|i| {
-                        let key = la.key_at((base + i as u64) % la.key_space_size);
-                        let request = if read {
-                            request_op::Request::RequestRange(RangeRequest {
-                                key,
-                                ..RangeRequest::default()
-                            })
-                        } else {
-                            request_op::Request::RequestPut(PutRequest {
-                                key,
-                                value: value.clone(),
-                                ..PutRequest::default()
-                            })
-                        };
-                        RequestOp {
-                            request: Some(request),
-                        }
-                    })
-                    .collect();
-                let req = TxnRequest {
-                    success,
-                    ..TxnRequest::default()
-                };
-                async move { KvClient::new(ch).txn(req).await.map(drop) }
-            })
-            .await,
-        )
-    })?;
-    report(
-        "txn",
-        &args,
-        &o,
-        serde_json::json!({ "txn_ops": ops, "read_percent": read_percent }),
-    );
-    Ok(())
+    let extra = serde_json::json!({ "txn_ops": ops, "read_percent": read_percent });
+    run_kv("txn", &a.load, extra, |la| {
+        let value = la.value();
+        move |ch, n| {
+            let read = rand::rng().random_range(0..100u8) < read_percent;
+            // Consecutive keys from the request's place: distinct within the transaction.
+            let base = la.key_index(n.wrapping_mul(ops as u64));
+            let success = (0..ops)
+                .map(|i| {
+                    let key = la.key_at((base + i as u64) % la.key_space_size);
+                    let request = if read {
+                        request_op::Request::RequestRange(RangeRequest {
+                            key,
+                            ..RangeRequest::default()
+                        })
+                    } else {
+                        request_op::Request::RequestPut(PutRequest {
+                            key,
+                            value: value.clone(),
+                            ..PutRequest::default()
+                        })
+                    };
+                    RequestOp {
+                        request: Some(request),
+                    }
+                })
+                .collect();
+            let req = TxnRequest {
+                success,
+                ..TxnRequest::default()
+            };
+            async move { KvClient::new(ch).txn(req).await.map(drop) }
+        }
+    })
 }
 
 /// `bench watch`: `--watchers` streams watch the whole key space while the clients put keys;

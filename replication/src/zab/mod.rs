@@ -1159,14 +1159,7 @@ impl Protocol for Zab {
     }
 
     fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta> {
-        if index > self.log.applied {
-            return None;
-        }
-        Some(SnapshotMeta {
-            index,
-            term: self.log.term(index)?,
-            conf: self.confs.at(index).clone(),
-        })
+        self.confs.snapshot_meta(&self.log, index)
     }
 
     fn has_ready(&self) -> bool {

@@ -340,26 +340,32 @@ impl Node {
                 outbound: out,
                 info,
             };
-            match cfg.protocol {
+            let (id, protocol, election_tick) = (cfg.id, cfg.protocol, cfg.election_ticks);
+            let io = NodeIo {
+                cfg,
+                store,
+                cmds: cmd_rx,
+                commits,
+                machine: opts.machine,
+                state: st,
+                compacted,
+            };
+            match protocol {
                 ProtocolKind::Raft => {
                     let rc = RaftConfig {
-                        election_tick: cfg.election_ticks,
-                        seed: cfg.id,
+                        election_tick,
+                        seed: id,
                         ..RaftConfig::default()
                     };
-                    let p = Raft::new(cfg.id, rc, conf, restored);
-                    let io = NodeIo::new(cfg, store, cmd_rx, commits, opts.machine, st, compacted);
-                    spawn_node(p, io, peer);
+                    spawn_node(Raft::new(id, rc, conf, restored), io, peer);
                 }
                 ProtocolKind::Zab => {
                     let zc = ZabConfig {
-                        election_tick: cfg.election_ticks,
-                        seed: cfg.id,
+                        election_tick,
+                        seed: id,
                         ..ZabConfig::default()
                     };
-                    let p = Zab::new(cfg.id, zc, conf, restored);
-                    let io = NodeIo::new(cfg, store, cmd_rx, commits, opts.machine, st, compacted);
-                    spawn_node(p, io, peer);
+                    spawn_node(Zab::new(id, zc, conf, restored), io, peer);
                 }
             }
             Ok::<(), String>(())
@@ -535,28 +541,6 @@ struct NodeIo {
     state: Arc<NodeState>,
     /// Index the log is compacted through.
     compacted: u64,
-}
-
-impl NodeIo {
-    fn new(
-        cfg: NodeConfig,
-        store: WalStore,
-        cmds: mpsc::Receiver<Cmd>,
-        commits: tokio::sync::broadcast::Sender<Entry>,
-        machine: Option<Arc<dyn StateMachine>>,
-        state: Arc<NodeState>,
-        compacted: u64,
-    ) -> NodeIo {
-        NodeIo {
-            cfg,
-            store,
-            cmds,
-            commits,
-            machine,
-            state,
-            compacted,
-        }
-    }
 }
 
 /// The peer side of a node: its listener, its outbound queues, its answer to info queries.
