@@ -64,3 +64,4 @@ pub use quorumkv_server as server;
 pub use quorumkv_wal as wal;
 
 pub mod bench;
+pub mod chaos;

@@ -30,6 +30,8 @@ enum Command {
     },
     /// Deterministic cluster simulation with fault injection and safety checks.
     Sim(sim_cmd::SimArgs),
+    /// Real processes on loopback under faults, with linearizability and durability checks.
+    Chaos(quorumkv::chaos::ChaosArgs),
 }
 
 fn main() {
@@ -45,6 +47,11 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::main(&args),
         Command::Bench { target } => bench::run(target),
+        Command::Chaos(args) => match quorumkv::chaos::main(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
         Command::Sim(args) => {
             if sim_cmd::main(&args) {
                 Ok(())

@@ -172,6 +172,21 @@ impl ServeArgs {
 /// Runs `serve` until SIGINT or SIGTERM.
 pub fn main(args: &ServeArgs) -> Result<(), String> {
     let opts = args.options();
+    // Failpoints named in FAILPOINTS (e.g. `wal::fdatasync=20*off->return`) fire for the
+    // life of the process; builds without them refuse the variable rather than ignore it.
+    if let Ok(spec) = std::env::var("FAILPOINTS") {
+        if !quorumkv_server::FAILPOINTS_COMPILED {
+            return Err("FAILPOINTS is set but this build has no failpoints \
+                        (build with --features failpoints)"
+                .into());
+        }
+        for point in spec.split(';').filter(|p| !p.is_empty()) {
+            let (name, action) = point
+                .split_once('=')
+                .ok_or_else(|| format!("FAILPOINTS: {point:?} is not name=action"))?;
+            fail::cfg(name, action).map_err(|e| format!("FAILPOINTS: {point:?}: {e}"))?;
+        }
+    }
     let prepared = serve::prepare(&opts)?;
     let id = prepared.server.member_id();
     eprintln!(

@@ -259,7 +259,11 @@ impl Db {
         let mut chosen = None;
         let mut last_err = None;
         for m in meta {
-            if m.page_count * limits.page_size as u64 > file_bytes || m.page_count < 2 {
+            let claimed_bytes = m.page_count.checked_mul(limits.page_size as u64);
+            if claimed_bytes.is_none_or(|b| b > file_bytes)
+                || m.page_count < 2
+                || m.page_size as usize != limits.page_size
+            {
                 last_err = Some(Error::Corruption(format!(
                     "meta of txn {} claims {} pages but the file holds {file_bytes} bytes",
                     m.txn, m.page_count

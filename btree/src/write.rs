@@ -41,6 +41,12 @@ impl std::fmt::Debug for WriteTxn {
 }
 
 /// The shortest key `s` with `left < s <= right`.
+/// The error a failpoint injects in place of a real IO failure.
+#[cfg(feature = "failpoints")]
+fn injected() -> std::io::Error {
+    std::io::Error::other("injected failure")
+}
+
 fn separator(left: &[u8], right: &[u8]) -> Vec<u8> {
     debug_assert!(left < right);
     for l in 1..=right.len() {
@@ -682,13 +688,19 @@ impl WriteTxn {
             .first()
             .map_or(PagePtr::default(), |&p| self.ptr(p));
         self.meta.txn = txn;
+        fail::fail_point!("btree::write_pages", |_| Err(("write", injected())));
         self.write_dirty_pages()?;
+        // Pages written, the meta slot still names the previous commit.
+        fail::fail_point!("btree::write_meta", |_| Err(("write meta", injected())));
         let slot = (txn % 2) * ps as u64;
         self.inner
             .storage
             .write_at(&self.meta.encode(), slot)
             .map_err(|e| ("write meta", e))?;
+        fail::fail_point!("btree::sync", |_| Err(("sync", injected())));
         self.inner.storage.sync().map_err(|e| ("sync", e))?;
+        // Durable, not yet published or acknowledged.
+        fail::fail_point!("btree::after_sync", |_| Err(("sync", injected())));
         self.alloc.durable_txn = txn;
         self.alloc.freelist_pages = list_pages;
         self.publish();

@@ -272,6 +272,15 @@ impl WalStore {
         })
     }
 
+    /// The error a failpoint injects in place of a real IO failure.
+    #[cfg(feature = "failpoints")]
+    fn injected(&self) -> StoreError {
+        StoreError::Io {
+            path: self.dir.join("state"),
+            source: std::io::Error::other("injected failure"),
+        }
+    }
+
     /// The write-ahead log underneath.
     pub fn wal(&self) -> &Wal {
         &self.wal
@@ -373,6 +382,7 @@ impl LogStore for WalStore {
         // after it, which the protocol treats like any unmatched suffix.
         self.snapshot = s.clone();
         self.write_state()?;
+        fail::fail_point!("store::install_snapshot", |_| Err(self.injected()));
         if self.wal.last_index() > s.index {
             self.wal
                 .truncate_suffix((s.index + 1).max(self.wal.first_index()))?;
@@ -386,6 +396,7 @@ impl LogStore for WalStore {
         }
         self.snapshot = s.clone();
         self.write_state()?;
+        fail::fail_point!("store::compact", |_| Err(self.injected()));
         self.wal.purge_prefix(s.index.min(self.wal.last_index()))?;
         Ok(())
     }

@@ -12,3 +12,6 @@ pub mod node;
 pub mod pb;
 pub mod serve;
 pub mod transport;
+
+/// Whether this build has the storage-path failpoints compiled in (feature `failpoints`).
+pub const FAILPOINTS_COMPILED: bool = cfg!(feature = "failpoints");

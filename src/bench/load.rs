@@ -96,7 +96,8 @@ pub struct WatchArgs {
     watchers: usize,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Parses a duration such as `10s`, `500ms` or `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .map_or((s, "s"), |i| s.split_at(i));

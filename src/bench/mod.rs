@@ -9,6 +9,8 @@ mod wal;
 
 use clap::Subcommand;
 
+pub use load::parse_duration;
+
 /// What to benchmark.
 #[derive(Debug, Subcommand)]
 pub enum Target {

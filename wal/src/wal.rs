@@ -827,6 +827,9 @@ impl Wal {
         if removed.is_empty() {
             return Ok(());
         }
+        fail::fail_point!("wal::purge", |_| Err(Error::io("remove purged segment")(
+            injected("wal::purge")
+        )));
         for seg in &removed {
             sh.fs
                 .remove(&seg.path)
@@ -1004,6 +1007,12 @@ fn writer_loop(sh: &Shared) {
 
 type IoFailure = (&'static str, io::Error);
 
+/// The error a failpoint injects in place of a real IO failure.
+#[cfg(feature = "failpoints")]
+fn injected(at: &str) -> io::Error {
+    io::Error::other(format!("injected failure at {at}"))
+}
+
 /// A batch's buffers, handed back for reuse.
 type BatchBuffers = (Vec<u8>, Vec<u32>);
 
@@ -1035,10 +1044,19 @@ fn write_batch(
             frame::seal(&mut batch.buf[a..b], io.header.salt);
         }
         let chunk = &batch.buf[start..end];
+        fail::fail_point!("wal::write", |_| Err(("write", injected("wal::write"))));
         if inline_sync && k == n {
+            fail::fail_point!("wal::fdatasync", |_| Err((
+                "write+fdatasync",
+                injected("wal::fdatasync")
+            )));
             sh.counters
                 .timed_sync(|| io.file.write_and_sync(chunk, io.write_off))
                 .map_err(|e| ("write+fdatasync", e))?;
+            fail::fail_point!("wal::after_fdatasync", |_| Err((
+                "write+fdatasync",
+                injected("wal::after_fdatasync")
+            )));
         } else {
             io.file
                 .write_at(chunk, io.write_off)
@@ -1058,6 +1076,11 @@ fn write_batch(
         io.write_off += (end - start) as u64;
         pos = k;
     }
+    // Written, not yet durable: a failure here must leave nothing acknowledged.
+    fail::fail_point!("wal::after_write", |_| Err((
+        "write",
+        injected("wal::after_write")
+    )));
     let c = &sh.counters;
     c.records.fetch_add(n as u64, Ordering::Relaxed);
     c.bytes.fetch_add(batch.buf.len() as u64, Ordering::Relaxed);
@@ -1072,6 +1095,10 @@ fn write_batch(
 
 /// Closes the current segment (durably) and opens the next one at `first_index`.
 fn rotate(sh: &Shared, io: &mut Io, first_index: u64) -> Result<(), IoFailure> {
+    fail::fail_point!("wal::rotate", |_| Err((
+        "create segment",
+        injected("wal::rotate")
+    )));
     sh.counters
         .timed_sync(|| io.file.sync_data())
         .map_err(|e| ("fdatasync", e))?;
@@ -1110,12 +1137,23 @@ fn syncer_loop(sh: &Shared) {
                 files.push(f);
             }
         }
+        fail::fail_point!("wal::fdatasync", |_| fail_stop(
+            sh,
+            "fdatasync",
+            &injected("wal::fdatasync")
+        ));
         for f in files {
             if let Err(e) = sh.counters.timed_sync(|| f.sync_data()) {
                 fail_stop(sh, "fdatasync", &e);
                 return;
             }
         }
+        // Durable, not yet acknowledged.
+        fail::fail_point!("wal::after_fdatasync", |_| fail_stop(
+            sh,
+            "fdatasync",
+            &injected("wal::after_fdatasync")
+        ));
         let last = jobs.last().expect("non-empty");
         complete(sh, jobs.len(), last.seq, last.last_index);
     }

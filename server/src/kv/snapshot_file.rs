@@ -149,6 +149,10 @@ pub fn restore(mvcc: &Mvcc, path: &Path) -> Result<u64, String> {
         return Err(bad("bad padding"));
     }
     w.set_user_value(applied);
+    // Every row replaced in the transaction, nothing committed yet.
+    fail::fail_point!("kv::snapshot_restore", |_| Err(
+        "injected failure at kv::snapshot_restore".into()
+    ));
     w.commit().map_err(|e| e.to_string())?;
     Ok(applied)
 }

@@ -84,6 +84,12 @@ impl Decoder {
         Ok(Some(out))
     }
 
+    /// Changes the largest payload accepted from here on (a connection accepts only a small
+    /// handshake until it has identified itself).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Bytes buffered but not yet returned.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start

@@ -24,6 +24,11 @@ const HANDSHAKE_MAGIC: &[u8; 8] = b"QKVPEER1";
 /// closes (how a member joining a running cluster learns its id and its peers).
 const INFO_MAGIC: &[u8; 8] = b"QKVINFO1";
 
+/// Largest frame a connection may send before its handshake (handshakes are 24 bytes).
+const HANDSHAKE_BYTES_MAX: usize = 64;
+/// How long a new connection has to send its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Produces the answer to an info query.
 pub type InfoFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
@@ -228,11 +233,20 @@ async fn serve<M: ProtocolMessage>(
     inbound: mpsc::Sender<M>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let mut dec = frame::Decoder::new(max_frame_bytes.max(snapshot::CHUNK_BYTES + 1));
+    // Until it identifies itself, a connection may send one small frame, promptly.
+    let mut dec = frame::Decoder::new(HANDSHAKE_BYTES_MAX);
     let mut buf = vec![0u8; 64 << 10];
     let mut peer: Option<NodeId> = None;
     loop {
-        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let read = stream.read(&mut buf);
+        let n = if peer.is_none() {
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+                .await
+                .map_err(|_| "no handshake in time".to_string())?
+        } else {
+            read.await
+        }
+        .map_err(|e| e.to_string())?;
         if n == 0 {
             return Ok(());
         }
@@ -259,6 +273,7 @@ async fn serve<M: ProtocolMessage>(
                     return Err(format!("peer from another cluster ({c})"));
                 }
                 let from = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
+                dec.set_max(max_frame_bytes.max(snapshot::CHUNK_BYTES + 1));
                 if stream_kind == Some(snapshot::STREAM_MAGIC) {
                     return snapshot::receive(stream, dec, from, me, snapshots, &inbound).await;
                 }

@@ -1,0 +1,319 @@
+//! The cluster under test: real `quorumkv serve` processes on loopback, each behind its own
+//! peer proxy, started, killed (-9), paused (SIGSTOP/SIGCONT), restarted and replaced.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use quorumkv_server::pb::etcdserverpb::{
+    MemberAddRequest, MemberRemoveRequest, StatusRequest, cluster_client::ClusterClient,
+    maintenance_client::MaintenanceClient,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use super::proxy::Ids;
+
+/// One member.
+#[derive(Debug)]
+pub struct Member {
+    /// Its name.
+    pub name: String,
+    /// Its id (changes when it is replaced).
+    pub id: u64,
+    /// Client API address.
+    pub client: SocketAddr,
+    /// The real peer listener.
+    pub peer: SocketAddr,
+    /// The proxy in front of it: its advertised peer URL.
+    pub proxy: SocketAddr,
+    dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    joining: bool,
+    /// Channel for requests (with a request timeout).
+    pub channel: Channel,
+    /// Channel for watch streams (no request timeout).
+    pub stream_channel: Channel,
+}
+
+/// The members and how to start them.
+#[derive(Debug)]
+pub struct Cluster {
+    exe: PathBuf,
+    protocol: String,
+    token: String,
+    extra: Vec<String>,
+    /// Members by index.
+    pub members: Vec<Member>,
+    ids: Ids,
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> Result<SocketAddr, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn channel(addr: SocketAddr, timeout: Option<Duration>) -> Result<Channel, String> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true);
+    let ep = match timeout {
+        Some(t) => ep.timeout(t),
+        None => ep,
+    };
+    Ok(ep.connect_lazy())
+}
+
+impl Cluster {
+    /// Lays out `n` members under `dir` whose proxies listen on `proxies`; nothing runs yet.
+    pub fn new(
+        dir: &Path,
+        protocol: &str,
+        seed: u64,
+        proxies: &[SocketAddr],
+        extra: Vec<String>,
+        request_timeout: Duration,
+    ) -> Result<Cluster, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let token = format!("chaos-{seed}");
+        let mut members = Vec::new();
+        let ids: Ids = Arc::new(RwLock::new(HashMap::new()));
+        for (i, &proxy) in proxies.iter().enumerate() {
+            let client = free_port()?;
+            let id = quorumkv_server::cluster::member_id(&[format!("http://{proxy}")], &token);
+            ids.write().insert(id, i);
+            members.push(Member {
+                name: format!("n{i}"),
+                id,
+                client,
+                peer: free_port()?,
+                proxy,
+                dir: dir.join(format!("n{i}")),
+                child: None,
+                paused: false,
+                joining: false,
+                channel: channel(client, Some(request_timeout))?,
+                stream_channel: channel(client, None)?,
+            });
+        }
+        Ok(Cluster {
+            exe,
+            protocol: protocol.to_string(),
+            token,
+            extra,
+            members,
+            ids,
+        })
+    }
+
+    /// The id table the proxies read.
+    pub fn ids(&self) -> Ids {
+        Arc::clone(&self.ids)
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.proxy))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts member `i` (again) on its data directory.
+    pub fn start(&mut self, i: usize) -> Result<(), String> {
+        self.start_with(i, None)
+    }
+
+    /// Starts member `i` with the given FAILPOINTS (needs a build with failpoints).
+    pub fn start_with(&mut self, i: usize, failpoints: Option<&str>) -> Result<(), String> {
+        let initial = self.initial_cluster();
+        let m = &mut self.members[i];
+        if m.child.is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(m.dir.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.dir.with_extension("log"))
+            .map_err(|e| format!("{}: {e}", m.dir.display()))?;
+        let state = if m.joining { "existing" } else { "new" };
+        let mut cmd = Command::new(&self.exe);
+        match failpoints {
+            Some(spec) => cmd.env("FAILPOINTS", spec),
+            None => cmd.env_remove("FAILPOINTS"),
+        };
+        let child = cmd
+            .args(["serve", "--name", &m.name, "--data-dir"])
+            .arg(&m.dir)
+            .args([
+                "--listen-client-urls",
+                &format!("http://{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", m.proxy),
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                state,
+                "--initial-cluster-token",
+                &self.token,
+                "--replication",
+                &self.protocol,
+            ])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        m.child = Some(child);
+        m.paused = false;
+        Ok(())
+    }
+
+    /// Whether member `i` runs (paused or not).
+    pub fn running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    /// Kills member `i` with SIGKILL and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.members[i].paused = false;
+    }
+
+    fn signal(&mut self, i: usize, sig: libc::c_int) {
+        if let Some(c) = &self.members[i].child {
+            let pid = libc::pid_t::try_from(c.id()).expect("pids fit pid_t");
+            // SAFETY: kill(2) on our own child's pid with a valid signal number.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// Stops member `i` with SIGSTOP.
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+        self.members[i].paused = true;
+    }
+
+    /// Resumes member `i` with SIGCONT.
+    pub fn resume(&mut self, i: usize) {
+        if self.members[i].paused {
+            self.signal(i, libc::SIGCONT);
+            self.members[i].paused = false;
+        }
+    }
+
+    /// Whether member `i` exited by itself; reaps it if so.
+    pub fn exited(&mut self, i: usize) -> bool {
+        let gone = match &mut self.members[i].child {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => false,
+        };
+        if gone {
+            self.members[i].child = None;
+        }
+        gone
+    }
+
+    /// Resumes paused members and restarts stopped ones.
+    pub fn heal(&mut self) -> Result<(), String> {
+        for i in 0..self.members.len() {
+            self.exited(i);
+            self.resume(i);
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    /// Kills every member.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+
+    /// The index of the member every answering member names as leader, if they agree.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut named = None;
+        for m in &self.members {
+            if m.child.is_none() || m.paused {
+                continue;
+            }
+            let mut c = MaintenanceClient::new(m.channel.clone());
+            let Ok(r) = c.status(StatusRequest {}).await else {
+                continue;
+            };
+            let leader = r.into_inner().leader;
+            if leader == 0 || named.is_some_and(|l| l != leader) {
+                return None;
+            }
+            named = Some(leader);
+        }
+        let id = named?;
+        self.members.iter().position(|m| m.id == id)
+    }
+
+    /// Replaces member `i`: removes it through another member, waits for it to exit, wipes its
+    /// data, adds it back under a new id and starts it joining the running cluster.
+    pub async fn replace(&mut self, i: usize, via: usize) -> Result<(), String> {
+        let mut c = ClusterClient::new(self.members[via].channel.clone());
+        let old = self.members[i].id;
+        c.member_remove(MemberRemoveRequest { id: old })
+            .await
+            .map_err(|e| format!("member remove: {}", e.message()))?;
+        // A removed member stops by itself; give it a while, then make sure.
+        for _ in 0..100 {
+            if self.exited(i) || !self.running(i) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.resume(i);
+        self.kill(i);
+        let dir = self.members[i].dir.clone();
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let added = c
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![format!("http://{}", self.members[i].proxy)],
+                is_learner: false,
+            })
+            .await
+            .map_err(|e| format!("member add: {}", e.message()))?
+            .into_inner();
+        let id = added
+            .member
+            .map(|m| m.id)
+            .ok_or("member add named no member")?;
+        {
+            let mut ids = self.ids.write();
+            ids.remove(&old);
+            ids.insert(id, i);
+        }
+        self.members[i].id = id;
+        self.members[i].joining = true;
+        self.start(i)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

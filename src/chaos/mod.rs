@@ -1,0 +1,468 @@
+//! `quorumkv chaos`: real `quorumkv serve` processes on loopback under faults — kill -9,
+//! SIGSTOP pauses, partitions, delays and drops through a peer proxy, leader isolation,
+//! member replacement, compaction — while clients record a history of puts, gets,
+//! compare-and-sets and watches. Afterwards it heals the cluster and checks that the history is
+//! linearizable, no acknowledged write was lost, watch streams were ordered and complete, and
+//! every member converged to the same revision and hash. The last line sums it up; any
+//! violation makes the exit status non-zero.
+
+mod cluster;
+mod proxy;
+mod verify;
+mod workload;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quorumkv_server::pb::etcdserverpb::{CompactionRequest, PutRequest, kv_client::KvClient};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+use cluster::Cluster;
+use proxy::NetFaults;
+use workload::Shared;
+
+/// The faults a run can inject.
+const FAULTS: &[&str] = &[
+    "kill",
+    "kill-leader",
+    "pause",
+    "partition",
+    "isolate-leader",
+    "delay",
+    "drop",
+    "compact",
+    "replace",
+    "disk",
+];
+
+/// Storage-path failpoints the `disk` fault arms in a restarted member.
+const DISK_FAILPOINTS: &[&str] = &[
+    "wal::write",
+    "wal::after_write",
+    "wal::fdatasync",
+    "wal::after_fdatasync",
+    "wal::rotate",
+    "btree::write_meta",
+    "btree::sync",
+];
+
+/// `quorumkv chaos`.
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Replication protocol of the cluster.
+    #[arg(long, default_value = "raft", value_parser = ["raft", "zab"])]
+    replication: String,
+    /// Members (3 or 5 make sense).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// How long the faults and the load run (e.g. 30s, 5m).
+    #[arg(long, default_value = "30s", value_parser = crate::bench::parse_duration)]
+    duration: Duration,
+    /// Seed of the fault schedule and the clients' choices (random when absent).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 6)]
+    clients: u64,
+    /// Concurrent watchers.
+    #[arg(long, default_value_t = 2)]
+    watchers: usize,
+    /// Keys the clients share.
+    #[arg(long, default_value_t = 6)]
+    keys: u8,
+    /// Faults to choose from, comma-separated (default: all; `disk` needs a build with
+    /// `--features failpoints`).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// Extra flags for every `serve` (split on spaces).
+    #[arg(
+        long,
+        default_value = "--heartbeat-interval 50 --election-timeout 500 --snapshot-count 2000 \
+                         --experimental-snapshot-catchup-entries 200"
+    )]
+    serve_flags: String,
+    /// Where the members keep their data and logs (a fresh temporary directory by default;
+    /// kept when the run fails).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl ChaosArgs {
+    fn check(&self) -> Result<(), String> {
+        if !(1..=9).contains(&self.nodes) {
+            return Err("--nodes must be between 1 and 9".into());
+        }
+        if self.clients == 0 || self.keys == 0 || self.keys == u8::MAX {
+            return Err("--clients and --keys must be positive (keys below 255)".into());
+        }
+        if let Some(f) = self.faults.iter().find(|f| !FAULTS.contains(&f.as_str())) {
+            return Err(format!("unknown fault {f:?}; known: {}", FAULTS.join(",")));
+        }
+        if self.faults.iter().any(|f| f == "disk") && !quorumkv_server::FAILPOINTS_COMPILED {
+            return Err("the disk fault needs a build with --features failpoints".into());
+        }
+        Ok(())
+    }
+
+    /// The faults to draw from.
+    fn fault_set(&self) -> Vec<String> {
+        if !self.faults.is_empty() {
+            return self.faults.clone();
+        }
+        FAULTS
+            .iter()
+            .filter(|f| **f != "disk" || quorumkv_server::FAILPOINTS_COMPILED)
+            .map(|f| f.to_string())
+            .collect()
+    }
+}
+
+/// Runs the chaos test; `Ok(false)` when a check failed.
+pub fn main(args: &ChaosArgs) -> Result<bool, String> {
+    args.check()?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (dir, temp) = match &args.data_dir {
+        Some(d) => (d.clone(), false),
+        None => {
+            let d =
+                std::env::temp_dir().join(format!("quorumkv-chaos-{seed}-{}", std::process::id()));
+            (d, true)
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!(
+        "chaos: {} members on {}, {:?}, seed {seed}, data in {}",
+        args.nodes,
+        args.replication,
+        args.duration,
+        dir.display()
+    );
+    let ok = rt.block_on(run(args, seed, &dir))?;
+    if ok && temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else if !ok {
+        println!(
+            "member logs kept in {}; replay with --seed {seed}",
+            dir.display()
+        );
+    }
+    Ok(ok)
+}
+
+async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool, String> {
+    let started = Instant::now();
+    let say = |what: String| println!("[{:7.2}s] {what}", started.elapsed().as_secs_f64());
+    // Proxies first: their addresses are the members' peer URLs.
+    let mut listeners = Vec::new();
+    for _ in 0..args.nodes {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("proxy: {e}"))?;
+        listeners.push(l);
+    }
+    let proxies: Vec<_> = listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let extra = args
+        .serve_flags
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let mut cl = Cluster::new(
+        dir,
+        &args.replication,
+        seed,
+        &proxies,
+        extra,
+        Duration::from_secs(3),
+    )?;
+    let (faults_tx, faults_rx) = watch::channel(NetFaults::healthy(args.nodes));
+    for (i, l) in listeners.into_iter().enumerate() {
+        let target = cl.members[i].peer;
+        tokio::spawn(proxy::run(l, i, target, cl.ids(), faults_rx.clone(), seed));
+    }
+    for i in 0..args.nodes {
+        cl.start(i)?;
+    }
+    let channels: Vec<_> = cl.members.iter().map(|m| m.channel.clone()).collect();
+    let start_revision = initialize(&channels, args.keys).await?;
+    say(format!(
+        "cluster up; keys initialized at revision {start_revision}"
+    ));
+
+    let shared = Arc::new(Shared::new(args.watchers));
+    let mut clients = Vec::new();
+    for c in 0..args.clients {
+        clients.push(tokio::spawn(workload::client(
+            c,
+            args.keys,
+            channels.clone(),
+            Arc::clone(&shared),
+            seed,
+        )));
+    }
+    let stream_channels: Vec<_> = cl
+        .members
+        .iter()
+        .map(|m| m.stream_channel.clone())
+        .collect();
+    let mut watchers = Vec::new();
+    for w in 0..args.watchers {
+        watchers.push(tokio::spawn(workload::watcher(
+            w,
+            start_revision + 1,
+            stream_channels.clone(),
+            Arc::clone(&shared),
+        )));
+    }
+
+    let mut rng = StdRng::seed_from_u64(seed);
+    let faults = args.fault_set();
+    say(format!("faults: {}", faults.join(",")));
+    let end = Instant::now() + args.duration;
+    let mut injected = 0u64;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+        if Instant::now() >= end {
+            break;
+        }
+        let fault = &faults[rng.random_range(0..faults.len())];
+        let hold = Duration::from_millis(rng.random_range(500..4000));
+        injected += 1;
+        if let Err(e) = inject(fault, hold, &mut cl, &faults_tx, &shared, &mut rng, &say).await {
+            say(format!("{fault}: {e}"));
+        }
+    }
+
+    say("healing: all members up, network whole".into());
+    faults_tx.send_replace(NetFaults::healthy(args.nodes));
+    cl.heal()?;
+    shared
+        .stop_clients
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let converged = verify::converge(&channels, Duration::from_secs(60)).await;
+    let last = match &converged {
+        Ok(_) => verify::last_key_revision(&channels[0]).await.unwrap_or(0),
+        Err(_) => 0,
+    };
+    let wait_watchers = Instant::now() + Duration::from_secs(20);
+    while shared.watched_by_all() < last && Instant::now() < wait_watchers {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shared
+        .stop_watchers
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut logs = Vec::new();
+    for w in watchers {
+        logs.push(w.await.map_err(|e| e.to_string())?);
+    }
+
+    let history = std::mem::take(&mut *shared.history.lock());
+    let lost = verify::lost(&history, &logs, &channels[0]).await;
+    let violations = verify::watch_violations(&logs, &history.acked, start_revision + 1, last);
+    let check_started = Instant::now();
+    let (linearizable, why) = verify::linearizable(&history);
+    say(format!(
+        "checked {} operations in {:.1}s",
+        history.ops.len(),
+        check_started.elapsed().as_secs_f64()
+    ));
+    cl.stop_all();
+
+    for a in lost.iter().take(10) {
+        say(format!("LOST: {a:?}"));
+    }
+    for v in violations.iter().take(10) {
+        say(format!("WATCH: {v}"));
+    }
+    if !why.is_empty() {
+        say(format!("LINEARIZABILITY: {why}"));
+    }
+    let (converged_ok, revision, hash) = match converged {
+        Ok(c) => (true, c.revision, c.hash),
+        Err(e) => {
+            say(e);
+            (false, 0, 0)
+        }
+    };
+    let reconnects: u64 = logs.iter().map(|l| l.reconnects).sum();
+    let events: usize = logs.iter().map(|l| l.events.len()).sum();
+    println!(
+        "acked={} lost={} linearizable={} watch_violations={} converged={converged_ok} \
+         revision={revision} hash={hash} ops={} unknown={} failed_reads={} watch_events={events} \
+         watch_reconnects={reconnects} faults={injected} seed={seed}",
+        history.acked.len(),
+        lost.len(),
+        match linearizable {
+            Some(b) => b.to_string(),
+            None => "unknown".into(),
+        },
+        violations.len(),
+        history.ops.len(),
+        history.unknown,
+        history.failed_reads,
+    );
+    Ok(lost.is_empty() && linearizable == Some(true) && violations.is_empty() && converged_ok)
+}
+
+/// Writes "0" to every key once the cluster answers; returns the revision after.
+async fn initialize(channels: &[tonic::transport::Channel], keys: u8) -> Result<i64, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut k = 0u8;
+    let mut revision = 0;
+    let mut i = 0usize;
+    let mut last = String::new();
+    while k < keys {
+        if Instant::now() > deadline {
+            return Err(format!("the cluster never took writes: {last}"));
+        }
+        let mut kv = KvClient::new(channels[i % channels.len()].clone());
+        match kv
+            .put(PutRequest {
+                key: workload::key(k),
+                value: b"0".to_vec(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => {
+                revision = r.into_inner().header.map_or(0, |h| h.revision);
+                k += 1;
+            }
+            Err(e) => {
+                last = e.message().to_string();
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Ok(revision)
+}
+
+/// Injects one fault for about `hold`, then undoes it.
+async fn inject(
+    fault: &str,
+    hold: Duration,
+    cl: &mut Cluster,
+    net: &watch::Sender<NetFaults>,
+    shared: &Shared,
+    rng: &mut StdRng,
+    say: &impl Fn(String),
+) -> Result<(), String> {
+    let n = cl.members.len();
+    let random = rng.random_range(0..n);
+    let pick_leader = || async { cl.leader().await.ok_or("no agreed leader") };
+    match fault {
+        "kill" | "kill-leader" => {
+            let i = if fault == "kill" {
+                random
+            } else {
+                pick_leader().await?
+            };
+            say(format!("kill -9 {}", cl.members[i].name));
+            cl.kill(i);
+            tokio::time::sleep(hold).await;
+            say(format!("restart {}", cl.members[i].name));
+            cl.start(i)?;
+        }
+        "pause" => {
+            say(format!("SIGSTOP {} for {hold:?}", cl.members[random].name));
+            cl.pause(random);
+            tokio::time::sleep(hold).await;
+            cl.resume(random);
+        }
+        "partition" | "isolate-leader" => {
+            let mut f = NetFaults::healthy(n);
+            if fault == "partition" {
+                // A random minority (at least one member) on the other side.
+                let minority = rng.random_range(1..=(n / 2).max(1));
+                let mut order: Vec<usize> = (0..n).collect();
+                for i in (1..n).rev() {
+                    order.swap(i, rng.random_range(0..=i));
+                }
+                for &i in &order[..minority] {
+                    f.group[i] = 1;
+                }
+            } else {
+                f.group[pick_leader().await?] = 1;
+            }
+            say(format!("partition {:?} for {hold:?}", f.group));
+            net.send_replace(f);
+            tokio::time::sleep(hold).await;
+            net.send_replace(NetFaults::healthy(n));
+        }
+        "delay" | "drop" => {
+            let mut f = NetFaults::healthy(n);
+            if fault == "delay" {
+                f.delay_ms = rng.random_range(5..80);
+            } else {
+                f.drop_per_mille = rng.random_range(50..400);
+            }
+            say(format!(
+                "peer traffic: delay {} ms, drop {}‰ for {hold:?}",
+                f.delay_ms, f.drop_per_mille
+            ));
+            net.send_replace(f);
+            tokio::time::sleep(hold).await;
+            net.send_replace(NetFaults::healthy(n));
+        }
+        "compact" => {
+            // Only revisions every watcher has passed, so no stream loses events it still needs.
+            let revision = shared.watched_by_all() - 5;
+            if revision > 0 {
+                say(format!("compact to revision {revision}"));
+                KvClient::new(cl.members[random].channel.clone())
+                    .compact(CompactionRequest {
+                        revision,
+                        physical: false,
+                    })
+                    .await
+                    .map_err(|e| e.message().to_string())?;
+            }
+        }
+        "replace" => {
+            let leader = pick_leader().await?;
+            let i = (leader + 1 + rng.random_range(0..n.saturating_sub(1).max(1))) % n;
+            if i == leader {
+                return Ok(());
+            }
+            say(format!(
+                "replace {} (remove, wipe, add, join)",
+                cl.members[i].name
+            ));
+            cl.replace(i, leader).await?;
+            tokio::time::sleep(hold).await;
+        }
+        "disk" => {
+            // The member restarts with one storage failpoint armed to fail after a number of
+            // passes; from then on it must stop acknowledging (fail-stop), never pretend.
+            let point = DISK_FAILPOINTS[rng.random_range(0..DISK_FAILPOINTS.len())];
+            let spec = format!("{point}={}*off->return", rng.random_range(1..300));
+            say(format!(
+                "disk fault in {}: {spec} for {hold:?}",
+                cl.members[random].name
+            ));
+            cl.kill(random);
+            cl.start_with(random, Some(&spec))?;
+            tokio::time::sleep(hold).await;
+            say(format!(
+                "restart {} with healthy storage",
+                cl.members[random].name
+            ));
+            cl.kill(random);
+            cl.start(random)?;
+        }
+        other => return Err(format!("unknown fault {other}")),
+    }
+    Ok(())
+}

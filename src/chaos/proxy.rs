@@ -1,0 +1,207 @@
+//! The fault-injecting peer proxy. Each member advertises a proxy address as its peer URL, so
+//! every connection between members passes through here. The proxy reads a connection's
+//! handshake to learn which member dialed, then forwards it frame by frame, applying the
+//! current [`NetFaults`]: members in different partition groups cannot connect (and their open
+//! connections are cut when a partition starts), every frame waits out the configured delay
+//! (order kept, throughput not serialized), and message frames are dropped at the configured
+//! rate. Snapshot streams and info queries are forwarded whole, subject to partitions only.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use quorumkv_server::transport::frame;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Largest frame forwarded (above the members' own peer frame limit).
+const MAX_FRAME_BYTES: usize = 600 << 20;
+/// Frames queued between a connection's reader and its delayed writer.
+const QUEUE_FRAMES: usize = 4096;
+const MESSAGE_MAGIC: &[u8; 8] = b"QKVPEER1";
+const STREAM_MAGIC: &[u8; 8] = b"QKVSTRM1";
+
+/// The network faults in force between members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetFaults {
+    /// Partition group of each member (by index); members in different groups cannot talk.
+    pub group: Vec<u8>,
+    /// Delay added to every frame.
+    pub delay_ms: u64,
+    /// Message frames dropped, per thousand.
+    pub drop_per_mille: u32,
+}
+
+impl NetFaults {
+    /// No faults among `members` members.
+    pub fn healthy(members: usize) -> NetFaults {
+        NetFaults {
+            group: vec![0; members],
+            delay_ms: 0,
+            drop_per_mille: 0,
+        }
+    }
+
+    /// Whether traffic between members `a` and `b` is cut.
+    pub fn blocked(&self, a: Option<usize>, b: usize) -> bool {
+        match a {
+            Some(a) => self.group.get(a) != self.group.get(b),
+            None => false,
+        }
+    }
+}
+
+/// Member ids to member indexes, kept current as members are replaced.
+pub type Ids = Arc<RwLock<HashMap<u64, usize>>>;
+
+/// Runs the proxy in front of member `to`, whose peer listener is at `target`.
+pub async fn run(
+    listener: TcpListener,
+    to: usize,
+    target: SocketAddr,
+    ids: Ids,
+    faults: watch::Receiver<NetFaults>,
+    seed: u64,
+) {
+    let mut conns = 0u64;
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        conns += 1;
+        let ids = Arc::clone(&ids);
+        let faults = faults.clone();
+        let rng = StdRng::seed_from_u64(seed ^ ((to as u64) << 48) ^ conns);
+        tokio::spawn(async move {
+            if let Err(e) = forward(client, to, target, &ids, faults, rng).await {
+                tracing::debug!(to, "proxy connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn forward(
+    client: TcpStream,
+    to: usize,
+    target: SocketAddr,
+    ids: &Ids,
+    mut faults: watch::Receiver<NetFaults>,
+    mut rng: StdRng,
+) -> Result<(), String> {
+    let _ = client.set_nodelay(true);
+    let (mut client_rd, client_wr) = client.into_split();
+    let mut dec = frame::Decoder::new(MAX_FRAME_BYTES);
+    let mut buf = vec![0u8; 64 << 10];
+    // The handshake names the dialing member (info queries name nobody).
+    let hello = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(p) = dec.next_frame().map_err(|e| e.to_string())? {
+                return Ok::<_, String>(p);
+            }
+            let n = client_rd.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before its handshake".into());
+            }
+            dec.push(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|_| "no handshake".to_string())??;
+    let magic = hello.get(..8);
+    let from = if hello.len() == 24 && (magic == Some(MESSAGE_MAGIC) || magic == Some(STREAM_MAGIC))
+    {
+        let id = u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes"));
+        ids.read().get(&id).copied()
+    } else {
+        None
+    };
+    let messages = magic == Some(MESSAGE_MAGIC);
+    if faults.borrow().blocked(from, to) {
+        return Err("partitioned".into());
+    }
+    let upstream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = upstream.set_nodelay(true);
+    let (target_rd, target_wr) = upstream.into_split();
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_FRAMES);
+    let mut first = Vec::with_capacity(hello.len() + frame::HEADER_BYTES);
+    frame::encode(&mut first, &hello);
+    tx.send((Instant::now(), first))
+        .await
+        .map_err(|_| "writer gone")?;
+    let faults_now = faults.clone();
+    let up = async move {
+        loop {
+            while let Some(p) = dec.next_frame().map_err(|e| e.to_string())? {
+                let (delay_ms, drop_per_mille) = {
+                    let f = faults_now.borrow();
+                    (f.delay_ms, f.drop_per_mille)
+                };
+                if messages && rng.random_range(0..1000) < drop_per_mille {
+                    continue;
+                }
+                let mut out = Vec::with_capacity(p.len() + frame::HEADER_BYTES);
+                frame::encode(&mut out, &p);
+                let due = Instant::now() + Duration::from_millis(delay_ms);
+                tx.send((due, out)).await.map_err(|_| "writer gone")?;
+            }
+            let n = client_rd.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok::<(), String>(());
+            }
+            dec.push(&buf[..n]);
+        }
+    };
+    let cut = async move {
+        loop {
+            if faults.borrow_and_update().blocked(from, to) {
+                return;
+            }
+            if faults.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    // A dialer that closes its side ends the connection once the delayed frames are written.
+    let up = async move {
+        up.await?;
+        std::future::pending::<Result<(), String>>().await
+    };
+    tokio::select! {
+        r = up => r,
+        r = write_delayed(rx, target_wr) => r,
+        r = copy(target_rd, client_wr) => r,
+        () = cut => Err("partitioned".into()),
+    }
+}
+
+async fn write_delayed(
+    mut rx: mpsc::Receiver<(Instant, Vec<u8>)>,
+    mut out: OwnedWriteHalf,
+) -> Result<(), String> {
+    while let Some((due, bytes)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        out.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = from.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+    }
+}

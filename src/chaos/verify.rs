@@ -1,0 +1,200 @@
+//! The checks after a run: the history is linearizable, every acknowledged write is in the
+//! cluster's history, every watch stream is ordered with no duplicates, gaps or disagreements,
+//! and all members converge to the same revision and hash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use quorumkv_replication::checker::{self, Outcome};
+use quorumkv_server::pb::etcdserverpb::{
+    HashKvRequest, RangeRequest, StatusRequest, kv_client::KvClient,
+    maintenance_client::MaintenanceClient,
+};
+use tonic::transport::Channel;
+
+use super::workload::{self, Acked, History, Seen, WatchLog};
+
+/// Where the members ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Converged {
+    /// The revision every member reached.
+    pub revision: i64,
+    /// Their HashKV at that revision.
+    pub hash: u32,
+}
+
+/// Waits (up to `patience`) until every member reports the same revision and the same
+/// HashKV at it.
+pub async fn converge(channels: &[Channel], patience: Duration) -> Result<Converged, String> {
+    let deadline = Instant::now() + patience;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match agree(channels).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!("members did not converge: {last}"))
+}
+
+async fn agree(channels: &[Channel]) -> Result<Converged, String> {
+    let mut revisions = BTreeSet::new();
+    for ch in channels {
+        let st = MaintenanceClient::new(ch.clone())
+            .status(StatusRequest {})
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
+        revisions.insert(st.header.map_or(0, |h| h.revision));
+    }
+    let revision = match revisions.iter().collect::<Vec<_>>()[..] {
+        [&r] => r,
+        _ => return Err(format!("revisions differ: {revisions:?}")),
+    };
+    let mut hashes = BTreeSet::new();
+    for ch in channels {
+        let h = MaintenanceClient::new(ch.clone())
+            .hash_kv(HashKvRequest { revision })
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
+        hashes.insert(h.hash);
+    }
+    match hashes.iter().collect::<Vec<_>>()[..] {
+        [&hash] => Ok(Converged { revision, hash }),
+        _ => Err(format!("hashes differ at revision {revision}: {hashes:?}")),
+    }
+}
+
+/// The newest revision of any workload key, read from `ch`.
+pub async fn last_key_revision(ch: &Channel) -> Result<i64, String> {
+    let r = KvClient::new(ch.clone())
+        .range(RangeRequest {
+            key: workload::PREFIX.to_vec(),
+            range_end: b"chaos0".to_vec(),
+            keys_only: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(r.kvs.iter().map(|kv| kv.mod_revision).max().unwrap_or(0))
+}
+
+/// The linearizability verdict: `Ok(true)`, `Ok(false)` with a reason, or unknown.
+pub fn linearizable(history: &History) -> (Option<bool>, String) {
+    match checker::check(&history.ops, 50_000_000) {
+        Outcome::Ok => (Some(true), String::new()),
+        Outcome::Violation(why) => (Some(false), why),
+        Outcome::Unknown(key) => (None, format!("search budget exceeded on key {key}")),
+    }
+}
+
+/// Every event any watcher saw and every acknowledged write, by revision; conflicting
+/// claims about one revision are returned separately.
+fn union(watches: &[WatchLog], acked: &[Acked]) -> (BTreeMap<i64, Seen>, Vec<String>) {
+    let mut all: BTreeMap<i64, Seen> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    let claims = watches
+        .iter()
+        .flat_map(|w| w.events.iter().copied())
+        .chain(acked.iter().map(|a| Seen {
+            revision: a.revision,
+            key: a.key,
+            value: a.value,
+        }));
+    for s in claims {
+        match all.get(&s.revision) {
+            Some(prev) if *prev != s => conflicts.push(format!(
+                "revision {}: {prev:?} and {s:?} both claimed",
+                s.revision
+            )),
+            Some(_) => {}
+            None => {
+                all.insert(s.revision, s);
+            }
+        }
+    }
+    (all, conflicts)
+}
+
+/// Acknowledged writes the cluster's history does not contain, checked against the watchers'
+/// events and, for revisions no watcher reported, a read at that revision.
+pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<Acked> {
+    let seen: BTreeMap<i64, Seen> = watches
+        .iter()
+        .flat_map(|w| w.events.iter().map(|s| (s.revision, *s)))
+        .collect();
+    let mut lost = Vec::new();
+    for a in &history.acked {
+        let want = Seen {
+            revision: a.revision,
+            key: a.key,
+            value: a.value,
+        };
+        if seen.get(&a.revision) == Some(&want) {
+            continue;
+        }
+        let read = KvClient::new(ch.clone())
+            .range(RangeRequest {
+                key: workload::key(a.key),
+                revision: a.revision,
+                ..Default::default()
+            })
+            .await;
+        let present = read.is_ok_and(|r| {
+            r.into_inner().kvs.first().is_some_and(|kv| {
+                kv.mod_revision == a.revision && kv.value == a.value.to_string().into_bytes()
+            })
+        });
+        if !present {
+            lost.push(*a);
+        }
+    }
+    lost
+}
+
+/// Watch violations: events out of order or repeated, revisions of the history a stream
+/// skipped (outside ranges reported compacted), streams that never reached `last`, and
+/// conflicting claims about a revision.
+pub fn watch_violations(
+    watches: &[WatchLog],
+    acked: &[Acked],
+    start: i64,
+    last: i64,
+) -> Vec<String> {
+    let (all, mut out) = union(watches, acked);
+    for (w, log) in watches.iter().enumerate() {
+        let mut prev = start - 1;
+        for s in &log.events {
+            if s.revision <= prev {
+                out.push(format!(
+                    "watcher {w}: revision {} after {prev} (duplicate or time travel)",
+                    s.revision
+                ));
+            }
+            prev = prev.max(s.revision);
+        }
+        let got: BTreeSet<i64> = log.events.iter().map(|s| s.revision).collect();
+        let skipped = |r: i64| log.compacted.iter().any(|&(a, b)| a <= r && r < b);
+        let gaps: Vec<i64> = all
+            .range(start..=prev)
+            .map(|(&r, _)| r)
+            .filter(|r| !got.contains(r) && !skipped(*r))
+            .collect();
+        if !gaps.is_empty() {
+            out.push(format!(
+                "watcher {w}: {} revisions missing, first {:?}",
+                gaps.len(),
+                &gaps[..gaps.len().min(5)]
+            ));
+        }
+        if prev < last {
+            out.push(format!(
+                "watcher {w}: stopped at revision {prev}, the history goes to {last}"
+            ));
+        }
+    }
+    out
+}

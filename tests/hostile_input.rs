@@ -1,0 +1,314 @@
+//! Hostile input against a real `quorumkv serve` process: garbage and forged frames on the
+//! peer port, garbage bytes and undecodable protobuf bodies on the client port, and floods of
+//! oversized requests. Each gets an error (or a closed connection) of its own; the node keeps
+//! serving a well-behaved client throughout, keeps its memory bounded, and loses nothing.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quorumkv_server::pb::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
+use quorumkv_server::transport::frame;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    child: Child,
+    client: String,
+    peer: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Node {
+    let (client, peer) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let log = std::fs::File::create(dir.join("node.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args(["serve", "--name", "h1", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://{client}"),
+            "--listen-peer-urls",
+            &format!("http://{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://{peer}"),
+            "--initial-cluster",
+            &format!("h1=http://{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Node {
+        child,
+        client,
+        peer,
+    }
+}
+
+fn frame_of(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame::encode(&mut out, payload);
+    out
+}
+
+fn hello(magic: &[u8; 8], cluster: u64, from: u64) -> Vec<u8> {
+    let mut p = magic.to_vec();
+    p.extend_from_slice(&cluster.to_le_bytes());
+    p.extend_from_slice(&from.to_le_bytes());
+    frame_of(&p)
+}
+
+/// Sends `bytes` to `addr` and waits for the server to close the connection.
+fn closed_after(addr: &str, bytes: &[u8]) -> bool {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut sink = [0u8; 4096];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                return matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                );
+            }
+        }
+    }
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (self.0 >> 33) as u8
+            })
+            .collect()
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn wait_ready(kv: &mut KvClient<tonic::transport::Channel>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kv
+        .put(PutRequest {
+            key: b"ready".to_vec(),
+            value: b"1".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the node never took a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn python_malformed(endpoint: &str) {
+    let program = r#"
+import grpc, os, sys
+ch = grpc.insecure_channel(sys.argv[1])
+methods = ['/etcdserverpb.KV/Put', '/etcdserverpb.KV/Range', '/etcdserverpb.KV/Txn',
+           '/etcdserverpb.KV/DeleteRange', '/etcdserverpb.KV/Compact',
+           '/etcdserverpb.Lease/LeaseGrant', '/etcdserverpb.Lease/LeaseRevoke',
+           '/etcdserverpb.Maintenance/HashKV', '/etcdserverpb.Maintenance/Alarm']
+payloads = [os.urandom(n) for n in (1, 3, 17, 100, 1000, 20000)]
+payloads += [b'\x0a\xff\xff\xff\xff\x0f', b'\x12\x05ab', b'\x08' + b'\xff' * 10, b'\x1a\x80\x80\x80\x80\x08']
+errors = 0
+for m in methods:
+    call = ch.unary_unary(m)
+    for p in payloads:
+        try:
+            call(p, timeout=10)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                sys.exit('%s: the server went away: %s' % (m, e))
+            errors += 1
+watch = ch.stream_stream('/etcdserverpb.Watch/Watch')
+try:
+    for _ in watch(iter(payloads), timeout=10):
+        pass
+except grpc.RpcError as e:
+    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        sys.exit('watch: the server went away: %s' % e)
+    errors += 1
+print(errors)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", program, endpoint])
+        .output()
+        .expect("python3 not found: run ./scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "malformed requests: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(errors > 20, "most garbage bodies are refused ({errors})");
+}
+
+#[test]
+fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let channel = rt.block_on(async {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", node.client))
+            .unwrap()
+            .connect_lazy()
+    });
+    let mut kv = KvClient::new(channel.clone());
+    rt.block_on(wait_ready(&mut kv));
+
+    // The peer port: an info query answers; everything forged or garbled is cut off.
+    let mut s = TcpStream::connect(&node.peer).unwrap();
+    s.write_all(&frame_of(b"QKVINFO1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"))
+        .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let mut dec = frame::Decoder::new(1 << 20);
+    dec.push(&answer);
+    let info = dec.next_frame().unwrap().expect("one frame");
+    let (cluster, _) = quorumkv_server::cluster::decode_info(&info).unwrap();
+    let mut rng = Lcg(42);
+    let mut attacks: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", rng.bytes(70_000)),
+        (
+            "a 4 GiB frame header",
+            [u32::MAX.to_le_bytes(), [0; 4]].concat(),
+        ),
+        ("a frame failing its checksum", {
+            let mut f = frame_of(b"QKVPEER1 something");
+            f[6] ^= 1;
+            f
+        }),
+        ("a foreign cluster", hello(b"QKVPEER1", cluster ^ 1, 7)),
+        ("an unknown stream kind", hello(b"QKVNOPE1", cluster, 7)),
+    ];
+    let mut forged = hello(b"QKVPEER1", cluster, 7);
+    for n in [1, 9, 100, 5000] {
+        forged.extend(frame_of(&rng.bytes(n)));
+    }
+    attacks.push(("undecodable messages after a valid handshake", forged));
+    let mut snap = hello(b"QKVSTRM1", cluster, 7);
+    snap.extend(frame_of(&[&[1u8][..], &rng.bytes(100_000)].concat()));
+    snap.extend(frame_of(&[9u8, 9, 9]));
+    attacks.push(("a snapshot stream with an unknown frame", snap));
+    for (what, bytes) in &attacks {
+        assert!(
+            closed_after(&node.peer, bytes),
+            "{what}: connection left open"
+        );
+    }
+    let snap_dir = dir.path().join("data/member/snap");
+    let leftovers: Vec<_> = std::fs::read_dir(&snap_dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "partial snapshots left behind: {leftovers:?}"
+    );
+
+    // The client port: raw garbage is cut off, undecodable bodies get errors.
+    assert!(closed_after(&node.client, &rng.bytes(50_000)));
+    python_malformed(&node.client);
+
+    // Floods of oversized requests, next to a client doing real work.
+    rt.block_on(async {
+        let mut floods = Vec::new();
+        for i in 0..120usize {
+            let mut kv = KvClient::new(channel.clone());
+            // Over --max-request-bytes (1.5 MiB) but inside the transport limit: etcd's error;
+            // over the transport limit (2 MiB): refused from the length prefix alone.
+            let size = if i % 3 == 0 { 3 << 20 } else { 1_700_000 };
+            floods.push(tokio::spawn(async move {
+                kv.put(PutRequest {
+                    key: format!("big{i}").into_bytes(),
+                    value: vec![b'x'; size],
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| (size, s.code(), s.message().to_string()))
+            }));
+        }
+        let mut worker = KvClient::new(channel.clone());
+        for i in 0..200 {
+            worker
+                .put(PutRequest {
+                    key: format!("small{i:03}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .expect("a well-behaved client is served during the flood");
+        }
+        for f in floods {
+            let (size, code, msg) = f.await.unwrap().expect_err("oversized puts are refused");
+            if size < 2 << 20 {
+                assert_eq!(msg, "etcdserver: request is too large", "{code:?}");
+            } else {
+                assert_eq!(code, tonic::Code::OutOfRange, "{msg}");
+            }
+        }
+        let got = worker
+            .range(RangeRequest {
+                key: b"small".to_vec(),
+                range_end: b"smalm".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.count, 200, "every small put is there");
+        let big = worker
+            .range(RangeRequest {
+                key: b"big".to_vec(),
+                range_end: b"bih".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(big.count, 0, "no oversized put got in");
+    });
+    let peak_mib = peak_rss_kib(node.child.id()) / 1024;
+    assert!(
+        peak_mib < 1024,
+        "peak memory {peak_mib} MiB after ~250 MB of refused requests"
+    );
+}
