@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    strict_reconfig_check: bool,
     /// Applied entries between log compactions.
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
@@ -134,6 +138,7 @@ impl ServeArgs {
             max_request_bytes: self.max_request_bytes,
             quota_backend_bytes: self.quota_backend_bytes,
             max_txn_ops: self.max_txn_ops,
+            strict_reconfig_check: self.strict_reconfig_check,
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             backend_batch_interval: Duration::from_millis(self.backend_batch_interval),

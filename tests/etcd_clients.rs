@@ -761,6 +761,22 @@ fn membership_changes(protocol: &'static str) {
         assert!(Instant::now() < deadline, "{protocol}: {rows:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A learner that never started is not promoted (it has not caught up), and goes away.
+    let ghost_url = format!("http://127.0.0.1:{}", free_port());
+    let out = ok(&etcdctl(
+        &f_ep,
+        &["member", "add", "ghost", "--learner", "--peer-urls", &ghost_url],
+    ));
+    let ghost = out.split_whitespace().nth(1).unwrap().to_string();
+    let refused = etcdctl(&f_ep, &["member", "promote", &ghost]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("can only promote a learner member which is in sync with leader"),
+        "{protocol}: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ok(&etcdctl(&f_ep, &["member", "remove", &ghost]));
     ok(&etcdctl(&new_ep, &["member", "promote", &id]));
     assert!(member_rows(&f_ep).iter().all(|(_, _, l)| !l));
 
@@ -799,6 +815,25 @@ fn membership_changes(protocol: &'static str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Strict reconfiguration: with a voter down, adding another voter is refused as etcd
+    // refuses it (the new quorum would need the unreachable member).
+    let leader = c.leader();
+    let down = (0..c.members.len())
+        .find(|&i| i != leader && c.members[i].child.is_some())
+        .unwrap();
+    c.kill(down);
+    std::thread::sleep(Duration::from_secs(6));
+    let leader_ep = c.members[leader].client.clone();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let refused = etcdctl(&leader_ep, &["member", "add", "late", "--peer-urls", &url]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("etcdserver: unhealthy cluster"),
+        "{protocol}: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(member_rows(&leader_ep).len(), 3, "{protocol}: nothing was added");
 }
 
 #[test]

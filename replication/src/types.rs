@@ -247,6 +247,8 @@ pub struct Status {
     pub persisted: u64,
     /// Current membership.
     pub conf: Conf,
+    /// On the leader: the highest index known to match on each other member.
+    pub matched: std::collections::BTreeMap<NodeId, u64>,
 }
 
 /// Why a proposal was refused.

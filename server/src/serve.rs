@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub quota_backend_bytes: u64,
     /// Most operations per transaction branch.
     pub max_txn_ops: usize,
+    /// Refuse membership changes that could cost the cluster its quorum.
+    pub strict_reconfig_check: bool,
     /// Applied entries between log compactions.
     pub snapshot_count: u64,
     /// Entries kept behind the durable point at compaction for slow followers.
@@ -82,6 +84,7 @@ impl Default for ServeOptions {
             max_request_bytes: 1536 * 1024,
             quota_backend_bytes: 0,
             max_txn_ops: 128,
+            strict_reconfig_check: true,
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5_000,
             backend_batch_interval: Duration::from_millis(100),
@@ -215,6 +218,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         kv.quota_backend_bytes = o.quota_backend_bytes;
     }
     kv.max_txn_ops = o.max_txn_ops;
+    kv.strict_reconfig_check = o.strict_reconfig_check;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;

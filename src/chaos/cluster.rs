@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use quorumkv_server::pb::etcdserverpb::{
-    MemberAddRequest, MemberRemoveRequest, StatusRequest, cluster_client::ClusterClient,
-    maintenance_client::MaintenanceClient,
+    MemberAddRequest, MemberListRequest, MemberRemoveRequest, StatusRequest,
+    cluster_client::ClusterClient, maintenance_client::MaintenanceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -273,11 +273,22 @@ impl Cluster {
     /// Replaces member `i`: removes it through another member, waits for it to exit, wipes its
     /// data, adds it back under a new id and starts it joining the running cluster.
     pub async fn replace(&mut self, i: usize, via: usize) -> Result<(), String> {
-        let mut c = ClusterClient::new(self.members[via].channel.clone());
+        let c = ClusterClient::new(self.members[via].channel.clone());
         let old = self.members[i].id;
-        c.member_remove(MemberRemoveRequest { id: old })
-            .await
-            .map_err(|e| format!("member remove: {}", e.message()))?;
+        // The strict reconfiguration check refuses while a member is unreachable; retry.
+        retry("member remove", || {
+            let mut c = c.clone();
+            async move {
+                match c.member_remove(MemberRemoveRequest { id: old }).await {
+                    // An earlier attempt whose answer was lost did it.
+                    Err(e) if e.message().contains("member not found") => {
+                        Ok(tonic::Response::new(Default::default()))
+                    }
+                    r => r,
+                }
+            }
+        })
+        .await?;
         // A removed member stops by itself; give it a while, then make sure.
         for _ in 0..100 {
             if self.exited(i) || !self.running(i) {
@@ -289,18 +300,37 @@ impl Cluster {
         self.kill(i);
         let dir = self.members[i].dir.clone();
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let added = c
-            .member_add(MemberAddRequest {
-                peer_ur_ls: vec![format!("http://{}", self.members[i].proxy)],
-                is_learner: false,
-            })
-            .await
-            .map_err(|e| format!("member add: {}", e.message()))?
-            .into_inner();
-        let id = added
-            .member
-            .map(|m| m.id)
-            .ok_or("member add named no member")?;
+        let url = format!("http://{}", self.members[i].proxy);
+        let added = retry("member add", || {
+            let mut c = c.clone();
+            let peer_ur_ls = vec![url.clone()];
+            async move {
+                c.member_add(MemberAddRequest {
+                    peer_ur_ls,
+                    is_learner: false,
+                })
+                .await
+            }
+        })
+        .await;
+        let id = match added {
+            Ok(a) => a.member.map(|m| m.id).ok_or("member add named no member")?,
+            // An earlier attempt whose answer was lost did it: find the member it added.
+            Err(e) if e.contains("already exists") => {
+                let mut c = c.clone();
+                let list = c
+                    .member_list(MemberListRequest::default())
+                    .await
+                    .map_err(|e| format!("member list: {}", e.message()))?
+                    .into_inner();
+                list.members
+                    .iter()
+                    .find(|m| m.peer_ur_ls.contains(&url))
+                    .map(|m| m.id)
+                    .ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
         {
             let mut ids = self.ids.write();
             ids.remove(&old);
@@ -309,6 +339,24 @@ impl Cluster {
         self.members[i].id = id;
         self.members[i].joining = true;
         self.start(i)
+    }
+}
+
+/// Calls `f` until it succeeds, for up to 30 s.
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("{what}: {}", e.message()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     }
 }
 

@@ -72,7 +72,8 @@ fn frames(seg: &[u8]) -> Vec<usize> {
     let mut off = 64;
     while off + 16 <= seg.len() && seg[off..off + 16].iter().any(|&b| b != 0) {
         out.push(off);
-        let len = (u32::from_le_bytes(seg[off + 4..off + 8].try_into().unwrap()) & 0xff_ffff) as usize;
+        let len =
+            (u32::from_le_bytes(seg[off + 4..off + 8].try_into().unwrap()) & 0xff_ffff) as usize;
         off += (16 + len).div_ceil(8) * 8;
     }
     out

@@ -1059,6 +1059,15 @@ impl Protocol for Raft {
             last_index: self.log.last_index(),
             persisted: self.log.persisted,
             conf: self.conf().clone(),
+            matched: if self.role == Role::Leader {
+                self.prs
+                    .iter()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, p)| (*id, p.matched))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
         }
     }
 

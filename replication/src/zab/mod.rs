@@ -1227,6 +1227,15 @@ impl Protocol for Zab {
             last_index: self.log.last_index(),
             persisted: self.log.persisted,
             conf: self.conf().clone(),
+            matched: if role == Role::Leader {
+                self.peers
+                    .iter()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, p)| (*id, p.matched))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::reconfig::Reconfig;
 use crate::kv::{Applied, KvError, KvServer, Member, node_error};
 use crate::pb::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
 use crate::pb::quorumkv::{MemberAttributes, internal_request::Request as Req};
@@ -103,6 +104,7 @@ impl Cluster for ClusterService {
         }
         let r = req.into_inner();
         self.check_urls(&r.peer_ur_ls, 0)?;
+        Reconfig::load(&self.server).await?.may_add(r.is_learner)?;
         // Salted with the time, as etcd does, so a re-added member gets a fresh id.
         let salt = format!(
             "{}{}",
@@ -152,6 +154,7 @@ impl Cluster for ClusterService {
         }
         let id = req.get_ref().id;
         self.member(id)?;
+        Reconfig::load(&self.server).await?.may_remove(id)?;
         self.change(ConfChange::Remove(id)).await?;
         let members = self.members().into_iter().filter(|m| m.id != id).collect();
         Ok(Response::new(pb::MemberRemoveResponse {
@@ -204,6 +207,7 @@ impl Cluster for ClusterService {
         if !self.member(id)?.is_learner {
             return Err(KvError::NotLearner.into());
         }
+        Reconfig::load(&self.server).await?.may_promote(id)?;
         self.change(ConfChange::PromoteLearner(id)).await?;
         let members = self
             .members()

@@ -7,6 +7,7 @@ pub mod kv;
 pub mod lease;
 pub mod local;
 pub mod maintenance;
+mod reconfig;
 pub mod watch;
 
 use std::sync::Arc;

@@ -60,6 +60,12 @@ pub enum KvError {
     /// The member is not a learner.
     #[error("etcdserver: can only promote a learner member")]
     NotLearner,
+    /// The learner has not caught up with the leader.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// Too few voters have started for the change to keep a quorum.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
     /// Leadership cannot move there.
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
@@ -84,7 +90,8 @@ pub enum KvError {
     /// The server stopped (shut down, or its storage failed).
     #[error("etcdserver: server stopped")]
     Stopped,
-    /// A membership change cannot start now (another is still in progress).
+    /// The cluster cannot take the request now: a membership change is still in progress, or
+    /// members the change depends on are unreachable.
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
     /// The operation is not supported by this replication protocol or server.
@@ -119,7 +126,13 @@ impl KvError {
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | MemberExists | PeerUrlExists | NotLearner | BadLeaderTransferee
+            LeaseExists
+            | MemberExists
+            | PeerUrlExists
+            | NotLearner
+            | LearnerNotReady
+            | NotEnoughStartedMembers
+            | BadLeaderTransferee
             | NotLeader => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped | NotCapable | Unhealthy => {
                 Code::Unavailable

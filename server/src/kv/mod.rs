@@ -152,6 +152,9 @@ pub struct KvConfig {
     pub pending_max: usize,
     /// How long a request may wait for commit and apply.
     pub request_timeout: Duration,
+    /// Refuse membership changes that could cost the cluster its quorum (etcd's
+    /// `--strict-reconfig-check`).
+    pub strict_reconfig_check: bool,
 }
 
 impl KvConfig {
@@ -172,6 +175,7 @@ impl KvConfig {
             watchers_per_stream_max: 10_000,
             pending_max: 65_536,
             request_timeout: Duration::from_secs(7),
+            strict_reconfig_check: true,
         }
     }
 }

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quorumkv_replication::raft::{Raft, RaftConfig};
 use quorumkv_replication::zab::{Zab, ZabConfig};
@@ -225,8 +225,20 @@ enum Cmd {
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
     ReadIndex(oneshot::Sender<Result<u64, NodeError>>),
     Status(oneshot::Sender<Status>),
+    Peers(oneshot::Sender<(u64, Vec<PeerStatus>)>),
     Committed(u64, u64, oneshot::Sender<Vec<Entry>>),
     WalStats(oneshot::Sender<WalStats>),
+}
+
+/// Another member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its id.
+    pub id: NodeId,
+    /// On the leader: the highest index known to match there.
+    pub matched: Option<u64>,
+    /// Time since any message from it arrived (`None`: never, since this node started).
+    pub heard_ago: Option<Duration>,
 }
 
 /// A running node. Dropping it stops it.
@@ -462,6 +474,14 @@ impl Node {
         let rt = self.runtime.as_ref().expect("running");
         rt.block_on(rx)
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// This node's last log index, and the other members as it sees them: how far each
+    /// matches (when it leads) and when it was last heard from.
+    pub async fn peers(&self) -> Result<(u64, Vec<PeerStatus>), NodeError> {
+        self.ask(Cmd::Peers)?
+            .await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))
     }
 
     /// The protocol's status.
@@ -736,6 +756,8 @@ async fn node_loop<P: Protocol>(
     let mut applied = proto.status().applied;
     let mut wal_stats = WalStats::default();
     let mut stopped: Option<String> = None;
+    // When each peer was last heard from (any message), as etcd's transport tracks activity.
+    let mut heard: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let send = |m: P::Message| {
         if m.snapshot_request().is_some() {
             shipper.ship(m);
@@ -775,10 +797,15 @@ async fn node_loop<P: Protocol>(
                 }
             }
             Some(m) = inbound.recv() => {
+                let now = Instant::now();
+                heard.insert(m.from(), now);
                 proto.step(m);
                 for _ in 0..4096 {
                     match inbound.try_recv() {
-                        Ok(m) => proto.step(m),
+                        Ok(m) => {
+                            heard.insert(m.from(), now);
+                            proto.step(m);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -815,6 +842,20 @@ async fn node_loop<P: Protocol>(
                         }
                         Cmd::Status(tx) => {
                             let _ = tx.send(proto.status());
+                        }
+                        Cmd::Peers(tx) => {
+                            let st = proto.status();
+                            let peers = st
+                                .conf
+                                .members()
+                                .filter(|&id| id != st.id)
+                                .map(|id| PeerStatus {
+                                    id,
+                                    matched: st.matched.get(&id).copied(),
+                                    heard_ago: heard.get(&id).map(Instant::elapsed),
+                                })
+                                .collect();
+                            let _ = tx.send((st.last_index, peers));
                         }
                         Cmd::WalStats(tx) => {
                             let _ = tx.send(wal_stats);
