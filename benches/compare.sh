@@ -3,7 +3,10 @@
 # workloads (`quorumkv bench`, which speaks the etcd v3 API) against each system on loopback,
 # systems alternating within each repeat, every system on fresh data directories. Reports the
 # median throughput and p99 per workload and system, and the ratio to etcd of the same size,
-# as a markdown table (BENCHMARKS.md unless --out says otherwise).
+# as a markdown table (BENCHMARKS.md unless --out says otherwise), and draws PNG charts with
+# `quorumkv bench plot`: put throughput by client count and latency percentiles per system
+# (in benches/plots for BENCHMARKS.md, else beside the output as NAME-plots/, with the raw
+# results as results.jsonl so the charts can be redrawn).
 #
 # Usage: benches/compare.sh [--quick] [--repeats N] [--out FILE] [--systems "etcd1 raft1 ..."]
 #                            [--serve-flags "FLAGS"]
@@ -33,6 +36,7 @@ if [ $quick = 1 ]; then
     workloads=(
         "put 1 conn 1 client|put --conns 1 --clients 1 --total 300"
         "put 10 conns 100 clients|put --conns 10 --clients 100 --total 3000 --key-space-size 3000"
+        "sweep put 10 clients|put --conns 10 --clients 10 --total 1000 --key-space-size 1000"
         "range-l 10 conns 100 clients|range --conns 10 --clients 100 --total 3000 --consistency l"
         "range-s 10 conns 100 clients|range --conns 10 --clients 100 --total 3000 --consistency s"
     )
@@ -45,11 +49,21 @@ else
         "range-l 100 conns 1000 clients|range --conns 100 --clients 1000 --total 100000 --consistency l"
         "range-s 100 conns 1000 clients|range --conns 100 --clients 1000 --total 100000 --consistency s"
         "put 1 KiB 1000 clients|put --conns 100 --clients 1000 --total 50000 --val-size 1024 --key-space-size 100000"
+        # With the two put rows above, the points of the throughput-by-clients chart.
+        "sweep put 10 clients|put --conns 10 --clients 10 --total 10000 --key-space-size 10000"
+        "sweep put 100 clients|put --conns 100 --clients 100 --total 30000 --key-space-size 30000"
+        "sweep put 300 clients|put --conns 100 --clients 300 --total 50000 --key-space-size 50000"
     )
 fi
 
 bin=${QUORUMKV_BIN:-target/release/quorumkv}
 if [ -z "${QUORUMKV_BIN:-}" ]; then cargo build --release --quiet; fi
+if [ "$out" = BENCHMARKS.md ]; then plots=benches/plots; else plots="${out%.md}-plots"; fi
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] &&
+    [ ! -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then
+    echo "== installing fonts-dejavu-core (chart labels)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null
+fi
 if ! command -v etcd >/dev/null 2>&1; then
     echo "== installing etcd-server" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
@@ -121,9 +135,13 @@ done
 sync_p50=$("$bin" bench wal --appenders 1 --sync-each --duration-secs 1 --json 2>/dev/null | tail -1 |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["p50_us"]))' 2>/dev/null || echo "?")
 
-python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" <<'EOF'
+mkdir -p "$plots"
+cp "$results" "$plots/results.jsonl"
+"$bin" bench plot --input "$results" --out-dir "$plots" >&2
+
+python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" "$plots" <<'EOF'
 import json, statistics, sys, os, datetime
-path, out, quick, repeats, sync_p50, serve_flags = sys.argv[1:7]
+path, out, quick, repeats, sync_p50, serve_flags, plots = sys.argv[1:8]
 rows = [json.loads(l) for l in open(path)]
 systems = list(dict.fromkeys(r["system"] for r in rows))
 workloads = list(dict.fromkeys(r["workload"] for r in rows))
@@ -160,6 +178,12 @@ for n in sorted({s[-1] for s in systems}):
             fail_note = f", {fail:.0f} failed" if fail else ""
             cells += [f"{t:,.0f}{ratio}{fail_note}", f"{med(s, w, p99):.1f}"]
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
+rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(out)))
+lines.append("\n## Charts\n")
+lines.append(f"Put throughput by number of clients (the put rows above, 256 B values):\n\n"
+             f"![put throughput by clients]({rel}/throughput_vs_clients.png)\n")
+lines.append(f"Latency percentiles of the put workload with the most clients:\n\n"
+             f"![latency percentiles]({rel}/latency_percentiles.png)\n")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

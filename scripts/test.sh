@@ -21,6 +21,13 @@ if ! command -v etcd >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
 fi
+# Benchmark charts need a TrueType font for their labels.
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] &&
+    [ ! -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then
+    echo "== installing fonts-dejavu-core"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null
+fi
 if ! python3 -c "import etcd3" >/dev/null 2>&1; then
     echo "== installing python etcd3"
     if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -765,7 +765,14 @@ fn membership_changes(protocol: &'static str) {
     let ghost_url = format!("http://127.0.0.1:{}", free_port());
     let out = ok(&etcdctl(
         &f_ep,
-        &["member", "add", "ghost", "--learner", "--peer-urls", &ghost_url],
+        &[
+            "member",
+            "add",
+            "ghost",
+            "--learner",
+            "--peer-urls",
+            &ghost_url,
+        ],
     ));
     let ghost = out.split_whitespace().nth(1).unwrap().to_string();
     let refused = etcdctl(&f_ep, &["member", "promote", &ghost]);
@@ -833,7 +840,11 @@ fn membership_changes(protocol: &'static str) {
         "{protocol}: {}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    assert_eq!(member_rows(&leader_ep).len(), 3, "{protocol}: nothing was added");
+    assert_eq!(
+        member_rows(&leader_ep).len(),
+        3,
+        "{protocol}: nothing was added"
+    );
 }
 
 #[test]
@@ -947,15 +958,16 @@ fn bench_load_generator_counts_add_up() {
 }
 
 /// `benches/compare.sh --quick`: etcd and quorumkv (Raft, ZAB) side by side with the same
-/// workloads, a markdown table out, every request answered.
+/// workloads, a markdown table and charts out, every request answered.
 #[test]
 fn benchmark_comparison_quick_mode_runs() {
     let _serial = serial();
-    let out = tempfile::NamedTempFile::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("quick.md");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
     let run = Command::new("bash")
         .arg(script)
-        .args(["--quick", "--out", out.path().to_str().unwrap()])
+        .args(["--quick", "--out", out.to_str().unwrap()])
         .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
         .output()
         .unwrap();
@@ -965,7 +977,7 @@ fn benchmark_comparison_quick_mode_runs() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    let table = std::fs::read_to_string(out.path()).unwrap();
+    let table = std::fs::read_to_string(&out).unwrap();
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("| put") || l.starts_with("| range"))
@@ -975,6 +987,20 @@ fn benchmark_comparison_quick_mode_runs() {
         assert!(!r.contains("failed") && !r.contains("| - |"), "{r}");
         assert!(r.contains('×'), "no ratio to etcd: {r}");
     }
+    for chart in ["throughput_vs_clients.png", "latency_percentiles.png"] {
+        let png = std::fs::read(dir.path().join("quick-plots").join(chart)).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "{chart}");
+        assert!(
+            table.contains(&format!("quick-plots/{chart}")),
+            "{chart} not linked: {table}"
+        );
+    }
+    let results = std::fs::read_to_string(dir.path().join("quick-plots/results.jsonl")).unwrap();
+    assert_eq!(
+        results.lines().count(),
+        3 * 5,
+        "three systems, five workloads"
+    );
 }
 
 #[test]

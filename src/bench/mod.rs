@@ -5,6 +5,7 @@ mod btree;
 pub mod data;
 mod load;
 mod log;
+mod plot;
 mod wal;
 
 use clap::Subcommand;
@@ -28,6 +29,8 @@ pub enum Target {
     Txn(load::TxnArgs),
     /// Puts while watchers stream every event: put throughput and event delivery delay.
     Watch(load::WatchArgs),
+    /// PNG charts of benches/compare.sh results: throughput by clients, latency percentiles.
+    Plot(plot::PlotArgs),
 }
 
 /// Runs one benchmark.
@@ -40,6 +43,7 @@ pub fn run(target: Target) -> Result<(), String> {
         Target::Range(args) => load::range(&args),
         Target::Txn(args) => load::txn(&args),
         Target::Watch(args) => load::watch(&args),
+        Target::Plot(args) => plot::run(&args),
     }
 }
 
