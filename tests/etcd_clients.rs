@@ -51,6 +51,8 @@ struct Member {
     child: Option<Child>,
     /// For a member added at runtime: the `--initial-cluster` it joins with.
     join: Option<String>,
+    /// Storage failpoints armed in its process (FAILPOINTS).
+    failpoints: Option<String>,
 }
 
 struct Cluster {
@@ -77,6 +79,7 @@ impl Cluster {
                 dir: tmp.path().join(format!("m{i}")),
                 child: None,
                 join: None,
+                failpoints: None,
             })
             .collect();
         let initial = members
@@ -107,7 +110,11 @@ impl Cluster {
             .unwrap();
         let initial = m.join.as_deref().unwrap_or(&self.initial);
         let state = if m.join.is_some() { "existing" } else { "new" };
-        let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
+        if let Some(fp) = &m.failpoints {
+            cmd.env("FAILPOINTS", fp);
+        }
+        let child = cmd
             .args([
                 "serve",
                 "--name",
@@ -199,6 +206,7 @@ impl Cluster {
             dir: self._tmp.path().join(format!("m{}", i + 1)),
             child: None,
             join: None,
+            failpoints: None,
         };
         let peer_url = format!("http://{}", m.peer);
         let mut args = vec!["member", "add", &m.name, "--peer-urls", &peer_url];
@@ -845,6 +853,85 @@ fn membership_changes(protocol: &'static str) {
         3,
         "{protocol}: nothing was added"
     );
+}
+
+/// A leader whose storage fails (`failpoints`: its log's fdatasync, its tree's checkpoint or
+/// its background flush) stops acknowledging and falls silent, as a crashed one would, so
+/// the others elect a new leader and go on; nothing acknowledged is lost.
+fn leader_storage_failure(failpoints: &str) {
+    let _serial = serial();
+    let mut c = Cluster::start(3, "raft");
+    let first = c.leader();
+    let doomed = (first + 1) % 3;
+    // Restart a follower whose fdatasync fails after a few dozen syncs, and hand it the lead.
+    c.kill(doomed);
+    c.members[doomed].failpoints = Some(failpoints.into());
+    c.spawn(doomed);
+    c.wait_healthy();
+    let first_ep = c.members[first].client.clone();
+    let doomed_id = member_rows(&first_ep)
+        .into_iter()
+        .find(|(_, n, _)| *n == c.members[doomed].name)
+        .unwrap()
+        .0;
+    ok(&etcdctl(&first_ep, &["move-leader", &doomed_id]));
+    assert_eq!(c.leader(), doomed, "leadership moved");
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != doomed)
+        .map(|i| c.members[i].client.clone())
+        .collect();
+    let eps = others.join(",");
+    // Writes fail while the others notice and elect; retried, every one gets through.
+    let started = Instant::now();
+    let mut refused = 0;
+    for i in 0..150 {
+        loop {
+            let out = etcdctl(&eps, &["put", &format!("fs/{i:03}"), "v"]);
+            if out.status.success() {
+                break;
+            }
+            refused += 1;
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "writes never resumed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(refused > 0, "the storage failure interrupted writes");
+    let acked = 150;
+    let log = std::fs::read_to_string(c.members[doomed].dir.with_extension("log")).unwrap();
+    assert!(log.contains("injected failure"), "the failpoint fired");
+    // The others lead now, and hold every acknowledged write.
+    let st = ok(&etcdctl(&others[0], &["endpoint", "status", "-w", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert_ne!(
+        v[0]["Status"]["leader"].as_u64(),
+        u64::from_str_radix(&doomed_id, 16).ok(),
+        "a member that can persist leads"
+    );
+    let keys = ok(&etcdctl(&eps, &["get", "fs/", "--prefix", "--keys-only"]));
+    let n = keys.lines().filter(|l| l.starts_with("fs/")).count();
+    assert_eq!(n, acked, "every acknowledged write is there");
+    // The failed member refuses writes rather than pretending.
+    let refused = etcdctl(&c.members[doomed].client, &["put", "fs/late", "x"]);
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn raft_leader_whose_fdatasync_fails_falls_silent_and_the_others_go_on() {
+    leader_storage_failure("wal::fdatasync=30*off->return");
+}
+
+#[test]
+fn raft_leader_whose_tree_checkpoint_fails_falls_silent_and_the_others_go_on() {
+    leader_storage_failure("btree::sync=3*off->return");
+}
+
+#[test]
+fn raft_leader_whose_page_flush_fails_falls_silent_and_the_others_go_on() {
+    leader_storage_failure("btree::flush=2*off->return");
 }
 
 #[test]

@@ -366,6 +366,18 @@ impl Db {
         WriteTxn::new(self.inner.clone())
     }
 
+    /// Makes pages already written by commits without sync durable, without committing
+    /// anything: a durable commit that follows has less to sync. It may run on any thread
+    /// while a transaction writes. After an error the state of those pages is unknown, so the
+    /// caller must treat the tree as failed (reopen it) rather than retry.
+    pub fn flush(&self) -> Result<()> {
+        fail::fail_point!("btree::flush", |_| Err(Error::Io {
+            op: "flush",
+            source: std::io::Error::other("injected failure"),
+        }));
+        self.inner.storage.sync().map_err(Error::io("flush"))
+    }
+
     /// Space accounting.
     pub fn stats(&self) -> DbStats {
         let meta = self.inner.snaps.lock().meta;

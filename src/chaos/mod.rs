@@ -46,6 +46,7 @@ const DISK_FAILPOINTS: &[&str] = &[
     "wal::rotate",
     "btree::write_meta",
     "btree::sync",
+    "btree::flush",
 ];
 
 /// `quorumkv chaos`.

@@ -1,6 +1,8 @@
 //! The key space as the node's state machine: committed entries queue for the apply thread,
 //! which applies them in batches (one B+tree transaction each, without fsync) and makes a
-//! durable checkpoint every `checkpoint_entries` entries or `checkpoint_interval`. The durable
+//! durable checkpoint every `checkpoint_entries` entries or `checkpoint_interval` (halfway
+//! there, a flusher thread starts syncing the pages written so far, so the checkpoint itself
+//! has little left to sync). The durable
 //! point it reports lets the node compact its log; snapshots are written from a consistent
 //! read of the tree and installed in place, in order with the entries around them.
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use quorumkv_replication::Entry;
 
+use super::flusher::Flusher;
 use super::{Shared, apply, snapshot_file};
 use crate::node::StateMachine;
 
@@ -41,7 +44,10 @@ impl KvMachine {
     ) -> Result<KvMachine, String> {
         let (tx, rx) = mpsc::channel();
         let durable = Arc::new(AtomicU64::new(applied));
+        let flusher = Flusher::start(shared.mvcc.db().clone(), format!("flush-{name}"))
+            .map_err(|e| e.to_string())?;
         let worker = ApplyThread {
+            flusher,
             applier: apply::Applier::new(Arc::clone(&shared)),
             rx,
             applied,
@@ -83,9 +89,17 @@ impl StateMachine for KvMachine {
             .map_err(|_| "apply stopped".to_string())?;
         rx.recv().map_err(|_| "apply stopped".to_string())?
     }
+
+    fn failure(&self) -> Option<String> {
+        self.shared
+            .apply_stopped
+            .load(Ordering::SeqCst)
+            .then(|| "the key space stopped applying (its storage failed)".to_string())
+    }
 }
 
 struct ApplyThread {
+    flusher: Flusher,
     applier: apply::Applier,
     rx: mpsc::Receiver<ApplyMsg>,
     applied: u64,
@@ -95,6 +109,17 @@ struct ApplyThread {
 }
 
 impl ApplyThread {
+    /// Whether the background flush failed; if so the key space stops (a checkpoint after it
+    /// could report pages durable that the kernel dropped).
+    fn flush_failed(&self) -> bool {
+        let Some(e) = self.flusher.failure() else {
+            return false;
+        };
+        tracing::error!(error = %e, "flush failed; apply stops");
+        self.applier.shared().stop_apply();
+        true
+    }
+
     fn run(mut self) {
         use mpsc::RecvTimeoutError;
         let mut since_durable = 0u64;
@@ -107,6 +132,9 @@ impl ApplyThread {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
                         if since_durable > 0 {
+                            if self.flush_failed() {
+                                return;
+                            }
                             if let Err(e) = self.applier.checkpoint(self.applied) {
                                 tracing::error!(error = %e, "checkpoint failed; apply stops");
                                 self.applier.shared().stop_apply();
@@ -156,6 +184,9 @@ impl ApplyThread {
             let last = last.index;
             since_durable += batch.len() as u64;
             let durable = since_durable >= self.every || last_durable.elapsed() >= self.interval;
+            if durable && self.flush_failed() {
+                return;
+            }
             if let Err(e) = self.applier.apply(&batch, durable) {
                 tracing::error!(error = %e, "apply failed; the key space stops");
                 self.applier.shared().stop_apply();
@@ -166,6 +197,9 @@ impl ApplyThread {
                 self.durable.store(last, Ordering::Release);
                 since_durable = 0;
                 last_durable = Instant::now();
+            } else if since_durable >= self.every / 2 || last_durable.elapsed() >= self.interval / 2
+            {
+                self.flusher.request();
             }
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod error;
+mod flusher;
 pub mod lessor;
 pub mod machine;
 pub mod range;

@@ -21,4 +21,9 @@ pub trait StateMachine: Send + Sync + 'static {
     /// peer), durably and atomically, after everything queued by `apply` before it; returns
     /// the applied index the machine now holds. The file is hostile until verified.
     fn install_snapshot(&self, path: &Path) -> Result<u64, String>;
+    /// Why the machine can no longer apply (its storage failed), if it cannot. The node then
+    /// stops as it does when its own storage fails.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }

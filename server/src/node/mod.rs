@@ -772,6 +772,12 @@ async fn node_loop<P: Protocol>(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                if stopped.is_none()
+                    && let Some(why) = machine.as_ref().and_then(|m| m.failure())
+                {
+                    tracing::error!(error = %why, "the node stops");
+                    fail_stop(&state, &mut stopped, &mut waiters, why);
+                }
                 proto.tick();
                 if let Some(meta) = compaction_point(&proto, &cfg, machine.as_ref(), compacted, applied) {
                     // The protocol forgets the entries now; the WAL drops them once everything
@@ -881,25 +887,26 @@ async fn node_loop<P: Protocol>(
                 Ok(d) => {
                     in_flight -= d.jobs;
                     wal_stats = d.stats;
-                    for m in d.after {
-                        send(m);
+                    if stopped.is_none() {
+                        for m in d.after {
+                            send(m);
+                        }
                     }
                     proto.persisted(d.last.0, d.last.1);
                 }
-                Err(e) => {
-                    state.stopped.store(true, Ordering::Relaxed);
-                    stopped = Some(e.clone());
-                    for (_, (_, tx)) in std::mem::take(&mut waiters) {
-                        let _ = tx.send(Err(NodeError::Stopped(e.clone())));
-                    }
-                }
+                Err(e) => fail_stop(&state, &mut stopped, &mut waiters, e),
             },
             else => return,
         }
         while proto.has_ready() {
             let r: Ready<P::Message> = proto.ready();
-            for m in r.messages {
-                send(m);
+            // A stopped node falls silent, as a crashed one would: it can no longer persist
+            // what it promises, and a leader that kept its heartbeats going would hold the
+            // others back from electing one that can.
+            if stopped.is_none() {
+                for m in r.messages {
+                    send(m);
+                }
             }
             if let Some(t) = r.truncate_from {
                 let prev = t - 1;
@@ -1019,6 +1026,16 @@ type Waiters = BTreeMap<u64, (u64, oneshot::Sender<Result<u64, NodeError>>)>;
 
 /// Proposes through `propose` and, if the protocol took it, waits for its index to commit
 /// (answered when that index commits with the same term, or is lost).
+/// Stops the node for good (until restarted): nothing more is persisted, acknowledged or
+/// sent, and every proposal waiting on it fails.
+fn fail_stop(state: &NodeState, stopped: &mut Option<String>, waiters: &mut Waiters, why: String) {
+    state.stopped.store(true, Ordering::Relaxed);
+    for (_, (_, tx)) in std::mem::take(waiters) {
+        let _ = tx.send(Err(NodeError::Stopped(why.clone())));
+    }
+    *stopped = Some(why);
+}
+
 fn propose_tracked<P: Protocol>(
     proto: &mut P,
     waiters: &mut Waiters,
