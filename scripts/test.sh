@@ -28,7 +28,7 @@ if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] &&
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null
 fi
-if ! python3 -c "import etcd3" >/dev/null 2>&1; then
+if ! PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python python3 -c "import etcd3" >/dev/null 2>&1; then
     echo "== installing python etcd3"
     if ! python3 -m pip --version >/dev/null 2>&1; then
         apt-get update -qq

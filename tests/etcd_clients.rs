@@ -2,6 +2,9 @@
 //! `etcd-client`) and python-etcd3, on one node and on three, Raft and ZAB, including a leader
 //! killed with SIGKILL during an etcdctl write loop. `./scripts/test.sh` installs both clients.
 
+mod common;
+
+use common::free_port;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,14 +16,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn etcdctl(endpoints: &str, args: &[&str]) -> Output {

@@ -3,22 +3,17 @@
 //! oversized requests. Each gets an error (or a closed connection) of its own; the node keeps
 //! serving a well-behaved client throughout, keeps its memory bounded, and loses nothing.
 
+mod common;
+
+use common::free_port;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use quorumkv_server::pb::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
 use quorumkv_server::transport::frame;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Node {
     child: Child,

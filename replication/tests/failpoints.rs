@@ -3,8 +3,11 @@
 //! snapshot) or purged (compacting). The reopened store must be consistent: the snapshot point
 //! survives, the entries after it are dense, and the store takes appends again.
 
+mod common;
+
+use common::small;
 use quorumkv_replication::{Conf, Entry, EntryKind, HardState, LogStore, SnapshotMeta, WalStore};
-use quorumkv_wal::{Backend, WalOptions};
+use quorumkv_wal::Backend;
 
 fn e(index: u64, term: u64) -> Entry {
     Entry {
@@ -12,15 +15,6 @@ fn e(index: u64, term: u64) -> Entry {
         index,
         kind: EntryKind::Normal,
         data: index.to_le_bytes().repeat(40),
-    }
-}
-
-fn small() -> WalOptions {
-    WalOptions {
-        segment_bytes: 16 << 10,
-        record_bytes_max: 1 << 10,
-        batch_bytes_max: 4 << 10,
-        ..WalOptions::default()
     }
 }
 
@@ -69,17 +63,29 @@ fn check_reopened(dir: &std::path::Path, snap: &SnapshotMeta, last: u64) {
     s.sync().expect("the store takes appends again");
 }
 
+/// Fills a store, makes `op` fail at `point`, and checks the reopened store continues after
+/// `snap` with entries through at most `last`.
+fn fails_at(
+    point: &str,
+    op: impl FnOnce(&mut WalStore) -> Result<(), quorumkv_replication::StoreError>,
+    snap: u64,
+    last: u64,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = filled(dir.path());
+    fail::cfg(point, "return").unwrap();
+    assert!(op(&mut s).is_err(), "{point}: the failure is reported");
+    fail::remove(point);
+    drop(s);
+    check_reopened(dir.path(), &snapshot_at(snap), last);
+    dir
+}
+
 #[test]
 fn failure_between_recording_a_compaction_and_purging_the_log() {
     let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = filled(dir.path());
-    fail::cfg("store::compact", "return").unwrap();
-    assert!(s.compact(&snapshot_at(400)).is_err());
-    fail::remove("store::compact");
-    drop(s);
+    let dir = fails_at("store::compact", |s| s.compact(&snapshot_at(400)), 400, 600);
     // Compaction drops nothing the log still needs: every entry after the point remains.
-    check_reopened(dir.path(), &snapshot_at(400), 600);
     let r = WalStore::open(dir.path(), small(), Backend::Pwrite)
         .unwrap()
         .load()
@@ -91,34 +97,17 @@ fn failure_between_recording_a_compaction_and_purging_the_log() {
 #[test]
 fn failure_between_recording_an_installed_snapshot_and_resetting_the_log() {
     let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = filled(dir.path());
+    let point = "store::install_snapshot";
     // A snapshot beyond the log (the follower was far behind)...
-    fail::cfg("store::install_snapshot", "return").unwrap();
-    assert!(s.install_snapshot(&snapshot_at(900)).is_err());
-    fail::remove("store::install_snapshot");
-    drop(s);
-    check_reopened(dir.path(), &snapshot_at(900), 900);
+    fails_at(point, |s| s.install_snapshot(&snapshot_at(900)), 900, 900);
     // ...and one inside it, whose stale suffix the failure left behind.
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = filled(dir.path());
-    fail::cfg("store::install_snapshot", "return").unwrap();
-    assert!(s.install_snapshot(&snapshot_at(300)).is_err());
-    fail::remove("store::install_snapshot");
-    drop(s);
-    check_reopened(dir.path(), &snapshot_at(300), 600);
+    fails_at(point, |s| s.install_snapshot(&snapshot_at(300)), 300, 600);
     scenario.teardown();
 }
 
 #[test]
 fn failure_purging_wal_segments_under_compaction_is_reported_and_harmless() {
     let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = filled(dir.path());
-    fail::cfg("wal::purge", "return").unwrap();
-    assert!(s.compact(&snapshot_at(500)).is_err());
-    fail::remove("wal::purge");
-    drop(s);
-    check_reopened(dir.path(), &snapshot_at(500), 600);
+    fails_at("wal::purge", |s| s.compact(&snapshot_at(500)), 500, 600);
     scenario.teardown();
 }

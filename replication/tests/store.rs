@@ -1,9 +1,12 @@
 //! One conformance suite for both log stores: the in-memory one and the one on the WAL.
 
+mod common;
+
+use common::small;
 use quorumkv_replication::{
     Conf, Entry, EntryKind, HardState, LogStore, MemStore, SnapshotMeta, WalStore,
 };
-use quorumkv_wal::{Backend, WalOptions};
+use quorumkv_wal::Backend;
 
 fn e(index: u64, term: u64) -> Entry {
     Entry {
@@ -15,15 +18,6 @@ fn e(index: u64, term: u64) -> Entry {
             EntryKind::Normal
         },
         data: vec![index as u8; (index % 7) as usize],
-    }
-}
-
-fn small() -> WalOptions {
-    WalOptions {
-        segment_bytes: 16 << 10,
-        record_bytes_max: 1 << 10,
-        batch_bytes_max: 4 << 10,
-        ..WalOptions::default()
     }
 }
 

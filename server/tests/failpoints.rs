@@ -3,20 +3,11 @@
 //! way the install reports the error, the reopened tree holds exactly what it held before,
 //! and a retried install then succeeds.
 
-use quorumkv_btree::{BTreeOptions, Db};
+mod common;
+
+use common::{open, rows};
 use quorumkv_server::kv::snapshot_file;
 use quorumkv_server::mvcc::Mvcc;
-
-fn open(dir: &std::path::Path, name: &str) -> Mvcc {
-    Mvcc::new(Db::open(dir.join(name), BTreeOptions::default()).unwrap())
-}
-
-fn rows(m: &Mvcc) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let snap = m.db().begin_read();
-    snap.iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
-        .collect()
-}
 
 fn filled(dir: &std::path::Path, name: &str, n: usize, applied: u64) -> Mvcc {
     let m = open(dir, name);

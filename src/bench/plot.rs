@@ -148,6 +148,22 @@ fn color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
+/// Draws the legend and writes the file.
+fn finish<'a, X: Ranged, Y: Ranged>(
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+) -> Result<bool, String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(true)
+}
+
 /// A system's line: its colour index, its name and its (clients, puts/s) points.
 type Line<'a> = (usize, &'a str, Vec<(u64, f64)>);
 
@@ -217,15 +233,7 @@ fn throughput_chart(runs: &[Run], out: &Path) -> Result<bool, String> {
             .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(true)
+    finish(chart, &root)
 }
 
 /// Latency percentiles of `workload`, a group of bars per system.
@@ -306,15 +314,7 @@ fn latency_chart(runs: &[Run], workload: &str, out: &Path) -> Result<bool, Strin
             .label(*q)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(true)
+    finish(chart, &root)
 }
 
 /// The put workload (256 B values) with the most clients.

@@ -2,7 +2,10 @@
 //! the log with a corruption error, or discards a torn tail and says so; a flipped record is
 //! never returned. Reads of a record corrupted under an open log fail too.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::segments;
+use std::path::Path;
 
 use quorumkv_wal::{Backend, Error, Wal, WalOptions};
 
@@ -18,16 +21,6 @@ fn opts() -> WalOptions {
 fn rec(i: u64) -> Vec<u8> {
     let mut v = i.to_le_bytes().to_vec();
     v.extend((0..(i % 200)).map(|j| (i ^ j) as u8));
-    v
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    v.sort();
     v
 }
 

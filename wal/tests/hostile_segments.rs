@@ -4,6 +4,9 @@
 //! names. Opening and reading such a log gives errors or well-formed records, never a panic or
 //! an allocation sized by a corrupt length.
 
+mod common;
+
+use common::segments;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
@@ -16,16 +19,6 @@ fn opts() -> WalOptions {
         batch_bytes_max: 8 << 10,
         ..WalOptions::default()
     }
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    v.sort();
-    v
 }
 
 struct Fixture {

@@ -1,0 +1,17 @@
+//! Helpers shared by the server's integration tests.
+
+use quorumkv_btree::{BTreeOptions, Db};
+use quorumkv_server::mvcc::Mvcc;
+
+/// The key space in the tree file `dir/name` (created if missing).
+pub fn open(dir: &std::path::Path, name: &str) -> Mvcc {
+    Mvcc::new(Db::open(dir.join(name), BTreeOptions::default()).unwrap())
+}
+
+/// Every row of the tree, in order.
+pub fn rows(m: &Mvcc) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let snap = m.db().begin_read();
+    snap.iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect()
+}
