@@ -12,6 +12,7 @@ cargo build --release --quiet
 work=$(mktemp -d)
 trap 'pkill -P $$ >/dev/null 2>&1; rm -rf "$work"' EXIT
 export ETCDCTL_API=3
+pids=()
 
 start() { # start SYSTEM MEMBERS
     local sys=$1 n=$2 ic="" i
@@ -25,8 +26,20 @@ start() { # start SYSTEM MEMBERS
         else
             "$bin" serve "${common[@]}" --replication "$sys" >"$work/$sys-m$i.log" 2>&1 &
         fi
+        pids+=($!)
     done
     sleep 3
+}
+
+stop() { # TERM, KILL after 10 s; the next system starts only once these are gone (same ports)
+    [ ${#pids[@]} -gt 0 ] || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null
+    (sleep 10; kill -KILL "${pids[@]}" 2>/dev/null) &
+    local killer=$!
+    wait "${pids[@]}" 2>/dev/null
+    kill "$killer" 2>/dev/null
+    wait "$killer" 2>/dev/null
+    pids=()
 }
 
 for s in $systems; do
@@ -36,6 +49,5 @@ for s in $systems; do
     etcdctl --endpoints="$eps" check perf --load="$load" >"$work/$s.out" 2>&1
     result=$(tr '\r' '\n' <"$work/$s.out" | grep -E "PASS|FAIL|^Error" | tr '\n' ' ')
     echo "$s: $result"
-    pkill -P $$ -f "serve|etcd --name" >/dev/null 2>&1
-    sleep 2
+    stop
 done
