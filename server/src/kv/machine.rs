@@ -155,6 +155,11 @@ impl ApplyThread {
             let mut batch = match msg {
                 ApplyMsg::Entries(b) => b,
                 ApplyMsg::Install(path, reply) => {
+                    // The install starts with a checkpoint, which a failed flush forbids.
+                    if self.flush_failed() {
+                        let _ = reply.send(Err("the key space's storage failed".into()));
+                        return;
+                    }
                     let result = self.install(&path);
                     let failed = result.is_err();
                     let _ = reply.send(result);
