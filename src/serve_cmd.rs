@@ -86,6 +86,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     strict_reconfig_check: bool,
+    /// Auth token type: `simple` (the only kind served; etcd's `jwt` is refused).
+    #[arg(long, default_value = "simple", value_parser = auth_token_kind)]
+    auth_token: String,
+    /// Time (in seconds) a simple token lives after its last use.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    auth_token_ttl: u64,
+    /// bcrypt cost for hashing auth passwords (4 to 31).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    bcrypt_cost: u32,
     /// Applied entries between log compactions.
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
@@ -119,6 +128,17 @@ pub struct ServeArgs {
     wal_preallocate: Option<bool>,
 }
 
+/// Accepts etcd's `--auth-token` values of the simple kind (`simple`, or `simple,...`).
+fn auth_token_kind(v: &str) -> Result<String, String> {
+    if v.split(',').next() == Some("simple") {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "auth token type {v:?} is not supported (only \"simple\" tokens are)"
+        ))
+    }
+}
+
 impl ServeArgs {
     fn options(&self) -> ServeOptions {
         let mut o = ServeOptions {
@@ -139,6 +159,8 @@ impl ServeArgs {
             quota_backend_bytes: self.quota_backend_bytes,
             max_txn_ops: self.max_txn_ops,
             strict_reconfig_check: self.strict_reconfig_check,
+            auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
+            bcrypt_cost: self.bcrypt_cost,
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             backend_batch_interval: Duration::from_millis(self.backend_batch_interval),

@@ -940,6 +940,182 @@ fn zab_membership_changes_through_etcdctl() {
 }
 
 /// Runs `quorumkv bench ARGS --json` and parses its last line.
+/// What etcdctl printed on a failure it was expected to report.
+fn refused(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "etcdctl succeeded where it should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn etcd3_auth(ep: &str, user: &str, password: &str, leader: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/etcd3_auth.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([ep, user, password, leader])
+        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        .output()
+        .expect("python3 not found");
+    assert!(
+        out.status.success(),
+        "python-etcd3 auth checks failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// etcd's auth workflow through etcdctl and python-etcd3 against one member (a follower when
+/// there are several, so tokens and passwords travel to the leader): enabling, users, roles,
+/// key-range permissions, password changes, admin-only calls, the root guards, persistence
+/// across a restart, and disabling.
+fn auth(protocol: &'static str, n: usize) {
+    let _serial = serial();
+    let mut c = Cluster::start(n, protocol);
+    let at = if n > 1 { (c.leader() + 1) % n } else { 0 };
+    let ep = c.members[at].client.clone();
+    let run = |user: &str, args: &[&str]| {
+        let u = format!("--user={user}");
+        let mut all = vec![u.as_str()];
+        all.extend_from_slice(args);
+        etcdctl(&ep, &all)
+    };
+    ok(&etcdctl(&ep, &["put", "/app/x", "1"]));
+    ok(&etcdctl(&ep, &["user", "add", "root:rootpw"]));
+    // etcd refuses while root lacks the root role; etcdctl then adds the role and grants it.
+    assert!(ok(&etcdctl(&ep, &["auth", "enable"])).contains("Authentication Enabled"));
+    assert!(refused(&etcdctl(&ep, &["get", "/app/x"])).contains("user name is empty"));
+    assert!(refused(&run("root:nope", &["get", "/app/x"])).contains("authentication failed"));
+    assert_eq!(ok(&run("root:rootpw", &["get", "/app/x"])), "/app/x\n1\n");
+
+    let root = |args: &[&str]| ok(&run("root:rootpw", args));
+    root(&["role", "add", "app"]);
+    root(&[
+        "role",
+        "grant-permission",
+        "app",
+        "readwrite",
+        "/app/",
+        "--prefix=true",
+    ]);
+    root(&[
+        "role",
+        "grant-permission",
+        "app",
+        "read",
+        "/shared/",
+        "--prefix=true",
+    ]);
+    root(&["user", "add", "alice:apw"]);
+    root(&["user", "grant-role", "alice", "app"]);
+    assert!(root(&["role", "get", "app"]).contains("(prefix /app/)"));
+    assert!(root(&["user", "get", "alice"]).contains("Roles: app"));
+    assert_eq!(root(&["user", "list"]), "alice\nroot\n");
+    assert_eq!(root(&["role", "list"]), "app\nroot\n");
+
+    let alice = |args: &[&str]| run("alice:apw", args);
+    assert_eq!(ok(&alice(&["put", "/app/y", "2"])).trim(), "OK");
+    assert_eq!(
+        ok(&alice(&["get", "/app/", "--prefix", "--keys-only"])),
+        "/app/x\n\n/app/y\n\n"
+    );
+    ok(&alice(&["get", "/shared/a"]));
+    assert!(refused(&alice(&["put", "/shared/a", "1"])).contains("permission denied"));
+    assert!(refused(&alice(&["get", "", "--prefix"])).contains("permission denied"));
+    assert!(refused(&alice(&["del", "/other"])).contains("permission denied"));
+    assert!(refused(&alice(&["user", "list"])).contains("permission denied"));
+    assert!(refused(&alice(&["snapshot", "save", "/dev/null"])).contains("permission denied"));
+    assert!(ok(&alice(&["user", "get", "alice"])).contains("app"));
+    etcd3_auth(&ep, "alice", "apw", &c.members[c.leader()].client);
+
+    // The administrator cannot lock itself out.
+    for args in [
+        &["user", "delete", "root"][..],
+        &["role", "delete", "root"],
+        &["user", "revoke-role", "root", "root"],
+    ] {
+        assert!(refused(&run("root:rootpw", args)).contains("invalid auth management"));
+    }
+    assert!(
+        refused(&run(
+            "root:rootpw",
+            &["role", "revoke-permission", "app", "/nope"]
+        ))
+        .contains("permission is not granted to the role")
+    );
+    assert!(
+        refused(&run(
+            "root:rootpw",
+            &["user", "grant-role", "alice", "ghost"]
+        ))
+        .contains("role name not found")
+    );
+
+    // Revoking a permission and changing a password take effect at once.
+    root(&[
+        "role",
+        "revoke-permission",
+        "app",
+        "/shared/",
+        "--prefix=true",
+    ]);
+    assert!(refused(&alice(&["get", "/shared/a"])).contains("permission denied"));
+    let mut passwd = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints={ep}"),
+            "--user=root:rootpw",
+            "user",
+            "passwd",
+            "alice",
+            "--interactive=false",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    passwd.stdin.take().unwrap().write_all(b"apw2\n").unwrap();
+    ok(&passwd.wait_with_output().unwrap());
+    assert!(refused(&alice(&["get", "/app/x"])).contains("authentication failed"));
+    assert_eq!(
+        ok(&run("alice:apw2", &["get", "/app/x", "--print-value-only"])),
+        "1\n"
+    );
+
+    // Users, roles and the enabled flag survive a restart.
+    c.kill(at);
+    c.spawn(at);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run("alice:apw2", &["get", "/app/x"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "restarted member never served alice"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(refused(&etcdctl(&ep, &["get", "/app/x"])).contains("user name is empty"));
+    assert!(refused(&run("alice:apw2", &["put", "/other", "1"])).contains("permission denied"));
+
+    assert!(ok(&run("root:rootpw", &["auth", "disable"])).contains("Authentication Disabled"));
+    assert_eq!(
+        ok(&etcdctl(&ep, &["get", "/app/y", "--print-value-only"])),
+        "2\n"
+    );
+    assert!(refused(&etcdctl(&ep, &["user", "add", "root:again"])).contains("already exists"));
+}
+
+#[test]
+fn raft_three_nodes_enforce_etcd_auth_through_a_follower() {
+    auth("raft", 3);
+}
+
+#[test]
+fn zab_one_node_enforces_etcd_auth() {
+    auth("zab", 1);
+}
+
 fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
         .arg("bench")

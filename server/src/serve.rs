@@ -49,6 +49,10 @@ pub struct ServeOptions {
     pub max_txn_ops: usize,
     /// Refuse membership changes that could cost the cluster its quorum.
     pub strict_reconfig_check: bool,
+    /// How long a simple token lives after its last use.
+    pub auth_token_ttl: Duration,
+    /// bcrypt cost of stored password hashes.
+    pub bcrypt_cost: u32,
     /// Applied entries between log compactions.
     pub snapshot_count: u64,
     /// Entries kept behind the durable point at compaction for slow followers.
@@ -85,6 +89,8 @@ impl Default for ServeOptions {
             quota_backend_bytes: 0,
             max_txn_ops: 128,
             strict_reconfig_check: true,
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5_000,
             backend_batch_interval: Duration::from_millis(100),
@@ -219,6 +225,8 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     }
     kv.max_txn_ops = o.max_txn_ops;
     kv.strict_reconfig_check = o.strict_reconfig_check;
+    kv.auth_token_ttl = o.auth_token_ttl;
+    kv.bcrypt_cost = o.bcrypt_cost;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::reconfig::Reconfig;
+use crate::kv::auth::Caller;
 use crate::kv::{Applied, KvError, KvServer, Member, node_error};
 use crate::pb::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
 use crate::pb::quorumkv::{MemberAttributes, internal_request::Request as Req};
@@ -43,6 +44,12 @@ impl ClusterService {
 
     fn members(&self) -> Vec<pb::Member> {
         self.server.members().into_iter().map(to_pb).collect()
+    }
+
+    /// Checks the caller is the administrator: membership changes are.
+    fn admin<T>(&self, req: &Request<T>) -> Result<Caller, KvError> {
+        self.server
+            .authorize_admin(super::token(req.metadata()).as_deref())
     }
 
     /// The leader's Cluster service, when another member leads.
@@ -93,14 +100,22 @@ impl ClusterService {
     }
 }
 
+/// `req` to relay to the leader, with the caller's token.
+fn relayed<T>(req: Request<T>, caller: &Caller) -> Request<T> {
+    let mut out = Request::new(req.into_inner());
+    super::pass_token(caller, out.metadata_mut());
+    out
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let caller = self.admin(&req)?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_add(req.into_inner()).await;
+            return leader.member_add(relayed(req, &caller)).await;
         }
         let r = req.into_inner();
         self.check_urls(&r.peer_ur_ls, 0)?;
@@ -149,8 +164,9 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let caller = self.admin(&req)?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_remove(req.into_inner()).await;
+            return leader.member_remove(relayed(req, &caller)).await;
         }
         let id = req.get_ref().id;
         self.member(id)?;
@@ -167,6 +183,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.admin(&req)?;
         let r = req.into_inner();
         let m = self.member(r.id)?;
         self.check_urls(&r.peer_ur_ls, r.id)?;
@@ -200,8 +217,9 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let caller = self.admin(&req)?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_promote(req.into_inner()).await;
+            return leader.member_promote(relayed(req, &caller)).await;
         }
         let id = req.get_ref().id;
         if !self.member(id)?.is_learner {

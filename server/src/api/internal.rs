@@ -25,6 +25,7 @@ impl Internal for InternalService {
         &self,
         req: Request<InternalRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
+        let token = super::token(req.metadata());
         let Some(r) = req.into_inner().request else {
             return Err(KvError::Other("empty request".into()).into());
         };
@@ -47,8 +48,14 @@ impl Internal for InternalService {
             }
             _ => {}
         }
+        // The follower's caller is checked again here, by the token it passed on.
+        let caller = self.server.authorize(token.as_deref(), &r)?;
         // Never forwarded again: a member that is not the leader says so.
-        let (applied, revision) = self.server.propose_local(r).await.map_err(|(e, _)| e)?;
+        let (applied, revision) = self
+            .server
+            .propose_local(r, &caller)
+            .await
+            .map_err(|(e, _)| e)?;
         let result = match applied {
             Applied::Put(p) => Fr::Put(p),
             Applied::DeleteRange(d) => Fr::DeleteRange(d),

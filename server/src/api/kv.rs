@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::token;
 use crate::kv::{Applied, KvError, KvServer, range};
 use crate::pb::etcdserverpb::{self as pb, kv_server::Kv, request_op};
 use crate::pb::quorumkv::internal_request::Request as Req;
@@ -136,17 +137,23 @@ impl Kv for KvService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = req.get_ref();
+        self.server
+            .authorize_read(token(req.metadata()).as_deref(), &r.key, &r.range_end)?;
         Ok(Response::new(self.range_inner(req.into_inner()).await?))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let token = token(req.metadata());
         let p = req.into_inner();
         check_put(&p)?;
         if !self.server.shared().key_fits(&p.key) {
             return Err(KvError::KeyTooLarge.into());
         }
         check_size(&self.server, &p)?;
-        match self.server.propose(Req::Put(p)).await? {
+        let r = Req::Put(p);
+        let caller = self.server.authorize(token.as_deref(), &r)?;
+        match self.server.propose_as(r, &caller).await? {
             (Applied::Put(mut r), rev) => {
                 r.header = Some(self.server.header(rev));
                 Ok(Response::new(r))
@@ -159,12 +166,15 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let token = token(req.metadata());
         let d = req.into_inner();
         if d.key.is_empty() {
             return Err(KvError::EmptyKey.into());
         }
         check_size(&self.server, &d)?;
-        match self.server.propose(Req::DeleteRange(d)).await? {
+        let r = Req::DeleteRange(d);
+        let caller = self.server.authorize(token.as_deref(), &r)?;
+        match self.server.propose_as(r, &caller).await? {
             (Applied::DeleteRange(mut r), rev) => {
                 r.header = Some(self.server.header(rev));
                 Ok(Response::new(r))
@@ -174,10 +184,13 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let token = token(req.metadata());
         let t = req.into_inner();
         check_txn(&t, self.server.config().max_txn_ops)?;
         check_size(&self.server, &t)?;
-        match self.server.propose(Req::Txn(t)).await? {
+        let r = Req::Txn(t);
+        let caller = self.server.authorize(token.as_deref(), &r)?;
+        match self.server.propose_as(r, &caller).await? {
             (Applied::Txn(mut r), rev) => {
                 r.header = Some(self.server.header(rev));
                 Ok(Response::new(r))
@@ -190,8 +203,10 @@ impl Kv for KvService {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let c = req.into_inner();
-        let (_, rev) = self.server.propose(Req::Compaction(c)).await?;
+        let token = token(req.metadata());
+        let r = Req::Compaction(req.into_inner());
+        let caller = self.server.authorize(token.as_deref(), &r)?;
+        let (_, rev) = self.server.propose_as(r, &caller).await?;
         Ok(Response::new(pb::CompactionResponse {
             header: Some(self.server.header(rev)),
         }))

@@ -80,10 +80,10 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let (_, rev) = self
-            .server
-            .propose(Req::LeaseRevoke(req.into_inner()))
-            .await?;
+        let token = super::token(req.metadata());
+        let r = Req::LeaseRevoke(req.into_inner());
+        let caller = self.server.authorize(token.as_deref(), &r)?;
+        let (_, rev) = self.server.propose_as(r, &caller).await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: Some(self.server.header(rev)),
         }))

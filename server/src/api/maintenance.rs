@@ -26,6 +26,14 @@ pub struct MaintenanceService {
 }
 
 impl MaintenanceService {
+    /// Checks the caller is the administrator, as etcd does for everything here but `Status`
+    /// and `Alarm`.
+    fn admin<T>(&self, req: &Request<T>) -> Result<(), KvError> {
+        self.server
+            .authorize_admin(super::token(req.metadata()).as_deref())
+            .map(|_| ())
+    }
+
     fn alarms(&self) -> Vec<pb::AlarmMember> {
         self.server
             .shared()
@@ -112,8 +120,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.admin(&req)?;
         // The tree reuses freed pages in place; there is nothing to rewrite.
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(0)),
@@ -122,8 +131,9 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.admin(&req)?;
         let snap = self.server.shared().mvcc.snapshot();
         let mut h = 0u32;
         for item in snap.txn().iter() {
@@ -141,6 +151,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.admin(&req)?;
         let snap = self.server.shared().mvcc.snapshot();
         let (hash, compact_revision, hash_revision) =
             snap.hash(req.get_ref().revision).map_err(KvError::from)?;
@@ -156,8 +167,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin(&req)?;
         let server = Arc::clone(&self.server);
         let path = server.config().node.data_dir.join(format!(
             "snapshot-{}.tmp",
@@ -206,6 +218,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.admin(&req)?;
         let target = req.get_ref().target_id;
         if !self.server.node().state().is_leader() {
             return Err(KvError::NotLeader.into());

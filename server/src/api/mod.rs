@@ -1,6 +1,7 @@
-//! The client API: etcd's v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance) and the
-//! member-to-member `Internal` service, served with tonic on the client listener.
+//! The client API: etcd's v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance, Auth) and
+//! the member-to-member `Internal` service, served with tonic on the client listener.
 
+pub mod auth;
 pub mod cluster;
 pub mod internal;
 pub mod kv;
@@ -12,16 +13,36 @@ pub mod watch;
 
 use std::sync::Arc;
 
+use tonic::metadata::MetadataMap;
+
 use crate::kv::KvServer;
+use crate::kv::auth::Caller;
 use crate::pb::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer as KvGrpc, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer as KvGrpc,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::pb::quorumkv::internal_server::InternalServer;
 
 /// gRPC framing and field overhead allowed above `--max-request-bytes` (etcd allows 512 KiB),
 /// so an oversized request gets etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The auth token a request carries: etcd clients send it as `token` metadata (its gateway
+/// as `authorization`).
+pub(crate) fn token(md: &MetadataMap) -> Option<String> {
+    ["token", "authorization"]
+        .iter()
+        .find_map(|k| md.get(*k))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Passes the caller's token on with a request relayed to another member.
+pub(crate) fn pass_token(caller: &Caller, md: &mut MetadataMap) {
+    if let Some(v) = caller.token.as_deref().and_then(|t| t.parse().ok()) {
+        md.insert("token", v);
+    }
+}
 
 /// Serves the client API on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -58,6 +79,9 @@ pub async fn serve(
                 server: Arc::clone(&server)
             }
         )))
+        .add_service(limits!(AuthServer::new(auth::AuthService {
+            server: Arc::clone(&server)
+        })))
         .add_service(limits!(InternalServer::new(internal::InternalService {
             server: Arc::clone(&server)
         })))

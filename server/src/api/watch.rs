@@ -49,6 +49,8 @@ type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
 struct StreamState {
     server: Arc<KvServer>,
+    /// The token the stream was opened with: each create is checked for read access.
+    token: Option<String>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     out: Out,
@@ -89,16 +91,23 @@ impl StreamState {
             }
             self.next_id
         };
+        let denied = self
+            .server
+            .authorize_read(self.token.as_deref(), &c.key, &c.range_end)
+            .err();
         if self.watchers.contains_key(&id)
             || self.watchers.len() >= self.server.config().watchers_per_stream_max
             || c.key.is_empty()
+            || denied.is_some()
         {
             let reason = if c.key.is_empty() {
-                "etcdserver: key is not provided"
+                "etcdserver: key is not provided".to_string()
+            } else if let Some(e) = denied {
+                e.to_string()
             } else if self.watchers.contains_key(&id) {
-                "mvcc: duplicate watch ID provided on the WatchStream"
+                "mvcc: duplicate watch ID provided on the WatchStream".to_string()
             } else {
-                "etcdserver: too many watchers on this stream"
+                "etcdserver: too many watchers on this stream".to_string()
             };
             return self
                 .send(pb::WatchResponse {
@@ -106,7 +115,7 @@ impl StreamState {
                     watch_id: id,
                     created: true,
                     canceled: true,
-                    cancel_reason: reason.into(),
+                    cancel_reason: reason,
                     ..Default::default()
                 })
                 .await;
@@ -316,10 +325,16 @@ impl Drop for StreamState {
     }
 }
 
-async fn run(server: Arc<KvServer>, mut inbound: Streaming<pb::WatchRequest>, out: Out) {
+async fn run(
+    server: Arc<KvServer>,
+    token: Option<String>,
+    mut inbound: Streaming<pb::WatchRequest>,
+    out: Out,
+) {
     let mut rev_rx = server.shared().hub.subscribe();
     let mut st = StreamState {
         server,
+        token,
         watchers: BTreeMap::new(),
         next_id: 0,
         out,
@@ -360,7 +375,8 @@ impl Watch for WatchService {
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run(Arc::clone(&self.server), req.into_inner(), tx));
+        let token = super::token(req.metadata());
+        tokio::spawn(run(Arc::clone(&self.server), token, req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

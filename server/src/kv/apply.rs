@@ -12,6 +12,7 @@ use std::sync::Arc;
 use prost::Message;
 use quorumkv_replication::{Entry, EntryKind};
 
+use super::auth::{AUTH_PREFIX, AuthState};
 use super::error::KvError;
 use super::range;
 use super::{Applied, Member, Shared};
@@ -93,7 +94,10 @@ impl Applier {
                     members_changed = true;
                     self.member_attributes(&mut txn, m)
                 }
-                Some(r) => self.request(&mut txn, r),
+                Some(r) => match self.recheck(&req.username, req.auth_revision, &r) {
+                    Ok(()) => self.request(&mut txn, r),
+                    Err(e) => Err(e),
+                },
                 None => Err(KvError::Other("empty request".into())),
             };
             // A failed request must leave nothing behind: validation happens before any
@@ -132,8 +136,46 @@ impl Applier {
         Ok(())
     }
 
+    /// Checks a key-space write again when the auth store changed after the proposer checked
+    /// it (a permission revoked meanwhile, say), so permissions take effect in log order.
+    fn recheck(&self, user: &str, checked_at: u64, r: &Request) -> Result<(), KvError> {
+        let auth = self.shared.auth.state();
+        if auth.enabled()
+            && checked_at < auth.revision()
+            && matches!(
+                r,
+                Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_)
+            )
+        {
+            return auth.check_request(user, r);
+        }
+        Ok(())
+    }
+
     fn request(&mut self, txn: &mut MvccTxn, r: Request) -> Result<Applied, KvError> {
         match r {
+            Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::Authenticate(_)
+            | Request::UserAdd(_)
+            | Request::UserDelete(_)
+            | Request::UserChangePassword(_)
+            | Request::UserGrantRole(_)
+            | Request::UserRevokeRole(_)
+            | Request::RoleAdd(_)
+            | Request::RoleDelete(_)
+            | Request::RoleGrantPermission(_)
+            | Request::RoleRevokePermission(_) => {
+                for (k, v) in self.shared.auth.apply(&r)? {
+                    match v {
+                        Some(v) => txn.tree().insert(&k, &v).map_err(storage)?,
+                        None => {
+                            txn.tree().remove(&k).map_err(storage)?;
+                        }
+                    }
+                }
+                Ok(Applied::Done)
+            }
             Request::Put(p) => {
                 self.check_put(txn, &p)?;
                 Ok(Applied::Put(self.put(txn, p)?))
@@ -407,7 +449,8 @@ fn storage(e: quorumkv_btree::Error) -> KvError {
     KvError::Storage(e.to_string())
 }
 
-/// Loads leases (with their keys), members and alarms from the tree at start.
+/// Loads leases (with their keys), members, alarms and the auth store from the tree (at start
+/// and after a snapshot install).
 pub fn load(shared: &Shared) -> Result<(), KvError> {
     let snap = shared.mvcc.snapshot();
     let txn = snap.txn();
@@ -448,6 +491,11 @@ pub fn load(shared: &Shared) -> Result<(), KvError> {
         }
     }
     drop(members);
+    let rows = txn
+        .prefix(&[AUTH_PREFIX])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage)?;
+    shared.auth.replace(AuthState::load(rows)?);
     let mut alarms = shared.alarms.lock();
     for item in txn.prefix(&[ALARM_PREFIX]) {
         let (k, _) = item.map_err(storage)?;

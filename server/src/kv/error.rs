@@ -100,6 +100,54 @@ pub enum KvError {
     /// Stored data failed validation.
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    /// Enabling authentication without a `root` user.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// Enabling authentication while `root` lacks the `root` role.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// The user exists.
+    #[error("etcdserver: user name already exists")]
+    UserExists,
+    /// No user given: no token while authentication is on, or an empty name.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// Unknown user.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// The role exists.
+    #[error("etcdserver: role name already exists")]
+    RoleExists,
+    /// Unknown role.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// Empty role name.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// Wrong user or password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// The user may not do this.
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// Revoking a role the user does not have.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// Revoking a permission the role does not have.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Granting no permission.
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// Authentication is off.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// The token is unknown or expired.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// A change that would lock the administrator out (deleting `root`, say).
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
     /// An error the leader returned for a forwarded request.
     #[error("{message}")]
     Forwarded {
@@ -122,7 +170,10 @@ impl KvError {
         use KvError::*;
         match self {
             EmptyKey | KeyTooLarge | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps
-            | DuplicateKey | RequestTooLarge => Code::InvalidArgument,
+            | DuplicateKey | RequestTooLarge | UserEmpty | RoleEmpty | AuthFailed
+            | PermissionNotGiven | InvalidAuthMgmt => Code::InvalidArgument,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
@@ -133,7 +184,16 @@ impl KvError {
             | LearnerNotReady
             | NotEnoughStartedMembers
             | BadLeaderTransferee
-            | NotLeader => Code::FailedPrecondition,
+            | NotLeader
+            | RootUserNotExist
+            | RootRoleNotExist
+            | UserExists
+            | UserNotFound
+            | RoleExists
+            | RoleNotFound
+            | RoleNotGranted
+            | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped | NotCapable | Unhealthy => {
                 Code::Unavailable
             }

@@ -10,6 +10,7 @@
 //! The leader also runs the lease clock: expired leases are revoked through the log.
 
 pub mod apply;
+pub mod auth;
 pub mod error;
 mod flusher;
 pub mod lessor;
@@ -30,6 +31,7 @@ use quorumkv_btree::{BTreeOptions, Db};
 use quorumkv_replication::{NodeId, ProposeError};
 use tokio::sync::oneshot;
 
+use auth::{AuthStore, Caller};
 pub use error::KvError;
 use lessor::Lessor;
 use watch_hub::WatchHub;
@@ -93,6 +95,8 @@ pub struct Shared {
     pub members_version: AtomicU64,
     /// Set when apply stopped on a storage error: nothing more is accepted.
     pub apply_stopped: std::sync::atomic::AtomicBool,
+    /// Users, roles and this member's tokens.
+    pub auth: AuthStore,
 }
 
 impl std::fmt::Debug for Shared {
@@ -156,6 +160,10 @@ pub struct KvConfig {
     /// Refuse membership changes that could cost the cluster its quorum (etcd's
     /// `--strict-reconfig-check`).
     pub strict_reconfig_check: bool,
+    /// How long a simple token lives after its last use (etcd's `--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
+    /// bcrypt cost of stored password hashes (etcd's `--bcrypt-cost`).
+    pub bcrypt_cost: u32,
 }
 
 impl KvConfig {
@@ -177,6 +185,8 @@ impl KvConfig {
             pending_max: 65_536,
             request_timeout: Duration::from_secs(7),
             strict_reconfig_check: true,
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: bcrypt::DEFAULT_COST,
         }
     }
 }
@@ -190,6 +200,8 @@ pub struct KvServer {
     cluster_id: u64,
     channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Password hashings and checks allowed at once (bcrypt is slow on purpose).
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for KvServer {
@@ -250,6 +262,7 @@ impl KvServer {
             applied: tokio::sync::watch::channel(applied).0,
             members_version: AtomicU64::new(0),
             apply_stopped: std::sync::atomic::AtomicBool::new(false),
+            auth: AuthStore::new(cfg.auth_token_ttl),
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
         let machine = machine::KvMachine::start(
@@ -282,6 +295,9 @@ impl KvServer {
             cluster_id,
             channels: Mutex::new(HashMap::new()),
             metrics: Arc::default(),
+            bcrypt_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         });
         let handle = server.node.handle();
         handle.spawn(publish_attributes(Arc::clone(&server)));
@@ -363,23 +379,36 @@ impl KvServer {
         (s.page_count.saturating_sub(s.free_pages)) * s.page_size as u64
     }
 
-    /// Proposes `req` and waits for its result; on a follower the request goes to the leader.
+    /// Proposes the members' own request `req` (no user) and waits for its result; on a
+    /// follower the request goes to the leader.
     pub async fn propose(&self, req: Request) -> Result<(Applied, i64), KvError> {
+        self.propose_as(req, &Caller::default()).await
+    }
+
+    /// Proposes `req` for `caller`, whose permissions were checked, and waits for its result;
+    /// on a follower the request goes to the leader with the caller's token.
+    pub async fn propose_as(
+        &self,
+        req: Request,
+        caller: &Caller,
+    ) -> Result<(Applied, i64), KvError> {
         let deadline = Instant::now() + self.cfg.request_timeout;
         let mut req = req;
         let r = loop {
-            match self.propose_local(req).await {
-                Err((KvError::NotLeader, Some(back))) => match self.forward(back.clone()).await {
-                    // The old leader is gone and the request never reached it: wait for the
-                    // next leader and go again (safe: nothing was sent).
-                    Err(KvError::Forwarded { code, message })
-                        if refused_unsent(code, &message) && Instant::now() < deadline =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        req = back;
+            match self.propose_local(req, caller).await {
+                Err((KvError::NotLeader, Some(back))) => {
+                    match self.forward(back.clone(), caller).await {
+                        // The old leader is gone and the request never reached it: wait for the
+                        // next leader and go again (safe: nothing was sent).
+                        Err(KvError::Forwarded { code, message })
+                            if refused_unsent(code, &message) && Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            req = back;
+                        }
+                        r => break r,
                     }
-                    r => break r,
-                },
+                }
                 // No leader yet (an election is on): nothing was proposed, so wait for one.
                 Err((KvError::NoLeader, Some(back))) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -397,8 +426,8 @@ impl KvServer {
         r
     }
 
-    /// Hands `req` to the leader's `Internal.Propose`.
-    async fn forward(&self, req: Request) -> Result<(Applied, i64), KvError> {
+    /// Hands `req` to the leader's `Internal.Propose`, with the caller's token.
+    async fn forward(&self, req: Request, caller: &Caller) -> Result<(Applied, i64), KvError> {
         use crate::pb::quorumkv::forward_response::Result as Fr;
         let channel = self.await_leader_channel().await?;
         let mut client = crate::pb::quorumkv::internal_client::InternalClient::new(channel)
@@ -407,9 +436,11 @@ impl KvServer {
             id: 0,
             time_ms: now_ms(),
             request: Some(req),
+            ..InternalRequest::default()
         };
         let mut request = tonic::Request::new(msg);
         request.set_timeout(self.cfg.request_timeout);
+        crate::api::pass_token(caller, request.metadata_mut());
         let resp = client.propose(request).await?.into_inner();
         let applied = match resp.result {
             Some(Fr::Put(p)) => Applied::Put(p),
@@ -458,7 +489,9 @@ impl KvServer {
     pub async fn propose_local(
         &self,
         req: Request,
+        caller: &Caller,
     ) -> Result<(Applied, i64), (KvError, Option<Request>)> {
+        let req = self.prepare_secret(req).await?;
         let writes = matches!(
             req,
             Request::Put(_) | Request::Txn(_) | Request::LeaseGrant(_)
@@ -481,6 +514,8 @@ impl KvServer {
             id,
             time_ms: now_ms(),
             request: Some(req),
+            username: caller.user.clone(),
+            auth_revision: caller.revision,
         };
         let entry = msg.encode_to_vec();
         let req = msg.request.take();
@@ -516,6 +551,136 @@ impl KvServer {
         };
         self.shared.waiters.lock().remove(&id);
         out
+    }
+
+    /// Keeps passwords out of the log: on the leader, an `Authenticate` has its password
+    /// checked against the stored hash and cleared, and a new password is hashed (bcrypt, off
+    /// the async workers). A member that does not lead hands the request back untouched, to go
+    /// to the leader.
+    async fn prepare_secret(&self, req: Request) -> Result<Request, (KvError, Option<Request>)> {
+        let secret = match &req {
+            // Always checked here, so no path proposes a token without its password.
+            Request::Authenticate(_) => true,
+            Request::UserAdd(u) => u.hashed_password.is_empty(),
+            Request::UserChangePassword(c) => c.hashed_password.is_empty(),
+            _ => false,
+        };
+        if !secret {
+            return Ok(req);
+        }
+        let state = self.node.state();
+        if !state.is_leader() {
+            let e = if state.leader() == 0 {
+                KvError::NoLeader
+            } else {
+                KvError::NotLeader
+            };
+            return Err((e, Some(req)));
+        }
+        let _slot = self
+            .bcrypt_slots
+            .acquire()
+            .await
+            .map_err(|_| (KvError::Stopped, None))?;
+        let cost = self.cfg.bcrypt_cost;
+        let hash_of = |password: String| async move {
+            tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
+                .await
+                .map_err(|e| KvError::Other(e.to_string()))?
+                .map_err(|e| KvError::Other(format!("hashing the password: {e}")))
+        };
+        let prepared = match req {
+            Request::Authenticate(mut a) => {
+                if !self.shared.auth.state().enabled() {
+                    return Err((KvError::AuthNotEnabled, None));
+                }
+                let hash = self.shared.auth.password_hash(&a.name);
+                let password = std::mem::take(&mut a.password);
+                let ok = match hash {
+                    Some(h) if !a.simple_token.is_empty() => {
+                        tokio::task::spawn_blocking(move || bcrypt::verify(password, &h))
+                            .await
+                            .map_err(|e| (KvError::Other(e.to_string()), None))?
+                            .unwrap_or(false)
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err((KvError::AuthFailed, None));
+                }
+                Request::Authenticate(a)
+            }
+            Request::UserAdd(mut u) => {
+                if !u.options.as_ref().is_some_and(|o| o.no_password) {
+                    u.hashed_password = hash_of(std::mem::take(&mut u.password))
+                        .await
+                        .map_err(|e| (e, None))?;
+                }
+                u.password.clear();
+                Request::UserAdd(u)
+            }
+            Request::UserChangePassword(mut c) => {
+                c.hashed_password = hash_of(std::mem::take(&mut c.password))
+                    .await
+                    .map_err(|e| (e, None))?;
+                Request::UserChangePassword(c)
+            }
+            other => other,
+        };
+        Ok(prepared)
+    }
+
+    /// Who presents `token` (see [`AuthStore::caller`]).
+    pub fn caller(&self, token: Option<&str>) -> Result<Caller, KvError> {
+        self.shared.auth.caller(token)
+    }
+
+    /// Checks the caller presenting `token` may make `req`, and returns it stamped with the
+    /// auth revision it was checked at. A lease revoke also needs write access to the lease's
+    /// keys.
+    pub fn authorize(&self, token: Option<&str>, req: &Request) -> Result<Caller, KvError> {
+        let mut caller = self.caller(token)?;
+        let auth = self.shared.auth.state();
+        auth.check_request(&caller.user, req)?;
+        if let Request::LeaseRevoke(r) = req
+            && auth.enabled()
+        {
+            let keys = self
+                .shared
+                .lessor
+                .lock()
+                .time_to_live(r.id)
+                .map(|t| t.2)
+                .unwrap_or_default();
+            for k in keys {
+                auth.check(&caller.user, &k, &[], auth::Access::Write)?;
+            }
+        }
+        caller.revision = auth.revision();
+        Ok(caller)
+    }
+
+    /// Checks the caller presenting `token` may read `[key, end)`.
+    pub fn authorize_read(
+        &self,
+        token: Option<&str>,
+        key: &[u8],
+        end: &[u8],
+    ) -> Result<(), KvError> {
+        let caller = self.caller(token)?;
+        self.shared
+            .auth
+            .state()
+            .check(&caller.user, key, end, auth::Access::Read)
+    }
+
+    /// Checks the caller presenting `token` is the administrator.
+    pub fn authorize_admin(&self, token: Option<&str>) -> Result<Caller, KvError> {
+        let mut caller = self.caller(token)?;
+        let auth = self.shared.auth.state();
+        auth.check_admin(&caller.user)?;
+        caller.revision = auth.revision();
+        Ok(caller)
     }
 
     /// Waits until everything committed before the call is applied here (linearizable read
