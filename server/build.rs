@@ -1,4 +1,8 @@
-//! Compiles the etcd-compatible protos with protox (no system protoc needed).
+//! Compiles the etcd-compatible protos with protox (no system protoc needed), and their JSON
+//! mapping (pbjson: proto field names, 64-bit integers as strings, bytes as base64) for the
+//! HTTP gateway.
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -11,9 +15,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
+    let descriptors = fds.encode_to_vec();
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     Ok(())
 }

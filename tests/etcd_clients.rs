@@ -244,21 +244,27 @@ impl Drop for Cluster {
     }
 }
 
-fn python_suite(endpoints: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/etcd3_suite.py");
+/// Runs `tests/clients/<script>` with `args`; it must succeed and print `done`.
+fn python_client(script: &str, args: &[&str], done: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
     let out = Command::new("python3")
-        .arg(script)
-        .args(endpoints)
+        .arg(path)
+        .args(args)
         .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
         .output()
         .expect("python3 not found");
     assert!(
-        out.status.success(),
-        "python-etcd3 suite failed (./scripts/test.sh installs etcd3):\n{}\n{}",
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(done),
+        "{script} failed (./scripts/test.sh installs python-etcd3):\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("etcd3 suite OK"));
+}
+
+fn python_suite(endpoints: &[&str]) {
+    python_client("etcd3_suite.py", endpoints, "etcd3 suite OK");
 }
 
 fn etcdctl_suite(c: &Cluster, ep: &str) {
@@ -431,6 +437,8 @@ fn one_node(protocol: &'static str) {
     let ep = c.members[0].client.clone();
     etcdctl_suite(&c, &ep);
     python_suite(&[&ep]);
+    // Last: it turns authentication on and off again.
+    python_client("gateway.py", &[&ep], "gateway OK");
 }
 
 #[test]
@@ -950,22 +958,6 @@ fn refused(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn etcd3_auth(ep: &str, user: &str, password: &str, leader: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/etcd3_auth.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([ep, user, password, leader])
-        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-        .output()
-        .expect("python3 not found");
-    assert!(
-        out.status.success(),
-        "python-etcd3 auth checks failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// etcd's auth workflow through etcdctl and python-etcd3 against one member (a follower when
 /// there are several, so tokens and passwords travel to the leader): enabling, users, roles,
 /// key-range permissions, password changes, admin-only calls, the root guards, persistence
@@ -1027,7 +1019,12 @@ fn auth(protocol: &'static str, n: usize) {
     assert!(refused(&alice(&["user", "list"])).contains("permission denied"));
     assert!(refused(&alice(&["snapshot", "save", "/dev/null"])).contains("permission denied"));
     assert!(ok(&alice(&["user", "get", "alice"])).contains("app"));
-    etcd3_auth(&ep, "alice", "apw", &c.members[c.leader()].client);
+    let leader = c.members[c.leader()].client.clone();
+    python_client(
+        "etcd3_auth.py",
+        &[&ep, "alice", "apw", &leader],
+        "etcd3 auth OK",
+    );
 
     // The administrator cannot lock itself out.
     for args in [

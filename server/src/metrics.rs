@@ -291,16 +291,13 @@ pub fn render(server: &KvServer) -> String {
     o
 }
 
-/// Serves `/metrics` and `/health` until `stop` resolves.
-pub async fn serve(
-    server: Arc<KvServer>,
-    listener: tokio::net::TcpListener,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
+/// `/metrics` (Prometheus text), `/health` (etcd's `{"health":"true"}`, 503 when there is no
+/// leader or the member has stopped) and `/version`, as etcd serves them.
+pub fn router(server: Arc<KvServer>) -> axum::Router {
     use axum::routing::get;
     let s1 = Arc::clone(&server);
     let s2 = Arc::clone(&server);
-    let app = axum::Router::new()
+    axum::Router::new()
         .route(
             "/metrics",
             get(move || {
@@ -324,8 +321,23 @@ pub async fn serve(
                     }
                 }
             }),
-        );
-    if let Err(e) = axum::serve(listener, app)
+        )
+        .route(
+            "/version",
+            get(|| async {
+                let v = crate::api::maintenance::API_VERSION;
+                format!("{{\"etcdserver\":\"{v}\",\"etcdcluster\":\"{v}\"}}")
+            }),
+        )
+}
+
+/// Serves [`router`] until `stop` resolves.
+pub async fn serve(
+    server: Arc<KvServer>,
+    listener: tokio::net::TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(server))
         .with_graceful_shutdown(stop)
         .await
     {

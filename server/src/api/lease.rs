@@ -25,7 +25,10 @@ impl LeaseService {
     }
 
     /// One keep-alive: renewed here on the leader, relayed otherwise. TTL 0: no such lease.
-    async fn keep_alive_one(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, KvError> {
+    pub(crate) async fn keep_alive_one(
+        &self,
+        id: i64,
+    ) -> Result<pb::LeaseKeepAliveResponse, KvError> {
         let state = self.server.node().state();
         if state.is_leader() {
             let ttl = self.server.shared().lessor.lock().renew(id).unwrap_or(0);

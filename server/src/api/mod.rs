@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod gateway;
 pub mod internal;
 pub mod kv;
 pub mod lease;
@@ -58,10 +59,12 @@ pub async fn serve(
                 .max_encoding_message_size(max_out)
         };
     }
-    tonic::transport::Server::builder()
-        .layer(crate::metrics::CountLayer(Arc::clone(server.metrics())))
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .max_concurrent_streams(Some(10_000))
+    // etcd answers plain HTTP on its client port too (`/health`, `/version`, `/metrics` and the
+    // JSON gateway under `/v3/`): those routes sit beside the gRPC services, and HTTP/1
+    // connections are accepted for them.
+    let http = crate::metrics::router(Arc::clone(&server))
+        .merge(gateway::router(Arc::clone(&server), max_in));
+    let routes = tonic::service::Routes::from(http)
         .add_service(limits!(KvGrpc::new(kv::KvService {
             server: Arc::clone(&server)
         })))
@@ -84,11 +87,29 @@ pub async fn serve(
         })))
         .add_service(limits!(InternalServer::new(internal::InternalService {
             server: Arc::clone(&server)
-        })))
+        })));
+    let mut routes = routes;
+    let router = std::mem::take(routes.axum_router_mut()).fallback(unimplemented);
+    *routes.axum_router_mut() = router;
+    tonic::transport::Server::builder()
+        .layer(crate::metrics::CountLayer(Arc::clone(server.metrics())))
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .max_concurrent_streams(Some(10_000))
+        .add_routes(routes)
         // Without TCP_NODELAY, small responses wait out the peer's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
+}
+
+/// What a call to no known service or path gets: gRPC's "unimplemented" (which is also a
+/// plain HTTP 200 with `grpc-status: 12`, as tonic answers).
+async fn unimplemented() -> http::Response<tonic::body::Body> {
+    let (parts, ()) = tonic::Status::unimplemented("")
+        .into_http::<()>()
+        .into_parts();
+    http::Response::from_parts(parts, tonic::body::Body::empty())
 }

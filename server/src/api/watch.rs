@@ -45,7 +45,7 @@ struct Watcher {
     fragment: bool,
 }
 
-type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+pub(crate) type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
 struct StreamState {
     server: Arc<KvServer>,
@@ -325,12 +325,16 @@ impl Drop for StreamState {
     }
 }
 
-async fn run(
+/// Serves one watch stream: requests from `inbound`, responses to `out`. A client that
+/// closes its side keeps its watchers until it goes away, as with etcd (the HTTP gateway sends
+/// its requests in one body).
+pub(crate) async fn run(
     server: Arc<KvServer>,
     token: Option<String>,
-    mut inbound: Streaming<pb::WatchRequest>,
+    mut inbound: impl Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + Send,
     out: Out,
 ) {
+    let mut inbound_open = true;
     let mut rev_rx = server.shared().hub.subscribe();
     let mut st = StreamState {
         server,
@@ -343,7 +347,7 @@ async fn run(
     progress.tick().await;
     loop {
         let ok = tokio::select! {
-            msg = inbound.next() => match msg {
+            msg = inbound.next(), if inbound_open => match msg {
                 Some(Ok(req)) => match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => st.create(c).await,
                     Some(RequestUnion::CancelRequest(c)) => st.cancel(c.watch_id, 0, "").await,
@@ -352,7 +356,11 @@ async fn run(
                     }
                     None => true,
                 },
-                _ => return,
+                Some(Err(_)) => return,
+                None => {
+                    inbound_open = false;
+                    true
+                }
             },
             r = rev_rx.changed() => r.is_ok(),
             _ = progress.tick() => st.progress(true).await,
