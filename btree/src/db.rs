@@ -115,7 +115,7 @@ impl Inner {
         w.load(Ordering::Acquire) & (1 << (id % 64)) != 0
     }
 
-    fn set_verified(&self, id: u64) {
+    pub(crate) fn set_verified(&self, id: u64) {
         self.verified[usize::try_from(id / 64).expect("fits")]
             .fetch_or(1 << (id % 64), Ordering::AcqRel);
     }

@@ -742,30 +742,37 @@ impl WriteTxn {
         }
         let mut ids: Vec<u64> = self.dirty.keys().copied().collect();
         ids.sort_unstable();
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut buf_start = 0u64;
+        let mut pages: Vec<(u64, Box<[u8]>)> = Vec::with_capacity(ids.len());
         for id in ids {
             let mut p = self.dirty.remove(&id).expect("listed");
             page::seal(&mut p, id, txn);
             self.inner.clear_verified(id);
-            let contiguous = buf_start + (buf.len() / ps) as u64 == id;
-            if !buf.is_empty() && (!contiguous || buf.len() >= 1 << 20) {
-                self.inner
-                    .storage
-                    .write_at(&buf, buf_start * ps as u64)
-                    .map_err(|e| ("write", e))?;
-                buf.clear();
-            }
-            if buf.is_empty() {
-                buf_start = id;
-            }
-            buf.extend_from_slice(&p);
+            pages.push((id, p));
         }
-        if !buf.is_empty() {
+        // Contiguous pages go out in one vectored write of up to 1 MiB.
+        let mut start = 0;
+        while start < pages.len() {
+            let first = pages[start].0;
+            let mut end = start;
+            let mut next = first;
+            let mut bytes = 0usize;
+            while end < pages.len() && pages[end].0 == next && bytes < 1 << 20 {
+                bytes += pages[end].1.len();
+                next += (pages[end].1.len() / ps) as u64;
+                end += 1;
+            }
+            let bufs: Vec<&[u8]> = pages[start..end].iter().map(|(_, p)| &p[..]).collect();
             self.inner
                 .storage
-                .write_at(&buf, buf_start * ps as u64)
+                .write_all_at(&bufs, first * ps as u64)
                 .map_err(|e| ("write", e))?;
+            start = end;
+        }
+        // What this process sealed and wrote needs no checking when read back.
+        for (id, p) in &pages {
+            if matches!(page::kind(p), page::KIND_LEAF | page::KIND_BRANCH) {
+                self.inner.set_verified(*id);
+            }
         }
         Ok(())
     }
