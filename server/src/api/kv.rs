@@ -52,17 +52,7 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 }
 
 fn intervals_overlap(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> bool {
-    let hi = |(s, e): (&[u8], &[u8])| -> Option<Vec<u8>> {
-        if e.is_empty() {
-            let mut v = s.to_vec();
-            v.push(0);
-            Some(v)
-        } else if e == [0] {
-            None
-        } else {
-            Some(e.to_vec())
-        }
-    };
+    let hi = |(s, e): (&[u8], &[u8])| crate::kv::auth::upper(s, e);
     let (ah, bh) = (hi(a), hi(b));
     let a_before_b_ends = bh.as_deref().is_none_or(|bh| a.0 < bh);
     let b_before_a_ends = ah.as_deref().is_none_or(|ah| b.0 < ah);

@@ -19,7 +19,7 @@ use prost::Message;
 
 use super::error::KvError;
 use crate::pb::authpb::{Permission, Role, User, UserAddOptions, permission::Type as PermType};
-use crate::pb::etcdserverpb::{RequestOp, TxnRequest, request_op};
+use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, request_op};
 use crate::pb::quorumkv::internal_request::Request;
 
 /// Prefix of the auth rows: `A\0` (enabled flag and revision), `AU<name>` (a user),
@@ -76,7 +76,7 @@ fn meta_row() -> Vec<u8> {
 
 /// The exclusive upper end of etcd's interval `[key, end)`: `end` empty means `key` alone,
 /// `"\0"` means no upper end (`None`).
-fn upper(key: &[u8], end: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn upper(key: &[u8], end: &[u8]) -> Option<Vec<u8>> {
     if end.is_empty() {
         let mut k = key.to_vec();
         k.push(0);
@@ -424,21 +424,29 @@ impl AuthState {
                 Some(request_op::Request::RequestRange(r)) => {
                     self.check(user, &r.key, &r.range_end, Access::Read)?;
                 }
-                Some(request_op::Request::RequestPut(p)) => {
-                    self.check(user, &p.key, &[], Access::Write)?;
-                    if p.prev_kv {
-                        self.check(user, &p.key, &[], Access::Read)?;
-                    }
-                }
-                Some(request_op::Request::RequestDeleteRange(d)) => {
-                    self.check(user, &d.key, &d.range_end, Access::Write)?;
-                    if d.prev_kv {
-                        self.check(user, &d.key, &d.range_end, Access::Read)?;
-                    }
-                }
+                Some(request_op::Request::RequestPut(p)) => self.check_put(user, p)?,
+                Some(request_op::Request::RequestDeleteRange(d)) => self.check_delete(user, d)?,
                 Some(request_op::Request::RequestTxn(t)) => self.check_txn(user, t)?,
                 None => {}
             }
+        }
+        Ok(())
+    }
+
+    /// A put needs write access to its key, and read access too when it returns the previous
+    /// value.
+    fn check_put(&self, user: &str, p: &PutRequest) -> Result<(), KvError> {
+        self.check(user, &p.key, &[], Access::Write)?;
+        if p.prev_kv {
+            self.check(user, &p.key, &[], Access::Read)?;
+        }
+        Ok(())
+    }
+
+    fn check_delete(&self, user: &str, d: &DeleteRangeRequest) -> Result<(), KvError> {
+        self.check(user, &d.key, &d.range_end, Access::Write)?;
+        if d.prev_kv {
+            self.check(user, &d.key, &d.range_end, Access::Read)?;
         }
         Ok(())
     }
@@ -457,20 +465,12 @@ impl AuthState {
     /// a lease revoke needs a user here and write access to the lease's keys, which the caller
     /// checks against the lessor; `Authenticate` is checked by its password.
     pub fn check_request(&self, user: &str, req: &Request) -> Result<(), KvError> {
+        if !self.enabled {
+            return Ok(());
+        }
         match req {
-            Request::Put(p) => self.check_ops(
-                user,
-                &[RequestOp {
-                    request: Some(request_op::Request::RequestPut(p.clone())),
-                }],
-            ),
-            Request::DeleteRange(d) => {
-                self.check(user, &d.key, &d.range_end, Access::Write)?;
-                if d.prev_kv {
-                    self.check(user, &d.key, &d.range_end, Access::Read)?;
-                }
-                Ok(())
-            }
+            Request::Put(p) => self.check_put(user, p),
+            Request::DeleteRange(d) => self.check_delete(user, d),
             Request::Txn(t) => self.check_txn(user, t),
             Request::Compaction(_) | Request::LeaseRevoke(_) => self.check_user(user),
             Request::LeaseGrant(_)
