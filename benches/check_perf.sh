@@ -48,6 +48,7 @@ for s in $systems; do
     eps=$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")
     etcdctl --endpoints="$eps" check perf --load="$load" >"$work/$s.out" 2>&1
     result=$(tr '\r' '\n' <"$work/$s.out" | grep -E "PASS|FAIL|^Error" | tr '\n' ' ')
+    [ -n "$result" ] || result="no verdict: $(tail -c 600 "$work/$s.out")"
     echo "$s: $result"
     stop
 done

@@ -1277,6 +1277,9 @@ fn startup_errors_are_clear() {
     let out = run(&["--no-such-flag"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    let out = run(&["--auth-token", "jwt,pub-key=x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only \"simple\" tokens"));
     let p = free_port();
     let out = run(&[
         "--initial-cluster",
