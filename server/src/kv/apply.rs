@@ -465,7 +465,14 @@ pub fn load(shared: &Shared) -> Result<(), KvError> {
         };
         lessor.grant(id, ttl);
     }
-    let all = snap.range(&[0], &[0], RangeOpts::default())?;
+    let all = snap.range(
+        &[0],
+        &[0],
+        RangeOpts {
+            keys_only: true,
+            ..RangeOpts::default()
+        },
+    )?;
     for kv in all.kvs {
         if kv.lease != 0 {
             lessor.attach(kv.lease, &kv.key);

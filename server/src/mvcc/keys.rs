@@ -1,7 +1,8 @@
 //! How the MVCC key space maps onto the B+tree's flat, ordered keys.
 //!
 //! ```text
-//! c <esc(key)>                     -> KeyValue   current version of every live key
+//! c <esc(key)>                     -> Current    every live key's current version, without
+//!                                                 its value (read from its history row)
 //! k <esc(key)> 00 01 <main><sub>   -> Record     every version (and deletion) of a key
 //! r <main><sub>                    -> <key>      which key changed at a revision
 //! m rev | m compact                -> u64        current and compacted revision

@@ -13,9 +13,42 @@ pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
 pub(crate) trait Source {
     /// Calls `f` on every row in `[start, end)` in order until it returns `false`.
     fn each(&self, start: &[u8], end: &[u8], f: &mut Visit<'_>) -> Result<()>;
+    /// The row at `key`.
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+}
+
+/// The current version of `key` from its current row `v`, its value fetched from the history
+/// row the current row refers to unless `with_value` is false.
+pub(crate) fn current_version(
+    src: &dyn Source,
+    key: &[u8],
+    v: &[u8],
+    with_value: bool,
+) -> Result<KeyValue> {
+    let corrupt = || MvccError::Corrupt(keys::current(key));
+    let (mut kv, at) = kv::decode_current(key, v).ok_or_else(corrupt)?;
+    if let Some(sub) = at
+        && with_value
+    {
+        let h = keys::history(
+            key,
+            u64::try_from(kv.mod_revision).map_err(|_| corrupt())?,
+            sub,
+        );
+        let row = src.row(&h)?.ok_or_else(corrupt)?;
+        let (version, dead) = kv::decode(key, &row).ok_or_else(corrupt)?;
+        if dead || version.mod_revision != kv.mod_revision {
+            return Err(corrupt());
+        }
+        kv.value = version.value;
+    }
+    Ok(kv)
 }
 
 impl Source for ReadTxn {
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(key)?.map(<[u8]>::to_vec))
+    }
     fn each(&self, start: &[u8], end: &[u8], f: &mut Visit<'_>) -> Result<()> {
         if start >= end {
             return Ok(());
@@ -31,6 +64,9 @@ impl Source for ReadTxn {
 }
 
 impl Source for WriteTxn {
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(key)?)
+    }
     fn each(&self, start: &[u8], end: &[u8], f: &mut Visit<'_>) -> Result<()> {
         const CHUNK: usize = 1024;
         let mut from = start.to_vec();
@@ -96,8 +132,9 @@ pub(crate) fn range(
         let (start, end) = keys::range_bounds(keys::CURRENT, key, range_end);
         src.each(&start, &end, &mut |k, v| {
             let user = keys::parse_current(k).ok_or_else(|| MvccError::Corrupt(k.to_vec()))?;
-            let (kv, _) = kv::decode(&user, v).ok_or_else(|| MvccError::Corrupt(k.to_vec()))?;
-            push(&opts, kv, &mut out);
+            let shown = opts.limit == 0 || out.kvs.len() < opts.limit;
+            let with_value = shown && !opts.keys_only && !opts.count_only;
+            push(&opts, current_version(src, &user, v, with_value)?, &mut out);
             Ok(true)
         })?;
         return Ok(out);

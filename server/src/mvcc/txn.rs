@@ -81,9 +81,8 @@ impl MvccTxn {
 
     /// The current version of `key`, including this transaction's changes.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let k = keys::current(key);
-        match self.txn.get(&k)? {
-            Some(v) => Ok(Some(kv::decode(key, &v).ok_or(MvccError::Corrupt(k))?.0)),
+        match self.txn.get(&keys::current(key))? {
+            Some(v) => Ok(Some(scan::current_version(&self.txn, key, &v, true)?)),
             None => Ok(None),
         }
     }
@@ -127,9 +126,10 @@ impl MvccTxn {
             value: value.to_vec(),
             lease,
         };
-        let rec = kv::encode(&kv, false);
-        self.txn.insert(&keys::current(key), &rec)?;
-        self.txn.insert(&keys::history(key, main, sub), &rec)?;
+        self.txn
+            .insert(&keys::current(key), &kv::encode_current(&kv, sub))?;
+        self.txn
+            .insert(&keys::history(key, main, sub), &kv::encode(&kv, false))?;
         self.txn.insert(&keys::revision(main, sub), key)?;
         self.events.push(Event {
             delete: false,
