@@ -42,13 +42,34 @@ const TOMBSTONE: u8 = 1;
 const CURRENT_REF: u8 = 2;
 const CURRENT_REF_BYTES: usize = 41;
 
-/// Encodes a stored version (`tombstone` for a deletion).
-pub fn encode(kv: &KeyValue, tombstone: bool) -> Vec<u8> {
-    let mut b = Vec::with_capacity(33 + kv.value.len());
-    b.push(if tombstone { TOMBSTONE } else { 0 });
+/// The tag and the four revision fields every row starts with (33 bytes), with room for
+/// `rest` more.
+fn encode_head(tag: u8, kv: &KeyValue, rest: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(33 + rest);
+    b.push(tag);
     for v in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
         b.extend_from_slice(&v.to_le_bytes());
     }
+    b
+}
+
+/// The version of `key` a row's first 33 bytes describe, without its value.
+fn decode_head(key: &[u8], b: &[u8]) -> KeyValue {
+    debug_assert!(b.len() >= 33, "the caller checked the length");
+    let n = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: n(1),
+        mod_revision: n(9),
+        version: n(17),
+        lease: n(25),
+        value: Vec::new(),
+    }
+}
+
+/// Encodes a stored version (`tombstone` for a deletion).
+pub fn encode(kv: &KeyValue, tombstone: bool) -> Vec<u8> {
+    let mut b = encode_head(if tombstone { TOMBSTONE } else { 0 }, kv, kv.value.len());
     b.extend_from_slice(&kv.value);
     b
 }
@@ -58,29 +79,17 @@ pub fn decode(key: &[u8], b: &[u8]) -> Option<(KeyValue, bool)> {
     if b.len() < 33 || b[0] > TOMBSTONE {
         return None;
     }
-    let n = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    Some((
-        KeyValue {
-            key: key.to_vec(),
-            create_revision: n(1),
-            mod_revision: n(9),
-            version: n(17),
-            lease: n(25),
-            value: b[33..].to_vec(),
-        },
-        b[0] == TOMBSTONE,
-    ))
+    let mut kv = decode_head(key, b);
+    kv.value = b[33..].to_vec();
+    Some((kv, b[0] == TOMBSTONE))
 }
 
 /// Encodes the current row of a live key: its metadata and the sub revision of its version,
 /// whose value stays only in the history row (so a put stores its value once).
 pub fn encode_current(kv: &KeyValue, sub: u64) -> Vec<u8> {
-    let mut b = Vec::with_capacity(CURRENT_REF_BYTES);
-    b.push(CURRENT_REF);
-    for v in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut b = encode_head(CURRENT_REF, kv, 8);
     b.extend_from_slice(&sub.to_le_bytes());
+    debug_assert_eq!(b.len(), CURRENT_REF_BYTES);
     b
 }
 
@@ -92,19 +101,8 @@ pub fn decode_current(key: &[u8], b: &[u8]) -> Option<(KeyValue, Option<u64>)> {
         if b.len() != CURRENT_REF_BYTES {
             return None;
         }
-        let n = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let sub = u64::from_le_bytes(b[33..41].try_into().expect("8 bytes"));
-        return Some((
-            KeyValue {
-                key: key.to_vec(),
-                create_revision: n(1),
-                mod_revision: n(9),
-                version: n(17),
-                lease: n(25),
-                value: Vec::new(),
-            },
-            Some(sub),
-        ));
+        return Some((decode_head(key, b), Some(sub)));
     }
     match decode(key, b)? {
         (kv, false) => Some((kv, None)),
