@@ -437,6 +437,14 @@ fn one_node(protocol: &'static str) {
     let ep = c.members[0].client.clone();
     etcdctl_suite(&c, &ep);
     python_suite(&[&ep]);
+    if protocol == "raft" {
+        // Reads process_resident_memory_bytes from /metrics around 10,000 puts of 1 KiB.
+        let out = ok(&etcdctl(&ep, &["check", "datascale", "--load=s"]));
+        assert!(
+            out.contains("PASS: Approximate system memory used"),
+            "{out}"
+        );
+    }
     // Last: it turns authentication on and off again.
     python_client("gateway.py", &[&ep], "gateway OK");
 }

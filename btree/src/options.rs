@@ -14,7 +14,8 @@ pub struct BTreeOptions {
     pub reserved_bytes: u64,
     /// Largest key (default: a quarter page minus entry overhead, 1000 bytes at 4 KiB).
     pub key_bytes_max: Option<usize>,
-    /// Largest value (default 64 MiB). Values above a quarter page go to overflow pages.
+    /// Largest value (default 64 MiB). A value goes to overflow pages when its leaf entry
+    /// (key and value) would take more than half a page.
     pub value_bytes_max: usize,
     /// The file grows by at least this much at a time (default 4 MiB), so commits rarely
     /// change its size.
@@ -39,8 +40,9 @@ pub(crate) struct Limits {
     pub(crate) page_size: usize,
     pub(crate) key_bytes_max: usize,
     pub(crate) value_bytes_max: usize,
-    /// Values above this go to overflow pages.
-    pub(crate) inline_bytes_max: usize,
+    /// Leaf entries whose key and value together exceed this keep the value in overflow
+    /// pages, so every entry takes at most half a page and a split always succeeds.
+    pub(crate) inline_entry_bytes_max: usize,
     pub(crate) grow_bytes_min: u64,
 }
 
@@ -57,8 +59,9 @@ impl BTreeOptions {
     pub(crate) fn limits(&self, page_size: usize) -> Result<Limits> {
         check_page_size(page_size)?;
         let quarter = page_size / 4;
-        // A leaf entry with a maximal key and an inline value of a quarter page, and a branch
-        // entry with a maximal key, must both fit comfortably so a split always succeeds.
+        // A leaf entry with a maximal key and an overflow reference, and a branch entry with a
+        // maximal key, take at most a quarter page; inline leaf entries at most half a page.
+        // With every entry at most half a page, a split always succeeds.
         let default_key = quarter - page::LEAF_ENTRY_HEADER - page::OVERFLOW_REF_BYTES - 2;
         let key_bytes_max = self.key_bytes_max.unwrap_or(default_key);
         if key_bytes_max == 0 || key_bytes_max > default_key {
@@ -75,7 +78,9 @@ impl BTreeOptions {
             page_size,
             key_bytes_max,
             value_bytes_max: self.value_bytes_max,
-            inline_bytes_max: quarter - 8,
+            inline_entry_bytes_max: (page_size - page::HEADER_BYTES) / 2
+                - 2
+                - page::LEAF_ENTRY_HEADER,
             grow_bytes_min: self.grow_bytes_min.max(page_size as u64),
         })
     }

@@ -320,7 +320,7 @@ impl WriteTxn {
                 max: lim.value_bytes_max,
             });
         }
-        let stored = if value.len() > lim.inline_bytes_max {
+        let stored = if key.len() + value.len() > lim.inline_entry_bytes_max {
             let pages = run_pages(value.len() as u64, lim.page_size);
             let first = self.alloc_run(pages);
             let mut run =

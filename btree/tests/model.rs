@@ -333,3 +333,41 @@ fn oversize_keys_and_values_are_refused() {
         1 << 20
     );
 }
+
+/// A value stays in the leaf while its entry takes at most half a page, so a split always
+/// succeeds; one byte more moves it to an overflow page. Leaves hold one or two entries of
+/// exactly half a page, in any insertion order.
+#[test]
+fn values_stay_inline_up_to_half_a_page() {
+    const N: u32 = 500;
+    // 4096-byte pages: (4096 - 32) / 2, less the slot and the entry header, for key and value.
+    const ENTRY_MAX: usize = 2024;
+    let fill = |value_len: usize| {
+        let db = Db::open_with_storage(Arc::new(SimStorage::new(64 << 20)), opts()).unwrap();
+        let mut t = db.begin_write().unwrap();
+        for i in 0..N {
+            let k = format!("key-{:019}", (u64::from(i) * 7919) % u64::from(N));
+            assert_eq!(
+                k.len() + value_len,
+                ENTRY_MAX + usize::from(value_len > 2001)
+            );
+            t.insert(k.as_bytes(), &vec![i as u8; value_len]).unwrap();
+        }
+        t.commit().unwrap();
+        let r = db.begin_read();
+        for i in 0..N {
+            let k = format!("key-{:019}", (u64::from(i) * 7919) % u64::from(N));
+            let v = r.get(k.as_bytes()).unwrap().unwrap();
+            assert_eq!(v.len(), value_len);
+        }
+        assert_eq!(r.iter().count(), N as usize);
+        db.stats().page_count
+    };
+    let inline = fill(2001);
+    let overflow = fill(2002);
+    assert!(
+        inline < u64::from(N) * 3 / 4,
+        "inline entries: {inline} pages"
+    );
+    assert!(overflow > u64::from(N), "overflow values: {overflow} pages");
+}

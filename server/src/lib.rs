@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod pb;
+pub mod process_stats;
 pub mod serve;
 pub mod transport;
 

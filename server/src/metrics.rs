@@ -288,6 +288,9 @@ pub fn render(server: &KvServer) -> String {
             CODES.get(code as usize).copied().unwrap_or("Unknown")
         );
     }
+    if let Some(p) = crate::process_stats::ProcessStats::read() {
+        p.render_into(&mut o);
+    }
     o
 }
 

@@ -228,9 +228,9 @@ impl KvServer {
         let db_path: PathBuf = cfg.node.data_dir.join("db");
         std::fs::create_dir_all(&cfg.node.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.node.data_dir.display()))?;
-        // 8 KiB pages keep values up to 2 KiB inline (etcd's typical values), so a put does
-        // not cost an overflow page per stored version, while a copied-on-write leaf stays
-        // small.
+        // 8 KiB pages keep entries up to 4 KiB inline (etcd's typical values are well below),
+        // so a put does not cost an overflow page per stored version, while a copied-on-write
+        // leaf stays small. 4 KiB pages measured no faster for 256 B keys and 1 KiB values.
         let db = Db::open(
             &db_path,
             BTreeOptions {
