@@ -431,6 +431,100 @@ fn header_revision(ep: &str) -> i64 {
     v["header"]["revision"].as_i64().unwrap()
 }
 
+/// `etcdctl snapshot save` from quorumkv, `snapshot status` and `snapshot restore` on the
+/// file, then real etcd serving the restored data directory: current values, an older
+/// revision, a deletion, a lease and a multi-page value all carry over.
+fn snapshot_restores_into_real_etcd(ep: &str) {
+    let big = "z".repeat(9000);
+    ok(&etcdctl(ep, &["put", "snap/a", "1"]));
+    let old_rev = header_revision(ep);
+    ok(&etcdctl(ep, &["put", "snap/a", "2"]));
+    ok(&etcdctl(ep, &["put", "snap/gone", "x"]));
+    ok(&etcdctl(ep, &["del", "snap/gone"]));
+    let lease = lease_with_key(ep, "snap/leased", 600);
+    ok(&etcdctl(ep, &["put", "snap/big", &big]));
+    let rev = header_revision(ep);
+    let current = ok(&etcdctl(ep, &["get", "", "--prefix", "--keys-only"]));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("snap.db");
+    let file = file.to_str().unwrap();
+    ok(&etcdctl(ep, &["snapshot", "save", file]));
+    let status: serde_json::Value = serde_json::from_str(&ok(&etcdctl(
+        ep,
+        &["snapshot", "status", file, "-w", "json"],
+    )))
+    .unwrap();
+    assert_eq!(status["revision"].as_i64(), Some(rev), "{status}");
+    assert!(status["totalKey"].as_i64().unwrap() > 6, "{status}");
+    let (client, peer) = (free_port(), free_port());
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let client_url = format!("http://127.0.0.1:{client}");
+    let data = tmp.path().join("restored");
+    let data = data.to_str().unwrap();
+    let initial = format!("r1={peer_url}");
+    ok(&etcdctl(
+        ep,
+        &[
+            "snapshot",
+            "restore",
+            file,
+            "--data-dir",
+            data,
+            "--name",
+            "r1",
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ],
+    ));
+    let mut etcd = Command::new("etcd")
+        .args([
+            "--data-dir",
+            data,
+            "--name",
+            "r1",
+            "--initial-cluster",
+            &initial,
+        ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd not found: run ./scripts/test.sh, which installs Debian's etcd-server");
+    let restored = format!("127.0.0.1:{client}");
+    let up = (0..100).any(|_| {
+        let healthy = etcdctl(&restored, &["endpoint", "health"]).status.success();
+        if !healthy {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        healthy
+    });
+    let check = || {
+        assert!(up, "etcd did not start on the restored data directory");
+        let get = |args: &[&str]| ok(&etcdctl(&restored, args));
+        assert_eq!(get(&["get", "", "--prefix", "--keys-only"]), current);
+        assert_eq!(get(&["get", "snap/a", "--print-value-only"]).trim(), "2");
+        let then = old_rev.to_string();
+        let at_then = get(&["get", "snap/a", "--rev", &then, "--print-value-only"]);
+        assert_eq!(at_then.trim(), "1");
+        assert_eq!(get(&["get", "snap/gone"]), "");
+        assert_eq!(get(&["get", "snap/big", "--print-value-only"]).trim(), big);
+        assert_eq!(header_revision(&restored), rev);
+        assert!(get(&["lease", "list"]).contains(&lease));
+        assert_eq!(get(&["put", "snap/after", "ok"]).trim(), "OK");
+    };
+    let outcome = std::panic::catch_unwind(check);
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
 fn one_node(protocol: &'static str) {
     let _serial = serial();
     let c = Cluster::start(1, protocol);
@@ -444,6 +538,7 @@ fn one_node(protocol: &'static str) {
             out.contains("PASS: Approximate system memory used"),
             "{out}"
         );
+        snapshot_restores_into_real_etcd(&ep);
     }
     // Last: it turns authentication on and off again.
     python_client("gateway.py", &[&ep], "gateway OK");

@@ -181,7 +181,8 @@ impl Maintenance for MaintenanceService {
         let p = path.clone();
         let s = Arc::clone(&server);
         let size = tokio::task::spawn_blocking(move || {
-            crate::kv::snapshot_file::write(&s.shared().mvcc, &p).map(|(_, size)| size)
+            let members: Vec<_> = s.shared().members.read().values().cloned().collect();
+            crate::kv::etcd_snapshot::write(&s.shared().mvcc, &members, &p)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -11,7 +11,9 @@
 
 pub mod apply;
 pub mod auth;
+pub mod bolt_writer;
 pub mod error;
+pub mod etcd_snapshot;
 mod flusher;
 pub mod lessor;
 pub mod machine;
