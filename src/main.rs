@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod serve_cmd;
 mod sim_cmd;
+mod snapshot_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,11 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Real processes on loopback under faults, with linearizability and durability checks.
     Chaos(quorumkv::chaos::ChaosArgs),
+    /// Snapshot files: restore one (etcd's or quorumkv's) into a new data directory.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot_cmd::SnapshotCmd,
+    },
 }
 
 fn main() {
@@ -53,6 +59,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::main(&args),
         Command::Bench { target } => bench::run(target),
+        Command::Snapshot { cmd } => snapshot_cmd::main(&cmd),
         Command::Chaos(args) => match quorumkv::chaos::main(&args) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),

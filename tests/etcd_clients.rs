@@ -431,10 +431,121 @@ fn header_revision(ep: &str) -> i64 {
     v["header"]["revision"].as_i64().unwrap()
 }
 
-/// `etcdctl snapshot save` from quorumkv, `snapshot status` and `snapshot restore` on the
-/// file, then real etcd serving the restored data directory: current values, an older
-/// revision, a deletion, a lease and a multi-page value all carry over.
-fn snapshot_restores_into_real_etcd(ep: &str) {
+/// A single-member etcd or quorumkv serving a restored data directory on fresh loopback
+/// ports; killed when dropped.
+struct Restored {
+    child: Child,
+    endpoint: String,
+}
+
+impl Restored {
+    fn start(program: &str, data: &Path) -> Restored {
+        let (client, peer) = (free_port(), free_port());
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let client_url = format!("http://127.0.0.1:{client}");
+        let mut cmd = if program == "etcd" {
+            let mut c = Command::new("etcd");
+            c.args([
+                "--name",
+                "r1",
+                "--initial-cluster",
+                &format!("r1={peer_url}"),
+            ]);
+            c.args(["--advertise-client-urls", &client_url]);
+            c
+        } else {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
+            c.arg("serve");
+            c
+        };
+        let child = cmd
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--listen-client-urls", &client_url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd not found: run ./scripts/test.sh, which installs Debian's etcd-server");
+        let r = Restored {
+            child,
+            endpoint: format!("127.0.0.1:{client}"),
+        };
+        let up = (0..150).any(|_| {
+            let healthy = etcdctl(&r.endpoint, &["endpoint", "health"])
+                .status
+                .success();
+            if !healthy {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            healthy
+        });
+        assert!(
+            up,
+            "{program} did not start on the restored {}",
+            data.display()
+        );
+        r
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a restored member must serve: the keys listed, the newest values, an older revision
+/// of `snap/a`, no `snap/gone`, the multi-page value, the revision and the lease.
+struct Expected {
+    keys: String,
+    old_rev: i64,
+    rev: i64,
+    lease: String,
+    big: String,
+}
+
+impl Expected {
+    fn check(&self, ep: &str) {
+        let get = |args: &[&str]| ok(&etcdctl(ep, args));
+        assert_eq!(get(&["get", "", "--prefix", "--keys-only"]), self.keys);
+        assert_eq!(get(&["get", "snap/a", "--print-value-only"]).trim(), "2");
+        let then = self.old_rev.to_string();
+        let at_then = get(&["get", "snap/a", "--rev", &then, "--print-value-only"]);
+        assert_eq!(at_then.trim(), "1");
+        assert_eq!(get(&["get", "snap/gone"]), "");
+        assert_eq!(
+            get(&["get", "snap/big", "--print-value-only"]).trim(),
+            self.big
+        );
+        assert_eq!(header_revision(ep), self.rev);
+        assert!(get(&["lease", "list"]).contains(&self.lease));
+    }
+}
+
+fn restore_with_quorumkv(file: &Path, data: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args(["snapshot", "restore"])
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Backups cross in both directions. `etcdctl snapshot save` from quorumkv is read by
+/// `snapshot status`, turned by `etcdctl snapshot restore` into a directory real etcd serves,
+/// and by `quorumkv snapshot restore` into one quorumkv serves; a snapshot saved from that
+/// etcd restores into quorumkv too. Each keeps current values, an older revision, a deletion,
+/// a lease and a multi-page value.
+fn snapshots_cross_between_quorumkv_and_etcd(ep: &str) {
     let big = "z".repeat(9000);
     ok(&etcdctl(ep, &["put", "snap/a", "1"]));
     let old_rev = header_revision(ep);
@@ -443,86 +554,67 @@ fn snapshot_restores_into_real_etcd(ep: &str) {
     ok(&etcdctl(ep, &["del", "snap/gone"]));
     let lease = lease_with_key(ep, "snap/leased", 600);
     ok(&etcdctl(ep, &["put", "snap/big", &big]));
-    let rev = header_revision(ep);
-    let current = ok(&etcdctl(ep, &["get", "", "--prefix", "--keys-only"]));
+    let mut want = Expected {
+        keys: ok(&etcdctl(ep, &["get", "", "--prefix", "--keys-only"])),
+        old_rev,
+        rev: header_revision(ep),
+        lease,
+        big,
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("snap.db");
-    let file = file.to_str().unwrap();
-    ok(&etcdctl(ep, &["snapshot", "save", file]));
+    let file = tmp.path().join("quorumkv.db");
+    let file_arg = file.to_str().unwrap();
+    ok(&etcdctl(ep, &["snapshot", "save", file_arg]));
     let status: serde_json::Value = serde_json::from_str(&ok(&etcdctl(
         ep,
-        &["snapshot", "status", file, "-w", "json"],
+        &["snapshot", "status", file_arg, "-w", "json"],
     )))
     .unwrap();
-    assert_eq!(status["revision"].as_i64(), Some(rev), "{status}");
+    assert_eq!(status["revision"].as_i64(), Some(want.rev), "{status}");
     assert!(status["totalKey"].as_i64().unwrap() > 6, "{status}");
-    let (client, peer) = (free_port(), free_port());
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let client_url = format!("http://127.0.0.1:{client}");
-    let data = tmp.path().join("restored");
-    let data = data.to_str().unwrap();
-    let initial = format!("r1={peer_url}");
+
+    let q = tmp.path().join("quorumkv-restored");
+    restore_with_quorumkv(&file, &q);
+    want.check(&Restored::start("quorumkv", &q).endpoint);
+
+    let e = tmp.path().join("etcd-restored");
+    let peer = format!("http://127.0.0.1:{}", free_port());
     ok(&etcdctl(
         ep,
         &[
             "snapshot",
             "restore",
-            file,
+            file_arg,
             "--data-dir",
-            data,
+            e.to_str().unwrap(),
             "--name",
             "r1",
             "--initial-cluster",
-            &initial,
+            &format!("r1={peer}"),
             "--initial-advertise-peer-urls",
-            &peer_url,
+            &peer,
         ],
     ));
-    let mut etcd = Command::new("etcd")
-        .args([
-            "--data-dir",
-            data,
-            "--name",
-            "r1",
-            "--initial-cluster",
-            &initial,
-        ])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--listen-client-urls", &client_url])
-        .args(["--advertise-client-urls", &client_url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd not found: run ./scripts/test.sh, which installs Debian's etcd-server");
-    let restored = format!("127.0.0.1:{client}");
-    let up = (0..100).any(|_| {
-        let healthy = etcdctl(&restored, &["endpoint", "health"]).status.success();
-        if !healthy {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        healthy
-    });
-    let check = || {
-        assert!(up, "etcd did not start on the restored data directory");
-        let get = |args: &[&str]| ok(&etcdctl(&restored, args));
-        assert_eq!(get(&["get", "", "--prefix", "--keys-only"]), current);
-        assert_eq!(get(&["get", "snap/a", "--print-value-only"]).trim(), "2");
-        let then = old_rev.to_string();
-        let at_then = get(&["get", "snap/a", "--rev", &then, "--print-value-only"]);
-        assert_eq!(at_then.trim(), "1");
-        assert_eq!(get(&["get", "snap/gone"]), "");
-        assert_eq!(get(&["get", "snap/big", "--print-value-only"]).trim(), big);
-        assert_eq!(header_revision(&restored), rev);
-        assert!(get(&["lease", "list"]).contains(&lease));
-        assert_eq!(get(&["put", "snap/after", "ok"]).trim(), "OK");
-    };
-    let outcome = std::panic::catch_unwind(check);
-    let _ = etcd.kill();
-    let _ = etcd.wait();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    let etcd = Restored::start("etcd", &e);
+    want.check(&etcd.endpoint);
+    assert_eq!(
+        ok(&etcdctl(&etcd.endpoint, &["put", "snap/after", "ok"])).trim(),
+        "OK"
+    );
+    want.keys = ok(&etcdctl(
+        &etcd.endpoint,
+        &["get", "", "--prefix", "--keys-only"],
+    ));
+    want.rev += 1;
+    let from_etcd = tmp.path().join("etcd.db");
+    ok(&etcdctl(
+        &etcd.endpoint,
+        &["snapshot", "save", from_etcd.to_str().unwrap()],
+    ));
+    drop(etcd);
+    let q2 = tmp.path().join("quorumkv-from-etcd");
+    restore_with_quorumkv(&from_etcd, &q2);
+    want.check(&Restored::start("quorumkv", &q2).endpoint);
 }
 
 fn one_node(protocol: &'static str) {
@@ -538,7 +630,7 @@ fn one_node(protocol: &'static str) {
             out.contains("PASS: Approximate system memory used"),
             "{out}"
         );
-        snapshot_restores_into_real_etcd(&ep);
+        snapshots_cross_between_quorumkv_and_etcd(&ep);
     }
     // Last: it turns authentication on and off again.
     python_client("gateway.py", &[&ep], "gateway OK");

@@ -175,6 +175,42 @@ impl AuthState {
         Ok(s)
     }
 
+    /// Every row of this store, as `load` reads them back.
+    pub fn rows(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut meta = vec![u8::from(self.enabled)];
+        meta.extend_from_slice(&self.revision.to_le_bytes());
+        let mut out = vec![(meta_row(), meta)];
+        for (name, u) in &self.users {
+            out.push((row(USER_TAG, name), u.encode_to_vec()));
+        }
+        for (name, r) in &self.roles {
+            out.push((row(ROLE_TAG, name), r.encode_to_vec()));
+        }
+        out
+    }
+
+    /// A store with these users and roles (named by their `name` fields).
+    pub fn from_parts(
+        enabled: bool,
+        revision: u64,
+        users: Vec<User>,
+        roles: Vec<Role>,
+    ) -> Result<AuthState, KvError> {
+        let name = |n: &[u8]| String::from_utf8(n.to_vec()).map_err(|_| KvError::Corrupt);
+        Ok(AuthState {
+            enabled,
+            revision,
+            users: users
+                .into_iter()
+                .map(|u| Ok((name(&u.name)?, u)))
+                .collect::<Result<_, KvError>>()?,
+            roles: roles
+                .into_iter()
+                .map(|r| Ok((name(&r.name)?, r)))
+                .collect::<Result<_, KvError>>()?,
+        })
+    }
+
     fn user_row(&self, name: &str) -> RowChange {
         (
             row(USER_TAG, name),

@@ -30,15 +30,15 @@ use crate::pb::mvccpb;
 
 /// etcd's `leasepb.Lease`.
 #[derive(Clone, PartialEq, Message)]
-struct LeaseRecord {
+pub(crate) struct LeaseRecord {
     #[prost(int64, tag = "1")]
-    id: i64,
+    pub(crate) id: i64,
     #[prost(int64, tag = "2")]
-    ttl: i64,
+    pub(crate) ttl: i64,
 }
 
 /// etcd's 17-byte revision key (18 with the deletion mark).
-fn revision_key(main: u64, sub: u64, tombstone: bool) -> Vec<u8> {
+pub(crate) fn revision_key(main: u64, sub: u64, tombstone: bool) -> Vec<u8> {
     let mut k = Vec::with_capacity(18);
     k.extend_from_slice(&main.to_be_bytes());
     k.push(b'_');

@@ -11,8 +11,10 @@
 
 pub mod apply;
 pub mod auth;
+pub mod bolt_reader;
 pub mod bolt_writer;
 pub mod error;
+pub mod etcd_restore;
 pub mod etcd_snapshot;
 mod flusher;
 pub mod lessor;
@@ -76,6 +78,20 @@ pub struct Member {
 }
 
 type Waiter = oneshot::Sender<Result<(Applied, i64), KvError>>;
+
+/// Opens (or creates) a member's key-space tree at `path`.
+pub fn open_db(path: &std::path::Path) -> quorumkv_btree::Result<Db> {
+    // 8 KiB pages keep entries up to 4 KiB inline (etcd's typical values are well below),
+    // so a put does not cost an overflow page per stored version, while a copied-on-write
+    // leaf stays small. 4 KiB pages measured no faster for 256 B keys and 1 KiB values.
+    Db::open(
+        path,
+        BTreeOptions {
+            page_size: 8 << 10,
+            ..BTreeOptions::default()
+        },
+    )
+}
 
 /// State shared by the apply thread, the API and the lease clock.
 pub struct Shared {
@@ -230,17 +246,7 @@ impl KvServer {
         let db_path: PathBuf = cfg.node.data_dir.join("db");
         std::fs::create_dir_all(&cfg.node.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.node.data_dir.display()))?;
-        // 8 KiB pages keep entries up to 4 KiB inline (etcd's typical values are well below),
-        // so a put does not cost an overflow page per stored version, while a copied-on-write
-        // leaf stays small. 4 KiB pages measured no faster for 256 B keys and 1 KiB values.
-        let db = Db::open(
-            &db_path,
-            BTreeOptions {
-                page_size: 8 << 10,
-                ..BTreeOptions::default()
-            },
-        )
-        .map_err(|e| format!("opening {}: {e}", db_path.display()))?;
+        let db = open_db(&db_path).map_err(|e| format!("opening {}: {e}", db_path.display()))?;
         let mvcc = Mvcc::new(db);
         let snap = mvcc.snapshot();
         let applied = snap.applied_index();
