@@ -30,10 +30,19 @@ pub const MEMBER_PREFIX: u8 = b'u';
 /// Prefix of alarm rows (`a <member be> <type>`).
 pub const ALARM_PREFIX: u8 = b'a';
 
-fn lease_row(id: i64) -> Vec<u8> {
+/// The row key of lease `id`.
+pub(crate) fn lease_row(id: i64) -> Vec<u8> {
     let mut k = vec![LEASE_PREFIX];
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+/// A lease row's id and TTL in seconds; `None` if the row is malformed.
+pub(crate) fn parse_lease_row(k: &[u8], v: &[u8]) -> Option<(i64, i64)> {
+    Some((
+        i64::from_be_bytes(k.get(1..)?.try_into().ok()?),
+        i64::from_le_bytes(v.try_into().ok()?),
+    ))
 }
 
 fn alarm_row(member: u64, alarm: i32) -> Vec<u8> {
@@ -457,12 +466,7 @@ pub fn load(shared: &Shared) -> Result<(), KvError> {
     let mut lessor = shared.lessor.lock();
     for item in txn.prefix(&[LEASE_PREFIX]) {
         let (k, v) = item.map_err(storage)?;
-        let (Ok(id), Ok(ttl)) = (
-            <[u8; 8]>::try_from(&k[1..]).map(i64::from_be_bytes),
-            <[u8; 8]>::try_from(v).map(i64::from_le_bytes),
-        ) else {
-            return Err(KvError::Corrupt);
-        };
+        let (id, ttl) = parse_lease_row(k, v).ok_or(KvError::Corrupt)?;
         lessor.grant(id, ttl);
     }
     let all = snap.range(

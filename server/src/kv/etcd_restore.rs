@@ -15,7 +15,7 @@ use prost::Message;
 use quorumkv_btree::{Db, WriteTxn};
 use sha2::{Digest, Sha256};
 
-use super::apply::LEASE_PREFIX;
+use super::apply::lease_row;
 use super::auth::AuthState;
 use super::bolt_reader::{BoltReader, BucketRoot};
 use super::etcd_snapshot::LeaseRecord;
@@ -97,6 +97,18 @@ fn parse_revision_key(k: &[u8]) -> Option<(u64, u64, bool)> {
     let main = u64::from_be_bytes(k[..8].try_into().ok()?);
     let sub = u64::from_be_bytes(k[9..17].try_into().ok()?);
     Some((main, sub, tomb))
+}
+
+/// Decodes a user or role row, whose key must be the record's own name.
+fn named<M: Message + Default>(k: &[u8], v: &[u8], name: fn(&M) -> &Vec<u8>) -> Result<M, String> {
+    let m = M::decode(v).map_err(|e| format!("{:?}: {e}", String::from_utf8_lossy(k)))?;
+    if name(&m).as_slice() != k {
+        return Err(format!(
+            "the row {:?} holds another name",
+            String::from_utf8_lossy(k)
+        ));
+    }
+    Ok(m)
 }
 
 /// The database bytes of a snapshot file, after checking its SHA-256 trailer. etcd's files
@@ -239,10 +251,8 @@ pub fn restore(
         if lease.id != id || id <= 0 {
             return Err(format!("lease {id:x} holds another id"));
         }
-        let mut row = vec![LEASE_PREFIX];
-        row.extend_from_slice(&id.to_be_bytes());
         report.leases += 1;
-        load.put(&row, &lease.ttl.max(1).to_le_bytes())
+        load.put(&lease_row(id), &lease.ttl.max(1).to_le_bytes())
     })?;
 
     let (mut enabled, mut auth_revision) = (false, 1u64);
@@ -260,20 +270,12 @@ pub fn restore(
     })?;
     let mut users = Vec::new();
     each(b"authUsers", &mut |k, v| {
-        let u = authpb::User::decode(v).map_err(|e| format!("user: {e}"))?;
-        if u.name != k {
-            return Err("a user row holds another user".into());
-        }
-        users.push(u);
+        users.push(named::<authpb::User>(k, v, |u| &u.name)?);
         Ok(())
     })?;
     let mut roles = Vec::new();
     each(b"authRoles", &mut |k, v| {
-        let r = authpb::Role::decode(v).map_err(|e| format!("role: {e}"))?;
-        if r.name != k {
-            return Err("a role row holds another role".into());
-        }
-        roles.push(r);
+        roles.push(named::<authpb::Role>(k, v, |r| &r.name)?);
         Ok(())
     })?;
     report.users = users.len() as u64;

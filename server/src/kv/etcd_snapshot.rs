@@ -22,7 +22,7 @@ use quorumkv_btree::ReadTxn;
 use sha2::{Digest, Sha256};
 
 use super::Member;
-use super::apply::LEASE_PREFIX;
+use super::apply::{LEASE_PREFIX, parse_lease_row};
 use super::auth::{AUTH_PREFIX, AuthState};
 use super::bolt_writer::BoltWriter;
 use crate::mvcc::{Mvcc, keys, kv};
@@ -152,12 +152,7 @@ pub fn write(mvcc: &Mvcc, members: &[Member], path: &Path) -> std::io::Result<u6
     w.bucket(b"lease")?;
     for item in txn.prefix(&[LEASE_PREFIX]) {
         let (k, v) = item.map_err(tree)?;
-        let (Ok(id), Ok(ttl)) = (
-            <[u8; 8]>::try_from(&k[1..]).map(i64::from_be_bytes),
-            <[u8; 8]>::try_from(v).map(i64::from_le_bytes),
-        ) else {
-            return Err(corrupt("lease"));
-        };
+        let (id, ttl) = parse_lease_row(k, v).ok_or_else(|| corrupt("lease"))?;
         w.put(&id.to_be_bytes(), &LeaseRecord { id, ttl }.encode_to_vec())?;
     }
     w.bucket(b"members")?;
