@@ -1,7 +1,7 @@
 //! etcd's snapshot format, both ways: a key space written as etcd's snapshot and restored
 //! into a new data directory holds the same versions, revisions, compaction point and leases;
-//! damaged files are refused with an error (never a panic), and an occupied data directory is
-//! left alone.
+//! damaged files are refused with an error (never a panic) and leave no data directory behind,
+//! and an occupied data directory is left alone.
 
 mod common;
 
@@ -122,6 +122,11 @@ fn damaged_snapshots_are_errors_not_panics() {
         let target = dir.path().join(format!("unchecked-{case}"));
         if etcd_restore::restore(&bad, &target, true).is_ok() {
             n += 1;
+        } else {
+            assert!(
+                !target.join("member").exists(),
+                "a failed restore leaves nothing behind"
+            );
         }
     }
     assert!(n < 60, "some damage must be noticed without the trailer");

@@ -155,7 +155,21 @@ pub fn restore(
     let buckets: HashMap<&[u8], BucketRoot<'_>> = bolt.buckets()?.into_iter().collect();
     let member = data_dir.join("member");
     std::fs::create_dir_all(&member).map_err(|e| format!("{}: {e}", member.display()))?;
-    let db = super::open_db(&member.join("db")).map_err(|e| e.to_string())?;
+    let loaded = load_tree(&bolt, &buckets, &member.join("db"));
+    if loaded.is_err() {
+        // The directory was empty or absent: what is there now is this restore's own.
+        let _ = std::fs::remove_dir_all(&member);
+    }
+    loaded
+}
+
+/// Writes the key space of an opened snapshot into a new tree at `db_path`.
+fn load_tree(
+    bolt: &BoltReader<'_>,
+    buckets: &HashMap<&[u8], BucketRoot<'_>>,
+    db_path: &Path,
+) -> Result<RestoreReport, String> {
+    let db = super::open_db(db_path).map_err(|e| e.to_string())?;
     let mut load = Loader {
         db: &db,
         txn: None,
