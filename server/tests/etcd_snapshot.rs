@@ -29,8 +29,11 @@ fn filled(dir: &std::path::Path) -> Mvcc {
     m
 }
 
-/// Every live key's value at `rev` (0: current).
-fn state(m: &Mvcc, rev: i64) -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+/// A key, its value, and its create and mod revisions and version.
+type Version = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
+/// Every live key's version at `rev` (0: current).
+fn state(m: &Mvcc, rev: i64) -> Vec<Version> {
     let opts = RangeOpts {
         revision: rev,
         ..RangeOpts::default()
