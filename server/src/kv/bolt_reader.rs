@@ -5,15 +5,13 @@
 //! exponential sharing), depth is limited, and a malformed structure is an error, never a
 //! panic.
 
-const PAGE_HEADER_BYTES: usize = 16;
-const ELEMENT_BYTES: usize = 16;
-const BRANCH_FLAG: u16 = 0x01;
-const LEAF_FLAG: u16 = 0x02;
-const META_FLAG: u16 = 0x04;
-const BUCKET_LEAF_FLAG: u32 = 0x01;
-const MAGIC: u32 = 0xED0C_DAED;
+use super::bolt_format::{
+    BRANCH_FLAG, BUCKET_HEADER_BYTES, BUCKET_LEAF_FLAG, ELEMENT_BYTES, LEAF_FLAG, MAGIC,
+    META_CHECKSUMMED_BYTES, META_FLAG, PAGE_HEADER_BYTES, VERSION, fnv1a64,
+};
+
+/// Deepest tree the reader walks; deeper means a corrupt (cyclic) structure.
 const DEPTH_MAX: usize = 64;
-const BUCKET_HEADER_BYTES: usize = 16;
 
 /// Where a bucket's tree lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +40,6 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-fn fnv1a64(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
-        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// A decoded node: its flags and raw bytes (header included).
@@ -106,8 +98,8 @@ impl<'a> BoltReader<'a> {
             let m = data.get(page_at + PAGE_HEADER_BYTES..page_at + PAGE_HEADER_BYTES + 64)?;
             if u16_at(data, page_at + 8)? & META_FLAG == 0
                 || u32_at(m, 0)? != MAGIC
-                || u32_at(m, 4)? != 2
-                || u64_at(m, 56)? != fnv1a64(&m[..56])
+                || u32_at(m, 4)? != VERSION
+                || u64_at(m, META_CHECKSUMMED_BYTES)? != fnv1a64(&m[..META_CHECKSUMMED_BYTES])
             {
                 return None;
             }

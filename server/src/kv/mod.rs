@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod auth;
+pub mod bolt_format;
 pub mod bolt_reader;
 pub mod bolt_writer;
 pub mod error;
