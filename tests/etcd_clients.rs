@@ -296,7 +296,7 @@ fn etcdctl_suite(c: &Cluster, ep: &str) {
     // Txn from stdin (etcdctl's interactive form).
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args([&format!("--endpoints={ep}"), "txn"])
+        .args([&format!("--endpoints={ep}"), "txn", "-w", "json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -305,10 +305,23 @@ fn etcdctl_suite(c: &Cluster, ep: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"value(\"a\") = \"2\"\n\nput t yes\n\nput t no\n\n")
+        .write_all(b"value(\"a\") = \"2\"\n\nget a\nput t yes\nget t\n\nput t no\n\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SUCCESS"));
+    let txn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(txn["succeeded"], true, "{txn}");
+    // Each op's header holds the revision it saw, as etcd fills it.
+    let after = txn["header"]["revision"].as_i64().unwrap();
+    let seen: Vec<i64> = ["ResponseRange", "ResponsePut", "ResponseRange"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            txn["responses"][i]["Response"][kind]["header"]["revision"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("op {i} has no revision: {txn}"))
+        })
+        .collect();
+    assert_eq!(seen, [after - 1, after, after], "{txn}");
     assert_eq!(
         ok(&etcdctl(ep, &["get", "t", "--print-value-only"])),
         "yes\n"
@@ -389,6 +402,26 @@ fn etcdctl_suite(c: &Cluster, ep: &str) {
     let old = etcdctl(ep, &["get", "a", "--rev", &(rev - 1).to_string()]);
     assert!(!old.status.success());
     assert!(String::from_utf8_lossy(&old.stderr).contains("required revision has been compacted"));
+    // A watch from before the compaction is cancelled with it, even for events still in memory.
+    let watch = Command::new("timeout")
+        .args([
+            "20",
+            "etcdctl",
+            &format!("--endpoints={ep}"),
+            "watch",
+            "a",
+            "--rev=1",
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&watch.stderr);
+    assert!(
+        said.contains(
+            "watch was canceled (etcdserver: mvcc: required revision has been compacted)"
+        ),
+        "watch from a compacted revision: {said}"
+    );
     // An oversized request is refused; the server keeps serving.
     let big = vec![b'x'; 2 << 20];
     let mut child = Command::new("etcdctl")

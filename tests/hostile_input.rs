@@ -151,6 +151,13 @@ for m in methods:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 sys.exit('%s: the server went away: %s' % (m, e))
             errors += 1
+for i in range(400):
+    try:
+        ch.unary_unary('/invented.Service%d/Method%d' % (i, i))(b'', timeout=10)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+            sys.exit('invented path: %s' % e)
+        errors += 1
 watch = ch.stream_stream('/etcdserverpb.Watch/Watch')
 try:
     for _ in watch(iter(payloads), timeout=10):
@@ -171,7 +178,25 @@ print(errors)
         String::from_utf8_lossy(&out.stderr)
     );
     let errors: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert!(errors > 20, "most garbage bodies are refused ({errors})");
+    assert!(errors > 420, "most garbage bodies are refused ({errors})");
+}
+
+/// The `grpc_server_handled_total` lines of the member's `/metrics`.
+fn grpc_metric_lines(endpoint: &str) -> Vec<String> {
+    let mut s = TcpStream::connect(endpoint).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -239,6 +264,22 @@ fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
     // The client port: raw garbage is cut off, undecodable bodies get errors.
     assert!(closed_after(&node.client, &rng.bytes(50_000)));
     python_malformed(&node.client);
+    // 400 invented method paths: counted, but the table of names stays bounded.
+    let lines = grpc_metric_lines(&node.client);
+    assert!(lines.len() <= 300, "{} gRPC metric lines", lines.len());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("grpc_service=\"unknown\"")
+                && l.contains("grpc_code=\"Unimplemented\"")),
+        "paths past the bound are counted together"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("grpc_method=\"Put\"") && l.contains("grpc_code=\"OK\"")),
+        "real methods are still counted by name"
+    );
 
     // Floods of oversized requests, next to a client doing real work.
     rt.block_on(async {

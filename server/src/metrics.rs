@@ -2,7 +2,7 @@
 //! named after etcd's where etcd has the metric; and the tower layer that counts gRPC
 //! requests by method and code.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,22 +14,68 @@ use parking_lot::Mutex;
 
 use crate::kv::KvServer;
 
+/// Calls of one gRPC method, by status code (index into [`CODES`]).
+type CodeCounts = [AtomicU64; CODES.len()];
+
+/// Distinct gRPC paths counted by name; calls to any further path are counted under
+/// [`OTHER_PATH`], so a client inventing paths cannot grow the table or `/metrics`.
+const GRPC_PATHS_MAX: usize = 256;
+/// Where calls to malformed paths, and to paths beyond [`GRPC_PATHS_MAX`], are counted.
+const OTHER_PATH: &str = "/unknown/unknown";
+
 /// Counters kept beside the key space.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    grpc: Mutex<BTreeMap<(String, u32), u64>>,
+    grpc: Mutex<HashMap<Box<str>, Arc<CodeCounts>>>,
     /// Proposals that failed.
     pub proposals_failed: AtomicU64,
 }
 
 impl Metrics {
-    fn handled(&self, path: &str, code: u32) {
-        *self
+    /// The counters of calls to `path` (`/package.Service/Method`).
+    fn method(&self, path: &str) -> Arc<CodeCounts> {
+        let mut grpc = self.grpc.lock();
+        if let Some(c) = grpc.get(path) {
+            return Arc::clone(c);
+        }
+        let named = grpc.len() < GRPC_PATHS_MAX && well_formed(path);
+        let key = if named { path } else { OTHER_PATH };
+        Arc::clone(grpc.entry(key.into()).or_default())
+    }
+
+    /// Every counted path with its counts, sorted by path.
+    fn grpc_counts(&self) -> Vec<(Box<str>, [u64; CODES.len()])> {
+        let mut out: Vec<_> = self
             .grpc
             .lock()
-            .entry((path.to_string(), code))
-            .or_default() += 1;
+            .iter()
+            .map(|(path, c)| {
+                (
+                    path.clone(),
+                    c.each_ref().map(|n| n.load(Ordering::Relaxed)),
+                )
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
     }
+}
+
+/// `/service/method` of at most 128 bytes, both parts non-empty and made of ASCII letters,
+/// digits, `_` and `.` (so it is safe as a Prometheus label value).
+fn well_formed(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let Some((service, method)) = rest.split_once('/') else {
+        return false;
+    };
+    let part = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    };
+    path.len() <= 128 && part(service) && part(method)
 }
 
 /// Counts each gRPC call by method and status.
@@ -67,8 +113,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path().to_string();
-        let metrics = Arc::clone(&self.metrics);
+        let counts = self.metrics.method(req.uri().path());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
@@ -78,9 +123,10 @@ where
                 let code = resp
                     .headers()
                     .get("grpc-status")
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
                     .unwrap_or(0);
-                metrics.handled(&path, code);
+                // A code outside the known ones counts as Unknown (2), as gRPC reads it.
+                counts[if code < CODES.len() { code } else { 2 }].fetch_add(1, Ordering::Relaxed);
             }
             r
         })
@@ -278,15 +324,16 @@ pub fn render(server: &KvServer) -> String {
         o,
         "# HELP grpc_server_handled_total gRPC calls by method and code.\n# TYPE grpc_server_handled_total counter"
     );
-    for ((path, code), n) in server.metrics_grpc() {
-        let mut parts = path.trim_start_matches('/').splitn(2, '/');
-        let service = parts.next().unwrap_or("");
-        let method = parts.next().unwrap_or("");
-        let _ = writeln!(
-            o,
-            "grpc_server_handled_total{{grpc_service=\"{service}\",grpc_method=\"{method}\",grpc_code=\"{}\"}} {n}",
-            CODES.get(code as usize).copied().unwrap_or("Unknown")
-        );
+    for (path, counts) in server.metrics().grpc_counts() {
+        let (service, method) = path[1..].split_once('/').expect("well-formed paths only");
+        for (code, n) in CODES.iter().zip(counts) {
+            if n > 0 {
+                let _ = writeln!(
+                    o,
+                    "grpc_server_handled_total{{grpc_service=\"{service}\",grpc_method=\"{method}\",grpc_code=\"{code}\"}} {n}",
+                );
+            }
+        }
     }
     if let Some(p) = crate::process_stats::ProcessStats::read() {
         p.render_into(&mut o);
@@ -345,16 +392,5 @@ pub async fn serve(
         .await
     {
         tracing::error!(error = %e, "metrics server failed");
-    }
-}
-
-impl KvServer {
-    fn metrics_grpc(&self) -> Vec<((String, u32), u64)> {
-        self.metrics()
-            .grpc
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
     }
 }

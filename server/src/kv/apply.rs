@@ -83,6 +83,7 @@ impl Applier {
             return Ok(());
         };
         let mut txn = self.shared.mvcc.write()?;
+        let compacted_before = txn.compact_revision();
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
         let mut members_changed = false;
@@ -124,6 +125,7 @@ impl Applier {
                 outcomes.push((id, result));
             }
         }
+        let compacted_after = txn.compact_revision();
         if durable {
             txn.commit(last.index)?;
         } else {
@@ -134,6 +136,9 @@ impl Applier {
         }
         for (rev, events) in published {
             self.shared.hub.publish(rev, events);
+        }
+        if compacted_after != compacted_before {
+            self.shared.hub.compacted(compacted_after);
         }
         self.shared.applied.send_replace(last.index);
         let mut waiters = self.shared.waiters.lock();
@@ -424,21 +429,37 @@ impl Applier {
         let ops = if succeeded { t.success } else { t.failure };
         self.check_ops(txn, &ops)?;
         let mut responses = Vec::with_capacity(ops.len());
+        // As etcd does, each range, put and delete response carries the revision seen right
+        // after it (the revision before the transaction until its first change); a nested
+        // transaction's own header stays empty.
+        let seen = |txn: &MvccTxn| {
+            Some(pb::ResponseHeader {
+                revision: txn.current_revision(),
+                ..Default::default()
+            })
+        };
         for op in ops {
             let resp = match op.request {
                 Some(request_op::Request::RequestRange(r)) => {
-                    let resp =
+                    let mut resp =
                         range::range(&r, |o: RangeOpts| txn.range_opts(&r.key, &r.range_end, o))?;
+                    resp.header = seen(txn);
                     response_op::Response::ResponseRange(resp)
                 }
                 Some(request_op::Request::RequestPut(p)) => {
-                    response_op::Response::ResponsePut(self.put(txn, p)?)
+                    let mut resp = self.put(txn, p)?;
+                    resp.header = seen(txn);
+                    response_op::Response::ResponsePut(resp)
                 }
                 Some(request_op::Request::RequestDeleteRange(d)) => {
-                    response_op::Response::ResponseDeleteRange(self.delete(txn, d)?)
+                    let mut resp = self.delete(txn, d)?;
+                    resp.header = seen(txn);
+                    response_op::Response::ResponseDeleteRange(resp)
                 }
                 Some(request_op::Request::RequestTxn(n)) => {
-                    response_op::Response::ResponseTxn(self.txn(txn, n)?)
+                    let mut resp = self.txn(txn, n)?;
+                    resp.header = Some(pb::ResponseHeader::default());
+                    response_op::Response::ResponseTxn(resp)
                 }
                 None => continue,
             };

@@ -90,6 +90,17 @@ impl WatchHub {
         self.rev.send_replace(rev);
     }
 
+    /// Forgets events below the compacted revision `rev`: a watcher that still owes them then
+    /// reads the tree, which reports the compaction, and is cancelled as etcd cancels it.
+    pub fn compacted(&self, rev: i64) {
+        let mut ring = self.ring.lock();
+        while ring.revs.front().is_some_and(|r| r.rev < rev) {
+            let old = ring.revs.pop_front().expect("non-empty");
+            ring.bytes -= old.bytes;
+        }
+        ring.covered_from = ring.covered_from.max(rev);
+    }
+
     /// The latest published revision.
     pub fn revision(&self) -> i64 {
         *self.rev.borrow()
@@ -167,5 +178,25 @@ mod tests {
             vec![45, 46, 47, 48, 49]
         );
         assert!(hub.read(50, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn compaction_sends_readers_of_older_revisions_to_the_tree() {
+        let hub = WatchHub::new(1, 1 << 20);
+        for rev in 2..10 {
+            hub.publish(rev, vec![ev(rev)]);
+        }
+        hub.compacted(6);
+        assert!(hub.read(5, 100).is_none(), "below the compaction");
+        let tail = hub.read(6, 100).unwrap();
+        assert_eq!(
+            tail.iter().map(|r| r.rev).collect::<Vec<_>>(),
+            vec![6, 7, 8, 9]
+        );
+        hub.compacted(3);
+        assert!(
+            hub.read(5, 100).is_none(),
+            "an older compaction changes nothing"
+        );
     }
 }
