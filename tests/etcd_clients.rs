@@ -393,6 +393,22 @@ fn etcdctl_suite(c: &Cluster, ep: &str) {
         c.members.iter().filter(|m| m.child.is_some()).count()
     );
     ok(&etcdctl(&c.endpoints(), &["endpoint", "health"]));
+    // Endpoints written as URLs, and every member found through --cluster: etcdctl then dials
+    // each one with the URL as its HTTP/2 authority.
+    let urls: Vec<String> = c
+        .endpoints()
+        .split(',')
+        .map(|e| format!("http://{e}"))
+        .collect();
+    let status = ok(&etcdctl(&urls.join(","), &["endpoint", "status"]));
+    assert_eq!(status.lines().count(), urls.len(), "{status}");
+    let status = ok(&etcdctl(ep, &["endpoint", "status", "--cluster"]));
+    assert_eq!(
+        status.lines().count(),
+        c.members.iter().filter(|m| m.child.is_some()).count(),
+        "{status}"
+    );
+    ok(&etcdctl(&urls[0], &["endpoint", "hashkv"]));
     let members = ok(&etcdctl(ep, &["member", "list"]));
     assert_eq!(members.lines().count(), c.members.len());
     assert!(members.contains("started"));

@@ -2,6 +2,7 @@
 //! the member-to-member `Internal` service, served with tonic on the client listener.
 
 pub mod auth;
+pub mod authority;
 pub mod cluster;
 pub mod gateway;
 pub mod internal;
@@ -99,7 +100,10 @@ pub async fn serve(
         .add_routes(routes)
         // Without TCP_NODELAY, small responses wait out the peer's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            tokio_stream::StreamExt::map(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                |conn| conn.map(authority::AuthorityRepair::new),
+            ),
             shutdown,
         )
         .await
