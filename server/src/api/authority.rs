@@ -7,12 +7,14 @@
 //! sits between the socket and the HTTP server and drops an `:authority` that is not a valid
 //! authority (the request then addresses its path alone, which is all gRPC routes on).
 //!
-//! It decodes every header block the client sends, mirroring the client's HPACK dynamic table,
-//! and passes blocks through byte for byte until one needs repair. From then on it re-encodes
-//! every block as literals that never touch the dynamic table, so the server's table (frozen
-//! at that point) can never disagree with what the client meant. Other frames stream through
-//! unbuffered; a connection that does not open with the HTTP/2 preface (HTTP/1: the JSON
-//! gateway, `/metrics`) is passed through untouched.
+//! Clients use one authority per connection, so only the first header block of a connection
+//! is decoded: if its authority is valid (or absent), the rest of the connection goes through
+//! untouched and costs nothing more. Otherwise the field is dropped, and from then on every
+//! block is decoded (mirroring the client's HPACK dynamic table) and re-encoded as literals
+//! that never touch the server's table, so the server's table (frozen at that point) can never
+//! disagree with what the client meant. Frames other than headers stream through unbuffered;
+//! a connection that does not open with the HTTP/2 preface (HTTP/1: the JSON gateway,
+//! `/metrics`) is passed through untouched.
 
 use std::io;
 use std::pin::Pin;
@@ -45,7 +47,7 @@ enum Phase {
     Preface,
     /// HTTP/2 frames.
     Frames,
-    /// Not HTTP/2: bytes go through untouched.
+    /// Not HTTP/2, or HTTP/2 needing no repair: bytes go through untouched.
     Plain,
 }
 
@@ -142,6 +144,10 @@ impl<S> AuthorityRepair<S> {
             }
             let frame = self.raw.split_to(FRAME_HEADER_BYTES + len);
             self.header_frame(frame)?;
+            if self.phase == Phase::Plain {
+                self.out.put(self.raw.split());
+                return Ok(());
+            }
         }
     }
 
@@ -224,9 +230,10 @@ impl<S> AuthorityRepair<S> {
             .map_err(|e| invalid(&format!("undecodable header block: {e:?}")))?;
         let reencode = self.rewriting || (repair && complete);
         if !reencode {
-            // As it came (a misplaced bad authority included: the server refuses that block
-            // on its own, and decodes exactly what was sent, so the tables stay in step).
+            // As it came, and so is the rest of the connection (a misplaced bad authority
+            // included: the server refuses that block on its own).
             self.out.put(block.raw);
+            self.phase = Phase::Plain;
             return Ok(());
         }
         self.rewriting = true;
@@ -447,33 +454,28 @@ mod tests {
     async fn bad_authorities_are_dropped_and_later_blocks_still_decode() {
         let mut enc = fluke_hpack::Encoder::new();
         let mut block = |h: &Fields| enc.encode(h.iter().map(|(n, v)| (&n[..], &v[..])));
-        let good = request("127.0.0.1:2379", &[("x-trace", "one")]);
-        // References the dynamic-table entry the first block added.
         let bad = request("http://127.0.0.1:2379", &[("x-trace", "one")]);
+        // References the dynamic-table entry the first block added.
+        let good = request("127.0.0.1:2379", &[("x-trace", "one")]);
         let later = request("127.0.0.1:2379", &[("x-trace", "one"), ("x-new", "two")]);
         let huge = request("#initially=[http://a:1]", &[("x-big", &"v".repeat(40_000))]);
         let mut input = PREFACE.to_vec();
         input.extend(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100])); // SETTINGS
-        let first = frame(HEADERS, END_HEADERS, 1, &block(&good));
-        input.extend(&first);
-        input.extend(frame(0x0, END_STREAM, 1, b"body one"));
         // The bad block split over HEADERS (padded, with priority) and a CONTINUATION.
         let b = block(&bad);
         let mut headers = vec![2u8]; // pad length
         headers.extend_from_slice(&[0, 0, 0, 0, 16]); // priority
         headers.extend_from_slice(&b[..3]);
         headers.extend_from_slice(&[0, 0]);
-        input.extend(frame(HEADERS, PADDED | PRIORITY, 3, &headers));
-        input.extend(frame(CONTINUATION, END_HEADERS, 3, &b[3..]));
+        input.extend(frame(HEADERS, PADDED | PRIORITY, 1, &headers));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, &b[3..]));
+        input.extend(frame(0x0, END_STREAM, 1, b"body one"));
+        input.extend(frame(HEADERS, END_HEADERS, 3, &block(&good)));
         input.extend(frame(0x0, END_STREAM, 3, b"body two"));
         input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &block(&later)));
         input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 7, &block(&huge)));
 
         let out = through(&input).await.unwrap();
-        assert!(
-            out.windows(first.len()).any(|w| w == first),
-            "a block needing no repair goes through byte for byte"
-        );
         let (blocks, data) = decode_frames(&out);
         let without_authority = |h: &Fields| -> Fields {
             h.iter()
@@ -484,13 +486,25 @@ mod tests {
         assert_eq!(
             blocks,
             vec![
-                good.clone(),
                 without_authority(&bad),
+                good.clone(),
                 later.clone(),
                 without_authority(&huge)
             ]
         );
         assert_eq!(data, vec![b"body one".to_vec(), b"body two".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_opening_with_a_valid_authority_goes_through_untouched() {
+        let mut enc = fluke_hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        for (id, authority) in [(1, "127.0.0.1:2379"), (3, "http://127.0.0.1:2379")] {
+            let h = request(authority, &[]);
+            let b = enc.encode(h.iter().map(|(n, v)| (&n[..], &v[..])));
+            input.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &b));
+        }
+        assert_eq!(through(&input).await.unwrap(), input);
     }
 
     #[tokio::test]
