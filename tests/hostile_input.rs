@@ -181,18 +181,24 @@ print(errors)
     assert!(errors > 420, "most garbage bodies are refused ({errors})");
 }
 
-/// The `grpc_server_handled_total` lines of the member's `/metrics`.
-fn grpc_metric_lines(endpoint: &str) -> Vec<String> {
+/// A plain HTTP/1.1 request to the client port: the status line and the whole response.
+fn http1(endpoint: &str, method: &str, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(endpoint).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET /metrics HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    (body.lines().next().unwrap_or("").to_string(), body)
+}
+
+/// The `grpc_server_handled_total` lines of the member's `/metrics`.
+fn grpc_metric_lines(endpoint: &str) -> Vec<String> {
+    let (status, body) = http1(endpoint, "GET", "/metrics");
+    assert!(status.starts_with("HTTP/1.1 200"), "{body}");
     body.lines()
         .filter(|l| l.starts_with("grpc_server_handled_total{"))
         .map(str::to_string)
@@ -264,6 +270,11 @@ fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
     // The client port: raw garbage is cut off, undecodable bodies get errors.
     assert!(closed_after(&node.client, &rng.bytes(50_000)));
     python_malformed(&node.client);
+    // Plain HTTP to nowhere gets etcd's answers; gRPC to nowhere got "unimplemented" above.
+    let (status, _) = http1(&node.client, "GET", "/no/such/page");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let (status, _) = http1(&node.client, "GET", "/v3/kv/range");
+    assert!(status.starts_with("HTTP/1.1 405"), "{status}");
     // 400 invented method paths: counted, but the table of names stays bounded.
     let lines = grpc_metric_lines(&node.client);
     assert!(lines.len() <= 300, "{} gRPC metric lines", lines.len());

@@ -90,7 +90,11 @@ pub async fn serve(
             server: Arc::clone(&server)
         })));
     let mut routes = routes;
-    let router = std::mem::take(routes.axum_router_mut()).fallback(unimplemented);
+    let router = std::mem::take(routes.axum_router_mut())
+        .fallback(unimplemented)
+        .method_not_allowed_fallback(|| async {
+            (http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+        });
     *routes.axum_router_mut() = router;
     tonic::transport::Server::builder()
         .layer(crate::metrics::CountLayer(Arc::clone(server.metrics())))
@@ -109,9 +113,20 @@ pub async fn serve(
         .await
 }
 
-/// What a call to no known service or path gets: gRPC's "unimplemented" (which is also a
-/// plain HTTP 200 with `grpc-status: 12`, as tonic answers).
-async fn unimplemented() -> http::Response<tonic::body::Body> {
+/// What a request for no known service or path gets: a gRPC call gets gRPC's "unimplemented"
+/// (a plain HTTP 200 with `grpc-status: 12`, as tonic answers), anything else a 404, as etcd's
+/// HTTP server answers.
+async fn unimplemented(req: http::Request<axum::body::Body>) -> http::Response<tonic::body::Body> {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc {
+        let mut resp =
+            http::Response::new(tonic::body::Body::new(String::from("404 page not found\n")));
+        *resp.status_mut() = http::StatusCode::NOT_FOUND;
+        return resp;
+    }
     let (parts, ()) = tonic::Status::unimplemented("")
         .into_http::<()>()
         .into_parts();
