@@ -61,15 +61,18 @@ pub fn range(
         });
     }
     if order != SortOrder::None {
-        match target {
-            SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-            SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-            SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-            SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-            SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-        }
+        let by = |a: &KeyValue, b: &KeyValue| match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        // A stable sort either way: equal entries stay in key order, as etcd returns them.
         if order == SortOrder::Descend {
-            kvs.reverse();
+            kvs.sort_by(|a, b| by(b, a));
+        } else {
+            kvs.sort_by(by);
         }
     }
     if limit > 0 && kvs.len() > limit {
@@ -82,4 +85,52 @@ pub fn range(
         more,
         count: res.count as i64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use range_request::{SortOrder, SortTarget};
+
+    fn kv(key: &str, version: i64) -> KeyValue {
+        KeyValue {
+            key: key.as_bytes().to_vec(),
+            version,
+            ..KeyValue::default()
+        }
+    }
+
+    fn sorted(order: SortOrder, target: SortTarget, limit: i64) -> Vec<String> {
+        let r = RangeRequest {
+            sort_order: order as i32,
+            sort_target: target as i32,
+            limit,
+            ..RangeRequest::default()
+        };
+        let all = vec![kv("a", 2), kv("b", 1), kv("c", 1), kv("d", 3)];
+        let resp = range(&r, |_| {
+            Ok(RangeResult {
+                count: all.len(),
+                kvs: all,
+                more: false,
+            })
+        })
+        .unwrap();
+        resp.kvs
+            .into_iter()
+            .map(|kv| String::from_utf8(kv.key).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn equal_sort_values_stay_in_key_order_both_ways() {
+        use SortOrder::{Ascend, Descend};
+        assert_eq!(
+            sorted(Descend, SortTarget::Version, 0),
+            ["d", "a", "b", "c"]
+        );
+        assert_eq!(sorted(Ascend, SortTarget::Version, 0), ["b", "c", "a", "d"]);
+        assert_eq!(sorted(Descend, SortTarget::Key, 2), ["d", "c"]);
+        assert_eq!(sorted(Descend, SortTarget::Version, 3), ["d", "a", "b"]);
+    }
 }
