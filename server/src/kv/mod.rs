@@ -773,7 +773,8 @@ fn current_members(shared: &Shared, conf: &quorumkv_replication::Conf) -> Vec<Me
     if conf.voters.is_empty() {
         return members.values().cloned().collect();
     }
-    conf.voters
+    let mut out: Vec<Member> = conf
+        .voters
         .iter()
         .chain(&conf.learners)
         .map(|id| {
@@ -784,7 +785,10 @@ fn current_members(shared: &Shared, conf: &quorumkv_replication::Conf) -> Vec<Me
             m.is_learner = conf.learners.contains(id);
             m
         })
-        .collect()
+        .collect();
+    // Learners too in id order, as etcd lists members.
+    out.sort_unstable_by_key(|m| m.id);
+    out
 }
 
 /// Keeps the node's peer addresses in step with the members' peer URLs (members added or
