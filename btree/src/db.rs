@@ -26,6 +26,9 @@ pub(crate) struct Snapshots {
     pub(crate) readers: BTreeMap<u64, usize>,
 }
 
+/// Entries rewritten per write transaction by [`Db::defragment`].
+const DEFRAG_ROWS_PER_TXN: usize = 512;
+
 /// Allocator state, owned by the one write transaction at a time.
 pub(crate) struct Alloc {
     /// Pages free with respect to the last committed state and every live reader.
@@ -39,6 +42,9 @@ pub(crate) struct Alloc {
     /// The last transaction made durable; pages freed after it stay unused until the next
     /// durable commit (a crash returns to it, and it may still reference them).
     pub(crate) durable_txn: u64,
+    /// Pages of that transaction: the file keeps at least these, so that opening can fall
+    /// back to it if the next durable commit turns out damaged.
+    pub(crate) durable_pages: u64,
 }
 
 pub(crate) struct Inner {
@@ -251,6 +257,7 @@ impl Db {
                 file_bytes,
                 freelist_pages: Vec::new(),
                 durable_txn: 0,
+                durable_pages: 0,
             })),
             verified,
             stopped: Mutex::new(None),
@@ -292,6 +299,7 @@ impl Db {
             a.file_bytes = file_bytes;
             a.freelist_pages = freelist_pages;
             a.durable_txn = m.txn;
+            a.durable_pages = m.page_count;
         }
         let txn = inner.snaps.lock().meta.txn;
         Ok(Db {
@@ -376,6 +384,48 @@ impl Db {
             source: std::io::Error::other("injected failure"),
         }));
         self.inner.storage.sync().map_err(Error::io("flush"))
+    }
+
+    /// Rewrites every entry so the tree packs into the lowest pages, then gives the file's free
+    /// tail back to the file system; returns the file's length after.
+    ///
+    /// It runs as short write transactions of at most 512 entries, each
+    /// rereading its entries, so another writer waits for one of them at most and what it
+    /// changes meanwhile stays. The first pass copies every page into the lowest free ones;
+    /// the second, once the first is durable and its sources are free, into lower ones still.
+    /// Pages a reader's snapshot still holds stay where they are.
+    pub fn defragment(&self) -> Result<u64> {
+        for _ in 0..2 {
+            let mut start: Vec<u8> = Vec::new();
+            loop {
+                let mut w = self.begin_write()?;
+                let rows = w.scan(&start, None, DEFRAG_ROWS_PER_TXN)?;
+                for (k, v) in &rows {
+                    w.insert(k, v)?;
+                }
+                match rows.last() {
+                    Some((k, _)) if rows.len() == DEFRAG_ROWS_PER_TXN => {
+                        w.commit_no_sync()?;
+                        start.clone_from(k);
+                        start.push(0);
+                    }
+                    _ => {
+                        // Durable even if this last part changed nothing (shrinking forces
+                        // the commit), so the next pass can reuse what this one freed.
+                        w.shrink_file();
+                        w.commit()?;
+                        break;
+                    }
+                }
+            }
+        }
+        // The first shrinking commit keeps what the previous durable commit used.
+        for _ in 0..2 {
+            let mut w = self.begin_write()?;
+            w.shrink_file();
+            w.commit()?;
+        }
+        Ok(self.stats().file_bytes)
     }
 
     /// Space accounting.

@@ -32,6 +32,12 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// Makes every completed write durable.
     fn sync(&self) -> io::Result<()>;
+    /// Gives the file's bytes past `len_bytes` back (storage that cannot, keeps them: the
+    /// default). Nothing readable lies there any more.
+    fn shrink(&self, len_bytes: u64) -> io::Result<()> {
+        let _ = len_bytes;
+        Ok(())
+    }
 }
 
 /// A real file, read through a reserved shared mapping and written with pwrite.
@@ -93,6 +99,12 @@ impl Storage for FileStorage {
             if self.len_bytes()? < len_bytes {
                 self.file.set_len(len_bytes)?;
             }
+        }
+        Ok(())
+    }
+    fn shrink(&self, len_bytes: u64) -> io::Result<()> {
+        if len_bytes < self.len_bytes()? {
+            self.file.set_len(len_bytes)?;
         }
         Ok(())
     }

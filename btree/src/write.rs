@@ -31,6 +31,8 @@ pub struct WriteTxn {
     /// Changes to the free set, undone if the transaction is dropped: (taken?, page).
     undo: Vec<(bool, u64)>,
     scratch: Vec<u8>,
+    /// Give the file's free tail back on a durable commit.
+    shrink: bool,
     done: bool,
 }
 
@@ -87,6 +89,7 @@ impl WriteTxn {
             freed: Vec::new(),
             undo: Vec::new(),
             scratch: Vec::new(),
+            shrink: false,
             done: false,
         })
     }
@@ -104,6 +107,14 @@ impl WriteTxn {
     /// The user value (as set in this transaction, or last committed).
     pub fn user_value(&self) -> u64 {
         self.meta.user
+    }
+
+    /// Gives the pages at the end of the file that are free back to the file system when this
+    /// transaction commits durably (a commit without sync ignores it). The file keeps what the
+    /// previous durable commit used, since opening may fall back to it, so the space that
+    /// commit held past the new end is given back by the next durable commit that asks.
+    pub fn shrink_file(&mut self) {
+        self.shrink = true;
     }
 
     /// Number of keys, including this transaction's changes.
@@ -623,7 +634,8 @@ impl WriteTxn {
 
     fn finish(mut self, durable: bool) -> Result<()> {
         self.done = true;
-        if self.dirty.is_empty() && self.freed.is_empty() && self.meta == self.base {
+        let shrink = self.shrink && durable;
+        if self.dirty.is_empty() && self.freed.is_empty() && self.meta == self.base && !shrink {
             return Ok(());
         }
         match self.write_out(durable) {
@@ -642,6 +654,17 @@ impl WriteTxn {
         let txn = self.txn;
         if !durable {
             return self.write_pages_only();
+        }
+        if self.shrink {
+            // The free tail goes first, so the freelist below neither lists nor uses it.
+            while self.meta.page_count > 2
+                && self.alloc.free.last() == Some(&(self.meta.page_count - 1))
+            {
+                let id = self.meta.page_count - 1;
+                self.alloc.free.remove(&id);
+                self.undo.push((true, id));
+                self.meta.page_count -= 1;
+            }
         }
         let old_lists = std::mem::take(&mut self.alloc.freelist_pages);
         self.freed.extend(old_lists.iter().copied());
@@ -702,8 +725,23 @@ impl WriteTxn {
         // Durable, not yet published or acknowledged.
         fail::fail_point!("btree::after_sync", |_| Err(("sync", injected())));
         self.alloc.durable_txn = txn;
+        let keep_pages = self.alloc.durable_pages.max(self.meta.page_count);
+        self.alloc.durable_pages = self.meta.page_count;
         self.alloc.freelist_pages = list_pages;
         self.publish();
+        let keep_bytes = keep_pages * ps as u64;
+        if self.shrink && keep_bytes < self.alloc.file_bytes {
+            // Committed already: a file left longer than it needs is harmless.
+            let shrunk = self
+                .inner
+                .storage
+                .shrink(keep_bytes)
+                .and_then(|()| self.inner.storage.len_bytes());
+            match shrunk {
+                Ok(len) => self.alloc.file_bytes = len,
+                Err(e) => tracing::warn!(error = %e, "btree: could not shrink the file"),
+            }
+        }
         Ok(())
     }
 

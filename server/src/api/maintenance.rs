@@ -123,9 +123,20 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         self.admin(&req)?;
-        // The tree reuses freed pages in place; there is nothing to rewrite.
+        // Rewrites the tree into the lowest pages and gives the rest of the file back, as
+        // etcd's defragmentation does; writes wait at most one short transaction at a time.
+        static DEFRAGMENTING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+        let server = Arc::clone(&self.server);
+        let size = tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = DEFRAGMENTING.lock();
+            server.shared().mvcc.db().defragment()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| KvError::Storage(e.to_string()))?;
+        tracing::info!(file_bytes = size, "defragmented");
         Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.server.header(0)),
+            header: Some(self.server.header(self.server.shared().hub.revision())),
         }))
     }
 
