@@ -113,11 +113,13 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let counts = self.metrics.method(req.uri().path());
+        // Plain HTTP on the same port (`/metrics`, the JSON gateway) is not a gRPC call.
+        let counts =
+            crate::api::is_grpc(req.headers()).then(|| self.metrics.method(req.uri().path()));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
-            if let Ok(resp) = &r {
+            if let (Ok(resp), Some(counts)) = (&r, counts) {
                 // An error before any message travels in the headers ("trailers-only");
                 // otherwise the call started fine.
                 let code = resp

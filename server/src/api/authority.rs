@@ -34,6 +34,8 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// The largest header block accepted (Go's HTTP server allows 1 MiB of headers).
 const HEADER_BLOCK_BYTES_MAX: usize = 1 << 20;
+/// The largest decoded header list accepted (Go's HTTP server allows 1 MiB of headers).
+const HEADER_LIST_BYTES_MAX: usize = 1 << 20;
 /// Frames written toward the server stay within HTTP/2's initial maximum frame size.
 const FRAME_PAYLOAD_BYTES_MAX: usize = 16_384;
 /// The server's HPACK table size (HTTP/2's default; the server does not change it).
@@ -214,20 +216,27 @@ impl<S> AuthorityRepair<S> {
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut repair = false;
         let mut complete = true;
+        // Decoded size as HTTP/2 counts it (RFC 9113 §6.5.2): a small block can name large
+        // table entries many times over.
+        let mut list_bytes = 0usize;
         let rewriting = self.rewriting;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
+                list_bytes += name.len() + value.len() + 32;
                 let bad = &name[..] == b":authority"
                     && http::uri::Authority::try_from(&value[..]).is_err();
                 repair |= bad;
                 if !rewriting && !repair && name.first() != Some(&b':') {
                     complete = false;
                 }
-                if complete && !bad {
+                if complete && !bad && list_bytes <= HEADER_LIST_BYTES_MAX {
                     fields.push((name.into_owned(), value.into_owned()));
                 }
             })
             .map_err(|e| invalid(&format!("undecodable header block: {e:?}")))?;
+        if list_bytes > HEADER_LIST_BYTES_MAX {
+            return Err(invalid("header list too large"));
+        }
         let reencode = self.rewriting || (repair && complete);
         if !reencode {
             // As it came, and so is the rest of the connection (a misplaced bad authority
@@ -529,6 +538,15 @@ mod tests {
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
         );
         let bad_pad = frame(HEADERS, END_HEADERS | PADDED, 1, &[9, 0x82]);
+        // One 4 KiB table entry named 600 times: 2.4 MiB decoded from a 4 KiB block.
+        let mut bomb = vec![0x40, 1, b'x', 0x7f];
+        bomb.push(((4000 - 127) % 128) as u8 | 0x80);
+        bomb.push(((4000 - 127) / 128) as u8);
+        bomb.extend(std::iter::repeat_n(b'v', 4000));
+        bomb.extend(std::iter::repeat_n(0xbe, 600)); // indexed: the newest dynamic entry (62)
+        let bomb = frame(HEADERS, END_HEADERS, 1, &bomb);
+        let e = through(&with(&bomb)).await.unwrap_err();
+        assert_eq!(e.to_string(), "header list too large");
         for input in [huge, orphan, interrupted, garbage, bad_pad] {
             assert!(through(&with(&input)).await.is_err());
         }

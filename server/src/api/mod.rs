@@ -46,6 +46,14 @@ pub(crate) fn pass_token(caller: &Caller, md: &mut MetadataMap) {
     }
 }
 
+/// Whether a request on the client port is a gRPC call (the rest is plain HTTP: `/metrics`,
+/// `/health`, the JSON gateway).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// Serves the client API on `listener` until `shutdown` resolves.
 pub async fn serve(
     server: Arc<KvServer>,
@@ -117,11 +125,7 @@ pub async fn serve(
 /// (a plain HTTP 200 with `grpc-status: 12`, as tonic answers), anything else a 404, as etcd's
 /// HTTP server answers.
 async fn unimplemented(req: http::Request<axum::body::Body>) -> http::Response<tonic::body::Body> {
-    let grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !grpc {
+    if !is_grpc(req.headers()) {
         let mut resp =
             http::Response::new(tonic::body::Body::new(String::from("404 page not found\n")));
         *resp.status_mut() = http::StatusCode::NOT_FOUND;
