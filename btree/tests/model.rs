@@ -44,6 +44,15 @@ fn value(k: u16, len: usize, salt: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Every entry of the last committed state, in key order.
+fn entries(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.begin_read()
+        .iter()
+        .map(|e| e.unwrap())
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
 fn opts() -> BTreeOptions {
     BTreeOptions {
         reserved_bytes: 256 << 20,
@@ -169,7 +178,7 @@ proptest! {
         }
         txn.take().unwrap().commit().unwrap();
         let r = db.begin_read();
-        let all: Vec<(Vec<u8>, Vec<u8>)> = r.iter().map(|x| { let (k, v) = x.unwrap(); (k.to_vec(), v.to_vec()) }).collect();
+        let all = entries(&db);
         let want: Vec<(Vec<u8>, Vec<u8>)> = working.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         prop_assert_eq!(all, want);
         prop_assert_eq!(r.len(), working.len() as u64);
@@ -397,14 +406,7 @@ fn defragment_gives_freed_space_back_and_keeps_every_entry() {
         .filter(|i| i % 10 == 3)
         .map(|i| (format!("key{i:06}").into_bytes(), value(i)))
         .collect();
-    let all = |db: &Db| -> Vec<(Vec<u8>, Vec<u8>)> {
-        let r = db.begin_read();
-        r.iter()
-            .map(|e| e.unwrap())
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect()
-    };
-    assert_eq!(all(&db), kept);
+    assert_eq!(entries(&db), kept);
 
     let after = db.defragment().unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), after);
@@ -412,7 +414,7 @@ fn defragment_gives_freed_space_back_and_keeps_every_entry() {
         after * 4 < full,
         "the file went from {full} to {after} bytes with a tenth of the entries"
     );
-    assert_eq!(all(&db), kept);
+    assert_eq!(entries(&db), kept);
     assert_eq!(db.begin_read().user_value(), 77, "the user value stays");
     // A damaged newest meta slot: opening falls back to the previous commit, whose pages the
     // shorter file still holds.
@@ -423,7 +425,7 @@ fn defragment_gives_freed_space_back_and_keeps_every_entry() {
     std::fs::write(&path, &bytes).unwrap();
     let db = Db::open(&path, opts()).unwrap();
     assert_eq!(db.stats().txn, txn - 1, "opened at the previous commit");
-    assert_eq!(all(&db), kept);
+    assert_eq!(entries(&db), kept);
     // Still a working tree, and one that reopens to the same entries.
     let mut t = db.begin_write().unwrap();
     t.insert(b"zz-after", &[9; 30_000]).unwrap();
@@ -432,5 +434,5 @@ fn defragment_gives_freed_space_back_and_keeps_every_entry() {
     let db = Db::open(&path, opts()).unwrap();
     let mut expect = kept;
     expect.push((b"zz-after".to_vec(), vec![9; 30_000]));
-    assert_eq!(all(&db), expect);
+    assert_eq!(entries(&db), expect);
 }

@@ -47,8 +47,10 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 enum Phase {
     /// Still reading the first bytes: HTTP/2 or not?
     Preface,
-    /// HTTP/2 frames.
+    /// HTTP/2 frames, before the first header block is known to need no repair.
     Frames,
+    /// HTTP/2 frames after a block was re-encoded: every later block is re-encoded too.
+    Rewriting,
     /// Not HTTP/2, or HTTP/2 needing no repair: bytes go through untouched.
     Plain,
 }
@@ -66,8 +68,6 @@ pub struct AuthorityRepair<S> {
     /// A header block being collected: its raw frames and its fragment.
     block: Option<Block>,
     decoder: fluke_hpack::Decoder<'static>,
-    /// Set once a block was re-encoded: every later block is re-encoded too.
-    rewriting: bool,
     eof: bool,
 }
 
@@ -93,7 +93,6 @@ impl<S> AuthorityRepair<S> {
             passing: 0,
             block: None,
             decoder,
-            rewriting: false,
             eof: false,
         }
     }
@@ -219,7 +218,7 @@ impl<S> AuthorityRepair<S> {
         // Decoded size as HTTP/2 counts it (RFC 9113 §6.5.2): a small block can name large
         // table entries many times over.
         let mut list_bytes = 0usize;
-        let rewriting = self.rewriting;
+        let rewriting = self.phase == Phase::Rewriting;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
                 list_bytes += name.len() + value.len() + 32;
@@ -237,7 +236,7 @@ impl<S> AuthorityRepair<S> {
         if list_bytes > HEADER_LIST_BYTES_MAX {
             return Err(invalid("header list too large"));
         }
-        let reencode = self.rewriting || (repair && complete);
+        let reencode = rewriting || (repair && complete);
         if !reencode {
             // As it came, and so is the rest of the connection (a misplaced bad authority
             // included: the server refuses that block on its own).
@@ -245,7 +244,7 @@ impl<S> AuthorityRepair<S> {
             self.phase = Phase::Plain;
             return Ok(());
         }
-        self.rewriting = true;
+        self.phase = Phase::Rewriting;
         let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
         for (name, value) in &fields {
             // A literal field without indexing, with a new name; both strings raw (H = 0).
