@@ -37,6 +37,18 @@ if ! PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python python3 -c "import etcd3" >/d
     python3 -m pip install -q etcd3 || python3 -m pip install -q --break-system-packages etcd3
 fi
 
+# ... and the Node.js etcd3 client (npm), kept under target/ so it is fetched once per clone.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "== installing nodejs and npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -f target/node-clients/node_modules/etcd3/package.json ]; then
+    echo "== installing npm etcd3"
+    mkdir -p target/node-clients
+    npm install --prefix target/node-clients --no-audit --no-fund --loglevel=error etcd3@1.1.2
+fi
+
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"

@@ -327,7 +327,13 @@ fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
             if size < 2 << 20 {
                 assert_eq!(msg, "etcdserver: request is too large", "{code:?}");
             } else {
-                assert_eq!(code, tonic::Code::OutOfRange, "{msg}");
+                // grpc-go's code and words, which etcd's clients see from etcd.
+                assert_eq!(code, tonic::Code::ResourceExhausted, "{msg}");
+                assert!(
+                    msg.starts_with("grpc: received message larger than max (31457")
+                        && msg.ends_with(" vs. 2097152)"),
+                    "{msg}"
+                );
             }
         }
         let got = worker

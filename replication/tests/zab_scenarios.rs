@@ -253,3 +253,55 @@ fn a_single_voter_elects_itself() {
     }
     assert!(committed, "a lone voter commits its own proposals");
 }
+
+#[test]
+fn a_paused_leader_that_resumes_steps_down_at_once() {
+    let conf = Conf::new([1, 2, 3]);
+    let mut net = Network::restored(vec![
+        node(1, &conf, vec![], 0),
+        node(2, &conf, vec![], 0),
+        node(3, &conf, vec![], 0),
+    ]);
+    let old = run(&mut net, 60);
+    let epoch = net.node(old).status().term;
+    // The leader is paused: it neither ticks nor hears anything while the others elect.
+    net.isolate(old);
+    let others: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+    let new = (0..200)
+        .find_map(|_| {
+            for &i in &others {
+                net.tick(i, 1);
+            }
+            others
+                .iter()
+                .copied()
+                .find(|&i| net.node(i).status().role == Role::Leader)
+        })
+        .expect("the others elect a leader");
+    for _ in 0..3 {
+        for &i in &others {
+            net.tick(i, 1);
+        }
+    }
+    assert!(net.node(new).status().term > epoch);
+    assert_eq!(
+        net.node(old).status().role,
+        Role::Leader,
+        "still believes it leads"
+    );
+    // It resumes: its first broadcast is answered with the newer epoch, and it steps down
+    // long before its quorum timeout would have told it.
+    net.heal();
+    net.tick(old, 1);
+    assert_ne!(net.node(old).status().role, Role::Leader);
+    for _ in 0..10 {
+        net.tick_all(1);
+    }
+    assert_eq!(net.node(old).status().leader, new, "follows the new leader");
+    net.node(old).read_index(9).unwrap();
+    net.settle();
+    assert!(
+        net.reads[&old].iter().any(|r| r.ctx == 9),
+        "its reads are answered"
+    );
+}

@@ -78,7 +78,8 @@ fn well_formed(path: &str) -> bool {
     path.len() <= 128 && part(service) && part(method)
 }
 
-/// Counts each gRPC call by method and status.
+/// Counts each gRPC call by method and status (after [`crate::api::as_grpc_go_status`] has
+/// given a transport-level refusal the status etcd's gRPC server gives it).
 #[derive(Debug, Clone)]
 pub struct CountLayer(pub Arc<Metrics>);
 
@@ -118,8 +119,9 @@ where
             crate::api::is_grpc(req.headers()).then(|| self.metrics.method(req.uri().path()));
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let r = fut.await;
-            if let (Ok(resp), Some(counts)) = (&r, counts) {
+            let mut r = fut.await;
+            if let (Ok(resp), Some(counts)) = (&mut r, counts) {
+                crate::api::as_grpc_go_status(resp);
                 // An error before any message travels in the headers ("trailers-only");
                 // otherwise the call started fine.
                 let code = resp

@@ -307,6 +307,16 @@ impl Zab {
                 self.start_looking();
                 return;
             }
+            if self.phase == Phase::LeadBroadcast
+                && state != PeerState::Looking
+                && v.epoch > self.accepted_epoch
+                && self.conf().is_voter(from)
+            {
+                // A voter accepted a newer epoch, which took a quorum that no longer acks
+                // this one: nothing more can commit here.
+                self.start_looking();
+                return;
+            }
             if state == PeerState::Looking {
                 // Tell a looking peer who leads.
                 let vote = Vote {
@@ -1060,6 +1070,25 @@ impl Protocol for Zab {
         }
         if let ZabBody::Notification { round, state, vote } = m.body {
             self.on_notification(m.from, round, state, vote);
+            return;
+        }
+        if m.epoch < self.accepted_epoch
+            && self.leader != 0
+            && matches!(
+                m.body,
+                ZabBody::Proposal { .. } | ZabBody::Commit { .. } | ZabBody::Ping { .. }
+            )
+        {
+            // A leader of an epoch a quorum has left (one that was paused, say) goes on
+            // broadcasting until it misses its quorum for a timeout; tell it who leads now,
+            // so it steps down at once.
+            let vote = Vote {
+                leader: self.leader,
+                epoch: self.accepted_epoch,
+                ..self.own_vote()
+            };
+            let (round, state) = (self.round, self.peer_state());
+            self.send(m.from, ZabBody::Notification { round, state, vote });
             return;
         }
         match self.phase {

@@ -54,6 +54,39 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Gives a request refused for its size the status etcd's gRPC server gives it: tonic answers
+/// OutOfRange ("decoded message length too large"), grpc-go ResourceExhausted ("received
+/// message larger than max"), and clients branch on the code. Only trailers-only answers (an
+/// error before any message) carry the status in their headers, which is where tonic puts a
+/// unary request's decoding error.
+pub(crate) fn as_grpc_go_status<B>(resp: &mut http::Response<B>) {
+    let headers = resp.headers_mut();
+    if headers.get("grpc-status").map(http::HeaderValue::as_bytes) != Some(b"11") {
+        return;
+    }
+    // Percent-encoded; tonic's wording has no '%' of its own beyond the encoded spaces.
+    let Some(message) = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(|m| m.replace("%20", " "))
+        .filter(|m| m.starts_with("Error, decoded message length too large"))
+    else {
+        return;
+    };
+    // "... found {len} bytes, the limit is: {limit} bytes"
+    let mut numbers = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty());
+    let (Some(len), Some(limit)) = (numbers.next(), numbers.next()) else {
+        return;
+    };
+    let text = format!("grpc: received message larger than max ({len} vs. {limit})");
+    if let Ok(v) = http::HeaderValue::from_str(&text) {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert("grpc-message", v);
+    }
+}
+
 /// Serves the client API on `listener` until `shutdown` resolves.
 pub async fn serve(
     server: Arc<KvServer>,

@@ -135,6 +135,8 @@ impl Shared {
     /// later one.
     fn stop_apply(&self) {
         self.apply_stopped.store(true, Ordering::SeqCst);
+        // Wakes reads waiting for apply to reach their index: it never will.
+        self.applied.send_modify(|_| {});
         for (_, tx) in self.waiters.lock().drain() {
             let _ = tx.send(Err(KvError::Stopped));
         }
@@ -712,13 +714,20 @@ impl KvServer {
         self.wait_applied(index).await
     }
 
-    /// Waits until apply reaches `index`.
+    /// Waits until apply reaches `index`; fails at once when apply stopped short of it.
     pub async fn wait_applied(&self, index: u64) -> Result<(), KvError> {
         let mut rx = self.shared.applied.subscribe();
-        tokio::time::timeout(self.cfg.request_timeout, rx.wait_for(|a| *a >= index))
-            .await
-            .map_err(|_| KvError::Timeout)?
-            .map_err(|_| KvError::Stopped)?;
+        let stopped = &self.shared.apply_stopped;
+        let applied = tokio::time::timeout(
+            self.cfg.request_timeout,
+            rx.wait_for(|a| *a >= index || stopped.load(Ordering::SeqCst)),
+        )
+        .await
+        .map_err(|_| KvError::Timeout)?
+        .map_err(|_| KvError::Stopped)?;
+        if *applied < index {
+            return Err(KvError::Stopped);
+        }
         Ok(())
     }
 

@@ -745,7 +745,7 @@ async fn node_loop<P: Protocol>(
     let mut ticker = tokio::time::interval(cfg.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: Waiters = BTreeMap::new();
-    let mut reads: BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>> = BTreeMap::new();
+    let mut reads: Reads = BTreeMap::new();
     let mut ready_reads: Vec<(u64, oneshot::Sender<Result<u64, NodeError>>)> = Vec::new();
     let mut read_ctx = 0u64;
     let mut in_flight = 0usize;
@@ -754,6 +754,7 @@ async fn node_loop<P: Protocol>(
         last.1 = e.term;
     }
     let mut applied = proto.status().applied;
+    let mut regime = (proto.status().term, proto.status().leader);
     let mut wal_stats = WalStats::default();
     let mut stopped: Option<String> = None;
     // When each peer was last heard from (any message), as etcd's transport tracks activity.
@@ -776,7 +777,7 @@ async fn node_loop<P: Protocol>(
                     && let Some(why) = machine.as_ref().and_then(|m| m.failure())
                 {
                     tracing::error!(error = %why, "the node stops");
-                    fail_stop(&state, &mut stopped, &mut waiters, why);
+                    fail_stop(&state, &mut stopped, &mut waiters, &mut reads, why);
                 }
                 proto.tick();
                 if let Some(meta) = compaction_point(&proto, &cfg, machine.as_ref(), compacted, applied) {
@@ -834,6 +835,11 @@ async fn node_loop<P: Protocol>(
                         }
                         Cmd::Transfer(to, tx) => {
                             let _ = tx.send(proto.transfer_leader(to).map_err(NodeError::from));
+                        }
+                        Cmd::ReadIndex(tx) if stopped.is_some() => {
+                            // A stopped node sends nothing: the read point would never come.
+                            let why = stopped.clone().unwrap_or_default();
+                            let _ = tx.send(Err(NodeError::Stopped(why)));
                         }
                         Cmd::ReadIndex(tx) => {
                             read_ctx += 1;
@@ -894,7 +900,7 @@ async fn node_loop<P: Protocol>(
                     }
                     proto.persisted(d.last.0, d.last.1);
                 }
-                Err(e) => fail_stop(&state, &mut stopped, &mut waiters, e),
+                Err(e) => fail_stop(&state, &mut stopped, &mut waiters, &mut reads, e),
             },
             else => return,
         }
@@ -981,7 +987,16 @@ async fn node_loop<P: Protocol>(
                 }
             }
         }
-        state.update(&proto.status());
+        let st = proto.status();
+        state.update(&st);
+        if (st.term, st.leader) != regime {
+            // A read point asked of another leader may never come (that leader is gone):
+            // those reads fail as leaderless, and their callers ask again.
+            regime = (st.term, st.leader);
+            for (_, tx) in std::mem::take(&mut reads) {
+                let _ = tx.send(Err(ProposeError::NotLeader { leader: 0 }.into()));
+            }
+        }
         // Reads are served once what they must see is applied.
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut ready_reads)
             .into_iter()
@@ -1024,13 +1039,25 @@ fn compaction_point<P: Protocol>(
 
 type Waiters = BTreeMap<u64, (u64, oneshot::Sender<Result<u64, NodeError>>)>;
 
+/// Read points asked of the protocol, by context.
+type Reads = BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>>;
+
 /// Proposes through `propose` and, if the protocol took it, waits for its index to commit
 /// (answered when that index commits with the same term, or is lost).
 /// Stops the node for good (until restarted): nothing more is persisted, acknowledged or
 /// sent, and every proposal waiting on it fails.
-fn fail_stop(state: &NodeState, stopped: &mut Option<String>, waiters: &mut Waiters, why: String) {
+fn fail_stop(
+    state: &NodeState,
+    stopped: &mut Option<String>,
+    waiters: &mut Waiters,
+    reads: &mut Reads,
+    why: String,
+) {
     state.stopped.store(true, Ordering::Relaxed);
     for (_, (_, tx)) in std::mem::take(waiters) {
+        let _ = tx.send(Err(NodeError::Stopped(why.clone())));
+    }
+    for (_, tx) in std::mem::take(reads) {
         let _ = tx.send(Err(NodeError::Stopped(why.clone())));
     }
     *stopped = Some(why);
