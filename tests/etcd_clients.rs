@@ -879,6 +879,71 @@ fn three_nodes(protocol: &'static str) {
     }
 }
 
+/// A member that lost its quorum says so at once ("no leader") rather than holding requests
+/// until clients give up, so they move on to another member; serializable reads still answer
+/// from its own state; once the others are back, writes go on and nothing was lost.
+fn quorum_lost(protocol: &'static str) {
+    let _serial = serial();
+    let mut c = Cluster::start(3, protocol);
+    let ep = c.members[0].client.clone();
+    assert_eq!(
+        ok(&etcdctl(&c.endpoints(), &["put", "kept", "1"])).trim(),
+        "OK"
+    );
+    let local = || {
+        etcdctl(
+            &ep,
+            &["get", "kept", "--consistency=s", "--print-value-only"],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while String::from_utf8_lossy(&local().stdout).trim() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached member 0"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.kill(1);
+    c.kill(2);
+    // Within a few election timeouts (500 ms here) the survivor gives up waiting for one.
+    std::thread::sleep(Duration::from_secs(3));
+    // (etcdctl retries what it deems repeatable, lease grants and reads, until its timeout.)
+    for args in [&["put", "lost", "x"][..], &["del", "kept"][..]] {
+        let asked = Instant::now();
+        let out = etcdctl(&ep, args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} without a quorum");
+        assert!(said.contains("etcdserver: no leader"), "{args:?}: {said}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{args:?} refused at once, not after {:?}",
+            asked.elapsed()
+        );
+    }
+    assert_eq!(String::from_utf8_lossy(&local().stdout).trim(), "1");
+    c.spawn(1);
+    c.spawn(2);
+    c.wait_healthy();
+    assert_eq!(
+        ok(&etcdctl(&c.endpoints(), &["put", "after", "2"])).trim(),
+        "OK"
+    );
+    let all = ok(&etcdctl(&ep, &["get", "", "--prefix", "--keys-only"]));
+    let keys: Vec<&str> = all.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(keys, ["after", "kept"], "nothing refused got in");
+}
+
+#[test]
+fn raft_member_without_quorum_says_no_leader_at_once() {
+    quorum_lost("raft");
+}
+
+#[test]
+fn zab_member_without_quorum_says_no_leader_at_once() {
+    quorum_lost("zab");
+}
+
 #[test]
 fn three_nodes_raft_survive_a_killed_leader() {
     three_nodes("raft");

@@ -421,7 +421,7 @@ impl KvServer {
                     }
                 }
                 // No leader yet (an election is on): nothing was proposed, so wait for one.
-                Err((KvError::NoLeader, Some(back))) if Instant::now() < deadline => {
+                Err((KvError::NoLeader, Some(back))) if self.wait_for_leader(deadline) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     req = back;
                 }
@@ -435,6 +435,21 @@ impl KvServer {
                 .fetch_add(1, Ordering::Relaxed);
         }
         r
+    }
+
+    /// Whether a request due by `deadline` should go on waiting for a leader: only while an
+    /// election is likely under way (the member lost its leader less than three election
+    /// timeouts ago). A member cut off for longer answers "no leader" at once, as etcd does,
+    /// so the client moves on to another member.
+    fn wait_for_leader(&self, deadline: Instant) -> bool {
+        let node = &self.cfg.node;
+        let patience = node.tick * node.election_ticks * 3;
+        Instant::now() < deadline
+            && self
+                .node
+                .state()
+                .leaderless_for()
+                .is_none_or(|d| d < patience)
     }
 
     /// Hands `req` to the leader's `Internal.Propose`, with the caller's token.
@@ -469,7 +484,7 @@ impl KvServer {
         let deadline = Instant::now() + self.cfg.request_timeout;
         loop {
             match self.leader_channel() {
-                Err(KvError::NoLeader) if Instant::now() < deadline => {
+                Err(KvError::NoLeader) if self.wait_for_leader(deadline) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 r => return r,
@@ -705,7 +720,7 @@ impl KvServer {
                 .map_err(node_error);
             match r {
                 // An election is on: wait for its outcome rather than fail the read.
-                Err(KvError::NoLeader) if Instant::now() < deadline => {
+                Err(KvError::NoLeader) if self.wait_for_leader(deadline) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 r => break r?,

@@ -167,6 +167,7 @@ pub struct NodeState {
     is_leader: AtomicBool,
     leader_changes: AtomicU64,
     stopped: AtomicBool,
+    leaderless_since: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl NodeState {
@@ -189,6 +190,10 @@ impl NodeState {
     /// Leader changes seen.
     pub fn leader_changes(&self) -> u64 {
         self.leader_changes.load(Ordering::Relaxed)
+    }
+    /// How long the node has known no leader (`None` while it knows one).
+    pub fn leaderless_for(&self) -> Option<Duration> {
+        self.leaderless_since.lock().map(|t| t.elapsed())
     }
     /// Whether the node stopped (its storage failed).
     pub fn stopped(&self) -> bool {
@@ -214,6 +219,14 @@ impl NodeState {
             self.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
         self.commit.store(st.commit, Ordering::Relaxed);
+        {
+            let mut since = self.leaderless_since.lock();
+            match (st.leader, *since) {
+                (0, None) => *since = Some(Instant::now()),
+                (l, Some(_)) if l != 0 => *since = None,
+                _ => {}
+            }
+        }
         self.is_leader
             .store(st.role == Role::Leader, Ordering::Relaxed);
     }
