@@ -904,6 +904,15 @@ fn quorum_lost(protocol: &'static str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // etcdctl's watches ask for a leader (clientv3's WithRequireLeader).
+    let watch = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([&format!("--endpoints={ep}"), "watch", "kept"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     c.kill(1);
     c.kill(2);
     // Within a few election timeouts (500 ms here) the survivor gives up waiting for one.
@@ -922,6 +931,22 @@ fn quorum_lost(protocol: &'static str) {
         );
     }
     assert_eq!(String::from_utf8_lossy(&local().stdout).trim(), "1");
+    // ... and the watch ends with "no leader", so a client can watch through another member.
+    let mut watch = watch;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watch.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("the watch on a member without a leader went on");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let watch = watch.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&watch.stderr);
+    assert!(
+        said.contains("watch was canceled (etcdserver: no leader)"),
+        "{said}"
+    );
     c.spawn(1);
     c.spawn(2);
     c.wait_healthy();

@@ -155,7 +155,7 @@ async fn watch(server: Arc<KvServer>, headers: HeaderMap, body: Bytes) -> http::
     let token = super::token(grpc_request(&headers, ()).metadata());
     let (tx, rx) = mpsc::channel(16);
     let inbound = tokio_stream::iter(reqs.into_iter().map(Ok));
-    tokio::spawn(watch::run(server, token, inbound, tx));
+    tokio::spawn(watch::run(server, token, false, inbound, tx));
     streaming_response(rx)
 }
 

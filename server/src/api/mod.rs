@@ -46,6 +46,12 @@ pub(crate) fn pass_token(caller: &Caller, md: &mut MetadataMap) {
     }
 }
 
+/// Whether the client asked that the call fail without a leader (clientv3's
+/// `WithRequireLeader`, which etcdctl's watches use).
+pub(crate) fn requires_leader(md: &MetadataMap) -> bool {
+    md.get("hasleader").is_some_and(|v| v == "true")
+}
+
 /// Whether a request on the client port is a gRPC call (the rest is plain HTTP: `/metrics`,
 /// `/health`, the JSON gateway).
 pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {

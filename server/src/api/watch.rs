@@ -13,8 +13,8 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::in_range;
-use crate::kv::KvServer;
 use crate::kv::range::to_pb;
+use crate::kv::{KvError, KvServer};
 use crate::mvcc::{Event, MvccError};
 use crate::pb::etcdserverpb::{
     self as pb, watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
@@ -328,13 +328,18 @@ impl Drop for StreamState {
 /// Serves one watch stream: requests from `inbound`, responses to `out`. A client that
 /// closes its side keeps its watchers until it goes away, as with etcd (the HTTP gateway sends
 /// its requests in one body).
+/// With `require_leader`, the stream ends with "etcdserver: no leader" once the member has lost
+/// its leader (see [`KvServer::leader_lost`]), so the client watches through another member
+/// rather than waiting for events that cannot come.
 pub(crate) async fn run(
     server: Arc<KvServer>,
     token: Option<String>,
+    require_leader: bool,
     mut inbound: impl Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + Send,
     out: Out,
 ) {
     let mut inbound_open = true;
+    let mut leader_check = tokio::time::interval(server.election_timeout());
     let mut rev_rx = server.shared().hub.subscribe();
     let mut st = StreamState {
         server,
@@ -364,6 +369,13 @@ pub(crate) async fn run(
             },
             r = rev_rx.changed() => r.is_ok(),
             _ = progress.tick() => st.progress(true).await,
+            _ = leader_check.tick(), if require_leader => {
+                if st.server.leader_lost() {
+                    let _ = st.out.send(Err(KvError::NoLeader.into())).await;
+                    return;
+                }
+                true
+            }
             _ = st.out.closed() => return,
         };
         if !ok || !st.deliver().await {
@@ -382,9 +394,14 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = super::requires_leader(req.metadata());
+        if require_leader && self.server.node().state().leader() == 0 {
+            return Err(KvError::NoLeader.into());
+        }
         let (tx, rx) = mpsc::channel(16);
         let token = super::token(req.metadata());
-        tokio::spawn(run(Arc::clone(&self.server), token, req.into_inner(), tx));
+        let server = Arc::clone(&self.server);
+        tokio::spawn(run(server, token, require_leader, req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -437,19 +437,26 @@ impl KvServer {
         r
     }
 
+    /// The protocol's election timeout.
+    pub fn election_timeout(&self) -> Duration {
+        self.cfg.node.tick * self.cfg.node.election_ticks
+    }
+
+    /// Whether this member has known no leader for three election timeouts: longer than an
+    /// election takes, so it is likely cut off from its quorum (etcd's `monitorLeader` gives up
+    /// on the same count).
+    pub fn leader_lost(&self) -> bool {
+        self.node
+            .state()
+            .leaderless_for()
+            .is_some_and(|d| d >= self.election_timeout() * 3)
+    }
+
     /// Whether a request due by `deadline` should go on waiting for a leader: only while an
-    /// election is likely under way (the member lost its leader less than three election
-    /// timeouts ago). A member cut off for longer answers "no leader" at once, as etcd does,
-    /// so the client moves on to another member.
+    /// election is likely under way. A member that lost its leader answers "no leader" at
+    /// once, so the client moves on to another member.
     fn wait_for_leader(&self, deadline: Instant) -> bool {
-        let node = &self.cfg.node;
-        let patience = node.tick * node.election_ticks * 3;
-        Instant::now() < deadline
-            && self
-                .node
-                .state()
-                .leaderless_for()
-                .is_none_or(|d| d < patience)
+        Instant::now() < deadline && !self.leader_lost()
     }
 
     /// Hands `req` to the leader's `Internal.Propose`, with the caller's token.
