@@ -121,6 +121,39 @@ fn next_valid_frame(buf: &[u8], from: usize, salt: u32, payload_max: usize) -> O
     None
 }
 
+/// Whether the invalid frame at `buf[at..]` is a written frame damaged afterwards rather than
+/// a torn write: its header names the expected index and a believable length, the frame after
+/// it is valid and next in sequence, and it holds no run of zeros a torn write leaves (the
+/// unwritten part of a preallocated segment reads as zeros). The frames after such a frame
+/// were written after it and may have been acknowledged, so the log must not be cut there.
+fn damaged_in_place(buf: &[u8], at: usize, expected: u64, salt: u32, payload_max: usize) -> bool {
+    const ZERO_RUN_BYTES: usize = 32;
+    let Some(header) = buf.get(at..at + frame::HEADER_BYTES) else {
+        return false;
+    };
+    let len_type = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    let index = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let len = (len_type & 0x00ff_ffff) as usize;
+    if (len_type >> 24) as u8 != frame::TYPE_RECORD || index != expected || len > payload_max {
+        return false;
+    }
+    let end = at + frame::frame_bytes(len);
+    let Some(body) = buf.get(at..end) else {
+        return false;
+    };
+    let mut run = 0;
+    for &b in body {
+        run = if b == 0 { run + 1 } else { 0 };
+        if run >= ZERO_RUN_BYTES {
+            return false;
+        }
+    }
+    matches!(
+        frame::decode(&buf[end..], salt, payload_max),
+        Decoded::Record { index, .. } if index == expected + 1
+    )
+}
+
 /// Scans `dir` and returns its segments, oldest first, with a report.
 pub(crate) fn recover(
     fs: &dyn FileSystem,
@@ -245,6 +278,19 @@ pub(crate) fn recover(
                     format!(
                         "invalid data at offset {} is followed by a valid frame at {at}, beyond \
                          what a crash can tear",
+                        s.end
+                    ),
+                ));
+            }
+            let expected = header.first_index + s.offsets.len() as u64;
+            if let Some(why) = s.stop
+                && damaged_in_place(&buf, s.end, expected, header.salt, opts.record_bytes_max)
+            {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "record {expected} at offset {} is damaged ({why}) and records after it \
+                         are intact: not a torn write",
                         s.end
                     ),
                 ));

@@ -126,3 +126,59 @@ fn corruption_under_an_open_log_fails_the_read() {
     }
     assert!(failed, "the corrupted record was read without error");
 }
+
+#[test]
+fn a_damaged_record_with_intact_records_after_it_is_refused_not_cut() {
+    // A torn write leaves unwritten (zero) bytes; a record damaged after it was written, with
+    // intact, possibly acknowledged records after it, is corruption: cutting the log there
+    // would drop those records.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    {
+        let wal = Wal::open(&dir, opts(), Backend::Pwrite).unwrap();
+        for i in 1..=40 {
+            wal.append([rec(i)]).unwrap().wait().unwrap();
+        }
+    }
+    let seg = segments(&dir).pop().unwrap();
+    let clean = std::fs::read(&seg).unwrap();
+    // Record 20's frame: a 28-byte payload (`rec`), so 4 bytes of padding.
+    let at = (64..clean.len() - 24)
+        .step_by(8)
+        .find(|&o| {
+            clean[o + 4..o + 8] == [28, 0, 0, 1] && clean[o + 8..o + 16] == 20u64.to_le_bytes()
+        })
+        .expect("record 20's frame");
+    for (what, offset) in [
+        ("payload", at + 16 + 10),
+        ("crc", at + 1),
+        ("padding", at + 16 + 28 + 1),
+    ] {
+        let mut bytes = clean.clone();
+        bytes[offset] ^= 0x04;
+        std::fs::write(&seg, &bytes).unwrap();
+        match Wal::open(&dir, opts(), Backend::Pwrite) {
+            Err(Error::Corruption { detail, .. }) => assert!(
+                detail.contains("record 20") && detail.contains("not a torn write"),
+                "{what}: {detail}"
+            ),
+            Err(e) => panic!("{what}: unexpected error {e}"),
+            Ok(wal) => panic!(
+                "{what}: the log was opened, cut to {} records",
+                wal.last_index()
+            ),
+        }
+    }
+    // Record 40 damaged, with nothing after it, is what a torn last write looks like.
+    std::fs::write(&seg, &clean).unwrap();
+    let last = (64..clean.len() - 24)
+        .step_by(8)
+        .find(|&o| clean[o + 8..o + 16] == 40u64.to_le_bytes() && clean[o + 7] == 1)
+        .expect("record 40's frame");
+    let mut bytes = clean.clone();
+    bytes[last + 16 + 12] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    let wal = Wal::open(&dir, opts(), Backend::Pwrite).unwrap();
+    assert_eq!(wal.last_index(), 39);
+    assert!(wal.recovery_report().torn_tail.is_some());
+}
