@@ -328,6 +328,7 @@ impl Drop for StreamState {
 /// Serves one watch stream: requests from `inbound`, responses to `out`. A client that
 /// closes its side keeps its watchers until it goes away, as with etcd (the HTTP gateway sends
 /// its requests in one body).
+///
 /// With `require_leader`, the stream ends with "etcdserver: no leader" once the member has lost
 /// its leader (see [`KvServer::leader_lost`]), so the client watches through another member
 /// rather than waiting for events that cannot come.
