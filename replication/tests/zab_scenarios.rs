@@ -30,6 +30,17 @@ fn node(id: u64, conf: &Conf, entries: Vec<Entry>, epoch: u64) -> (Zab, Restored
     )
 }
 
+/// Every member of `conf`, with empty logs.
+fn empty_cluster(conf: &Conf) -> Network<Zab> {
+    let mut ids = conf.voters.clone();
+    ids.extend(&conf.learners);
+    Network::restored(
+        ids.into_iter()
+            .map(|id| node(id, conf, vec![], 0))
+            .collect(),
+    )
+}
+
 fn e(index: u64, epoch: u64, data: &[u8]) -> Entry {
     Entry {
         term: epoch,
@@ -143,12 +154,7 @@ fn a_node_missing_a_committed_proposal_cannot_lead() {
 
 #[test]
 fn established_leader_broadcasts_and_reads_need_a_quorum() {
-    let conf = Conf::new([1, 2, 3]);
-    let mut net = Network::restored(vec![
-        node(1, &conf, vec![], 0),
-        node(2, &conf, vec![], 0),
-        node(3, &conf, vec![], 0),
-    ]);
+    let mut net = empty_cluster(&Conf::new([1, 2, 3]));
     let l = run(&mut net, 60);
     for i in 0..10u8 {
         net.node(l).propose(vec![i]).unwrap();
@@ -178,12 +184,7 @@ fn observers_receive_commits_without_voting() {
         voters: vec![1, 2, 3],
         learners: vec![4],
     };
-    let mut net = Network::restored(vec![
-        node(1, &conf, vec![], 0),
-        node(2, &conf, vec![], 0),
-        node(3, &conf, vec![], 0),
-        node(4, &conf, vec![], 0),
-    ]);
+    let mut net = empty_cluster(&conf);
     let l = run(&mut net, 60);
     net.tick_all(20);
     net.node(l).propose(b"to all".to_vec()).unwrap();
@@ -201,12 +202,7 @@ fn observers_receive_commits_without_voting() {
 
 #[test]
 fn membership_changes_go_through_the_log() {
-    let conf = Conf::new([1, 2, 3]);
-    let mut net = Network::restored(vec![
-        node(1, &conf, vec![], 0),
-        node(2, &conf, vec![], 0),
-        node(3, &conf, vec![], 0),
-    ]);
+    let mut net = empty_cluster(&Conf::new([1, 2, 3]));
     let l = run(&mut net, 60);
     let victim = if l == 3 { 2 } else { 3 };
     net.node(l)
@@ -256,12 +252,7 @@ fn a_single_voter_elects_itself() {
 
 #[test]
 fn a_paused_leader_that_resumes_steps_down_at_once() {
-    let conf = Conf::new([1, 2, 3]);
-    let mut net = Network::restored(vec![
-        node(1, &conf, vec![], 0),
-        node(2, &conf, vec![], 0),
-        node(3, &conf, vec![], 0),
-    ]);
+    let mut net = empty_cluster(&Conf::new([1, 2, 3]));
     let old = run(&mut net, 60);
     let epoch = net.node(old).status().term;
     // The leader is paused: it neither ticks nor hears anything while the others elect.
