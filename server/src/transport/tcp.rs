@@ -29,6 +29,45 @@ const HANDSHAKE_BYTES_MAX: usize = 64;
 /// How long a new connection has to send its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long dialing a peer may take before it is retried (etcd's peer dial timeout).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long sent data may stay unacknowledged before the kernel drops the connection, and
+/// how soon an idle connection is probed. Without it a connection cut off by a partition keeps
+/// retransmitting with exponential backoff, and a healed peer stays unheard for tens of
+/// seconds; dropped instead, the connection is dialed again as soon as the peer is reachable.
+const STUCK_AFTER: Duration = Duration::from_secs(5);
+
+/// Peer connection settings: no Nagle delay, and dead connections dropped after
+/// [`STUCK_AFTER`] (TCP_USER_TIMEOUT, keepalive probes on idle ones).
+fn tune(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: `fd` is an open socket owned by `stream` for the duration of the call, and
+        // the option value is a plain int of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(name, error = %std::io::Error::last_os_error(), "setsockopt failed");
+        }
+    };
+    let stuck_ms = STUCK_AFTER.as_millis() as libc::c_int;
+    let idle_secs = (STUCK_AFTER.as_secs() / 2).max(1) as libc::c_int;
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, stuck_ms);
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_secs);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+}
+
 /// Produces the answer to an info query.
 pub type InfoFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
@@ -148,9 +187,10 @@ async fn sender(
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let mut stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(_) => {
+        let dialed = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await;
+        let mut stream = match dialed {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) | Err(_) => {
                 // Drop what piled up while the peer is unreachable; it is stale by now.
                 while rx.try_recv().is_ok() {}
                 if rx.is_closed() {
@@ -161,7 +201,7 @@ async fn sender(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        tune(&stream);
         backoff = Duration::from_millis(20);
         if stream.write_all(&handshake(cluster, me)).await.is_err() {
             continue;
@@ -232,7 +272,7 @@ async fn serve<M: ProtocolMessage>(
     info: Option<InfoFn>,
     inbound: mpsc::Sender<M>,
 ) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+    tune(&stream);
     // Until it identifies itself, a connection may send one small frame, promptly.
     let mut dec = frame::Decoder::new(HANDSHAKE_BYTES_MAX);
     let mut buf = vec![0u8; 64 << 10];
@@ -291,6 +331,44 @@ async fn serve<M: ProtocolMessage>(
             if inbound.send(m).await.is_err() {
                 return Ok(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option(stream: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the socket is open for the call; `value` and `len` describe an int buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                level,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        value
+    }
+
+    #[tokio::test]
+    async fn both_ends_of_a_peer_connection_drop_it_when_stuck() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (dialed, (accepted, _)) = (dialed.unwrap(), accepted.unwrap());
+        for s in [&dialed, &accepted] {
+            tune(s);
+            assert_eq!(option(s, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 5000);
+            assert_eq!(option(s, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+            assert_eq!(option(s, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 2);
+            assert_eq!(option(s, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
         }
     }
 }
