@@ -931,6 +931,28 @@ fn quorum_lost(protocol: &'static str) {
         );
     }
     assert_eq!(String::from_utf8_lossy(&local().stdout).trim(), "1");
+    // A call that asks for a leader (clientv3's WithRequireLeader) is refused even when it
+    // could be served locally, as etcd refuses it.
+    let asked_for_leader = Command::new("python3")
+        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        .args([
+            "-c",
+            "import sys, grpc, etcd3.etcdrpc as rpc\n\
+             kv = rpc.KVStub(grpc.insecure_channel(sys.argv[1]))\n\
+             req = rpc.RangeRequest(key=b'kept', serializable=True)\n\
+             print(len(kv.Range(req, timeout=5).kvs))\n\
+             try:\n    kv.Range(req, metadata=[('hasleader', 'true')], timeout=5)\n\
+             except grpc.RpcError as e:\n    print(e.code(), e.details())\n",
+            &ep,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&asked_for_leader.stdout),
+        "1\nStatusCode.UNAVAILABLE etcdserver: no leader\n",
+        "{}",
+        String::from_utf8_lossy(&asked_for_leader.stderr)
+    );
     // ... and the watch ends with "no leader", so a client can watch through another member.
     let deadline = Instant::now() + Duration::from_secs(10);
     while watch.try_wait().unwrap().is_none() {

@@ -47,7 +47,9 @@ pub(crate) fn pass_token(caller: &Caller, md: &mut MetadataMap) {
 }
 
 /// Whether the client asked that the call fail without a leader (clientv3's
-/// `WithRequireLeader`, which etcdctl's watches use).
+/// `WithRequireLeader`, which etcdctl's watches use). Such a call is refused with "etcdserver:
+/// no leader" while this member knows none, as etcd's interceptors refuse it; a watch stream
+/// also ends when the member loses its leader (see `watch::run`).
 pub(crate) fn requires_leader(md: &MetadataMap) -> bool {
     md.get("hasleader").is_some_and(|v| v == "true")
 }
@@ -101,10 +103,23 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let max_in = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let max_out = usize::MAX >> 1;
+    // Every client-facing service refuses a call that asks for a leader while there is none.
+    let leader_check = {
+        let server = Arc::clone(&server);
+        move |req: tonic::Request<()>| {
+            if requires_leader(req.metadata()) && server.node().state().leader() == 0 {
+                return Err(tonic::Status::from(crate::kv::KvError::NoLeader));
+            }
+            Ok(req)
+        }
+    };
     macro_rules! limits {
         ($svc:expr) => {
-            $svc.max_decoding_message_size(max_in)
-                .max_encoding_message_size(max_out)
+            tonic::service::interceptor::InterceptedService::new(
+                $svc.max_decoding_message_size(max_in)
+                    .max_encoding_message_size(max_out),
+                leader_check.clone(),
+            )
         };
     }
     // etcd answers plain HTTP on its client port too (`/health`, `/version`, `/metrics` and the

@@ -395,10 +395,8 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // (Opening one without a leader was refused before this.)
         let require_leader = super::requires_leader(req.metadata());
-        if require_leader && self.server.node().state().leader() == 0 {
-            return Err(KvError::NoLeader.into());
-        }
         let (tx, rx) = mpsc::channel(16);
         let token = super::token(req.metadata());
         let server = Arc::clone(&self.server);
