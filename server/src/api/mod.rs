@@ -103,7 +103,8 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let max_in = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let max_out = usize::MAX >> 1;
-    // Every client-facing service refuses a call that asks for a leader while there is none.
+    // Every service refuses a call that asks for a leader while there is none (members'
+    // forwarded calls never ask).
     let leader_check = {
         let server = Arc::clone(&server);
         move |req: tonic::Request<()>| {
@@ -113,7 +114,8 @@ pub async fn serve(
             Ok(req)
         }
     };
-    macro_rules! limits {
+    // Size limits and the leader check around each generated service.
+    macro_rules! service {
         ($svc:expr) => {
             tonic::service::interceptor::InterceptedService::new(
                 $svc.max_decoding_message_size(max_in)
@@ -128,27 +130,27 @@ pub async fn serve(
     let http = crate::metrics::router(Arc::clone(&server))
         .merge(gateway::router(Arc::clone(&server), max_in));
     let routes = tonic::service::Routes::from(http)
-        .add_service(limits!(KvGrpc::new(kv::KvService {
+        .add_service(service!(KvGrpc::new(kv::KvService {
             server: Arc::clone(&server)
         })))
-        .add_service(limits!(WatchServer::new(watch::WatchService {
+        .add_service(service!(WatchServer::new(watch::WatchService {
             server: Arc::clone(&server)
         })))
-        .add_service(limits!(LeaseServer::new(lease::LeaseService {
+        .add_service(service!(LeaseServer::new(lease::LeaseService {
             server: Arc::clone(&server)
         })))
-        .add_service(limits!(ClusterServer::new(cluster::ClusterService {
+        .add_service(service!(ClusterServer::new(cluster::ClusterService {
             server: Arc::clone(&server)
         })))
-        .add_service(limits!(MaintenanceServer::new(
+        .add_service(service!(MaintenanceServer::new(
             maintenance::MaintenanceService {
                 server: Arc::clone(&server)
             }
         )))
-        .add_service(limits!(AuthServer::new(auth::AuthService {
+        .add_service(service!(AuthServer::new(auth::AuthService {
             server: Arc::clone(&server)
         })))
-        .add_service(limits!(InternalServer::new(internal::InternalService {
+        .add_service(service!(InternalServer::new(internal::InternalService {
             server: Arc::clone(&server)
         })));
     let mut routes = routes;

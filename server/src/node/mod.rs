@@ -766,8 +766,10 @@ async fn node_loop<P: Protocol>(
     if let Some(e) = proto.log_entries(last.0).first() {
         last.1 = e.term;
     }
-    let mut applied = proto.status().applied;
-    let mut regime = (proto.status().term, proto.status().leader);
+    let started = proto.status();
+    let mut applied = started.applied;
+    // The term and leader that pending read points were asked under.
+    let mut regime = (started.term, started.leader);
     let mut wal_stats = WalStats::default();
     let mut stopped: Option<String> = None;
     // When each peer was last heard from (any message), as etcd's transport tracks activity.
