@@ -22,6 +22,12 @@ impl W<'_> {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
     }
+    pub(crate) fn blobs(&mut self, bs: &[Vec<u8>]) {
+        self.u64(bs.len() as u64);
+        for b in bs {
+            self.bytes(b);
+        }
+    }
     pub(crate) fn entries(&mut self, es: &[Entry]) {
         self.u64(es.len() as u64);
         for e in es {
@@ -90,6 +96,10 @@ impl<'a> R<'a> {
         let v = self.buf[self.at..self.at + n].to_vec();
         self.at += n;
         Ok(v)
+    }
+    pub(crate) fn blobs(&mut self) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let n = self.len(8, ENTRIES_MAX)?;
+        (0..n).map(|_| self.bytes()).collect()
     }
     pub(crate) fn entries(&mut self) -> Result<Vec<Entry>, DecodeError> {
         let n = self.len(25, ENTRIES_MAX)?;

@@ -136,6 +136,12 @@ pub trait Protocol: Send {
     fn step(&mut self, msg: Self::Message);
     /// Proposes application data; returns the index it will occupy if committed.
     fn propose(&mut self, data: Vec<u8>) -> Result<u64, ProposeError>;
+    /// Hands application data to the leader, from a member that does not lead: the leader
+    /// appends it in the term returned here, or drops it (a newer term, a full window). The
+    /// outcome shows in the log: the data commits in that term, or, once an entry of a later
+    /// term is committed before it, never. `NotLeader` when no leader is known; a leader
+    /// proposes nothing through this (it returns `NotLeader` naming itself).
+    fn forward(&mut self, batch: Vec<Vec<u8>>) -> Result<u64, ProposeError>;
     /// Proposes a single-server membership change (one at a time).
     fn propose_conf_change(&mut self, change: ConfChange) -> Result<u64, ProposeError>;
     /// Asks for a linearizable read point; answered through `Ready::read_states`.

@@ -488,3 +488,52 @@ fn stale_term_messages_are_ignored() {
     net.settle();
     assert!(net.applied_data(3).iter().all(|d| d != b"evil"));
 }
+
+#[test]
+fn a_follower_hands_proposals_to_its_leader_in_its_term() {
+    // etcd-raft's forwarded MsgProp: the leader appends them in its term, and they commit
+    // like its own.
+    let mut net = cluster(3);
+    elect(&mut net, 1);
+    assert_eq!(
+        net.node(1).forward(vec![b"x".to_vec()]),
+        Err(ProposeError::NotLeader { leader: 1 }),
+        "the leader proposes its own"
+    );
+    assert_eq!(
+        net.node(2).forward(vec![b"a".to_vec(), b"b".to_vec()]),
+        Ok(1)
+    );
+    net.settle();
+    for id in 1..=3 {
+        assert_eq!(net.applied_data(id), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert!(net.applied[&id].iter().all(|e| e.term == 1));
+    }
+    // A batch sent in an older term is dropped by the newer leader: a forwarded proposal
+    // commits in the term it was sent in or not at all.
+    net.isolate(1);
+    net.tick_all(25);
+    let new = leader_of(&mut net).expect("the others elect a leader");
+    assert_ne!(new, 1);
+    assert!(net.node(new).status().term > 1);
+    net.deliver(RaftMessage {
+        from: 5 - new,
+        to: new,
+        term: 1,
+        body: RaftBody::Forward {
+            batch: vec![b"stale".to_vec()],
+        },
+    });
+    net.settle();
+    for id in 2..=3 {
+        assert_eq!(net.applied_data(id).len(), 2, "node {id}");
+    }
+    // With no leader known there is no one to hand it to.
+    let other = 5 - new;
+    net.isolate(other);
+    net.tick(other, 60);
+    assert!(matches!(
+        net.node(other).forward(vec![b"c".to_vec()]),
+        Err(ProposeError::NotLeader { leader: 0 })
+    ));
+}

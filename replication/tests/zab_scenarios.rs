@@ -1,9 +1,9 @@
 //! ZAB's hard cases, step by step on a synchronous in-memory network.
 
 use quorumkv_replication::harness::Network;
-use quorumkv_replication::zab::{Zab, ZabConfig};
+use quorumkv_replication::zab::{Zab, ZabBody, ZabConfig, ZabMessage};
 use quorumkv_replication::{
-    Conf, ConfChange, Entry, EntryKind, HardState, Protocol, Restored, Role,
+    Conf, ConfChange, Entry, EntryKind, HardState, ProposeError, Protocol, Restored, Role,
 };
 
 fn node(id: u64, conf: &Conf, entries: Vec<Entry>, epoch: u64) -> (Zab, Restored) {
@@ -82,11 +82,14 @@ fn fast_leader_election_picks_the_most_recent_history() {
         node(3, &conf, h(3), 1),
     ]);
     assert_eq!(run(&mut net, 50), 2);
-    // Its initial history was committed on establishment and reached everyone.
+    // Its initial history was committed on establishment and reached everyone, followed by
+    // the new epoch's empty entry.
     let st = net.node(1).status();
     assert_eq!(st.term, 2, "a new epoch");
     for id in 1..=3 {
-        assert_eq!(net.node(id).log_entries(1).len(), 4);
+        let log = net.node(id).log_entries(1);
+        assert_eq!(log.len(), 5);
+        assert_eq!((log[4].kind, log[4].term), (EntryKind::Noop, 2));
     }
 }
 
@@ -295,4 +298,37 @@ fn a_paused_leader_that_resumes_steps_down_at_once() {
         net.reads[&old].iter().any(|r| r.ctx == 9),
         "its reads are answered"
     );
+}
+
+#[test]
+fn a_follower_hands_requests_to_its_leader_in_its_epoch() {
+    let mut net = empty_cluster(&Conf::new([1, 2, 3]));
+    let l = run(&mut net, 60);
+    let epoch = net.node(l).status().term;
+    assert!(matches!(
+        net.node(l).forward(vec![b"x".to_vec()]),
+        Err(ProposeError::NotLeader { leader }) if leader == l
+    ));
+    let f = if l == 1 { 2 } else { 1 };
+    assert_eq!(
+        net.node(f).forward(vec![b"a".to_vec(), b"b".to_vec()]),
+        Ok(epoch)
+    );
+    net.settle();
+    for id in 1..=3 {
+        assert_eq!(net.applied_data(id), vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+    // A REQUEST of another epoch is dropped.
+    net.deliver(ZabMessage {
+        from: f,
+        to: l,
+        epoch: epoch - 1,
+        body: ZabBody::Request {
+            batch: vec![b"stale".to_vec()],
+        },
+    });
+    net.settle();
+    for id in 1..=3 {
+        assert_eq!(net.applied_data(id).len(), 2, "node {id}");
+    }
 }

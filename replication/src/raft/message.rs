@@ -99,6 +99,12 @@ pub enum RaftBody {
         /// Read index.
         index: u64,
     },
+    /// Proposals a follower hands to its leader (etcd-raft's forwarded MsgProp); the leader
+    /// appends them in the sender's term or drops them.
+    Forward {
+        /// Application data, one entry each.
+        batch: Vec<Vec<u8>>,
+    },
 }
 
 impl ProtocolMessage for RaftMessage {
@@ -186,6 +192,10 @@ impl ProtocolMessage for RaftMessage {
                 w.u64(*ctx);
                 w.u64(*index);
             }
+            RaftBody::Forward { batch } => {
+                w.u8(13);
+                w.blobs(batch);
+            }
         }
     }
     fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
@@ -242,6 +252,7 @@ impl ProtocolMessage for RaftMessage {
                 ctx: r.u64()?,
                 index: r.u64()?,
             },
+            13 => RaftBody::Forward { batch: r.blobs()? },
             t => return Err(DecodeError(format!("unknown raft message type {t}"))),
         };
         r.finish()?;
@@ -256,6 +267,7 @@ impl ProtocolMessage for RaftMessage {
         match &self.body {
             RaftBody::Append { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
             RaftBody::Snapshot { data, .. } => data.len(),
+            RaftBody::Forward { batch } => batch.iter().map(Vec::len).sum(),
             _ => 0,
         }
     }

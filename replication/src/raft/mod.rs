@@ -584,6 +584,18 @@ impl Raft {
                 self.read_acked(m.from, ctx);
             }
             RaftBody::ReadIndex { ctx } => self.leader_read(m.from, ctx),
+            RaftBody::Forward { batch } => {
+                // Dropped when a transfer is under way or the window is full, as the
+                // leader's own proposals would be refused; the sender learns from the log.
+                for data in batch {
+                    if self.transferee != 0
+                        || self.uncommitted_bytes + data.len() > self.cfg.uncommitted_bytes_max
+                    {
+                        break;
+                    }
+                    self.append_local(EntryKind::Normal, data);
+                }
+            }
             _ => {}
         }
     }
@@ -900,6 +912,17 @@ impl Protocol for Raft {
             return Err(ProposeError::Overloaded);
         }
         Ok(self.append_local(EntryKind::Normal, data))
+    }
+
+    fn forward(&mut self, batch: Vec<Vec<u8>>) -> Result<u64, ProposeError> {
+        if self.role == Role::Leader || self.leader == 0 {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        let leader = self.leader;
+        self.send(leader, RaftBody::Forward { batch });
+        Ok(self.term)
     }
 
     fn propose_conf_change(&mut self, change: ConfChange) -> Result<u64, ProposeError> {

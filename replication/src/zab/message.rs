@@ -141,6 +141,12 @@ pub enum ZabBody {
         /// Read index.
         index: u64,
     },
+    /// REQUEST: proposals a follower hands to its leader, proposed in the sender's epoch or
+    /// dropped.
+    Request {
+        /// Application data, one entry each.
+        batch: Vec<Vec<u8>>,
+    },
 }
 
 fn put_history(w: &mut W<'_>, h: &History) {
@@ -248,6 +254,10 @@ impl ProtocolMessage for ZabMessage {
                 w.u64(*ctx);
                 w.u64(*index);
             }
+            ZabBody::Request { batch } => {
+                w.u8(15);
+                w.blobs(batch);
+            }
         }
     }
     fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
@@ -317,6 +327,7 @@ impl ProtocolMessage for ZabMessage {
                 ctx: r.u64()?,
                 index: r.u64()?,
             },
+            15 => ZabBody::Request { batch: r.blobs()? },
             t => return Err(DecodeError(format!("unknown zab message type {t}"))),
         };
         r.finish()?;
@@ -330,6 +341,7 @@ impl ProtocolMessage for ZabMessage {
     fn payload_bytes(&self) -> usize {
         match &self.body {
             ZabBody::Proposal { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
+            ZabBody::Request { batch } => batch.iter().map(Vec::len).sum(),
             ZabBody::Sync {
                 entries, snapshot, ..
             } => {

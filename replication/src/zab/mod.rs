@@ -591,6 +591,10 @@ impl Zab {
         for (from, ctx) in std::mem::take(&mut self.reads_waiting) {
             self.leader_read(from, ctx);
         }
+        // An entry of the new epoch, at once (as a Raft leader's empty entry): a member that
+        // applies it knows that anything of an earlier epoch not yet applied, a request it
+        // handed to the old leader, say, never will be.
+        self.append_local(EntryKind::Noop, Vec::new());
     }
 
     fn is_established(&self) -> bool {
@@ -778,6 +782,18 @@ impl Zab {
                 self.read_acked(from, ctx);
             }
             ZabBody::ReadIndex { ctx } => self.leader_read(from, ctx),
+            ZabBody::Request { batch }
+                if m.epoch == self.accepted_epoch && self.is_established() =>
+            {
+                // Dropped once the window is full, as the leader's own proposals would be
+                // refused; the sender learns from the log.
+                for data in batch {
+                    if self.uncommitted_bytes + data.len() > self.cfg.uncommitted_bytes_max {
+                        break;
+                    }
+                    self.append_local(EntryKind::Normal, data);
+                }
+            }
             _ => {}
         }
     }
@@ -1116,6 +1132,16 @@ impl Protocol for Zab {
             return Err(ProposeError::Overloaded);
         }
         Ok(self.append_local(EntryKind::Normal, data))
+    }
+
+    fn forward(&mut self, batch: Vec<Vec<u8>>) -> Result<u64, ProposeError> {
+        if self.phase != Phase::FollowBroadcast {
+            let leader = if self.is_established() { self.id } else { 0 };
+            return Err(ProposeError::NotLeader { leader });
+        }
+        let leader = self.leader;
+        self.send(leader, ZabBody::Request { batch });
+        Ok(self.accepted_epoch)
     }
 
     fn propose_conf_change(&mut self, change: ConfChange) -> Result<u64, ProposeError> {

@@ -147,6 +147,18 @@ impl Applier {
                 let _ = tx.send(result);
             }
         }
+        // Entries handed to the leader in an earlier term that are not applied by now never
+        // will be: log terms only grow, and a leader appends forwarded data in the sender's
+        // term or drops it. Their proposers may safely go again.
+        let mut forwarded = self.shared.forwarded.lock();
+        if forwarded.first().is_some_and(|&(term, _)| term < last.term) {
+            let later = forwarded.split_off(&(last.term, 0));
+            for (_, id) in std::mem::replace(&mut *forwarded, later) {
+                if let Some(tx) = waiters.remove(&id) {
+                    let _ = tx.send(Err(KvError::LeaderChanged));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -42,7 +42,7 @@ use lessor::Lessor;
 use watch_hub::WatchHub;
 
 use crate::mvcc::Mvcc;
-use crate::node::{Node, NodeConfig, NodeError, StartOptions};
+use crate::node::{Node, NodeConfig, NodeError, StartOptions, Submitted};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::quorumkv::{InternalRequest, MemberAttributes, internal_request::Request};
 
@@ -104,6 +104,10 @@ pub struct Shared {
     pub hub: WatchHub,
     /// Proposers waiting for their entry's result, by request id.
     pub waiters: Mutex<HashMap<u64, Waiter>>,
+    /// Waiters whose entry was handed to the leader, as (term sent in, request id): once an
+    /// entry of a later term is applied without theirs, theirs never will be (lock order:
+    /// after `waiters`).
+    pub forwarded: Mutex<BTreeSet<(u64, u64)>>,
     /// Members by id.
     pub members: RwLock<BTreeMap<u64, Member>>,
     /// Raised alarms: (member, alarm type).
@@ -268,6 +272,7 @@ impl KvServer {
             lessor: Mutex::new(Lessor::new(min_ttl)),
             hub: WatchHub::new(rev, cfg.watch_ring_bytes),
             waiters: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(BTreeSet::new()),
             members: RwLock::new(members),
             alarms: Mutex::new(BTreeSet::new()),
             applied: tokio::sync::watch::channel(applied).0,
@@ -420,8 +425,11 @@ impl KvServer {
                         r => break r,
                     }
                 }
-                // No leader yet (an election is on): nothing was proposed, so wait for one.
-                Err((KvError::NoLeader, Some(back))) if self.wait_for_leader(deadline) => {
+                // No leader yet (an election is on), or the leader it was handed to never
+                // proposed it: nothing will commit, so wait for one and go again.
+                Err((KvError::NoLeader | KvError::LeaderChanged, Some(back)))
+                    if self.wait_for_leader(deadline) =>
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     req = back;
                 }
@@ -570,15 +578,29 @@ impl KvServer {
         }
         // Commit is bounded by the request timeout; once committed, the entry will be
         // applied (a large delete may take a while), so its result is awaited in full.
-        let committed = tokio::time::timeout(self.cfg.request_timeout, self.node.append(entry))
+        let started = Instant::now();
+        let submitted = tokio::time::timeout(self.cfg.request_timeout, self.node.submit(entry))
             .await
             .map_err(|_| KvError::Timeout)
             .and_then(|r| r.map_err(node_error));
-        let out = match committed {
-            Ok(_) => match rx.await {
+        let out = match submitted {
+            Ok(Submitted::Committed(_)) => match rx.await {
                 Ok(r) => r.map_err(|e| (e, None)),
                 Err(_) => Err((KvError::Stopped, None)),
             },
+            Ok(Submitted::Forwarded { term }) => {
+                self.shared.forwarded.lock().insert((term, id));
+                let left = self.cfg.request_timeout.saturating_sub(started.elapsed());
+                let r = match tokio::time::timeout(left, rx).await {
+                    // The leader never proposed it (see `Applier::apply`): safe to go again.
+                    Ok(Ok(Err(KvError::LeaderChanged))) => Err((KvError::LeaderChanged, req)),
+                    Ok(Ok(r)) => r.map_err(|e| (e, None)),
+                    Ok(Err(_)) => Err((KvError::Stopped, None)),
+                    Err(_) => Err((KvError::Timeout, None)),
+                };
+                self.shared.forwarded.lock().remove(&(term, id));
+                r
+            }
             Err(e @ (KvError::NotLeader | KvError::NoLeader)) => Err((e, req)),
             Err(e) => Err((e, None)),
         };

@@ -234,6 +234,7 @@ impl NodeState {
 
 enum Cmd {
     Propose(Vec<u8>, oneshot::Sender<Result<u64, NodeError>>),
+    Submit(Vec<u8>, oneshot::Sender<Result<Submitted, NodeError>>),
     ConfChange(ConfChange, oneshot::Sender<Result<u64, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
     ReadIndex(oneshot::Sender<Result<u64, NodeError>>),
@@ -242,6 +243,22 @@ enum Cmd {
     Committed(u64, u64, oneshot::Sender<Vec<Entry>>),
     WalStats(oneshot::Sender<WalStats>),
 }
+
+/// Where [`Node::submit`] put data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// This node leads: the data committed at this index.
+    Committed(u64),
+    /// Handed to the leader in this term (epoch). It commits in that term or never; once an
+    /// entry of a later term is committed before it, it never will.
+    Forwarded {
+        /// The term it was sent in.
+        term: u64,
+    },
+}
+
+/// Most bytes of data handed to the leader in one message.
+const FORWARD_BATCH_BYTES: usize = 4 << 20;
 
 /// Another member as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,6 +463,15 @@ impl Node {
     /// Appends `data`; resolves with its index once it is committed (and durable on a quorum).
     pub async fn append(&self, data: Vec<u8>) -> Result<u64, NodeError> {
         let rx = self.ask_wait(|tx| Cmd::Propose(data, tx)).await?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// Appends `data` on the leader, or hands it to the leader from any other member (as
+    /// etcd followers forward proposals): resolves once it committed here, or once it was
+    /// sent. The caller of a forwarded one learns its fate from the committed log.
+    pub async fn submit(&self, data: Vec<u8>) -> Result<Submitted, NodeError> {
+        let rx = self.ask_wait(|tx| Cmd::Submit(data, tx)).await?;
         rx.await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
     }
@@ -836,15 +862,30 @@ async fn node_loop<P: Protocol>(
                 // Take every queued command at once: many proposals, one Ready.
                 let mut next = Some(cmd);
                 let mut handled = 0;
+                let mut forwards = Forwards::default();
                 while let Some(cmd) = next.take() {
                     match cmd {
                         Cmd::Propose(data, tx) => {
-                            propose_tracked(&mut proto, &mut waiters, stopped.as_deref(), tx, |p| {
+                            let w = Waiter::Appended(tx);
+                            propose_tracked(&mut proto, &mut waiters, stopped.as_deref(), w, |p| {
                                 p.propose(data)
                             });
                         }
+                        Cmd::Submit(data, tx) if stopped.is_some() || state.is_leader() => {
+                            let w = Waiter::Submitted(tx);
+                            propose_tracked(&mut proto, &mut waiters, stopped.as_deref(), w, |p| {
+                                p.propose(data)
+                            });
+                        }
+                        Cmd::Submit(data, tx) => {
+                            forwards.push(data, tx);
+                            if forwards.bytes >= FORWARD_BATCH_BYTES {
+                                forwards.flush(&mut proto);
+                            }
+                        }
                         Cmd::ConfChange(change, tx) => {
-                            propose_tracked(&mut proto, &mut waiters, stopped.as_deref(), tx, |p| {
+                            let w = Waiter::Appended(tx);
+                            propose_tracked(&mut proto, &mut waiters, stopped.as_deref(), w, |p| {
                                 p.propose_conf_change(change)
                             });
                         }
@@ -903,6 +944,7 @@ async fn node_loop<P: Protocol>(
                         next = cmds.try_recv().ok();
                     }
                 }
+                forwards.flush(&mut proto);
             }
             Some(d) = done.recv() => match d {
                 Ok(d) => {
@@ -978,8 +1020,8 @@ async fn node_loop<P: Protocol>(
             }
             let subscribed = commits.receiver_count() > 0;
             for e in &r.committed {
-                if let Some((term, tx)) = waiters.remove(&e.index) {
-                    let _ = tx.send(if term == e.term {
+                if let Some((term, w)) = waiters.remove(&e.index) {
+                    w.send(if term == e.term {
                         Ok(e.index)
                     } else {
                         Err(NodeError::Lost)
@@ -1024,8 +1066,8 @@ async fn node_loop<P: Protocol>(
         // anything below the commit point with no entry of its own is lost.
         let lost: Vec<u64> = waiters.range(..=applied).map(|(i, _)| *i).collect();
         for i in lost {
-            if let Some((_, tx)) = waiters.remove(&i) {
-                let _ = tx.send(Err(NodeError::Lost));
+            if let Some((_, w)) = waiters.remove(&i) {
+                w.send(Err(NodeError::Lost));
             }
         }
     }
@@ -1052,7 +1094,58 @@ fn compaction_point<P: Protocol>(
     proto.snapshot_meta(target)
 }
 
-type Waiters = BTreeMap<u64, (u64, oneshot::Sender<Result<u64, NodeError>>)>;
+type Waiters = BTreeMap<u64, (u64, Waiter)>;
+
+/// Who waits for a proposal's index to commit.
+enum Waiter {
+    Appended(oneshot::Sender<Result<u64, NodeError>>),
+    Submitted(oneshot::Sender<Result<Submitted, NodeError>>),
+}
+
+impl Waiter {
+    fn send(self, r: Result<u64, NodeError>) {
+        // A caller that gave up is no longer listening.
+        match self {
+            Waiter::Appended(tx) => {
+                let _ = tx.send(r);
+            }
+            Waiter::Submitted(tx) => {
+                let _ = tx.send(r.map(Submitted::Committed));
+            }
+        }
+    }
+}
+
+/// Data to hand to the leader, gathered from the commands taken at once.
+#[derive(Default)]
+struct Forwards {
+    batch: Vec<Vec<u8>>,
+    bytes: usize,
+    waiting: Vec<oneshot::Sender<Result<Submitted, NodeError>>>,
+}
+
+impl Forwards {
+    fn push(&mut self, data: Vec<u8>, tx: oneshot::Sender<Result<Submitted, NodeError>>) {
+        self.bytes += data.len();
+        self.batch.push(data);
+        self.waiting.push(tx);
+    }
+
+    /// Sends what was gathered as one message, and tells each caller.
+    fn flush<P: Protocol>(&mut self, proto: &mut P) {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.bytes = 0;
+        let r = proto.forward(std::mem::take(&mut self.batch));
+        for tx in self.waiting.drain(..) {
+            let _ = tx.send(match &r {
+                Ok(term) => Ok(Submitted::Forwarded { term: *term }),
+                Err(e) => Err(e.clone().into()),
+            });
+        }
+    }
+}
 
 /// Read points asked of the protocol, by context.
 type Reads = BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>>;
@@ -1069,8 +1162,8 @@ fn fail_stop(
     why: String,
 ) {
     state.stopped.store(true, Ordering::Relaxed);
-    for (_, (_, tx)) in std::mem::take(waiters) {
-        let _ = tx.send(Err(NodeError::Stopped(why.clone())));
+    for (_, (_, w)) in std::mem::take(waiters) {
+        w.send(Err(NodeError::Stopped(why.clone())));
     }
     for (_, tx) in std::mem::take(reads) {
         let _ = tx.send(Err(NodeError::Stopped(why.clone())));
@@ -1082,20 +1175,18 @@ fn propose_tracked<P: Protocol>(
     proto: &mut P,
     waiters: &mut Waiters,
     stopped: Option<&str>,
-    tx: oneshot::Sender<Result<u64, NodeError>>,
+    w: Waiter,
     propose: impl FnOnce(&mut P) -> Result<u64, ProposeError>,
 ) {
     if let Some(why) = stopped {
-        let _ = tx.send(Err(NodeError::Stopped(why.to_string())));
+        w.send(Err(NodeError::Stopped(why.to_string())));
         return;
     }
     match propose(proto) {
         Ok(index) => {
             let term = proto.log_entries(index).first().map_or(0, |e| e.term);
-            waiters.insert(index, (term, tx));
+            waiters.insert(index, (term, w));
         }
-        Err(e) => {
-            let _ = tx.send(Err(e.into()));
-        }
+        Err(e) => w.send(Err(e.into())),
     }
 }
