@@ -53,6 +53,12 @@ pub trait ProtocolMessage: Clone + Debug + Send + 'static {
     fn decode(buf: &[u8]) -> Result<Self, DecodeError>;
     /// Payload bytes carried (entries, snapshot data), for flow control and limits.
     fn payload_bytes(&self) -> usize;
+    /// Whether it hands application data to the leader ([`Protocol::forward`]). A transport
+    /// must deliver such a message at most once: delivered twice, its data would be appended
+    /// twice. (Everything else tolerates duplicates.)
+    fn carries_proposals(&self) -> bool {
+        false
+    }
     /// For a snapshot message leaving a leader: the snapshot it needs, so the driver can
     /// attach the state machine's data.
     fn snapshot_request(&self) -> Option<&SnapshotMeta> {

@@ -56,12 +56,13 @@ fn zab_seeds_501_to_1000() {
 fn catches_stale_reads<P: SimProtocol>() {
     // With unsafe leader reads (and a leader that never notices it was deposed), reads are
     // answered from a stale state; somewhere in the first seeds that shows up as a
-    // non-linearizable history.
-    let caught = (1..=200).find(|&seed| {
+    // non-linearizable history (rarely: most clients that find a follower stay there and
+    // have their writes forwarded, and reads through a follower are safe).
+    let caught = (1..=600).find(|&seed| {
         let r = run_seed::<P>(seed, true);
         matches!(r.linearizable, Outcome::Violation(_))
     });
-    let seed = caught.expect("a broken read path must be caught within 200 seeds");
+    let seed = caught.expect("a broken read path must be caught within 600 seeds");
     // The same seed with the real read path passes.
     assert!(
         !failed(&run_seed::<P>(seed, false)),

@@ -271,6 +271,9 @@ impl ProtocolMessage for RaftMessage {
             _ => 0,
         }
     }
+    fn carries_proposals(&self) -> bool {
+        matches!(self.body, RaftBody::Forward { .. })
+    }
     fn snapshot_request(&self) -> Option<&SnapshotMeta> {
         match &self.body {
             RaftBody::Snapshot { meta, data } if data.is_empty() => Some(meta),

@@ -198,6 +198,8 @@ struct Node<P: SimProtocol> {
     sync_scheduled: bool,
     /// index -> (term, history op)
     proposals: BTreeMap<u64, (u64, usize)>,
+    /// history op -> term it was handed to the leader in
+    forwarded: BTreeMap<usize, u64>,
     /// read ctx -> history op
     reads: BTreeMap<u64, usize>,
     ready_reads: Vec<(u64, usize)>,
@@ -303,6 +305,7 @@ impl<P: SimProtocol> Sim<P> {
                 syncs: Vec::new(),
                 sync_scheduled: false,
                 proposals: BTreeMap::new(),
+                forwarded: BTreeMap::new(),
                 reads: BTreeMap::new(),
                 ready_reads: Vec::new(),
                 last_term_applied: 0,
@@ -515,6 +518,7 @@ impl<P: SimProtocol> Sim<P> {
         node.syncs.clear();
         node.sync_scheduled = false;
         node.proposals.clear();
+        node.forwarded.clear();
         node.reads.clear();
         node.ready_reads.clear();
     }
@@ -557,7 +561,7 @@ impl<P: SimProtocol> Sim<P> {
         }
         let (lo, hi) = self.cfg.delay_us;
         let d = self.rng.between(lo, hi);
-        if self.faults && self.rng.chance(self.cfg.duplicate) {
+        if self.faults && self.rng.chance(self.cfg.duplicate) && !m.carries_proposals() {
             let d2 = self.rng.between(lo, hi);
             self.schedule(d2, Event::Deliver(m.clone()));
         }
@@ -607,6 +611,9 @@ impl<P: SimProtocol> Sim<P> {
             if let Some((meta, data)) = &r.snapshot {
                 match Kv::decode(data) {
                     Some(kv) if kv.applied == meta.index => {
+                        // Whether a forwarded request is in the snapshot is unknown here (as
+                        // to a server's client after a timeout).
+                        node.forwarded.clear();
                         node.kv = kv;
                         node.last_term_applied = meta.term;
                         node.snapshot = (meta.clone(), data.clone());
@@ -683,6 +690,29 @@ impl<P: SimProtocol> Sim<P> {
                 outcome = Some((cmd, took));
             }
         }
+        if let Some((cmd, took)) = &outcome
+            && node.forwarded.remove(&(cmd.op() as usize)).is_some()
+        {
+            let result = match cmd {
+                Command::Put { .. } => OpResult::Done,
+                Command::Cas { .. } => OpResult::Swapped(*took),
+            };
+            self.complete(cmd.op() as usize, result);
+        }
+        // A forwarded request of an earlier term not applied by now never will be: the
+        // client may take it as not done (the checker holds the protocol to that).
+        let node = &mut self.nodes[n];
+        let lost: Vec<usize> = node
+            .forwarded
+            .iter()
+            .filter(|&(_, &term)| term < e.term)
+            .map(|(&op, _)| op)
+            .collect();
+        for op in lost {
+            self.nodes[n].forwarded.remove(&op);
+            self.drop_op(op);
+        }
+        let node = &mut self.nodes[n];
         if let Some((term, op)) = node.proposals.remove(&e.index) {
             match outcome {
                 Some((cmd, took)) if term == e.term && cmd.op() == op as u64 => {
@@ -891,12 +921,39 @@ impl<P: SimProtocol> Sim<P> {
                 .map(Some),
         };
         let term = p.status().term;
+        let command = match o.kind {
+            OpKind::Get => None,
+            OpKind::Put(value) => Some(Command::Put {
+                op: op as u64,
+                key: o.key,
+                value,
+            }),
+            OpKind::Cas { expect, new } => Some(Command::Cas {
+                op: op as u64,
+                key: o.key,
+                expect,
+                new,
+            }),
+        };
         match r {
             Ok(Some(index)) => {
                 self.nodes[n].proposals.insert(index, (term, op));
             }
             Ok(None) => {
                 self.nodes[n].reads.insert(op as u64 + 1, op);
+            }
+            // Half the time a member that does not lead hands the write to the leader, as
+            // servers do; the outcome shows in its own applied log.
+            Err(ProposeError::NotLeader { leader })
+                if leader != 0 && command.is_some() && self.rng.chance(0.5) =>
+            {
+                let data = command.expect("a write").encode();
+                match p.forward(vec![data]) {
+                    Ok(term) => {
+                        self.nodes[n].forwarded.insert(op, term);
+                    }
+                    Err(_) => self.retry(c, op, leader),
+                }
             }
             Err(ProposeError::NotLeader { leader }) => self.retry(c, op, leader),
             Err(_) => self.retry(c, op, 0),

@@ -338,6 +338,9 @@ impl ProtocolMessage for ZabMessage {
             body,
         })
     }
+    fn carries_proposals(&self) -> bool {
+        matches!(self.body, ZabBody::Request { .. })
+    }
     fn payload_bytes(&self) -> usize {
         match &self.body {
             ZabBody::Proposal { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),

@@ -854,30 +854,13 @@ impl Zab {
                 if self.phase != Phase::FollowSync {
                     return;
                 }
-                let mut truncate_from = truncate_from;
-                if let Some((meta, data)) = snapshot
-                    && meta.index > self.log.committed
-                {
-                    self.log.reset_to_snapshot(meta.index, meta.term);
-                    self.confs.reset(&meta);
-                    self.snapshot = meta.clone();
-                    self.install = Some((meta, data));
-                    truncate_from = None;
-                }
-                if let Some(t) = truncate_from.filter(|&t| t <= self.log.last_index()) {
-                    if t <= self.log.committed {
-                        tracing::warn!(
-                            leader = m.from,
-                            t,
-                            "zab: refusing to truncate committed entries"
-                        );
-                        self.start_looking();
-                        return;
-                    }
-                    self.log.truncate_from(t);
-                    self.after_truncation(t);
-                }
-                if !self.append(&entries) {
+                let stale = self.stale_sync(
+                    m.epoch,
+                    snapshot.as_ref().map(|(meta, _)| meta),
+                    truncate_from,
+                    &entries,
+                );
+                if !stale && !self.apply_sync(m.from, truncate_from, snapshot, &entries) {
                     self.start_looking();
                     return;
                 }
@@ -932,6 +915,59 @@ impl Zab {
     }
 
     /// Appends the leader's entries (dense; duplicates skipped; a conflict truncates).
+    /// Whether a SYNC of `epoch` is an older copy of one already applied (resent, and
+    /// delivered late): the log holds everything it carries, followed by entries of `epoch`.
+    /// Only this epoch's leader makes those, and its log only grows, so they belong; applying
+    /// the old SYNC would cut them after they may have been acknowledged.
+    fn stale_sync(
+        &self,
+        epoch: u64,
+        snapshot: Option<&SnapshotMeta>,
+        truncate_from: Option<u64>,
+        entries: &[Entry],
+    ) -> bool {
+        let end = match (entries.last(), snapshot, truncate_from) {
+            (Some(e), _, _) => e.index,
+            (None, Some(s), _) => s.index,
+            (None, None, Some(t)) => t.saturating_sub(1),
+            (None, None, None) => return false,
+        };
+        let holds = |index: u64, term: u64| self.log.term(index) == Some(term);
+        snapshot.is_none_or(|s| holds(s.index, s.term))
+            && entries.iter().all(|e| holds(e.index, e.term))
+            && self.log.term(end + 1) == Some(epoch)
+    }
+
+    /// Makes the log the leader's as a SYNC says (SNAP, TRUNC, DIFF); false when it cannot
+    /// (it would cut committed entries, or the entries do not fit).
+    fn apply_sync(
+        &mut self,
+        leader: NodeId,
+        truncate_from: Option<u64>,
+        snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+        entries: &[Entry],
+    ) -> bool {
+        let mut truncate_from = truncate_from;
+        if let Some((meta, data)) = snapshot
+            && meta.index > self.log.committed
+        {
+            self.log.reset_to_snapshot(meta.index, meta.term);
+            self.confs.reset(&meta);
+            self.snapshot = meta.clone();
+            self.install = Some((meta, data));
+            truncate_from = None;
+        }
+        if let Some(t) = truncate_from.filter(|&t| t <= self.log.last_index()) {
+            if t <= self.log.committed {
+                tracing::warn!(leader, t, "zab: refusing to truncate committed entries");
+                return false;
+            }
+            self.log.truncate_from(t);
+            self.after_truncation(t);
+        }
+        self.append(entries)
+    }
+
     fn append(&mut self, entries: &[Entry]) -> bool {
         let dense = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
         if !dense
