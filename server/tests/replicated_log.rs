@@ -1,13 +1,14 @@
 //! Three nodes of the embeddable replicated log in one process, on loopback, with real WAL
-//! files: appends commit, the leader is stopped, a new one takes over, no committed entry is
-//! lost, and a restarted node catches up from its data directory. Both protocols.
+//! files: appends commit (also when a follower hands them to the leader), the leader is
+//! stopped, a new one takes over, no committed entry is lost, and a restarted node catches up
+//! from its data directory. Both protocols.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use quorumkv_replication::Role;
-use quorumkv_server::node::{Node, NodeConfig, ProtocolKind};
+use quorumkv_server::node::{Node, NodeConfig, ProtocolKind, Submitted};
 use quorumkv_wal::WalOptions;
 
 fn config(
@@ -76,6 +77,42 @@ fn run(protocol: ProtocolKind) {
         let data = format!("entry {i}").into_bytes();
         acked.push((append_retrying(&nodes, data.clone()), data));
     }
+    // Submitted on the leader, data commits there; on a follower it is handed to the leader
+    // in the current term and shows up in the follower's committed log.
+    let leader = wait_leader(&nodes);
+    let on_leader = &nodes[&leader];
+    let submitted = on_leader
+        .handle()
+        .block_on(on_leader.submit(b"through the leader".to_vec()))
+        .unwrap();
+    let Submitted::Committed(index) = submitted else {
+        panic!("the leader commits what it is given: {submitted:?}");
+    };
+    acked.push((index, b"through the leader".to_vec()));
+    let term = on_leader.status().unwrap().term;
+    let follower = *nodes.keys().find(|&&i| i != leader).unwrap();
+    let on_follower = &nodes[&follower];
+    let data = b"through a follower".to_vec();
+    let submitted = on_follower
+        .handle()
+        .block_on(on_follower.submit(data.clone()))
+        .unwrap();
+    assert_eq!(submitted, Submitted::Forwarded { term });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let index = loop {
+        let applied = on_follower.status().unwrap().applied;
+        let found = on_follower
+            .committed(1, applied)
+            .into_iter()
+            .find(|e| e.data == data);
+        if let Some(e) = found {
+            assert_eq!(e.term, term, "committed in the term it was sent in");
+            break e.index;
+        }
+        assert!(Instant::now() < deadline, "forwarded data never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    acked.push((index, data));
     // Stop the leader; the others elect a new one and the log goes on.
     let old = wait_leader(&nodes);
     drop(nodes.remove(&old));

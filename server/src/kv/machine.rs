@@ -212,6 +212,7 @@ impl ApplyThread {
     /// Replaces the key space with a snapshot and reloads what lives beside it in memory.
     fn install(&mut self, path: &Path) -> Result<u64, String> {
         let shared = Arc::clone(self.applier.shared());
+        shared.forget_forwarded();
         // What the tree holds so far must be durable before it is replaced, so a failed
         // install leaves a consistent tree.
         self.applier

@@ -108,6 +108,8 @@ pub struct Shared {
     /// entry of a later term is applied without theirs, theirs never will be (lock order:
     /// after `waiters`).
     pub forwarded: Mutex<BTreeSet<(u64, u64)>>,
+    /// Snapshots installed (changed under the `forwarded` lock).
+    pub installs: AtomicU64,
     /// Members by id.
     pub members: RwLock<BTreeMap<u64, Member>>,
     /// Raised alarms: (member, alarm type).
@@ -143,6 +145,20 @@ impl Shared {
         self.applied.send_modify(|_| {});
         for (_, tx) in self.waiters.lock().drain() {
             let _ = tx.send(Err(KvError::Stopped));
+        }
+    }
+
+    /// A snapshot replaces the applied entries: whether a write handed to the leader is in it
+    /// cannot be told, so each such proposer gets "request timed out", as the client of a
+    /// stuck request would, and none is proposed again.
+    fn forget_forwarded(&self) {
+        let mut waiters = self.waiters.lock();
+        let mut forwarded = self.forwarded.lock();
+        self.installs.fetch_add(1, Ordering::SeqCst);
+        for (_, id) in std::mem::take(&mut *forwarded) {
+            if let Some(tx) = waiters.remove(&id) {
+                let _ = tx.send(Err(KvError::Timeout));
+            }
         }
     }
 
@@ -273,6 +289,7 @@ impl KvServer {
             hub: WatchHub::new(rev, cfg.watch_ring_bytes),
             waiters: Mutex::new(HashMap::new()),
             forwarded: Mutex::new(BTreeSet::new()),
+            installs: AtomicU64::new(0),
             members: RwLock::new(members),
             alarms: Mutex::new(BTreeSet::new()),
             applied: tokio::sync::watch::channel(applied).0,
@@ -579,6 +596,7 @@ impl KvServer {
         // Commit is bounded by the request timeout; once committed, the entry will be
         // applied (a large delete may take a while), so its result is awaited in full.
         let started = Instant::now();
+        let installs = self.shared.installs.load(Ordering::SeqCst);
         let submitted = tokio::time::timeout(self.cfg.request_timeout, self.node.submit(entry))
             .await
             .map_err(|_| KvError::Timeout)
@@ -589,7 +607,16 @@ impl KvServer {
                 Err(_) => Err((KvError::Stopped, None)),
             },
             Ok(Submitted::Forwarded { term }) => {
-                self.shared.forwarded.lock().insert((term, id));
+                {
+                    let mut forwarded = self.shared.forwarded.lock();
+                    if self.shared.installs.load(Ordering::SeqCst) != installs {
+                        // A snapshot came in meanwhile: its fate is unknown from here.
+                        drop(forwarded);
+                        self.shared.waiters.lock().remove(&id);
+                        return Err((KvError::Timeout, None));
+                    }
+                    forwarded.insert((term, id));
+                }
                 let left = self.cfg.request_timeout.saturating_sub(started.elapsed());
                 let r = match tokio::time::timeout(left, rx).await {
                     // The leader never proposed it (see `Applier::apply`): safe to go again.
