@@ -1288,7 +1288,9 @@ fn leader_storage_failure(failpoints: &str) {
         .map(|i| c.members[i].client.clone())
         .collect();
     let eps = others.join(",");
-    // Writes fail while the others notice and elect; retried, every one gets through.
+    // The others notice and elect. Writes they had handed to the silent leader are proposed
+    // again once the new leader's first entry shows that they were lost, so most clients
+    // never see the failure; any refused write is retried here. Every one gets through.
     let started = Instant::now();
     let mut refused = 0;
     for i in 0..150 {
@@ -1306,7 +1308,7 @@ fn leader_storage_failure(failpoints: &str) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    assert!(refused > 0, "the storage failure interrupted writes");
+    eprintln!("{failpoints}: {refused} writes refused during the failover");
     let acked = 150;
     let log = std::fs::read_to_string(c.members[doomed].dir.with_extension("log")).unwrap();
     assert!(log.contains("injected failure"), "the failpoint fired");
