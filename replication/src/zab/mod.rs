@@ -914,7 +914,6 @@ impl Zab {
         }
     }
 
-    /// Appends the leader's entries (dense; duplicates skipped; a conflict truncates).
     /// Whether a SYNC of `epoch` is an older copy of one already applied (resent, and
     /// delivered late): the log holds everything it carries, followed by entries of `epoch`.
     /// Only this epoch's leader makes those, and its log only grows, so they belong; applying
@@ -968,6 +967,7 @@ impl Zab {
         self.append(entries)
     }
 
+    /// Appends the leader's entries (dense; duplicates skipped; a conflict truncates).
     fn append(&mut self, entries: &[Entry]) -> bool {
         let dense = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
         if !dense
