@@ -1,7 +1,7 @@
 //! ZAB's hard cases, step by step on a synchronous in-memory network.
 
 use quorumkv_replication::harness::Network;
-use quorumkv_replication::zab::{Zab, ZabBody, ZabConfig, ZabMessage};
+use quorumkv_replication::zab::{PeerState, Vote, Zab, ZabBody, ZabConfig, ZabMessage};
 use quorumkv_replication::{
     Conf, ConfChange, Entry, EntryKind, HardState, ProposeError, Protocol, Restored, Role,
 };
@@ -331,4 +331,74 @@ fn a_follower_hands_requests_to_its_leader_in_its_epoch() {
     for id in 1..=3 {
         assert_eq!(net.applied_data(id).len(), 2, "node {id}");
     }
+}
+
+#[test]
+fn a_late_copy_of_an_older_sync_does_not_cut_entries_of_the_epoch() {
+    // A leader resends an unacknowledged SYNC; its log grows meanwhile (its first entry of
+    // the epoch, a forwarded write), so a newer SYNC carries more. If the older copy arrives
+    // last, applying it would cut entries the follower already acknowledged to the leader.
+    let conf = Conf::new([1, 2, 3]);
+    let (mut f, _) = node(
+        1,
+        &conf,
+        vec![e(1, 1, b"a"), e(2, 1, b"b"), e(3, 1, b"old")],
+        1,
+    );
+    let from_leader = |body| ZabMessage {
+        from: 2,
+        to: 1,
+        epoch: 2,
+        body,
+    };
+    f.step(from_leader(ZabBody::Notification {
+        round: 1,
+        state: PeerState::Leading,
+        vote: Vote {
+            epoch: 2,
+            last_term: 1,
+            last_index: 2,
+            leader: 2,
+        },
+    }));
+    f.step(from_leader(ZabBody::NewEpoch));
+    // The leader holds entries 1 and 2 of epoch 1, then its own entry 3 of epoch 2.
+    let older = from_leader(ZabBody::Sync {
+        truncate_from: Some(3),
+        snapshot: None,
+        entries: vec![],
+    });
+    let newer = from_leader(ZabBody::Sync {
+        truncate_from: Some(3),
+        snapshot: None,
+        entries: vec![e(3, 2, b"new")],
+    });
+    f.step(newer);
+    f.step(older);
+    let log = f.log_entries(1);
+    assert_eq!(log.len(), 3, "the epoch's entry is kept");
+    assert_eq!((log[2].term, log[2].data.as_slice()), (2, &b"new"[..]));
+    let acks: Vec<u64> = f
+        .ready()
+        .messages_after_persist
+        .iter()
+        .filter_map(|m| match m.body {
+            ZabBody::AckNewLeader { last_index } => Some(last_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![3, 3],
+        "both answers acknowledge what the log holds"
+    );
+    // A SYNC the log does not already hold still applies in full, truncation included.
+    f.step(from_leader(ZabBody::Sync {
+        truncate_from: Some(2),
+        snapshot: None,
+        entries: vec![e(2, 2, b"c")],
+    }));
+    let log = f.log_entries(1);
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].data, b"c");
 }
