@@ -159,6 +159,9 @@ impl Applier {
                 }
             }
         }
+        drop(forwarded);
+        drop(waiters);
+        self.shared.answered.send_replace(last.index);
         Ok(())
     }
 

@@ -232,6 +232,7 @@ impl ApplyThread {
         self.applied = applied;
         self.durable.store(applied, Ordering::Release);
         shared.applied.send_replace(applied);
+        shared.answered.send_replace(applied);
         Ok(applied)
     }
 }

@@ -116,6 +116,9 @@ pub struct Shared {
     pub alarms: Mutex<BTreeSet<(u64, i32)>>,
     /// Highest log index applied.
     pub applied: tokio::sync::watch::Sender<u64>,
+    /// Highest log index applied whose proposers have their answers (a proposal at or below
+    /// it still unanswered was not in the log there).
+    pub answered: tokio::sync::watch::Sender<u64>,
     /// Bumped when members change.
     pub members_version: AtomicU64,
     /// Set when apply stopped on a storage error: nothing more is accepted.
@@ -143,6 +146,7 @@ impl Shared {
         self.apply_stopped.store(true, Ordering::SeqCst);
         // Wakes reads waiting for apply to reach their index: it never will.
         self.applied.send_modify(|_| {});
+        self.answered.send_modify(|_| {});
         for (_, tx) in self.waiters.lock().drain() {
             let _ = tx.send(Err(KvError::Stopped));
         }
@@ -293,6 +297,7 @@ impl KvServer {
             members: RwLock::new(members),
             alarms: Mutex::new(BTreeSet::new()),
             applied: tokio::sync::watch::channel(applied).0,
+            answered: tokio::sync::watch::channel(applied).0,
             members_version: AtomicU64::new(0),
             apply_stopped: std::sync::atomic::AtomicBool::new(false),
             auth: AuthStore::new(cfg.auth_token_ttl),
@@ -618,12 +623,12 @@ impl KvServer {
                     forwarded.insert((term, id));
                 }
                 let left = self.cfg.request_timeout.saturating_sub(started.elapsed());
-                let r = match tokio::time::timeout(left, rx).await {
+                let r = match self.await_forwarded(rx, left).await {
                     // The leader never proposed it (see `Applier::apply`): safe to go again.
-                    Ok(Ok(Err(KvError::LeaderChanged))) => Err((KvError::LeaderChanged, req)),
-                    Ok(Ok(r)) => r.map_err(|e| (e, None)),
-                    Ok(Err(_)) => Err((KvError::Stopped, None)),
-                    Err(_) => Err((KvError::Timeout, None)),
+                    Some(Ok(Err(KvError::LeaderChanged))) => Err((KvError::LeaderChanged, req)),
+                    Some(Ok(r)) => r.map_err(|e| (e, None)),
+                    Some(Err(())) => Err((KvError::Stopped, None)),
+                    None => Err((KvError::Timeout, None)),
                 };
                 self.shared.forwarded.lock().remove(&(term, id));
                 r
@@ -633,6 +638,33 @@ impl KvServer {
         };
         self.shared.waiters.lock().remove(&id);
         out
+    }
+
+    /// The result of a write handed to the leader, as this member applies it; `None` if it did
+    /// not commit within `within`, `Err` if apply stopped. Like the leader's own proposals, a
+    /// write that committed in time is awaited until applied, however long that takes (a
+    /// large delete, say): at the deadline, apply is awaited up to what is committed then,
+    /// which holds the write if it committed at all by then.
+    async fn await_forwarded(
+        &self,
+        mut rx: oneshot::Receiver<Result<(Applied, i64), KvError>>,
+        within: Duration,
+    ) -> Option<Result<Result<(Applied, i64), KvError>, ()>> {
+        if let Ok(r) = tokio::time::timeout(within, &mut rx).await {
+            return Some(r.map_err(|_| ()));
+        }
+        let commit = self.node.state().commit();
+        let mut answered = self.shared.answered.subscribe();
+        let stopped = &self.shared.apply_stopped;
+        tokio::select! {
+            r = &mut rx => return Some(r.map_err(|_| ())),
+            _ = answered.wait_for(|a| *a >= commit || stopped.load(Ordering::SeqCst)) => {}
+        }
+        match rx.try_recv() {
+            Ok(r) => Some(Ok(r)),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(())),
+        }
     }
 
     /// Keeps passwords out of the log: on the leader, an `Authenticate` has its password
