@@ -67,7 +67,7 @@ fn a_restored_snapshot_serves_the_same_versions() {
     let s = src.snapshot();
     assert_eq!(report.revision, s.revision().unwrap());
     assert_eq!(report.compact_revision, 300);
-    let dst = Mvcc::new(open_db(&target.join("member/db")).unwrap());
+    let dst = Mvcc::open(open_db(&target.join("member/db")).unwrap()).unwrap();
     let d = dst.snapshot();
     assert_eq!(d.revision().unwrap(), s.revision().unwrap());
     assert_eq!(d.compact_revision().unwrap(), 300);

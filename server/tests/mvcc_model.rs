@@ -78,7 +78,7 @@ impl Model {
 }
 
 fn open(storage: &Arc<SimStorage>) -> Mvcc {
-    Mvcc::new(
+    Mvcc::open(
         Db::open_with_storage(
             storage.clone(),
             BTreeOptions {
@@ -89,6 +89,7 @@ fn open(storage: &Arc<SimStorage>) -> Mvcc {
         )
         .unwrap(),
     )
+    .unwrap()
 }
 
 proptest! {

@@ -8,7 +8,7 @@
 //! The file is hostile: its SHA-256 trailer is checked (unless skipped), the bbolt structure
 //! is checked by the reader, and every record must decode and fit the tree's limits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use prost::Message;
@@ -192,9 +192,9 @@ fn load_tree(
         Ok(())
     })?;
 
-    // Every version in revision order; the live version of each key is kept aside for its
-    // current row.
-    let mut live: HashMap<Vec<u8>, (KeyValue, u64)> = HashMap::new();
+    // Every version in revision order, as etcd stores them; which keys are live at the end
+    // is counted for the report.
+    let mut live: HashSet<Vec<u8>> = HashSet::new();
     let mut revision = 0u64;
     each(b"key", &mut |k, v| {
         let (main, sub, dead) = parse_revision_key(k).ok_or("corrupt revision key")?;
@@ -219,21 +219,13 @@ fn load_tree(
             }
         };
         load.put(
-            &keys::history(&version.key, main, sub),
-            &kv::encode(&version, dead),
+            &keys::revision(main, sub),
+            &kv::encode_record(&version, dead),
         )?;
-        if main >= compacted {
-            load.put(&keys::revision(main, sub), &version.key)?;
-        }
         if dead {
             live.remove(&version.key);
         } else {
-            // The current row refers to the history row for the value.
-            let meta = KeyValue {
-                value: Vec::new(),
-                ..version
-            };
-            live.insert(meta.key.clone(), (meta, sub));
+            live.insert(version.key);
         }
         revision = main;
         report.versions += 1;
@@ -244,12 +236,7 @@ fn load_tree(
             "compacted revision {compacted} is past the last revision {revision}"
         ));
     }
-    let mut current: Vec<(Vec<u8>, (KeyValue, u64))> = live.into_iter().collect();
-    current.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    report.keys = current.len() as u64;
-    for (key, (meta, sub)) in current {
-        load.put(&keys::current(&key), &kv::encode_current(&meta, sub))?;
-    }
+    report.keys = live.len() as u64;
     if revision > 0 {
         load.put(keys::META_REV, &revision.to_le_bytes())?;
     }

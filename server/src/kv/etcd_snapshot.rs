@@ -18,7 +18,6 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use prost::Message;
-use quorumkv_btree::ReadTxn;
 use sha2::{Digest, Sha256};
 
 use super::Member;
@@ -60,20 +59,14 @@ fn tree(e: quorumkv_btree::Error) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-/// Adds the version of `user_key` at (`main`, `sub`), if stored, to the `key` bucket.
+/// Adds the version stored in revision row `rk` to the `key` bucket.
 fn put_version<W: Write + std::io::Seek>(
     w: &mut BoltWriter<W>,
-    txn: &ReadTxn,
-    user_key: &[u8],
-    main: u64,
-    sub: u64,
+    rk: &[u8],
+    row: &[u8],
 ) -> std::io::Result<()> {
-    let hk = keys::history(user_key, main, sub);
-    // A deletion at the compacted revision keeps its revision-log row but not its version.
-    let Some(rec) = txn.get(&hk).map_err(tree)? else {
-        return Ok(());
-    };
-    let (v, dead) = kv::decode(user_key, rec).ok_or_else(|| corrupt("history"))?;
+    let (main, sub) = keys::parse_revision(rk).ok_or_else(|| corrupt("revision"))?;
+    let (v, dead) = kv::decode_record(row).ok_or_else(|| corrupt("revision"))?;
     let value = if dead {
         mvccpb::KeyValue {
             key: v.key,
@@ -126,28 +119,11 @@ pub fn write(mvcc: &Mvcc, members: &[Member], path: &Path) -> std::io::Result<u6
         }
     }
     w.bucket(b"key")?;
-    // Compaction drops the revision-log rows below the compacted revision but keeps each
-    // live key's newest version there; those come first, in revision order.
     let compacted = snap.compact_revision().map_err(|_| corrupt("meta"))?.max(0) as u64;
-    let mut kept = Vec::new();
-    if compacted > 0 {
-        for item in txn.prefix(&[keys::HISTORY]) {
-            let (k, _) = item.map_err(tree)?;
-            let (user, main, sub) = keys::parse_history(k).ok_or_else(|| corrupt("history"))?;
-            if main < compacted {
-                kept.push((main, sub, user));
-            }
-        }
-        kept.sort_unstable();
-    }
-    for (main, sub, user) in kept {
-        put_version(&mut w, txn, &user, main, sub)?;
-    }
-    let from = keys::revision(compacted, 0);
-    for item in txn.range(from.as_slice()..&[keys::REVISIONS + 1][..]) {
-        let (rk, user_key) = item.map_err(tree)?;
-        let (main, sub) = keys::parse_revision(rk).ok_or_else(|| corrupt("revision"))?;
-        put_version(&mut w, txn, user_key, main, sub)?;
+    // Both stores key versions by revision: every stored version, in order.
+    for item in txn.prefix(&[keys::REVISIONS]) {
+        let (rk, row) = item.map_err(tree)?;
+        put_version(&mut w, rk, row)?;
     }
     w.bucket(b"lease")?;
     for item in txn.prefix(&[LEASE_PREFIX]) {

@@ -134,7 +134,8 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Whether `key` fits the tree as a stored key (escaped, with its revision suffix).
+    /// Whether `key` is within the longest key the store takes: the tree's key limit less
+    /// 19 bytes, counting each zero byte twice.
     pub fn key_fits(&self, key: &[u8]) -> bool {
         let escaped = key.len() + key.iter().filter(|b| **b == 0).count();
         escaped + 19 <= self.mvcc.db().key_bytes_max()
@@ -274,7 +275,7 @@ impl KvServer {
         std::fs::create_dir_all(&cfg.node.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.node.data_dir.display()))?;
         let db = open_db(&db_path).map_err(|e| format!("opening {}: {e}", db_path.display()))?;
-        let mvcc = Mvcc::new(db);
+        let mvcc = Mvcc::open(db).map_err(|e| format!("opening {}: {e}", db_path.display()))?;
         let snap = mvcc.snapshot();
         let applied = snap.applied_index();
         let rev = snap.revision().map_err(|e| e.to_string())?;

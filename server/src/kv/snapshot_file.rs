@@ -91,9 +91,16 @@ pub fn verify(path: &Path) -> Result<u64, String> {
     Ok(body)
 }
 
-/// Replaces every row of the tree with the snapshot's, in one durable transaction; returns
-/// the applied index the tree now holds. On error the tree is unchanged.
+/// Replaces every row of the tree with the snapshot's, in one durable transaction, and the
+/// key index with one for them; returns the applied index the tree now holds. On error the
+/// tree is unchanged.
 pub fn restore(mvcc: &Mvcc, path: &Path) -> Result<u64, String> {
+    mvcc.replace(|db| rows(db, path))
+}
+
+/// The transaction that replaces every row of `db` with the snapshot's, and the applied
+/// index it holds.
+fn rows(db: &quorumkv_btree::Db, path: &Path) -> Result<(quorumkv_btree::WriteTxn, u64), String> {
     let body = verify(path)?;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut r = BufReader::with_capacity(1 << 20, file).take(body);
@@ -102,7 +109,6 @@ pub fn restore(mvcc: &Mvcc, path: &Path) -> Result<u64, String> {
     if &magic != SNAPSHOT_MAGIC {
         return Err(bad("not a quorumkv snapshot"));
     }
-    let db = mvcc.db();
     let key_max = db.key_bytes_max();
     let mut w = db.begin_write().map_err(|e| e.to_string())?;
     {
@@ -153,6 +159,5 @@ pub fn restore(mvcc: &Mvcc, path: &Path) -> Result<u64, String> {
     fail::fail_point!("kv::snapshot_restore", |_| Err(
         "injected failure at kv::snapshot_restore".into()
     ));
-    w.commit().map_err(|e| e.to_string())?;
-    Ok(applied)
+    Ok((w, applied))
 }

@@ -38,9 +38,6 @@ impl Event {
 }
 
 const TOMBSTONE: u8 = 1;
-/// Tag of a current row that refers to its version's history row for the value.
-const CURRENT_REF: u8 = 2;
-const CURRENT_REF_BYTES: usize = 41;
 
 /// The tag and the four revision fields every row starts with (33 bytes), with room for
 /// `rest` more.
@@ -67,14 +64,15 @@ fn decode_head(key: &[u8], b: &[u8]) -> KeyValue {
     }
 }
 
-/// Encodes a stored version (`tombstone` for a deletion).
+/// Encodes a version as the legacy history rows held it (`tombstone` for a deletion): the
+/// head, then the value, without the key.
 pub fn encode(kv: &KeyValue, tombstone: bool) -> Vec<u8> {
     let mut b = encode_head(if tombstone { TOMBSTONE } else { 0 }, kv, kv.value.len());
     b.extend_from_slice(&kv.value);
     b
 }
 
-/// Decodes a stored version of `key`; `None` if the bytes are not a record.
+/// Decodes a legacy history row of `key`; `None` if the bytes are not one.
 pub fn decode(key: &[u8], b: &[u8]) -> Option<(KeyValue, bool)> {
     if b.len() < 33 || b[0] > TOMBSTONE {
         return None;
@@ -84,30 +82,39 @@ pub fn decode(key: &[u8], b: &[u8]) -> Option<(KeyValue, bool)> {
     Some((kv, b[0] == TOMBSTONE))
 }
 
-/// Encodes the current row of a live key: its metadata and the sub revision of its version,
-/// whose value stays only in the history row (so a put stores its value once).
-pub fn encode_current(kv: &KeyValue, sub: u64) -> Vec<u8> {
-    let mut b = encode_head(CURRENT_REF, kv, 8);
-    b.extend_from_slice(&sub.to_le_bytes());
-    debug_assert_eq!(b.len(), CURRENT_REF_BYTES);
+/// Tag of a stored version (a revision row); `+ TOMBSTONE` for a deletion.
+const RECORD: u8 = 4;
+
+/// Encodes the revision row of a version of `kv.key`: the head with tag [`RECORD`]
+/// (`+ 1` for a deletion), `u32` key length (little-endian), the key, the value.
+pub fn encode_record(kv: &KeyValue, tombstone: bool) -> Vec<u8> {
+    let tag = RECORD + u8::from(tombstone);
+    let mut b = encode_head(tag, kv, 4 + kv.key.len() + kv.value.len());
+    b.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
+    b.extend_from_slice(&kv.key);
+    b.extend_from_slice(&kv.value);
     b
 }
 
-/// Decodes the current row of `key`: the version without its value and the sub revision of
-/// the history row that holds it, or (for a row holding its value itself) the whole version
-/// and `None`. `None` overall if the bytes are neither.
-pub fn decode_current(key: &[u8], b: &[u8]) -> Option<(KeyValue, Option<u64>)> {
-    if b.first() == Some(&CURRENT_REF) {
-        if b.len() != CURRENT_REF_BYTES {
-            return None;
-        }
-        let sub = u64::from_le_bytes(b[33..41].try_into().expect("8 bytes"));
-        return Some((decode_head(key, b), Some(sub)));
+/// The key of a revision row and whether it is a deletion, without copying the rest; `None`
+/// if the bytes are not a record.
+pub fn record_key(b: &[u8]) -> Option<(&[u8], bool)> {
+    let tag = *b.first()?;
+    if b.len() < 37 || !(RECORD..=RECORD + TOMBSTONE).contains(&tag) {
+        return None;
     }
-    match decode(key, b)? {
-        (kv, false) => Some((kv, None)),
-        (_, true) => None,
-    }
+    let len = u32::from_le_bytes(b[33..37].try_into().expect("4 bytes")) as usize;
+    let key = b.get(37..37usize.checked_add(len)?)?;
+    Some((key, tag == RECORD + TOMBSTONE))
+}
+
+/// Decodes a revision row: the version and whether it is a deletion; `None` if the bytes are
+/// not a record.
+pub fn decode_record(b: &[u8]) -> Option<(KeyValue, bool)> {
+    let (key, dead) = record_key(b)?;
+    let mut kv = decode_head(key, b);
+    kv.value = b[37 + key.len()..].to_vec();
+    Some((kv, dead))
 }
 
 #[cfg(test)]
@@ -115,32 +122,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn current_rows_round_trip_and_refuse_garbage() {
+    fn records_round_trip_and_refuse_garbage() {
         let kv = KeyValue {
-            key: b"k".to_vec(),
+            key: b"k\0ey".to_vec(),
             create_revision: 3,
             mod_revision: 9,
             version: 4,
-            value: b"v".to_vec(),
+            value: b"value".to_vec(),
             lease: 7,
         };
-        let (got, sub) = decode_current(b"k", &encode_current(&kv, 2)).unwrap();
-        assert_eq!(sub, Some(2));
-        assert_eq!(
-            got,
-            KeyValue {
-                value: Vec::new(),
-                ..kv.clone()
+        for dead in [false, true] {
+            let b = encode_record(&kv, dead);
+            assert_eq!(decode_record(&b), Some((kv.clone(), dead)));
+            assert_eq!(record_key(&b), Some((&kv.key[..], dead)));
+            // Every truncation that cuts the key is refused; cutting the value only shortens it.
+            for n in 0..37 + kv.key.len() {
+                assert_eq!(decode_record(&b[..n]), None, "{n} bytes");
             }
-        );
-        // A row holding its value itself still reads.
-        assert_eq!(
-            decode_current(b"k", &encode(&kv, false)),
-            Some((kv.clone(), None))
-        );
-        assert_eq!(decode_current(b"k", &encode(&kv, true)), None);
-        assert_eq!(decode_current(b"k", &[CURRENT_REF, 1, 2]), None);
-        assert_eq!(decode_current(b"k", &[9; 50]), None);
-        assert_eq!(decode_current(b"k", &[]), None);
+        }
+        // A legacy history row (value without key) is not a record.
+        assert_eq!(decode_record(&encode(&kv, false)), None);
+        let mut huge = encode_record(&kv, false);
+        huge[33..37].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_record(&huge), None);
+        assert_eq!(decode_record(&[RECORD + 2; 60]), None);
+        assert_eq!(decode_record(&[]), None);
     }
 }

@@ -11,13 +11,19 @@
 //! One B+tree write transaction may carry many requests (the server applies a batch of log
 //! entries at once): [`MvccTxn::end_request`] closes one request's revision.
 
+pub mod index;
 pub mod keys;
 pub mod kv;
 mod scan;
 mod snapshot;
 mod txn;
 
-use quorumkv_btree::Db;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use quorumkv_btree::{Db, ReadTxn, WriteTxn};
+
+use index::{KeyIndex, Revision, Version};
 
 pub use kv::{Event, KeyValue};
 pub use snapshot::Snapshot;
@@ -68,10 +74,14 @@ pub struct RangeOpts {
     pub count_only: bool,
 }
 
-/// The key space.
+/// The key space: the tree and the key index over it.
 #[derive(Debug, Clone)]
 pub struct Mvcc {
     db: Db,
+    /// The index of the tree's current contents. Replacing the tree's contents wholesale
+    /// (a snapshot install) swaps in a new index under this lock, so a view taken under it
+    /// pairs a tree snapshot with the index built for it.
+    index: Arc<Mutex<Arc<RwLock<KeyIndex>>>>,
 }
 
 pub(crate) fn read_u64(v: Option<&[u8]>, default: u64) -> u64 {
@@ -79,10 +89,76 @@ pub(crate) fn read_u64(v: Option<&[u8]>, default: u64) -> u64 {
         .map_or(default, u64::from_le_bytes)
 }
 
+/// Rewrites a tree in the legacy layout (see `keys.rs`) into revision rows, in one durable
+/// transaction; a tree without legacy rows is left alone. Returns how many versions moved.
+fn convert_legacy(db: &Db) -> Result<u64> {
+    let legacy = |p: u8| db.begin_read().prefix(&[p]).next().is_some();
+    if !legacy(keys::HISTORY) && !legacy(keys::CURRENT) {
+        return Ok(0);
+    }
+    let mut w = db.begin_write()?;
+    let mut moved = 0;
+    // The old revision rows go first: the new ones take their keys.
+    for prefix in [keys::REVISIONS, keys::CURRENT, keys::HISTORY] {
+        let view = db.begin_read();
+        for item in view.prefix(&[prefix]) {
+            let (k, v) = item?;
+            w.remove(k)?;
+            if prefix != keys::HISTORY {
+                continue;
+            }
+            let (user, main, sub) =
+                keys::parse_history(k).ok_or_else(|| MvccError::Corrupt(k.to_vec()))?;
+            let (version, dead) =
+                kv::decode(&user, v).ok_or_else(|| MvccError::Corrupt(k.to_vec()))?;
+            w.insert(
+                &keys::revision(main, sub),
+                &kv::encode_record(&version, dead),
+            )?;
+            moved += 1;
+        }
+    }
+    w.commit()?;
+    tracing::info!(versions = moved, "key space converted to revision rows");
+    Ok(moved)
+}
+
+/// The key index of what `view` holds.
+fn build_index(view: &ReadTxn) -> Result<KeyIndex> {
+    let mut ix = KeyIndex::default();
+    ix.set_compacted(read_u64(view.get(keys::META_COMPACT)?, 0));
+    for item in view.prefix(&[keys::REVISIONS]) {
+        let (k, v) = item?;
+        let corrupt = || MvccError::Corrupt(k.to_vec());
+        let (main, sub) = keys::parse_revision(k).ok_or_else(corrupt)?;
+        let (key, dead) = kv::record_key(v).ok_or_else(corrupt)?;
+        let rev = Revision { main, sub };
+        if ix
+            .before(
+                key,
+                Revision {
+                    main: u64::MAX,
+                    sub: u64::MAX,
+                },
+            )
+            .is_some_and(|last| last.rev >= rev)
+        {
+            return Err(corrupt());
+        }
+        ix.push(key, Version { rev, dead });
+    }
+    Ok(ix)
+}
+
 impl Mvcc {
-    /// The key space in `db`.
-    pub fn new(db: Db) -> Mvcc {
-        Mvcc { db }
+    /// The key space in `db`, converting a tree in the legacy layout first.
+    pub fn open(db: Db) -> Result<Mvcc> {
+        convert_legacy(&db)?;
+        let ix = build_index(&db.begin_read())?;
+        Ok(Mvcc {
+            db,
+            index: Arc::new(Mutex::new(Arc::new(RwLock::new(ix)))),
+        })
     }
 
     /// The B+tree underneath.
@@ -92,11 +168,29 @@ impl Mvcc {
 
     /// A consistent snapshot for reads.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.db.begin_read())
+        let slot = self.index.lock();
+        Snapshot::new(self.db.begin_read(), Arc::clone(&slot))
     }
 
     /// A write transaction; `commit` records `applied_index` with it.
     pub fn write(&self) -> Result<MvccTxn> {
-        MvccTxn::new(self.db.begin_write()?)
+        let index = Arc::clone(&self.index.lock());
+        MvccTxn::new(self.db.begin_write()?, index)
+    }
+
+    /// Runs `replace`, which rewrites the tree's contents wholesale in the transaction it
+    /// returns, then commits that durably and rebuilds the key index for the new contents;
+    /// readers meanwhile keep the old pair.
+    pub fn replace<T>(
+        &self,
+        replace: impl FnOnce(&Db) -> std::result::Result<(WriteTxn, T), String>,
+    ) -> std::result::Result<T, String> {
+        let (w, out) = replace(&self.db)?;
+        let mut slot = self.index.lock();
+        w.commit().map_err(|e| e.to_string())?;
+        convert_legacy(&self.db).map_err(|e| e.to_string())?;
+        let ix = build_index(&self.db.begin_read()).map_err(|e| e.to_string())?;
+        *slot = Arc::new(RwLock::new(ix));
+        Ok(out)
     }
 }

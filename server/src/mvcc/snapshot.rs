@@ -1,19 +1,24 @@
 //! A consistent read view of the key space.
 
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use quorumkv_btree::ReadTxn;
 
-use super::scan::{self, Source};
-use super::{Event, KeyValue, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
+use super::index::{KeyIndex, Revision};
+use super::scan;
+use super::{Event, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
 
-/// A read snapshot of the key space.
+/// A read snapshot of the key space: a tree snapshot and the key index it was taken with.
 #[derive(Debug)]
 pub struct Snapshot {
     txn: ReadTxn,
+    index: Arc<RwLock<KeyIndex>>,
 }
 
 impl Snapshot {
-    pub(crate) fn new(txn: ReadTxn) -> Snapshot {
-        Snapshot { txn }
+    pub(crate) fn new(txn: ReadTxn, index: Arc<RwLock<KeyIndex>>) -> Snapshot {
+        Snapshot { txn, index }
     }
 
     /// The B+tree snapshot underneath.
@@ -41,6 +46,7 @@ impl Snapshot {
     pub fn range(&self, key: &[u8], range_end: &[u8], opts: RangeOpts) -> Result<RangeResult> {
         scan::range(
             &self.txn,
+            &self.index,
             self.revision()?,
             self.compact_revision()?,
             key,
@@ -49,13 +55,22 @@ impl Snapshot {
         )
     }
 
+    /// Fails with `Compacted` when `rev` is below the compacted revision, as of now.
+    fn check_compacted(&self, rev: i64) -> Result<()> {
+        let compacted = self
+            .compact_revision()?
+            .max(self.index.read().compacted() as i64);
+        if rev < compacted {
+            return Err(MvccError::Compacted);
+        }
+        Ok(())
+    }
+
     /// Events of revisions `from..=to` in revision order, each with its previous version, at
     /// most about `max` of them (a revision is never split). Fails with `Compacted` when
     /// `from` is below the compacted revision.
     pub fn events(&self, from: i64, to: i64, max: usize) -> Result<Vec<Event>> {
-        if from < self.compact_revision()? {
-            return Err(MvccError::Compacted);
-        }
+        self.check_compacted(from)?;
         let mut out = Vec::new();
         if from > to {
             return Ok(out);
@@ -63,46 +78,29 @@ impl Snapshot {
         let start = keys::revision(from.max(0) as u64, 0);
         let end = keys::revision(to as u64 + 1, 0);
         let mut last_main = 0;
-        let mut failure = None;
-        self.txn.each(&start, &end, &mut |k, user| {
-            let Some((main, sub)) = keys::parse_revision(k) else {
-                failure = Some(MvccError::Corrupt(k.to_vec()));
-                return Ok(false);
-            };
+        for item in self.txn.range(start.as_slice()..end.as_slice()) {
+            let (k, row) = item?;
+            let (main, sub) =
+                keys::parse_revision(k).ok_or_else(|| MvccError::Corrupt(k.into()))?;
             if out.len() >= max && main != last_main {
-                return Ok(false);
+                break;
             }
             last_main = main;
-            let hk = keys::history(user, main, sub);
-            let rec = self
-                .txn
-                .get(&hk)?
-                .ok_or_else(|| MvccError::Corrupt(hk.clone()))?;
-            let (kv, dead) = kv::decode(user, rec).ok_or_else(|| MvccError::Corrupt(hk.clone()))?;
-            let prev = self.version_before(user, main, sub)?;
+            let (kv, dead) = kv::decode_record(row).ok_or_else(|| MvccError::Corrupt(k.into()))?;
+            let before = self.index.read().before(&kv.key, Revision { main, sub });
+            let prev = match before {
+                Some(v) if !v.dead => Some(scan::live_version(&self.txn, v.rev)?),
+                _ => None,
+            };
             out.push(Event {
                 delete: dead,
                 kv,
                 prev,
             });
-            Ok(true)
-        })?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(out),
         }
-    }
-
-    /// The live version of `key` just before revision (`main`, `sub`), if any.
-    fn version_before(&self, key: &[u8], main: u64, sub: u64) -> Result<Option<KeyValue>> {
-        let lo = keys::history_prefix(key);
-        let hi = keys::history(key, main, sub);
-        let Some(item) = self.txn.range(lo.as_slice()..hi.as_slice()).next_back() else {
-            return Ok(None);
-        };
-        let (k, v) = item?;
-        let (kv, dead) = kv::decode(key, v).ok_or_else(|| MvccError::Corrupt(k.to_vec()))?;
-        Ok((!dead).then_some(kv))
+        // A compaction meanwhile may have dropped a previous version from the index.
+        self.check_compacted(from)?;
+        Ok(out)
     }
 
     /// etcd's HashKV: a CRC32C over every stored version at or below `rev` (0: current),
@@ -118,16 +116,12 @@ impl Snapshot {
             return Err(MvccError::Compacted);
         }
         let mut h = crc32c::crc32c(&compacted.to_le_bytes());
-        self.txn
-            .each(&[keys::HISTORY], &[keys::HISTORY + 1], &mut |k, v| {
-                let (_, main, _) =
-                    keys::parse_history(k).ok_or_else(|| MvccError::Corrupt(k.to_vec()))?;
-                if main as i64 <= rev {
-                    h = crc32c::crc32c_append(h, k);
-                    h = crc32c::crc32c_append(h, v);
-                }
-                Ok(true)
-            })?;
+        let end = keys::revision(rev as u64 + 1, 0);
+        for item in self.txn.range(&[keys::REVISIONS][..]..end.as_slice()) {
+            let (k, v) = item?;
+            h = crc32c::crc32c_append(h, k);
+            h = crc32c::crc32c_append(h, v);
+        }
         Ok((h, compacted, rev))
     }
 }

@@ -1,14 +1,29 @@
 //! A write transaction on the key space.
 
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use quorumkv_btree::WriteTxn;
 
+use super::index::{KeyIndex, Revision, Saved, Version};
 use super::scan;
 use super::{Event, KeyValue, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
 
+/// A change to the key index, undone if the transaction does not commit.
+enum Undo {
+    Pushed(Vec<u8>),
+    Compacted { before: u64, saved: Saved },
+}
+
 /// One B+tree transaction on the key space, carrying one or more requests: every
 /// modification of one request shares one main revision ([`MvccTxn::end_request`] closes it).
+/// Its versions go to the key index as they are written; if it does not commit, they are
+/// taken out again.
 pub struct MvccTxn {
-    txn: WriteTxn,
+    /// `None` once committed.
+    txn: Option<WriteTxn>,
+    index: Arc<RwLock<KeyIndex>>,
+    undo: Vec<Undo>,
     base_rev: u64,
     /// Sub-revisions used so far by the open request (0: nothing modified yet).
     sub: u64,
@@ -27,11 +42,13 @@ impl std::fmt::Debug for MvccTxn {
 }
 
 impl MvccTxn {
-    pub(crate) fn new(txn: WriteTxn) -> Result<MvccTxn> {
+    pub(crate) fn new(txn: WriteTxn, index: Arc<RwLock<KeyIndex>>) -> Result<MvccTxn> {
         let base_rev = read_u64(txn.get(keys::META_REV)?.as_deref(), 1);
         let compact = read_u64(txn.get(keys::META_COMPACT)?.as_deref(), 0);
         Ok(MvccTxn {
-            txn,
+            txn: Some(txn),
+            index,
+            undo: Vec::new(),
             base_rev,
             sub: 0,
             rev_dirty: false,
@@ -42,7 +59,11 @@ impl MvccTxn {
 
     /// The B+tree transaction underneath (for the server's own rows beside the key space).
     pub fn tree(&mut self) -> &mut WriteTxn {
-        &mut self.txn
+        self.txn.as_mut().expect("an open transaction")
+    }
+
+    fn view(&self) -> &WriteTxn {
+        self.txn.as_ref().expect("an open transaction")
     }
 
     /// The revision the open request's modifications get.
@@ -81,16 +102,17 @@ impl MvccTxn {
 
     /// The current version of `key`, including this transaction's changes.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        match self.txn.get(&keys::current(key))? {
-            Some(v) => Ok(Some(scan::current_version(&self.txn, key, &v, true)?)),
-            None => Ok(None),
-        }
+        let Some(rev) = self.index.read().get(key, u64::MAX) else {
+            return Ok(None);
+        };
+        Ok(Some(scan::live_version(self.view(), rev)?))
     }
 
     /// etcd's Range as of this transaction (its own writes included), at a revision.
     pub fn range_opts(&self, key: &[u8], range_end: &[u8], opts: RangeOpts) -> Result<RangeResult> {
         scan::range(
-            &self.txn,
+            self.view(),
+            &self.index,
             self.current_revision(),
             self.compact_revision(),
             key,
@@ -114,6 +136,16 @@ impl MvccTxn {
         (self.base_rev + 1, s)
     }
 
+    /// Stores `kv` at (`main`, `sub`) and records it in the index.
+    fn store(&mut self, kv: &KeyValue, main: u64, sub: u64, dead: bool) -> Result<()> {
+        self.tree()
+            .insert(&keys::revision(main, sub), &kv::encode_record(kv, dead))?;
+        let rev = Revision { main, sub };
+        self.index.write().push(&kv.key, Version { rev, dead });
+        self.undo.push(Undo::Pushed(kv.key.clone()));
+        Ok(())
+    }
+
     /// etcd's Put; returns the previous version.
     pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>> {
         let prev = self.get(key)?;
@@ -126,11 +158,7 @@ impl MvccTxn {
             value: value.to_vec(),
             lease,
         };
-        self.txn
-            .insert(&keys::current(key), &kv::encode_current(&kv, sub))?;
-        self.txn
-            .insert(&keys::history(key, main, sub), &kv::encode(&kv, false))?;
-        self.txn.insert(&keys::revision(main, sub), key)?;
+        self.store(&kv, main, sub, false)?;
         self.events.push(Event {
             delete: false,
             kv,
@@ -149,12 +177,7 @@ impl MvccTxn {
                 mod_revision: main as i64,
                 ..KeyValue::default()
             };
-            self.txn.remove(&keys::current(&prev.key))?;
-            self.txn.insert(
-                &keys::history(&prev.key, main, sub),
-                &kv::encode(&tomb, true),
-            )?;
-            self.txn.insert(&keys::revision(main, sub), &prev.key)?;
+            self.store(&tomb, main, sub, true)?;
             self.events.push(Event {
                 delete: true,
                 kv: tomb,
@@ -174,75 +197,72 @@ impl MvccTxn {
         if rev <= self.compact {
             return Err(MvccError::Compacted);
         }
-        // Scan the history in bounded chunks; per key, keep the newest version at or before
-        // `rev` (unless it is a deletion) and everything after.
-        let mut start = vec![keys::HISTORY];
-        let end = vec![keys::HISTORY + 1];
-        let mut prev_key: Option<(Vec<u8>, Vec<u8>)> = None; // (user key, tree key of its newest version <= rev)
-        loop {
-            let rows = self.txn.scan(&start, Some(&end), 4096)?;
-            let Some((last, _)) = rows.last() else { break };
-            let mut next = last.clone();
-            next.push(0);
-            for (k, v) in rows {
-                let (user, main, _) =
-                    keys::parse_history(&k).ok_or_else(|| MvccError::Corrupt(k.clone()))?;
-                if main > rev {
-                    continue;
-                }
-                let (_, dead) =
-                    kv::decode(&user, &v).ok_or_else(|| MvccError::Corrupt(k.clone()))?;
-                if let Some((pu, pk)) = prev_key.take()
-                    && pu == user
-                {
-                    // Superseded by this newer version.
-                    self.txn.remove(&pk)?;
-                }
-                if dead {
-                    // A deletion at or before the point: nothing of this key survives there.
-                    self.txn.remove(&k)?;
-                    prev_key = None;
-                } else {
-                    prev_key = Some((user, k));
-                }
-            }
-            start = next;
-        }
-        let rows = self.txn.scan(
-            &[keys::REVISIONS],
-            Some(&keys::revision(rev, 0)),
-            usize::MAX,
-        )?;
-        for (k, _) in rows {
-            self.txn.remove(&k)?;
+        let (dropped, saved) = {
+            let mut ix = self.index.write();
+            let before = ix.compacted();
+            let (dropped, saved) = ix.compact(rev);
+            (dropped, Undo::Compacted { before, saved })
+        };
+        self.undo.push(saved);
+        for r in dropped {
+            self.tree().remove(&keys::revision(r.main, r.sub))?;
         }
         self.compact = rev;
-        self.txn.insert(keys::META_COMPACT, &rev.to_le_bytes())?;
+        self.tree().insert(keys::META_COMPACT, &rev.to_le_bytes())?;
         Ok(())
     }
 
     fn finish(&mut self, applied_index: u64) -> Result<i64> {
         self.end_request();
         if self.rev_dirty {
-            self.txn
-                .insert(keys::META_REV, &self.base_rev.to_le_bytes())?;
+            let rev = self.base_rev;
+            self.tree().insert(keys::META_REV, &rev.to_le_bytes())?;
         }
-        self.txn.set_user_value(applied_index);
+        self.tree().set_user_value(applied_index);
         Ok(self.base_rev as i64)
+    }
+
+    /// Commits the tree transaction (`durable` or not); the index keeps its changes only if
+    /// that succeeds.
+    fn commit_tree(&mut self, durable: bool) -> Result<()> {
+        let txn = self.txn.take().expect("an open transaction");
+        if durable {
+            txn.commit()?;
+        } else {
+            txn.commit_no_sync()?;
+        }
+        self.undo.clear();
+        Ok(())
     }
 
     /// Commits durably, recording `applied_index`; returns the revision and the events not
     /// yet taken.
     pub fn commit(mut self, applied_index: u64) -> Result<(i64, Vec<Event>)> {
         let rev = self.finish(applied_index)?;
-        self.txn.commit()?;
-        Ok((rev, self.events))
+        self.commit_tree(true)?;
+        Ok((rev, std::mem::take(&mut self.events)))
     }
 
     /// Commits without waiting for the disk (the next durable commit covers it).
     pub fn commit_no_sync(mut self, applied_index: u64) -> Result<(i64, Vec<Event>)> {
         let rev = self.finish(applied_index)?;
-        self.txn.commit_no_sync()?;
-        Ok((rev, self.events))
+        self.commit_tree(false)?;
+        Ok((rev, std::mem::take(&mut self.events)))
+    }
+}
+
+impl Drop for MvccTxn {
+    /// A transaction that did not commit takes its versions out of the index again.
+    fn drop(&mut self) {
+        if self.undo.is_empty() {
+            return;
+        }
+        let mut ix = self.index.write();
+        for u in self.undo.drain(..).rev() {
+            match u {
+                Undo::Pushed(key) => ix.pop(&key),
+                Undo::Compacted { before, saved } => ix.restore(saved, before),
+            }
+        }
     }
 }

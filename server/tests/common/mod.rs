@@ -5,7 +5,7 @@ use quorumkv_server::mvcc::Mvcc;
 
 /// The key space in the tree file `dir/name` (created if missing).
 pub fn open(dir: &std::path::Path, name: &str) -> Mvcc {
-    Mvcc::new(Db::open(dir.join(name), BTreeOptions::default()).unwrap())
+    Mvcc::open(Db::open(dir.join(name), BTreeOptions::default()).unwrap()).unwrap()
 }
 
 /// Every row of the tree, in order.

@@ -1,0 +1,245 @@
+//! The in-memory index of the key space: for every key, the revisions of its stored versions
+//! (deletions included) in revision order, as etcd's `treeIndex` keeps them.
+//!
+//! The tree stores versions by revision, so a put appends; this index answers "which version
+//! of which keys does revision R see" without touching the tree, and is rebuilt from the
+//! tree's revision rows when the tree opens. Readers filter by revision, so versions a write
+//! transaction adds before it commits (always above every reader's revision) stay invisible;
+//! compaction raises [`KeyIndex::compacted`] as it drops versions, and readers below it get
+//! `Compacted`.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// A revision: the main revision of a modifying request and the sub revision of one of its
+/// operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Revision {
+    /// Main revision.
+    pub main: u64,
+    /// Sub revision.
+    pub sub: u64,
+}
+
+/// One stored version of a key, as the index knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    /// Where the version is stored.
+    pub rev: Revision,
+    /// A deletion.
+    pub dead: bool,
+}
+
+/// The versions of a key before a change, kept to undo it.
+pub type Saved = Vec<(Vec<u8>, Vec<Version>)>;
+
+/// Key → versions, in key order.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    compacted: u64,
+}
+
+/// The live version in `list` that revision `rev` sees.
+fn visible(list: &[Version], rev: u64) -> Option<Revision> {
+    let n = list.partition_point(|v| v.rev.main <= rev);
+    let v = list[..n].last()?;
+    (!v.dead).then_some(v.rev)
+}
+
+/// Bounds of a range of keys.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// The map bounds of etcd's `key` / `range_end`: empty `range_end` is `key` alone, `"\0"` is
+/// every key from `key` on, anything else `[key, range_end)`; `None` for an empty range.
+fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
+    if range_end.is_empty() {
+        Some((Bound::Included(key), Bound::Included(key)))
+    } else if range_end == [0] {
+        Some((Bound::Included(key), Bound::Unbounded))
+    } else if range_end <= key {
+        None
+    } else {
+        Some((Bound::Included(key), Bound::Excluded(range_end)))
+    }
+}
+
+impl KeyIndex {
+    /// The compacted revision: readers below it get `Compacted`.
+    pub fn compacted(&self) -> u64 {
+        self.compacted
+    }
+
+    /// How many keys have a version.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key has a version.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Records a version of `key`, newer than every version it has.
+    pub fn push(&mut self, key: &[u8], v: Version) {
+        let list = match self.keys.get_mut(key) {
+            Some(l) => l,
+            None => self.keys.entry(key.to_vec()).or_default(),
+        };
+        assert!(
+            list.last().is_none_or(|last| last.rev < v.rev),
+            "versions of a key are pushed in revision order"
+        );
+        list.push(v);
+    }
+
+    /// Undoes the last [`KeyIndex::push`] of `key`.
+    pub fn pop(&mut self, key: &[u8]) {
+        let list = self.keys.get_mut(key).expect("popped key was pushed");
+        list.pop();
+        if list.is_empty() {
+            self.keys.remove(key);
+        }
+    }
+
+    /// The live version of `key` that revision `rev` sees.
+    pub fn get(&self, key: &[u8], rev: u64) -> Option<Revision> {
+        visible(self.keys.get(key)?, rev)
+    }
+
+    /// The version of `key` just before `rev` (live or not), if the index holds one.
+    pub fn before(&self, key: &[u8], rev: Revision) -> Option<Version> {
+        let list = self.keys.get(key)?;
+        let n = list.partition_point(|v| v.rev < rev);
+        list[..n].last().copied()
+    }
+
+    /// Calls `f` with every key in etcd's `key` / `range_end` that has a live version at
+    /// `rev`, in key order, until it returns `false`.
+    pub fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        rev: u64,
+        mut f: impl FnMut(&[u8], Revision) -> bool,
+    ) {
+        let Some(b) = bounds(key, range_end) else {
+            return;
+        };
+        for (k, list) in self.keys.range::<[u8], _>(b) {
+            if let Some(r) = visible(list, rev)
+                && !f(k, r)
+            {
+                return;
+            }
+        }
+    }
+
+    /// Drops every version no revision at or after `rev` sees: per key, all versions at or
+    /// below `rev` but the newest, and that one too if it is a deletion. Returns the dropped
+    /// revisions (for the tree) and what it changed (for [`KeyIndex::restore`]).
+    pub fn compact(&mut self, rev: u64) -> (Vec<Revision>, Saved) {
+        assert!(rev >= self.compacted, "compaction moves forward");
+        let mut dropped = Vec::new();
+        let mut saved = Saved::new();
+        let mut emptied = Vec::new();
+        for (k, list) in self.keys.iter_mut() {
+            let n = list.partition_point(|v| v.rev.main <= rev);
+            let keep_newest = n > 0 && !list[n - 1].dead;
+            let cut = if keep_newest { n - 1 } else { n };
+            if cut == 0 {
+                continue;
+            }
+            saved.push((k.clone(), list.clone()));
+            dropped.extend(list.drain(..cut).map(|v| v.rev));
+            if list.is_empty() {
+                emptied.push(k.clone());
+            }
+        }
+        for k in emptied {
+            self.keys.remove(&k);
+        }
+        self.compacted = rev;
+        dropped.sort_unstable();
+        (dropped, saved)
+    }
+
+    /// Puts back what [`KeyIndex::compact`] changed, with the compacted revision before it.
+    pub fn restore(&mut self, saved: Saved, compacted: u64) {
+        for (k, list) in saved {
+            self.keys.insert(k, list);
+        }
+        self.compacted = compacted;
+    }
+
+    /// Sets the compacted revision (on open, from the tree).
+    pub fn set_compacted(&mut self, rev: u64) {
+        self.compacted = rev;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(main: u64, dead: bool) -> Version {
+        Version {
+            rev: Revision { main, sub: 0 },
+            dead,
+        }
+    }
+
+    fn live(ix: &KeyIndex, key: &[u8], end: &[u8], rev: u64) -> Vec<(Vec<u8>, u64)> {
+        let mut out = Vec::new();
+        ix.range(key, end, rev, |k, r| {
+            out.push((k.to_vec(), r.main));
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn revisions_see_the_versions_of_their_time() {
+        let mut ix = KeyIndex::default();
+        ix.push(b"a", v(2, false));
+        ix.push(b"b", v(3, false));
+        ix.push(b"a", v(4, true));
+        ix.push(b"a", v(5, false));
+        assert_eq!(ix.get(b"a", 1), None);
+        assert_eq!(ix.get(b"a", 3).map(|r| r.main), Some(2));
+        assert_eq!(ix.get(b"a", 4), None);
+        assert_eq!(ix.get(b"a", u64::MAX).map(|r| r.main), Some(5));
+        assert_eq!(live(&ix, b"a", b"\0", 4), vec![(b"b".to_vec(), 3)]);
+        assert_eq!(live(&ix, b"a", b"b", 9), vec![(b"a".to_vec(), 5)]);
+        assert_eq!(live(&ix, b"b", b"", 9), vec![(b"b".to_vec(), 3)]);
+        assert_eq!(live(&ix, b"b", b"a", 9), vec![]);
+        assert_eq!(
+            ix.before(b"a", Revision { main: 5, sub: 0 }),
+            Some(v(4, true))
+        );
+        assert_eq!(ix.before(b"a", Revision { main: 2, sub: 0 }), None);
+        ix.pop(b"a");
+        assert_eq!(ix.get(b"a", u64::MAX), None);
+    }
+
+    #[test]
+    fn compaction_keeps_what_later_revisions_see_and_undoes() {
+        let mut ix = KeyIndex::default();
+        ix.push(b"a", v(2, false));
+        ix.push(b"a", v(3, false));
+        ix.push(b"b", v(4, false));
+        ix.push(b"b", v(5, true));
+        ix.push(b"c", v(6, false));
+        let (dropped, saved) = ix.compact(5);
+        let mains: Vec<u64> = dropped.iter().map(|r| r.main).collect();
+        assert_eq!(mains, vec![2, 4, 5]);
+        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.get(b"a", 5).map(|r| r.main), Some(3));
+        assert_eq!(ix.compacted(), 5);
+        ix.restore(saved, 0);
+        assert_eq!(ix.len(), 3);
+        assert_eq!(ix.get(b"b", 4).map(|r| r.main), Some(4));
+        assert_eq!(ix.get(b"a", 2).map(|r| r.main), Some(2));
+        assert_eq!(ix.compacted(), 0);
+    }
+}
