@@ -114,6 +114,11 @@ impl KeyIndex {
         list[..n].last().copied()
     }
 
+    /// The newest version of `key`, live or not.
+    pub fn last(&self, key: &[u8]) -> Option<Version> {
+        self.keys.get(key)?.last().copied()
+    }
+
     /// Calls `f` with every key in etcd's `key` / `range_end` that has a live version at
     /// `rev`, in key order, until it returns `false`.
     pub fn range(

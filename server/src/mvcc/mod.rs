@@ -133,16 +133,7 @@ fn build_index(view: &ReadTxn) -> Result<KeyIndex> {
         let (main, sub) = keys::parse_revision(k).ok_or_else(corrupt)?;
         let (key, dead) = kv::record_key(v).ok_or_else(corrupt)?;
         let rev = Revision { main, sub };
-        if ix
-            .before(
-                key,
-                Revision {
-                    main: u64::MAX,
-                    sub: u64::MAX,
-                },
-            )
-            .is_some_and(|last| last.rev >= rev)
-        {
+        if ix.last(key).is_some_and(|last| last.rev >= rev) {
             return Err(corrupt());
         }
         ix.push(key, Version { rev, dead });
