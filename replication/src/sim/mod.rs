@@ -896,31 +896,6 @@ impl<P: SimProtocol> Sim<P> {
             return;
         };
         let o = self.history[op];
-        let r = match o.kind {
-            OpKind::Get => p.read_index(op as u64 + 1).map(|()| None),
-            OpKind::Put(value) => p
-                .propose(
-                    Command::Put {
-                        op: op as u64,
-                        key: o.key,
-                        value,
-                    }
-                    .encode(),
-                )
-                .map(Some),
-            OpKind::Cas { expect, new } => p
-                .propose(
-                    Command::Cas {
-                        op: op as u64,
-                        key: o.key,
-                        expect,
-                        new,
-                    }
-                    .encode(),
-                )
-                .map(Some),
-        };
-        let term = p.status().term;
         let command = match o.kind {
             OpKind::Get => None,
             OpKind::Put(value) => Some(Command::Put {
@@ -935,6 +910,11 @@ impl<P: SimProtocol> Sim<P> {
                 new,
             }),
         };
+        let r = match &command {
+            None => p.read_index(op as u64 + 1).map(|()| None),
+            Some(c) => p.propose(c.encode()).map(Some),
+        };
+        let term = p.status().term;
         match r {
             Ok(Some(index)) => {
                 self.nodes[n].proposals.insert(index, (term, op));
