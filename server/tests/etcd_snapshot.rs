@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{open, rows};
+use common::{live_at, open, rows};
 use quorumkv_server::kv::{etcd_restore, etcd_snapshot, open_db};
-use quorumkv_server::mvcc::{Mvcc, RangeOpts};
+use quorumkv_server::mvcc::Mvcc;
 
 fn filled(dir: &std::path::Path) -> Mvcc {
     let m = open(dir, "src");
@@ -34,14 +34,7 @@ type Version = (Vec<u8>, Vec<u8>, i64, i64, i64);
 
 /// Every live key's version at `rev` (0: current).
 fn state(m: &Mvcc, rev: i64) -> Vec<Version> {
-    let opts = RangeOpts {
-        revision: rev,
-        ..RangeOpts::default()
-    };
-    m.snapshot()
-        .range(&[0], &[0], opts)
-        .unwrap()
-        .kvs
+    live_at(m, rev)
         .into_iter()
         .map(|kv| {
             (

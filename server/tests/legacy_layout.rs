@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{open, rows};
+use common::{live_at, open, rows};
 use quorumkv_server::mvcc::{KeyValue, Mvcc, RangeOpts, keys, kv};
 
 fn version(key: &[u8], value: &[u8], create: i64, rev: i64, ver: i64) -> KeyValue {
@@ -44,15 +44,8 @@ fn write_legacy(m: &Mvcc) {
     w.commit().unwrap();
 }
 
-fn live_at(m: &Mvcc, rev: i64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
-    let opts = RangeOpts {
-        revision: rev,
-        ..RangeOpts::default()
-    };
-    m.snapshot()
-        .range(&[0], &[0], opts)
-        .unwrap()
-        .kvs
+fn live(m: &Mvcc, rev: i64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+    live_at(m, rev)
         .into_iter()
         .map(|kv| (kv.key, kv.value, kv.version))
         .collect()
@@ -64,9 +57,9 @@ fn a_legacy_tree_is_converted_on_open() {
     write_legacy(&open(dir.path(), "db"));
     let m = open(dir.path(), "db");
     let t = |k: &[u8], v: &[u8], ver: i64| (k.to_vec(), v.to_vec(), ver);
-    assert_eq!(live_at(&m, 0), vec![t(b"a", b"a3", 2), t(b"c", b"c6", 1)]);
-    assert_eq!(live_at(&m, 4), vec![t(b"a", b"a3", 2), t(b"b", b"b4", 1)]);
-    assert_eq!(live_at(&m, 5), vec![t(b"a", b"a3", 2)]);
+    assert_eq!(live(&m, 0), vec![t(b"a", b"a3", 2), t(b"c", b"c6", 1)]);
+    assert_eq!(live(&m, 4), vec![t(b"a", b"a3", 2), t(b"b", b"b4", 1)]);
+    assert_eq!(live(&m, 5), vec![t(b"a", b"a3", 2)]);
     let snap = m.snapshot();
     assert_eq!(snap.applied_index(), 17);
     assert_eq!(snap.compact_revision().unwrap(), 3);
@@ -113,5 +106,5 @@ fn a_legacy_tree_is_converted_on_open() {
     let mut w = m.write().unwrap();
     assert_eq!(w.put(b"a", b"a7", 0).unwrap().map(|p| p.version), Some(2));
     w.commit(18).unwrap();
-    assert_eq!(live_at(&m, 0), vec![t(b"a", b"a7", 3), t(b"c", b"c6", 1)]);
+    assert_eq!(live(&m, 0), vec![t(b"a", b"a7", 3), t(b"c", b"c6", 1)]);
 }
