@@ -65,6 +65,14 @@ fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
 }
 
 impl KeyIndex {
+    /// An empty index of a tree compacted at `compacted`.
+    pub fn new(compacted: u64) -> KeyIndex {
+        KeyIndex {
+            keys: BTreeMap::new(),
+            compacted,
+        }
+    }
+
     /// The compacted revision: readers below it get `Compacted`.
     pub fn compacted(&self) -> u64 {
         self.compacted
@@ -175,11 +183,6 @@ impl KeyIndex {
             self.keys.insert(k, list);
         }
         self.compacted = compacted;
-    }
-
-    /// Sets the compacted revision (on open, from the tree).
-    pub fn set_compacted(&mut self, rev: u64) {
-        self.compacted = rev;
     }
 }
 

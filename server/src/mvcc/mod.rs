@@ -125,8 +125,7 @@ fn convert_legacy(db: &Db) -> Result<u64> {
 
 /// The key index of what `view` holds.
 fn build_index(view: &ReadTxn) -> Result<KeyIndex> {
-    let mut ix = KeyIndex::default();
-    ix.set_compacted(read_u64(view.get(keys::META_COMPACT)?, 0));
+    let mut ix = KeyIndex::new(read_u64(view.get(keys::META_COMPACT)?, 0));
     for item in view.prefix(&[keys::REVISIONS]) {
         let (k, v) = item?;
         let corrupt = || MvccError::Corrupt(k.to_vec());
