@@ -11,6 +11,34 @@ use quorumkv::bench;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Allocator settings for a long-running server, unless the environment sets them
+/// (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ALLOW_THP`):
+///
+/// - Freed memory goes back to the OS after 10 s idle instead of 1 s. Under steady load the
+///   same memory is freed and reused every few hundred milliseconds; returning it after 1 s
+///   made the workers fault it back in (zeroing it) while serving requests.
+/// - No transparent huge pages: a fault on a sparsely used 2 MiB page zeroes all of it, and
+///   those faults bunch up when a thousand clients connect at once (a p99 spike in the first
+///   second). Most latency-sensitive servers run with THP off for the same reason.
+///
+/// Measured with 1,000 clients on one member (medians of 4): p99 125 ms -> 77 ms, throughput
+/// about 10% higher.
+fn tune_allocator() {
+    // `mi_option_purge_delay` in mimalloc.h (the -sys crate names only some options).
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads it on its next purge.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 10_000) };
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: a process attribute with no pointer arguments; it only affects later faults.
+        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "PR_SET_THP_DISABLE");
+        }
+    }
+}
+
 mod serve_cmd;
 mod sim_cmd;
 mod snapshot_cmd;
@@ -47,6 +75,7 @@ enum Command {
 }
 
 fn main() {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
