@@ -21,14 +21,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   those faults bunch up when a thousand clients connect at once (a p99 spike in the first
 ///   second). Most latency-sensitive servers run with THP off for the same reason.
 ///
-/// Measured with 1,000 clients on one member (medians of 4): p99 125 ms -> 77 ms, throughput
-/// about 10% higher.
+/// Measurements in ARCHITECTURE.md ("Allocator settings").
 fn tune_allocator() {
     // `mi_option_purge_delay` in mimalloc.h (the -sys crate names only some options).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a plain integer option; mimalloc reads it on its next purge.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 10_000) };
+        // SAFETY: reads and sets a plain integer option; mimalloc reads it on its next purge.
+        unsafe {
+            debug_assert_eq!(
+                libmimalloc_sys::mi_option_get(PURGE_DELAY),
+                1000,
+                "option 15 is mimalloc's purge delay (default 1000 ms)"
+            );
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 10_000);
+        }
     }
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         // SAFETY: a process attribute with no pointer arguments; it only affects later faults.
@@ -75,7 +81,6 @@ enum Command {
 }
 
 fn main() {
-    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -84,6 +89,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::main(&args),
