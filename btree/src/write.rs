@@ -635,7 +635,15 @@ impl WriteTxn {
     fn finish(mut self, durable: bool) -> Result<()> {
         self.done = true;
         let shrink = self.shrink && durable;
-        if self.dirty.is_empty() && self.freed.is_empty() && self.meta == self.base && !shrink {
+        // A durable commit with no changes of its own still has work when the state it starts
+        // from was committed without sync: it is what makes that state durable.
+        let unsynced_base = durable && self.base.txn > self.alloc.durable_txn;
+        if self.dirty.is_empty()
+            && self.freed.is_empty()
+            && self.meta == self.base
+            && !shrink
+            && !unsynced_base
+        {
             return Ok(());
         }
         match self.write_out(durable) {

@@ -143,3 +143,35 @@ fn every_crash_point_recovers_a_committed_state() {
     );
     assert!(explored > 200);
 }
+
+/// A durable commit that changes nothing still makes the no-sync commits before it durable
+/// (the server's checkpoint after a quiet spell is exactly that).
+#[test]
+fn an_empty_durable_commit_makes_earlier_no_sync_commits_durable() {
+    let storage = Arc::new(SimStorage::new(RESERVED));
+    storage.record_trace();
+    let db = Db::open_with_storage(storage.clone(), opts()).unwrap();
+    let mut t = db.begin_write().unwrap();
+    t.insert(b"k", b"v").unwrap();
+    t.set_user_value(7);
+    t.commit_no_sync().unwrap();
+    let mut t = db.begin_write().unwrap();
+    t.set_user_value(7);
+    t.commit().unwrap();
+    // Nothing new and already durable: a further empty commit is a no-op.
+    let ops = storage.ops();
+    assert!(ops > 0, "the trace records");
+    let mut t = db.begin_write().unwrap();
+    t.set_user_value(7);
+    t.commit().unwrap();
+    assert_eq!(
+        storage.ops(),
+        ops,
+        "an empty commit over a durable state writes nothing"
+    );
+    drop(db);
+    let disk = Arc::new(storage.crash(CrashMode::DropUnsynced));
+    let db = Db::open_with_storage(disk, opts()).unwrap();
+    assert_eq!(db.begin_read().user_value(), 7);
+    assert_eq!(db.begin_read().get(b"k").unwrap(), Some(&b"v"[..]));
+}
