@@ -76,9 +76,10 @@ impl Applier {
         Ok(())
     }
 
-    /// Applies `entries` (in log order) in one transaction, committed durably when
-    /// `durable`; then wakes their waiters and publishes their events.
-    pub fn apply(&mut self, entries: &[Entry], durable: bool) -> Result<(), KvError> {
+    /// Applies `entries` (in log order) in one transaction, committed without sync (the log
+    /// holds them durably; [`Applier::checkpoint`] makes the tree catch up); then wakes their
+    /// waiters and publishes their events.
+    pub fn apply(&mut self, entries: &[Entry]) -> Result<(), KvError> {
         let Some(last) = entries.last() else {
             return Ok(());
         };
@@ -126,11 +127,7 @@ impl Applier {
             }
         }
         let compacted_after = txn.compact_revision();
-        if durable {
-            txn.commit(last.index)?;
-        } else {
-            txn.commit_no_sync(last.index)?;
-        }
+        txn.commit_no_sync(last.index)?;
         if members_changed {
             self.shared.members_changed();
         }
