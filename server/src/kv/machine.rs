@@ -120,6 +120,18 @@ impl ApplyThread {
         true
     }
 
+    /// Makes the tree durable through `applied` and publishes that; false when it failed
+    /// and apply has stopped.
+    fn checkpoint(&mut self) -> bool {
+        if let Err(e) = self.applier.checkpoint(self.applied) {
+            tracing::error!(error = %e, "checkpoint failed; apply stops");
+            self.applier.shared().stop_apply();
+            return false;
+        }
+        self.durable.store(self.applied, Ordering::Release);
+        true
+    }
+
     fn run(mut self) {
         use mpsc::RecvTimeoutError;
         let mut since_durable = 0u64;
@@ -135,12 +147,9 @@ impl ApplyThread {
                             if self.flush_failed() {
                                 return;
                             }
-                            if let Err(e) = self.applier.checkpoint(self.applied) {
-                                tracing::error!(error = %e, "checkpoint failed; apply stops");
-                                self.applier.shared().stop_apply();
+                            if !self.checkpoint() {
                                 return;
                             }
-                            self.durable.store(self.applied, Ordering::Release);
                             since_durable = 0;
                             last_durable = Instant::now();
                         }
@@ -202,12 +211,9 @@ impl ApplyThread {
             }
             self.applied = last;
             if durable {
-                if let Err(e) = self.applier.checkpoint(last) {
-                    tracing::error!(error = %e, "checkpoint failed; apply stops");
-                    self.applier.shared().stop_apply();
+                if !self.checkpoint() {
                     return;
                 }
-                self.durable.store(last, Ordering::Release);
                 since_durable = 0;
                 last_durable = Instant::now();
             } else if since_durable >= self.every / 2 || last_durable.elapsed() >= self.interval / 2
