@@ -30,7 +30,6 @@ use crate::recovery::{self, RecoveryReport};
 use crate::segment::{self, SegmentHeader};
 use crate::ticket::{Durability, Ticket};
 
-const ZERO_CHUNK_BYTES: usize = 1 << 20;
 const READ_CHUNK_BYTES: u64 = 4 << 20;
 
 /// Upper bounds of the fdatasync duration buckets, in microseconds (the last bucket is
@@ -268,15 +267,17 @@ fn install_segment(
     Ok((seg, io))
 }
 
-fn write_zeros(file: &dyn LogFile, from: u64, to: u64) -> io::Result<()> {
-    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(usize::try_from(to - from).unwrap_or(usize::MAX))];
-    let mut off = from;
-    while off < to {
-        let n = (to - off).min(zeros.len() as u64) as usize;
-        file.write_at(&zeros[..n], off)?;
-        off += n as u64;
+/// Cuts a segment file at `cut`, durably, and gives it back its previous length (read as
+/// zeros). Shrinking is one metadata step that a crash keeps or drops whole, so the dead records
+/// are either all there or all gone. Zeroing them in place instead could tear into a damaged
+/// record followed by intact ones, which recovery must treat as corruption, not as a crash.
+fn cut_tail(file: &dyn LogFile, cut: u64) -> io::Result<()> {
+    let len = file.len_bytes()?;
+    file.truncate(cut)?;
+    if len > cut {
+        file.allocate(len)?;
     }
-    Ok(())
+    file.sync_data()
 }
 
 impl Wal {
@@ -740,7 +741,7 @@ impl Wal {
             .expect("the first segment is never removed here");
         let keep = (from - seg.header.first_index) as usize;
         let cut = seg.offsets.get(keep).map_or(seg.end, |&o| u64::from(o));
-        if let Err(e) = write_zeros(&*seg.file, cut, seg.end).and_then(|()| seg.file.sync_data()) {
+        if let Err(e) = cut_tail(&*seg.file, cut) {
             drop((segs, io, st));
             return Err(self.fail("truncate", e));
         }
