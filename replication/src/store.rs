@@ -171,6 +171,9 @@ pub struct WalStore {
     state_seq: u64,
     hard_state: HardState,
     snapshot: SnapshotMeta,
+    /// Encoded entries saved since the last sync, appended by it (see [`Wal::append_durable`]).
+    unsaved: Vec<Vec<u8>>,
+    /// Appends already queued (before a truncation) that the next sync waits for.
     pending: Vec<quorumkv_wal::Ticket>,
     hs_dirty: bool,
 }
@@ -267,6 +270,7 @@ impl WalStore {
             state_seq,
             hard_state,
             snapshot,
+            unsaved: Vec::new(),
             pending: Vec::new(),
             hs_dirty: false,
         })
@@ -296,6 +300,34 @@ impl WalStore {
             .write_all_at(&b, slot)
             .and_then(|()| self.state.sync_data())
             .map_err(|source| StoreError::Io { path, source })
+    }
+
+    /// Last index saved, counting entries not yet handed to the log.
+    fn last_index(&self) -> u64 {
+        self.wal.last_index() + self.unsaved.len() as u64
+    }
+
+    /// Drops every saved entry from `from` on: from the entries not yet handed to the log, or
+    /// with them from the log itself (durable on return; appends queued before it complete
+    /// first).
+    fn truncate_from(&mut self, from: u64) -> Result<(), StoreError> {
+        let written = self.wal.last_index();
+        if from > written {
+            self.unsaved.truncate((from - written - 1) as usize);
+        } else {
+            self.unsaved.clear();
+            self.wal.truncate_suffix(from.max(self.wal.first_index()))?;
+        }
+        Ok(())
+    }
+
+    /// Queues the saved entries on the log without waiting, so a compaction can follow them.
+    fn queue_unsaved(&mut self) -> Result<(), StoreError> {
+        if !self.unsaved.is_empty() {
+            let ticket = self.wal.append(self.unsaved.drain(..))?;
+            self.pending.push(ticket);
+        }
+        Ok(())
     }
 
     fn encode_entry(e: &Entry) -> Vec<u8> {
@@ -343,22 +375,20 @@ impl LogStore for WalStore {
         entries: &[Entry],
     ) -> Result<(), StoreError> {
         if let Some(t) = t
-            && t <= self.wal.last_index()
+            && t <= self.last_index()
         {
-            // Durable on return; tickets queued before it complete first.
-            self.wal.truncate_suffix(t.max(self.wal.first_index()))?;
+            self.truncate_from(t)?;
         }
         if let Some(first) = entries.first() {
-            if first.index <= self.wal.last_index() {
-                self.wal.truncate_suffix(first.index)?;
+            if first.index <= self.last_index() {
+                self.truncate_from(first.index)?;
             }
             assert_eq!(
                 first.index,
-                self.wal.last_index() + 1,
+                self.last_index() + 1,
                 "entries continue the log"
             );
-            let ticket = self.wal.append(entries.iter().map(Self::encode_entry))?;
-            self.pending.push(ticket);
+            self.unsaved.extend(entries.iter().map(Self::encode_entry));
         }
         if let Some(h) = hs {
             self.hard_state = h;
@@ -369,6 +399,9 @@ impl LogStore for WalStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         for t in self.pending.drain(..) {
             t.wait()?;
+        }
+        if !self.unsaved.is_empty() {
+            self.wal.append_durable(self.unsaved.drain(..))?;
         }
         if self.hs_dirty {
             self.write_state()?;
@@ -394,6 +427,7 @@ impl LogStore for WalStore {
         if s.index <= self.snapshot.index {
             return Ok(());
         }
+        self.queue_unsaved()?;
         self.snapshot = s.clone();
         self.write_state()?;
         fail::fail_point!("store::compact", |_| Err(self.injected()));
@@ -401,6 +435,7 @@ impl LogStore for WalStore {
         Ok(())
     }
     fn load(&self) -> Result<Restored, StoreError> {
+        debug_assert!(self.unsaved.is_empty(), "a store is loaded before it saves");
         let first = (self.snapshot.index + 1).max(self.wal.first_index());
         let last = self.wal.last_index();
         let mut entries = Vec::new();

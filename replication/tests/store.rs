@@ -61,18 +61,41 @@ fn suite<S: LogStore>(mut store: S, reopen: impl Fn(S) -> S) {
     let r = store.load().unwrap();
     assert_eq!(r.entries.last().unwrap(), &e(46, 4));
     assert_eq!(r.entries[42], e(43, 3));
-    // Compaction keeps what follows the snapshot.
+    // Several saves before one sync (a group commit): a later save may replace entries of an
+    // earlier one not yet synced, or reach back into the synced log.
+    store
+        .save(None, None, &[e(47, 4), e(48, 4), e(49, 4)])
+        .unwrap();
+    store.save(None, Some(49), &[e(49, 5), e(50, 5)]).unwrap();
+    store.save(None, None, &[e(51, 5)]).unwrap();
+    store.sync().unwrap();
+    let r = store.load().unwrap();
+    assert_eq!(r.entries.len(), 51);
+    assert_eq!(r.entries[47], e(48, 4));
+    assert_eq!(r.entries[48], e(49, 5));
+    assert_eq!(r.entries.last().unwrap(), &e(51, 5));
+    store.save(None, None, &[e(52, 5), e(53, 5)]).unwrap();
+    store.save(None, None, &[e(50, 6)]).unwrap();
+    store.sync().unwrap();
+    let r = store.load().unwrap();
+    assert_eq!(r.entries.len(), 50);
+    assert_eq!(r.entries[48], e(49, 5));
+    assert_eq!(r.entries.last().unwrap(), &e(50, 6));
+    // Compaction keeps what follows the snapshot, also when it comes between a save and its
+    // sync.
     let snap = SnapshotMeta {
         index: 30,
         term: 1,
         conf: Conf::new([1, 2, 3]),
     };
+    store.save(None, None, &[e(51, 6)]).unwrap();
     store.compact(&snap).unwrap();
+    store.sync().unwrap();
     let mut store = reopen(store);
     let r = store.load().unwrap();
     assert_eq!(r.snapshot, snap);
     assert_eq!(r.entries.first().unwrap().index, 31);
-    assert_eq!(r.entries.last().unwrap(), &e(46, 4));
+    assert_eq!(r.entries.last().unwrap(), &e(51, 6));
     assert_eq!(r.applied, 30);
     // Installing a snapshot past the end restarts the log after it.
     let snap2 = SnapshotMeta {

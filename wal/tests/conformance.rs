@@ -198,6 +198,28 @@ fn purge_prefix(env: &dyn Env) {
     assert_eq!(wal.read(1001..1002).unwrap(), vec![rec(1001)]);
 }
 
+/// What an appender thread appended: `(index, payload)` pairs.
+type Appended = Vec<(u64, Vec<u8>)>;
+
+/// Joins appender threads that each return `(index, payload)` for what they appended, and
+/// checks the indexes are dense and unique from 1 and the log reads back every payload.
+fn join_and_check(wal: &Wal, threads: Vec<std::thread::JoinHandle<Appended>>) -> u64 {
+    let mut all: Vec<(u64, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort();
+    for (k, (index, _)) in all.iter().enumerate() {
+        assert_eq!(*index, k as u64 + 1, "indexes are dense and unique");
+    }
+    let last = all.len() as u64;
+    let got = wal.read(1..last + 1).unwrap();
+    for (k, (_, payload)) in all.iter().enumerate() {
+        assert_eq!(&got[k], payload);
+    }
+    last
+}
+
 fn concurrent_appenders(env: &dyn Env) {
     let wal = Arc::new(open(env, small()));
     let threads: Vec<_> = (0..8u64)
@@ -215,22 +237,65 @@ fn concurrent_appenders(env: &dyn Env) {
             })
         })
         .collect();
-    let mut all: Vec<(u64, Vec<u8>)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    all.sort();
-    assert_eq!(all.len(), 1600);
-    for (k, (index, _)) in all.iter().enumerate() {
-        assert_eq!(*index, k as u64 + 1, "indexes are dense and unique");
-    }
-    let got = wal.read(1..1601).unwrap();
-    for (k, (_, payload)) in all.iter().enumerate() {
-        assert_eq!(&got[k], payload);
-    }
+    assert_eq!(join_and_check(&wal, threads), 1600);
     let stats = wal.stats();
     assert_eq!(stats.records, 1600);
     assert!(stats.syncs >= 1);
+}
+
+/// `append_durable` writes in the calling thread when the log is idle and queues otherwise;
+/// mixed with plain appends from other threads, across batch limits and segment rotations,
+/// every record gets a unique dense index and is durable when the call returns.
+fn append_durable_mixed_with_appends(env: &dyn Env) {
+    let opts = WalOptions {
+        batch_records_max: 8,
+        ..small()
+    };
+    let wal = Arc::new(open(env, opts));
+    let threads: Vec<_> = (0..6u64)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..60u64 {
+                    let n = 1 + (i * 7 + t) % 20;
+                    let payloads: Vec<Vec<u8>> = (0..n)
+                        .map(|k| format!("t{t}-{i}-{k}").into_bytes())
+                        .collect();
+                    let first = if t % 2 == 0 {
+                        let range = wal.append_durable(&payloads).unwrap();
+                        assert_eq!(range.end - range.start, n);
+                        assert!(wal.durable_index() >= range.end - 1);
+                        range.start
+                    } else {
+                        let ticket = wal.append(&payloads).unwrap();
+                        ticket.wait().unwrap();
+                        ticket.first_index()
+                    };
+                    for (k, p) in payloads.into_iter().enumerate() {
+                        mine.push((first + k as u64, p));
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let last = join_and_check(&wal, threads);
+    assert_eq!(wal.durable_index(), last);
+    assert!(segment_count(env) > 1, "the workload rotates segments");
+    // On an idle log the caller's own write and fdatasync make it durable.
+    let syncs = wal.stats().syncs;
+    let range = wal.append_durable([rec(1)]).unwrap();
+    assert_eq!(range, last + 1..last + 2);
+    assert_eq!(wal.durable_index(), last + 1);
+    assert!(wal.stats().syncs > syncs);
+    // An empty append is durable at once and takes no index.
+    let empty = wal.append_durable(std::iter::empty::<&[u8]>()).unwrap();
+    assert_eq!(empty, last + 2..last + 2);
+    drop(wal);
+    let wal = open(env, small());
+    assert_eq!(wal.last_index(), last + 1);
+    assert_eq!(wal.read(last + 1..last + 2).unwrap(), vec![rec(1)]);
 }
 
 fn async_tickets_and_pipelining(env: &dyn Env) {
@@ -299,6 +364,10 @@ macro_rules! suite {
             #[test]
             fn concurrent_appenders() {
                 super::concurrent_appenders(&$env);
+            }
+            #[test]
+            fn append_durable_mixed_with_appends() {
+                super::append_durable_mixed_with_appends(&$env);
             }
             #[test]
             fn async_tickets_and_pipelining() {

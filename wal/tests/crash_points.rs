@@ -136,14 +136,24 @@ fn run_workload(fs: &SimFs) -> (Vec<Event>, HashMap<u64, HashSet<Vec<u8>>>) {
                     (first + k, payload(first + k, generation, &mut rng))
                 })
                 .collect();
-            let t = wal.append(recs.iter().map(|(_, p)| p)).unwrap();
-            assert_eq!(t.first_index(), first);
             for (i, p) in &recs {
                 appended.entry(*i).or_default().insert(p.clone());
             }
             live.extend(recs.iter().cloned());
-            pending.push((t, recs));
             count += n;
+            if rng.below(4) == 0 {
+                // Written and synced by this thread when the log is idle.
+                let range = wal.append_durable(recs.iter().map(|(_, p)| p)).unwrap();
+                assert_eq!(range.start, first);
+                events.push(Event::Acked {
+                    at: fs.ops(),
+                    records: recs,
+                });
+                continue;
+            }
+            let t = wal.append(recs.iter().map(|(_, p)| p)).unwrap();
+            assert_eq!(t.first_index(), first);
+            pending.push((t, recs));
             if pending.len() > rng.below(8) as usize {
                 for (t, recs) in pending.drain(..) {
                     t.wait().unwrap();

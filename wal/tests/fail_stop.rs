@@ -30,6 +30,15 @@ fn run(fail: impl Fn(&SimFs), expected_ops: &[&str]) {
                 let mut refused = 0;
                 for i in 0..500u64 {
                     let payload = format!("{t}/{i}").into_bytes();
+                    if t % 2 == 0 {
+                        // The caller writes and syncs itself whenever the log is idle.
+                        match wal.append_durable([&payload]) {
+                            Ok(range) => acked.push((range.start, payload)),
+                            Err(Error::Stopped { .. }) => refused += 1,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                        continue;
+                    }
                     match wal.append([&payload]) {
                         Ok(ticket) => match ticket.wait() {
                             Ok(()) => acked.push((ticket.first_index(), payload)),
