@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod duration_histogram;
 pub mod kv;
 pub mod metrics;
 pub mod mvcc;

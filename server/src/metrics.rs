@@ -271,6 +271,11 @@ pub fn render(server: &KvServer) -> String {
         "gauge",
         shared.lessor.lock().len() as f64,
     );
+    shared.backend_commits.render(
+        &mut o,
+        "etcd_disk_backend_commit_duration_seconds",
+        "Durable commits (checkpoints) of the backend tree.",
+    );
     let w = server.node().wal_stats_now();
     let _ = writeln!(
         o,

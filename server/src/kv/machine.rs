@@ -123,7 +123,13 @@ impl ApplyThread {
     /// Makes the tree durable through `applied` and publishes that; false when it failed
     /// and apply has stopped.
     fn checkpoint(&mut self) -> bool {
-        if let Err(e) = self.applier.checkpoint(self.applied) {
+        let started = Instant::now();
+        let result = self.applier.checkpoint(self.applied);
+        self.applier
+            .shared()
+            .backend_commits
+            .record(started.elapsed());
+        if let Err(e) = result {
             tracing::error!(error = %e, "checkpoint failed; apply stops");
             self.applier.shared().stop_apply();
             return false;

@@ -41,6 +41,7 @@ pub use error::KvError;
 use lessor::Lessor;
 use watch_hub::WatchHub;
 
+use crate::duration_histogram::DurationHistogram;
 use crate::mvcc::Mvcc;
 use crate::node::{Node, NodeConfig, NodeError, StartOptions, Submitted};
 use crate::pb::etcdserverpb as pb;
@@ -125,6 +126,8 @@ pub struct Shared {
     pub apply_stopped: std::sync::atomic::AtomicBool,
     /// Users, roles and this member's tokens.
     pub auth: AuthStore,
+    /// How long the tree's durable checkpoints took (etcd's backend commit).
+    pub backend_commits: DurationHistogram,
 }
 
 impl std::fmt::Debug for Shared {
@@ -302,6 +305,7 @@ impl KvServer {
             members_version: AtomicU64::new(0),
             apply_stopped: std::sync::atomic::AtomicBool::new(false),
             auth: AuthStore::new(cfg.auth_token_ttl),
+            backend_commits: DurationHistogram::default(),
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
         let machine = machine::KvMachine::start(
