@@ -1,8 +1,8 @@
 //! The key space as the node's state machine: committed entries queue for the apply thread,
 //! which applies them in batches (one B+tree transaction each, without fsync) and makes a
-//! durable checkpoint every `checkpoint_entries` entries or `checkpoint_interval` (halfway
-//! there, a flusher thread starts syncing the pages written so far, so the checkpoint itself
-//! has little left to sync). The durable
+//! durable checkpoint every `checkpoint_entries` entries or `checkpoint_interval` (in between,
+//! a flusher thread syncs the pages written so far every tenth of the interval, so neither it
+//! nor the checkpoint ever has much to sync at once). The durable
 //! point it reports lets the node compact its log; snapshots are written from a consistent
 //! read of the tree and installed in place, in order with the entries around them.
 
@@ -108,6 +108,12 @@ struct ApplyThread {
     interval: Duration,
 }
 
+/// Fraction of the checkpoint interval between background flushes: each flush then carries
+/// about a tenth of an interval's pages. Flushing only from halfway through the interval would
+/// leave the first flush half an interval's pages: one burst on the disk that the log's
+/// fdatasyncs wait behind.
+const FLUSHES_PER_INTERVAL: u32 = 10;
+
 impl ApplyThread {
     /// Whether the background flush failed; if so the key space stops (a checkpoint after it
     /// could report pages durable that the kernel dropped).
@@ -142,6 +148,8 @@ impl ApplyThread {
         use mpsc::RecvTimeoutError;
         let mut since_durable = 0u64;
         let mut last_durable = Instant::now();
+        let mut last_flush = Instant::now();
+        let flush_every = self.interval / FLUSHES_PER_INTERVAL;
         let mut held: Option<ApplyMsg> = None;
         loop {
             let msg = match held.take() {
@@ -222,9 +230,10 @@ impl ApplyThread {
                 }
                 since_durable = 0;
                 last_durable = Instant::now();
-            } else if since_durable >= self.every / 2 || last_durable.elapsed() >= self.interval / 2
-            {
+                last_flush = last_durable;
+            } else if last_flush.elapsed() >= flush_every {
                 self.flusher.request();
+                last_flush = Instant::now();
             }
         }
     }
