@@ -108,10 +108,9 @@ struct ApplyThread {
     interval: Duration,
 }
 
-/// Fraction of the checkpoint interval between background flushes: each flush then carries
-/// about a tenth of an interval's pages. Flushing only from halfway through the interval would
-/// leave the first flush half an interval's pages: one burst on the disk that the log's
-/// fdatasyncs wait behind.
+/// Background flushes per checkpoint interval: each carries about a tenth of an interval's
+/// pages. Flushing only from halfway through the interval would leave the first flush half an
+/// interval's pages: one burst on the disk that the log's fdatasyncs wait behind.
 const FLUSHES_PER_INTERVAL: u32 = 10;
 
 impl ApplyThread {
