@@ -38,19 +38,43 @@ impl DurationHistogram {
 
     /// Appends the Prometheus text exposition of the histogram as `name`.
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, bucket) in BOUNDS_SECONDS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[BOUNDS_SECONDS.len()].load(Ordering::Relaxed);
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {sum}\n{name}_count {cumulative}"
-        );
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let sum_seconds = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        render_histogram(out, name, help, &BOUNDS_SECONDS, &counts, sum_seconds);
     }
+}
+
+/// Appends the Prometheus text exposition of a histogram as `name`: `counts` per bucket, one
+/// more bucket than `bounds_seconds` (for anything slower than the last bound), and the sum
+/// of the observations. The count is the buckets' total, so it always equals `+Inf`'s.
+pub fn render_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds_seconds: &[f64],
+    counts: &[u64],
+    sum_seconds: f64,
+) {
+    assert_eq!(
+        counts.len(),
+        bounds_seconds.len() + 1,
+        "one bucket per bound, plus +Inf"
+    );
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (bound, count) in bounds_seconds.iter().zip(counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += counts[bounds_seconds.len()];
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {sum_seconds}\n{name}_count {cumulative}"
+    );
 }
 
 #[cfg(test)]

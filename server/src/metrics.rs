@@ -277,25 +277,14 @@ pub fn render(server: &KvServer) -> String {
         "Durable commits (checkpoints) of the backend tree.",
     );
     let w = server.node().wal_stats_now();
-    let _ = writeln!(
-        o,
-        "# HELP etcd_disk_wal_fsync_duration_seconds WAL fdatasync latency.\n# TYPE etcd_disk_wal_fsync_duration_seconds histogram"
-    );
-    let mut cum = 0;
-    for (i, b) in quorumkv_wal::SYNC_BUCKET_BOUNDS_US.iter().enumerate() {
-        cum += w.sync_buckets[i];
-        let _ = writeln!(
-            o,
-            "etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"{}\"}} {cum}",
-            *b as f64 / 1e6
-        );
-    }
-    let _ = writeln!(
-        o,
-        "etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"+Inf\"}} {}\netcd_disk_wal_fsync_duration_seconds_sum {}\netcd_disk_wal_fsync_duration_seconds_count {}",
-        w.syncs,
+    let bounds_seconds = quorumkv_wal::SYNC_BUCKET_BOUNDS_US.map(|us| us as f64 / 1e6);
+    crate::duration_histogram::render_histogram(
+        &mut o,
+        "etcd_disk_wal_fsync_duration_seconds",
+        "WAL fdatasync latency.",
+        &bounds_seconds,
+        &w.sync_buckets,
         w.sync_nanos as f64 / 1e9,
-        w.syncs
     );
     gauge(
         &mut o,
