@@ -8,19 +8,24 @@
 # (in benches/plots for BENCHMARKS.md, else beside the output as NAME-plots/, with the raw
 # results as results.jsonl so the charts can be redrawn).
 #
-# Usage: benches/compare.sh [--quick] [--repeats N] [--out FILE] [--systems "etcd1 raft1 ..."]
-#                            [--serve-flags "FLAGS"]
+# Usage: benches/compare.sh [--quick] [--knobs] [--repeats N] [--out FILE]
+#                            [--systems "etcd1 raft1 ..."] [--serve-flags "FLAGS"]
 #   --quick: one member each, small workloads, one repeat (under a minute; run in CI).
-#   --serve-flags: extra flags for every quorumkv member, for sweeps of the storage path's
-#     knobs, e.g. "--wal-backend uring", "--wal-commit-delay-us 200", "--wal-pipeline-depth 1"
-#     (no leader pipelining), "--wal-preallocate false", "--wal-batch-records-max 64".
+#   --serve-flags: extra flags for every quorumkv member, e.g. "--wal-backend uring",
+#     "--wal-commit-delay-us 200", "--wal-pipeline-depth 1" (no pipelining),
+#     "--wal-preallocate false", "--wal-batch-records-max 64".
+#   --knobs: sweep the storage path's knobs instead (no etcd): Raft and ZAB, one member and
+#     three, under each of the settings below, with puts from 1 and from 100 clients. The
+#     table (benches/KNOBS.md unless --out says otherwise) gives throughput and p99 per setting,
+#     the ratio to the defaults, and puts per leader fdatasync (from the leader's metrics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=0 repeats=3 out=BENCHMARKS.md systems="" serve_flags=""
+quick=0 knobs=0 repeats=3 out="" systems="" serve_flags=""
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
+        --knobs) knobs=1 ;;
         --repeats) repeats=$2; shift ;;
         --out) out=$2; shift ;;
         --systems) systems=$2; shift ;;
@@ -29,6 +34,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+asked_systems=$systems
 if [ $quick = 1 ]; then
     repeats=1
     systems=${systems:-etcd1 raft1 zab1}
@@ -55,6 +61,30 @@ else
         "sweep put 300 clients|put --conns 100 --clients 300 --total 50000 --key-space-size 50000"
     )
 fi
+# name|serve flags: one sweep setting (the comparison runs the defaults only).
+settings=("defaults|")
+if [ $knobs = 1 ]; then
+    out=${out:-benches/KNOBS.md}
+    if [ $quick = 1 ]; then
+        systems=${asked_systems:-raft1 zab1}
+        settings+=("commit delay 200 µs|--wal-commit-delay-us 200")
+        workloads=("put 1 client|put --conns 1 --clients 1 --total 200"
+            "put 100 clients|put --conns 10 --clients 100 --total 2000 --key-space-size 2000")
+    else
+        systems=${asked_systems:-raft1 zab1 raft3 zab3}
+        settings+=(
+            "commit delay 200 µs|--wal-commit-delay-us 200"
+            "commit delay 1000 µs|--wal-commit-delay-us 1000"
+            "group commit of 16 records at most|--wal-batch-records-max 16"
+            "io_uring|--wal-backend uring"
+            "no pipelining|--wal-pipeline-depth 1"
+            "no preallocation|--wal-preallocate false"
+        )
+        workloads=("put 1 client|put --conns 1 --clients 1 --total 3000"
+            "put 100 clients|put --conns 10 --clients 100 --total 30000 --key-space-size 30000")
+    fi
+fi
+out=${out:-BENCHMARKS.md}
 
 bin=${QUORUMKV_BIN:-target/release/quorumkv}
 if [ -z "${QUORUMKV_BIN:-}" ]; then cargo build --release --quiet; fi
@@ -86,7 +116,7 @@ start() { # start SYSTEM MEMBERS
             pids+=($!)
         else
             # shellcheck disable=SC2086
-            "$bin" serve "${common[@]}" --replication "$sys" $serve_flags >"$work/$sys-m$i.log" 2>&1 &
+            "$bin" serve "${common[@]}" --replication "$sys" $serve_flags $setting_flags >"$work/$sys-m$i.log" 2>&1 &
             pids+=($!)
         fi
     done
@@ -133,27 +163,94 @@ print(",".join(eps))
 PY
 }
 
+fsyncs() { # fsyncs ENDPOINT: the member's WAL fdatasyncs so far (etcd exports the same metric)
+    python3 - "$1" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=5).read().decode()
+count = "etcd_disk_wal_fsync_duration_seconds_count "
+print(next((l[len(count):].split()[0] for l in text.splitlines() if l.startswith(count)), "0"))
+PY
+}
+
 for rep in $(seq 1 "$repeats"); do
-    for s in $systems; do
-        sys=${s%?} n=${s: -1}
-        start "$sys" "$n"
-        # One connection goes to the first endpoint: the leader, as etcd's benchmark matrix
-        # targets it, so the row measures the protocol rather than where the election landed.
-        eps=$(leader_first "$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")")
-        for w in "${workloads[@]}"; do
-            name=${w%%|*} args=${w#*|}
-            # shellcheck disable=SC2086
-            line=$("$bin" bench $args --endpoints "$eps" --json | tail -1)
-            echo "{\"system\":\"$s\",\"workload\":\"$name\",\"repeat\":$rep,\"result\":$line}" >>"$results"
-            summary=$(echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); print('%.0f/s p99 %.1f ms, %d failed' % (r['throughput_per_s'], r['latency']['p99_us'] / 1000, r['failed']))")
-            echo "$s rep $rep: $name: $summary" >&2
+    for setting in "${settings[@]}"; do
+        label=${setting%%|*} setting_flags=${setting#*|}
+        for s in $systems; do
+            sys=${s%?} n=${s: -1}
+            start "$sys" "$n"
+            # One connection goes to the first endpoint: the leader, as etcd's benchmark matrix
+            # targets it, so the row measures the protocol rather than where the election landed.
+            eps=$(leader_first "$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")")
+            for w in "${workloads[@]}"; do
+                name=${w%%|*} args=${w#*|}
+                before=$(fsyncs "${eps%%,*}")
+                # shellcheck disable=SC2086
+                line=$("$bin" bench $args --endpoints "$eps" --json | tail -1)
+                synced=$(($(fsyncs "${eps%%,*}") - before))
+                echo "{\"system\":\"$s\",\"setting\":\"$label\",\"flags\":\"$setting_flags\",\"workload\":\"$name\",\"repeat\":$rep,\"leader_fsyncs\":$synced,\"result\":$line}" >>"$results"
+                summary=$(echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); print('%.0f/s p99 %.1f ms, %d failed' % (r['throughput_per_s'], r['latency']['p99_us'] / 1000, r['failed']))")
+                echo "$s${setting_flags:+ ($label)} rep $rep: $name: $summary, $synced leader fsyncs" >&2
+            done
+            stop
         done
-        stop
     done
 done
 
 sync_p50=$("$bin" bench wal --appenders 1 --sync-each --duration-secs 1 --json 2>/dev/null | tail -1 |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["p50_us"]))' 2>/dev/null || echo "?")
+
+if [ $knobs = 1 ]; then
+    python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" <<'EOF'
+import json, statistics, sys, os, datetime
+path, out, quick, repeats, sync_p50, serve_flags = sys.argv[1:7]
+rows = [json.loads(l) for l in open(path)]
+systems = list(dict.fromkeys(r["system"] for r in rows))
+settings = list(dict.fromkeys(r["setting"] for r in rows))
+flags = {r["setting"]: r["flags"] for r in rows}
+workloads = list(dict.fromkeys(r["workload"] for r in rows))
+def med(sys_, st, w, f):
+    v = [f(r) for r in rows if (r["system"], r["setting"], r["workload"]) == (sys_, st, w)]
+    return statistics.median(v) if v else None
+tput = lambda r: r["result"]["throughput_per_s"]
+p99 = lambda r: r["result"]["latency"]["p99_us"] / 1000
+per_sync = lambda r: r["result"]["ok"] / max(r["leader_fsyncs"], 1)
+failed = lambda r: r["result"]["failed"]
+lines = ["# Storage knobs\n"]
+lines.append(f"Generated by `benches/compare.sh --knobs{' --quick' if quick == '1' else ''}` on "
+             f"{datetime.date.today()}: {os.cpu_count()} cores, fdatasync p50 {sync_p50} µs "
+             f"(`quorumkv bench wal --sync-each`), loopback, medians of {repeats} run(s), settings "
+             "and systems alternating within each run, the leader first among the endpoints. "
+             "Each setting is one `quorumkv serve` flag; ratios are to the defaults of the same "
+             "system. Throughput in puts/s, p99 in ms; puts/fsync is the puts answered over the "
+             "leader's WAL fdatasyncs meanwhile (group commit at work)."
+             + (f" Every member also ran with `{serve_flags}`." if serve_flags else "") + "\n")
+for n in sorted({s[-1] for s in systems}):
+    group = [s for s in systems if s[-1] == n]
+    for w in workloads:
+        lines.append(f"\n## {w}, {n} member{'s' if n != '1' else ''}\n")
+        lines.append("| setting | " + " | ".join(f"{s} puts/s | {s} p99 | {s} puts/fsync"
+                                                for s in group) + " |")
+        lines.append("|---" * (1 + 3 * len(group)) + "|")
+        for st in settings:
+            cells = []
+            for s in group:
+                t = med(s, st, w, tput)
+                if t is None:
+                    cells += ["-", "-", "-"]
+                    continue
+                base = med(s, settings[0], w, tput)
+                ratio = f" ({t / base:.2f}×)" if base and st != settings[0] else ""
+                fail = med(s, st, w, failed)
+                fail_note = f", {fail:.0f} failed" if fail else ""
+                cells += [f"{t:,.0f}{ratio}{fail_note}", f"{med(s, st, w, p99):.1f}",
+                          f"{med(s, st, w, per_sync):.1f}"]
+            name = st + (f" (`{flags[st]}`)" if flags[st] else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
+    exit 0
+fi
 
 mkdir -p "$plots"
 cp "$results" "$plots/results.jsonl"
@@ -206,6 +303,11 @@ lines.append(f"Put throughput by number of clients (the put rows above, 256 B va
              f"![put throughput by clients]({rel}/throughput_vs_clients.png)\n")
 lines.append(f"Latency percentiles of the put workload with the most clients:\n\n"
              f"![latency percentiles]({rel}/latency_percentiles.png)\n")
+knobs = os.path.relpath("benches/KNOBS.md", os.path.dirname(os.path.abspath(out)))
+lines.append("\n## Storage knobs\n")
+lines.append("What the WAL's flags (group commit delay and cap, io_uring, pipelining, "
+             f"preallocation) do to these figures, Raft and ZAB: [KNOBS.md]({knobs}), "
+             "regenerated by `benches/compare.sh --knobs`.")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

@@ -1674,6 +1674,66 @@ fn benchmark_comparison_quick_mode_runs() {
     );
 }
 
+/// `benches/compare.sh --knobs --quick`: WAL flags swept on Raft and ZAB, a row per setting
+/// with its ratio to the defaults and the puts each of the leader's fdatasyncs carried.
+#[test]
+fn knob_sweep_quick_mode_runs() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("knobs.md");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
+    let run = Command::new("bash")
+        .arg(script)
+        .args(["--knobs", "--quick", "--out", out.to_str().unwrap()])
+        .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "compare.sh --knobs --quick failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = std::fs::read_to_string(&out).unwrap();
+    let mut heading = "";
+    let mut rows = 0;
+    for line in table.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            heading = h;
+            continue;
+        }
+        if !(line.starts_with("| defaults") || line.starts_with("| commit delay")) {
+            continue;
+        }
+        rows += 1;
+        let cells: Vec<&str> = line
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            cells.len(),
+            7,
+            "a setting and three cells per system: {line}"
+        );
+        assert!(!line.contains("failed"), "{line}");
+        if line.starts_with("| commit delay") {
+            assert!(line.contains("`--wal-commit-delay-us 200`"), "{line}");
+            assert!(line.contains('×'), "no ratio to the defaults: {line}");
+        }
+        for per_sync in [cells[3], cells[6]] {
+            let v: f64 = per_sync.parse().unwrap();
+            if heading.starts_with("put 1 client") {
+                // One client waits for each put: one fdatasync apiece.
+                assert!((0.5..=1.5).contains(&v), "{heading}: {line}");
+            } else {
+                assert!(v > 1.0, "100 clients share fdatasyncs: {heading}: {line}");
+            }
+        }
+    }
+    assert_eq!(rows, 4, "two settings in each of two tables: {table}");
+}
+
 #[test]
 fn startup_errors_are_clear() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap();
