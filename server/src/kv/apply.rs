@@ -311,21 +311,23 @@ impl Applier {
             ),
             None => (p.value, p.lease),
         };
-        txn.put(&p.key, &value, lease)?;
+        let prev_lease = prev.as_ref().map(|kv| kv.lease);
+        let prev_kv = if p.prev_kv {
+            prev.clone().map(range::to_pb)
+        } else {
+            None
+        };
+        txn.put_over(&p.key, &value, lease, prev)?;
         let mut lessor = self.shared.lessor.lock();
-        if let Some(kv) = &prev
-            && kv.lease != lease
+        if let Some(old) = prev_lease
+            && old != lease
         {
-            lessor.detach(kv.lease, &p.key);
+            lessor.detach(old, &p.key);
         }
         lessor.attach(lease, &p.key);
         Ok(PutResponse {
             header: None,
-            prev_kv: if p.prev_kv {
-                prev.map(range::to_pb)
-            } else {
-                None
-            },
+            prev_kv,
         })
     }
 

@@ -149,6 +149,24 @@ impl MvccTxn {
     /// etcd's Put; returns the previous version.
     pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>> {
         let prev = self.get(key)?;
+        self.put_over(key, value, lease, prev.clone())?;
+        Ok(prev)
+    }
+
+    /// etcd's Put over `prev`, the current version of `key` as [`MvccTxn::get`] gave it in
+    /// this transaction: a caller that needed it anyway saves a second lookup.
+    pub fn put_over(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        prev: Option<KeyValue>,
+    ) -> Result<()> {
+        debug_assert_eq!(
+            prev.as_ref().map(|p| p.mod_revision as u64),
+            self.index.read().get(key, u64::MAX).map(|r| r.main),
+            "prev is the key's current version"
+        );
         let (main, sub) = self.next_sub();
         let kv = KeyValue {
             key: key.to_vec(),
@@ -162,9 +180,9 @@ impl MvccTxn {
         self.events.push(Event {
             delete: false,
             kv,
-            prev: prev.clone(),
+            prev,
         });
-        Ok(prev)
+        Ok(())
     }
 
     /// etcd's DeleteRange; returns the deleted versions.
