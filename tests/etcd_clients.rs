@@ -1630,25 +1630,30 @@ fn bench_load_generator_counts_add_up() {
 
 /// `benches/compare.sh --quick`: etcd and quorumkv (Raft, ZAB) side by side with the same
 /// workloads, a markdown table and charts out, every request answered.
-#[test]
-fn benchmark_comparison_quick_mode_runs() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("quick.md");
+/// Runs `benches/compare.sh ARGS --out OUT` with this build and returns the table it wrote.
+fn compare_script(args: &[&str], out: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
     let run = Command::new("bash")
         .arg(script)
-        .args(["--quick", "--out", out.to_str().unwrap()])
+        .args(args)
+        .args(["--out", out.to_str().unwrap()])
         .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
         .output()
         .unwrap();
     assert!(
         run.status.success(),
-        "compare.sh --quick failed:\n{}\n{}",
+        "compare.sh {args:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    let table = std::fs::read_to_string(&out).unwrap();
+    std::fs::read_to_string(out).unwrap()
+}
+
+#[test]
+fn benchmark_comparison_quick_mode_runs() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let table = compare_script(&["--quick"], &dir.path().join("quick.md"));
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("| put") || l.starts_with("| range"))
@@ -1680,21 +1685,7 @@ fn benchmark_comparison_quick_mode_runs() {
 fn knob_sweep_quick_mode_runs() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("knobs.md");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
-    let run = Command::new("bash")
-        .arg(script)
-        .args(["--knobs", "--quick", "--out", out.to_str().unwrap()])
-        .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "compare.sh --knobs --quick failed:\n{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let table = std::fs::read_to_string(&out).unwrap();
+    let table = compare_script(&["--knobs", "--quick"], &dir.path().join("knobs.md"));
     let mut heading = "";
     let mut rows = 0;
     for line in table.lines() {
