@@ -1652,8 +1652,6 @@ fn bench_load_generator_counts_add_up() {
     assert_eq!(big["errors"]["InvalidArgument"].as_u64(), Some(5));
 }
 
-/// `benches/compare.sh --quick`: etcd and quorumkv (Raft, ZAB) side by side with the same
-/// workloads, a markdown table and charts out, every request answered.
 /// Runs `benches/compare.sh ARGS --out OUT` with this build and returns the table it wrote.
 fn compare_script(args: &[&str], out: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
@@ -1673,6 +1671,8 @@ fn compare_script(args: &[&str], out: &Path) -> String {
     std::fs::read_to_string(out).unwrap()
 }
 
+/// `benches/compare.sh --quick`: etcd and quorumkv (Raft, ZAB) side by side with the same
+/// workloads, a markdown table and charts out, every request answered.
 #[test]
 fn benchmark_comparison_quick_mode_runs() {
     let _serial = serial();
