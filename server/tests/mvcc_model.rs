@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use quorumkv_btree::{BTreeOptions, Db, SimStorage};
-use quorumkv_server::mvcc::{KeyValue, Mvcc, MvccError, RangeOpts};
+use quorumkv_server::mvcc::{Event, KeyValue, Mvcc, MvccError, RangeOpts};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -102,6 +102,8 @@ proptest! {
         let mut model = Model { states: vec![State::new(), State::new()], compacted: 0 };
         let mut applied = 0u64;
         let mut committed_applied = 0u64;
+        // Events of puts, with the version each replaced, to read back through `prev`.
+        let mut puts: Vec<(Event, Option<KeyValue>)> = Vec::new();
         for op in ops {
             applied += 1;
             let before = store.snapshot().applied_index();
@@ -114,6 +116,7 @@ proptest! {
                     model.apply(&[(key(k), Some(vec![v]))]);
                     prop_assert_eq!(rev, model.rev());
                     prop_assert_eq!(events.len(), 1);
+                    puts.extend(events.into_iter().map(|e| (e, prev.clone())));
                 }
                 Op::Delete(k) => {
                     let mut t = store.write().unwrap();
@@ -181,6 +184,20 @@ proptest! {
                         prop_assert_eq!(got.kvs, want);
                     }
                     prop_assert_eq!(snap.revision().unwrap(), model.rev());
+                    // A put's previous version reads back until compaction reaches the put.
+                    for (e, prev) in &puts {
+                        match snap.prev(e) {
+                            Ok(got) => {
+                                prop_assert!(prev.is_none() || e.kv.mod_revision > model.compacted);
+                                prop_assert_eq!(&got, prev);
+                            }
+                            Err(MvccError::Compacted) => {
+                                prop_assert!(e.kv.mod_revision <= model.compacted);
+                                prop_assert!(prev.is_some());
+                            }
+                            Err(err) => panic!("{err}"),
+                        }
+                    }
                 }
                 Op::Reopen => {
                     drop(store);

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::kv::in_range;
 use crate::kv::range::to_pb;
 use crate::kv::{KvError, KvServer};
-use crate::mvcc::{Event, MvccError};
+use crate::mvcc::{Event, KeyValue, Mvcc, MvccError};
 use crate::pb::etcdserverpb::{
     self as pb, watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
 };
@@ -56,7 +56,7 @@ struct StreamState {
     out: Out,
 }
 
-fn to_pb_event(e: &Event, prev_kv: bool) -> mvccpb::Event {
+fn to_pb_event(e: &Event, prev: Option<KeyValue>) -> mvccpb::Event {
     mvccpb::Event {
         r#type: if e.delete {
             mvccpb::event::EventType::Delete as i32
@@ -64,12 +64,25 @@ fn to_pb_event(e: &Event, prev_kv: bool) -> mvccpb::Event {
             mvccpb::event::EventType::Put as i32
         },
         kv: Some(to_pb(e.kv.clone())),
-        prev_kv: if prev_kv {
-            e.prev.clone().map(to_pb)
-        } else {
-            None
-        },
+        prev_kv: prev.map(to_pb),
     }
+}
+
+/// `events` as sent to a watcher that asked for previous versions: those an event does not
+/// carry are read from one snapshot of `mvcc`.
+fn with_prev(mvcc: &Mvcc, events: &[&Event]) -> Result<Vec<mvccpb::Event>, MvccError> {
+    let mut snap = None;
+    events
+        .iter()
+        .map(|e| {
+            let prev = if e.prev.is_some() || e.prev_rev.is_none() {
+                e.prev.clone()
+            } else {
+                snap.get_or_insert_with(|| mvcc.snapshot()).prev(e)?
+            };
+            Ok(to_pb_event(e, prev))
+        })
+        .collect()
 }
 
 impl StreamState {
@@ -222,20 +235,42 @@ impl StreamState {
                 };
                 let w = self.watchers.get_mut(&id).expect("present");
                 w.next_rev = next;
-                let picked: Vec<mvccpb::Event> = events
+                let wanted: Vec<&Event> = events
                     .iter()
                     .filter(|e| {
                         in_range(&e.kv.key, &w.key, &w.end)
                             && !(e.delete && w.no_delete)
                             && (e.delete || !w.no_put)
                     })
-                    .map(|e| to_pb_event(e, w.prev_kv))
                     .collect();
-                if picked.is_empty() {
+                if wanted.is_empty() {
                     continue;
                 }
                 w.sent_since_progress = true;
                 let fragment = w.fragment;
+                let picked = if w.prev_kv {
+                    match with_prev(&shared.mvcc, &wanted) {
+                        Ok(picked) => picked,
+                        Err(e) => {
+                            let (compacted, reason) = match e {
+                                MvccError::Compacted => {
+                                    let snap = shared.mvcc.snapshot();
+                                    (snap.compact_revision().unwrap_or(0), "")
+                                }
+                                e => {
+                                    tracing::error!(error = %e, "watch previous version read failed");
+                                    (0, "etcdserver: corrupt history")
+                                }
+                            };
+                            if !self.cancel(id, compacted, reason).await {
+                                return false;
+                            }
+                            break;
+                        }
+                    }
+                } else {
+                    wanted.iter().map(|e| to_pb_event(e, None)).collect()
+                };
                 let resp = pb::WatchResponse {
                     header: Some(self.server.header(current)),
                     watch_id: id,

@@ -289,7 +289,7 @@ impl Applier {
         if !self.shared.key_fits(&p.key) {
             return Err(KvError::KeyTooLarge);
         }
-        if (p.ignore_value || p.ignore_lease) && txn.get(&p.key)?.is_none() {
+        if (p.ignore_value || p.ignore_lease) && txn.current(&p.key).is_none() {
             return Err(KvError::KeyNotFound);
         }
         if p.lease != 0 && !p.ignore_lease && !self.shared.lessor.lock().contains(p.lease) {
@@ -299,25 +299,29 @@ impl Applier {
     }
 
     fn put(&mut self, txn: &mut MvccTxn, p: pb::PutRequest) -> Result<PutResponse, KvError> {
-        let prev = txn.get(&p.key)?;
-        let (value, lease) = match &prev {
-            Some(kv) => (
-                if p.ignore_value {
-                    kv.value.clone()
-                } else {
-                    p.value
-                },
-                if p.ignore_lease { kv.lease } else { p.lease },
-            ),
-            None => (p.value, p.lease),
+        // The index has what a put needs of the version it replaces; the tree is read only
+        // when the request wants that version's value.
+        let current = txn.current(&p.key);
+        let prev = if current.is_some() && (p.prev_kv || p.ignore_value) {
+            txn.get(&p.key)?
+        } else {
+            None
         };
-        let prev_lease = prev.as_ref().map(|kv| kv.lease);
+        let value = match &prev {
+            Some(kv) if p.ignore_value => kv.value.clone(),
+            _ => p.value,
+        };
+        let prev_lease = current.map(|c| c.meta.lease);
+        let lease = match prev_lease {
+            Some(old) if p.ignore_lease => old,
+            _ => p.lease,
+        };
         let prev_kv = if p.prev_kv {
             prev.clone().map(range::to_pb)
         } else {
             None
         };
-        txn.put_over(&p.key, &value, lease, prev)?;
+        txn.put_over(&p.key, &value, lease, current, prev)?;
         let mut lessor = self.shared.lessor.lock();
         if let Some(old) = prev_lease
             && old != lease

@@ -161,6 +161,7 @@ mod tests {
                 ..KeyValue::default()
             },
             prev: None,
+            prev_rev: None,
         }
     }
 

@@ -21,6 +21,18 @@ pub struct Revision {
     pub sub: u64,
 }
 
+/// What a put needs of the version it replaces, kept in the index so that a put does not read
+/// the tree (etcd's `keyIndex` keeps the same per generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Revision of the put that created the key's current generation.
+    pub create_revision: i64,
+    /// Changes since creation (1 on create).
+    pub version: i64,
+    /// Attached lease (0: none).
+    pub lease: i64,
+}
+
 /// One stored version of a key, as the index knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
@@ -28,6 +40,8 @@ pub struct Version {
     pub rev: Revision,
     /// A deletion.
     pub dead: bool,
+    /// The version's create revision, version and lease (all 0 for a deletion).
+    pub meta: Meta,
 }
 
 /// The versions of a key before a change, kept to undo it.
@@ -122,6 +136,11 @@ impl KeyIndex {
         list[..n].last().copied()
     }
 
+    /// The newest version of `key` if it is live: the version a put at the head replaces.
+    pub fn current(&self, key: &[u8]) -> Option<Version> {
+        self.last(key).filter(|v| !v.dead)
+    }
+
     /// The newest version of `key`, live or not.
     pub fn last(&self, key: &[u8]) -> Option<Version> {
         self.keys.get(key)?.last().copied()
@@ -194,6 +213,7 @@ mod tests {
         Version {
             rev: Revision { main, sub: 0 },
             dead,
+            meta: Meta::default(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The records of the MVCC key space and their encoding.
 
+use super::index::{Meta, Revision};
+
 /// One version of a key, as etcd's `mvccpb.KeyValue` has it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyValue {
@@ -25,8 +27,11 @@ pub struct Event {
     /// The new version; for a deletion, the key with `mod_revision` set to the deleting
     /// revision.
     pub kv: KeyValue,
-    /// The version this change replaced, if the key was live.
+    /// The version this change replaced, if the key was live and the writer had read it
+    /// anyway; else a watcher that wants it reads it at [`Event::prev_rev`].
     pub prev: Option<KeyValue>,
+    /// Where the version this change replaced is stored, if the key was live.
+    pub prev_rev: Option<Revision>,
 }
 
 impl Event {
@@ -96,6 +101,19 @@ pub fn encode_record(kv: &KeyValue, tombstone: bool) -> Vec<u8> {
     b
 }
 
+/// The key of a revision row, whether it is a deletion and the version's create revision,
+/// version and lease, without copying the rest; `None` if the bytes are not a record.
+pub fn record_meta(b: &[u8]) -> Option<(&[u8], bool, Meta)> {
+    let (key, dead) = record_key(b)?;
+    let n = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let meta = Meta {
+        create_revision: n(1),
+        version: n(17),
+        lease: n(25),
+    };
+    Some((key, dead, meta))
+}
+
 /// The key of a revision row and whether it is a deletion, without copying the rest; `None`
 /// if the bytes are not a record.
 pub fn record_key(b: &[u8]) -> Option<(&[u8], bool)> {
@@ -135,6 +153,12 @@ mod tests {
             let b = encode_record(&kv, dead);
             assert_eq!(decode_record(&b), Some((kv.clone(), dead)));
             assert_eq!(record_key(&b), Some((&kv.key[..], dead)));
+            let meta = Meta {
+                create_revision: 3,
+                version: 4,
+                lease: 7,
+            };
+            assert_eq!(record_meta(&b), Some((&kv.key[..], dead, meta)));
             // Every truncation that cuts the key is refused; cutting the value only shortens it.
             for n in 0..37 + kv.key.len() {
                 assert_eq!(decode_record(&b[..n]), None, "{n} bytes");

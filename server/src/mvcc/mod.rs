@@ -130,12 +130,12 @@ fn build_index(view: &ReadTxn) -> Result<KeyIndex> {
         let (k, v) = item?;
         let corrupt = || MvccError::Corrupt(k.to_vec());
         let (main, sub) = keys::parse_revision(k).ok_or_else(corrupt)?;
-        let (key, dead) = kv::record_key(v).ok_or_else(corrupt)?;
+        let (key, dead, meta) = kv::record_meta(v).ok_or_else(corrupt)?;
         let rev = Revision { main, sub };
         if ix.last(key).is_some_and(|last| last.rev >= rev) {
             return Err(corrupt());
         }
-        ix.push(key, Version { rev, dead });
+        ix.push(key, Version { rev, dead, meta });
     }
     Ok(ix)
 }

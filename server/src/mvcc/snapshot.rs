@@ -7,7 +7,7 @@ use quorumkv_btree::ReadTxn;
 
 use super::index::{KeyIndex, Revision};
 use super::scan;
-use super::{Event, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
+use super::{Event, KeyValue, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
 
 /// A read snapshot of the key space: a tree snapshot and the key index it was taken with.
 #[derive(Debug)]
@@ -88,19 +88,43 @@ impl Snapshot {
             last_main = main;
             let (kv, dead) = kv::decode_record(row).ok_or_else(|| MvccError::Corrupt(k.into()))?;
             let before = self.index.read().before(&kv.key, Revision { main, sub });
-            let prev = match before {
-                Some(v) if !v.dead => Some(scan::live_version(&self.txn, v.rev)?),
-                _ => None,
+            let prev_rev = before.filter(|v| !v.dead).map(|v| v.rev);
+            let prev = match prev_rev {
+                Some(rev) => Some(scan::live_version(&self.txn, rev)?),
+                None => None,
             };
             out.push(Event {
                 delete: dead,
                 kv,
                 prev,
+                prev_rev,
             });
         }
         // A compaction meanwhile may have dropped a previous version from the index.
         self.check_compacted(from)?;
         Ok(out)
+    }
+
+    /// The version `e` replaced, if the key was live: carried by the event or read at
+    /// [`Event::prev_rev`]. Fails with `Compacted` once compaction at or above the event's
+    /// revision may have dropped it.
+    pub fn prev(&self, e: &Event) -> Result<Option<KeyValue>> {
+        if e.prev.is_some() {
+            return Ok(e.prev.clone());
+        }
+        let Some(rev) = e.prev_rev else {
+            return Ok(None);
+        };
+        let seen_at = e.kv.mod_revision - 1;
+        self.check_compacted(seen_at)?;
+        match scan::live_version(&self.txn, rev) {
+            Ok(kv) => Ok(Some(kv)),
+            Err(err) => {
+                // A compaction after the check above is the likelier story than corruption.
+                self.check_compacted(seen_at)?;
+                Err(err)
+            }
+        }
     }
 
     /// etcd's HashKV: a CRC32C over every stored version at or below `rev` (0: current),

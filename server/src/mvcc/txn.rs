@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use quorumkv_btree::WriteTxn;
 
-use super::index::{KeyIndex, Revision, Saved, Version};
+use super::index::{KeyIndex, Meta, Revision, Saved, Version};
 use super::scan;
 use super::{Event, KeyValue, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
 
@@ -141,38 +141,60 @@ impl MvccTxn {
         self.tree()
             .insert(&keys::revision(main, sub), &kv::encode_record(kv, dead))?;
         let rev = Revision { main, sub };
-        self.index.write().push(&kv.key, Version { rev, dead });
+        let meta = Meta {
+            create_revision: kv.create_revision,
+            version: kv.version,
+            lease: kv.lease,
+        };
+        self.index
+            .write()
+            .push(&kv.key, Version { rev, dead, meta });
         self.undo.push(Undo::Pushed(kv.key.clone()));
         Ok(())
     }
 
-    /// etcd's Put; returns the previous version.
+    /// The current version of `key` as the index knows it (no value), including this
+    /// transaction's changes; `None` if the key is not live.
+    pub fn current(&self, key: &[u8]) -> Option<Version> {
+        self.index.read().current(key)
+    }
+
+    /// etcd's Put; returns the previous version (its event leaves it to be read later).
     pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>> {
         let prev = self.get(key)?;
-        self.put_over(key, value, lease, prev.clone())?;
+        let current = self.current(key);
+        self.put_over(key, value, lease, current, None)?;
         Ok(prev)
     }
 
-    /// etcd's Put over `prev`, the current version of `key` as [`MvccTxn::get`] gave it in
-    /// this transaction: a caller that needed it anyway saves a second lookup.
+    /// etcd's Put over `current`, the key's current version as [`MvccTxn::current`] gave it
+    /// in this transaction, so that a put reads the index once and the tree not at all.
+    /// `prev` is that version in full if the caller read it anyway (the event carries it);
+    /// else a watcher that wants it reads it later.
     pub fn put_over(
         &mut self,
         key: &[u8],
         value: &[u8],
         lease: i64,
+        current: Option<Version>,
         prev: Option<KeyValue>,
     ) -> Result<()> {
         debug_assert_eq!(
-            prev.as_ref().map(|p| p.mod_revision as u64),
-            self.index.read().get(key, u64::MAX).map(|r| r.main),
-            "prev is the key's current version"
+            current,
+            self.current(key),
+            "current is the key's current version"
+        );
+        debug_assert!(
+            prev.as_ref()
+                .is_none_or(|p| current.is_some_and(|c| c.rev.main as i64 == p.mod_revision)),
+            "prev is the current version"
         );
         let (main, sub) = self.next_sub();
         let kv = KeyValue {
             key: key.to_vec(),
-            create_revision: prev.as_ref().map_or(main as i64, |p| p.create_revision),
+            create_revision: current.map_or(main as i64, |c| c.meta.create_revision),
             mod_revision: main as i64,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: current.map_or(1, |c| c.meta.version + 1),
             value: value.to_vec(),
             lease,
         };
@@ -181,6 +203,7 @@ impl MvccTxn {
             delete: false,
             kv,
             prev,
+            prev_rev: current.map(|c| c.rev),
         });
         Ok(())
     }
@@ -189,6 +212,7 @@ impl MvccTxn {
     pub fn delete_range(&mut self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>> {
         let victims = self.range(key, range_end, 0)?;
         for prev in &victims {
+            let prev_rev = self.current(&prev.key).map(|c| c.rev);
             let (main, sub) = self.next_sub();
             let tomb = KeyValue {
                 key: prev.key.clone(),
@@ -200,6 +224,7 @@ impl MvccTxn {
                 delete: true,
                 kv: tomb,
                 prev: Some(prev.clone()),
+                prev_rev,
             });
         }
         Ok(victims)
