@@ -298,6 +298,35 @@ fn etcdctl_suite(c: &Cluster, ep: &str) {
         ok(&etcdctl(ep, &["get", "a", "c", "--keys-only"])),
         "a\n\nb\n\n"
     );
+    // `--ignore-lease` keeps the lease and takes the new value; `--ignore-value` keeps the
+    // value and, without `--lease`, leaves the key without one: what etcd does.
+    let newest = |key: &str| -> serde_json::Value {
+        let out = ok(&etcdctl(ep, &["get", key, "-w", "json"]));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["kvs"][0].clone()
+    };
+    let id = lease_with_key(ep, "ilk", 600);
+    ok(&etcdctl(ep, &["put", "ilk", "v2", "--ignore-lease"]));
+    let kv = newest("ilk");
+    assert_eq!(
+        (kv["value"].as_str(), kv["version"].as_i64()),
+        (Some("djI="), Some(2))
+    );
+    let lease = u64::from_str_radix(&id, 16).unwrap();
+    assert_eq!(kv["lease"].as_u64(), Some(lease), "{kv} {id}");
+    let out = ok(&etcdctl(ep, &["put", "ilk", "--ignore-value", "--prev-kv"]));
+    assert_eq!(out, "OK\nilk\nv2\n");
+    let kv = newest("ilk");
+    assert_eq!(
+        (kv["value"].as_str(), kv["version"].as_i64()),
+        (Some("djI="), Some(3))
+    );
+    assert!(kv.get("lease").is_none(), "{kv}");
+    let ttl = ok(&etcdctl(ep, &["lease", "timetolive", &id, "--keys"]));
+    assert!(ttl.contains("attached keys([])"), "{ttl}");
+    let err = refused(&etcdctl(ep, &["put", "nokey", "x", "--ignore-lease"]));
+    assert!(err.contains("etcdserver: key not found"), "{err}");
+    ok(&etcdctl(ep, &["lease", "revoke", &id]));
+    assert_eq!(ok(&etcdctl(ep, &["del", "ilk"])).trim(), "1");
     assert_eq!(
         ok(&etcdctl(
             ep,

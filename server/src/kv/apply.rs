@@ -301,8 +301,7 @@ impl Applier {
     fn put(&mut self, txn: &mut MvccTxn, p: pb::PutRequest) -> Result<PutResponse, KvError> {
         // The index has what a put needs of the version it replaces; the tree is read only
         // when the request wants that version's value.
-        let current = txn.current(&p.key);
-        let prev = if current.is_some() && (p.prev_kv || p.ignore_value) {
+        let prev = if p.prev_kv || p.ignore_value {
             txn.get(&p.key)?
         } else {
             None
@@ -311,17 +310,15 @@ impl Applier {
             Some(kv) if p.ignore_value => kv.value.clone(),
             _ => p.value,
         };
-        let prev_lease = current.map(|c| c.meta.lease);
-        let lease = match prev_lease {
-            Some(old) if p.ignore_lease => old,
-            _ => p.lease,
-        };
         let prev_kv = if p.prev_kv {
             prev.clone().map(range::to_pb)
         } else {
             None
         };
-        txn.put_over(&p.key, &value, lease, current, prev)?;
+        let keep_lease = p.ignore_lease;
+        let (replaced, lease) =
+            txn.put_at(&p.key, &value, (!keep_lease).then_some(p.lease), prev)?;
+        let prev_lease = replaced.map(|c| c.meta.lease);
         let mut lessor = self.shared.lessor.lock();
         if let Some(old) = prev_lease
             && old != lease

@@ -115,7 +115,36 @@ impl KeyIndex {
         list.push(v);
     }
 
-    /// Undoes the last [`KeyIndex::push`] of `key`.
+    /// Records a version of `key` that `make` builds from the key's current live version
+    /// (`None` if it has none), in one lookup; the version must be newer than every version
+    /// the key has. Returns that current version. If `make` fails, nothing changes.
+    pub fn push_with<E>(
+        &mut self,
+        key: &[u8],
+        make: impl FnOnce(Option<Version>) -> Result<Version, E>,
+    ) -> Result<Option<Version>, E> {
+        use std::collections::btree_map::Entry;
+        match self.keys.entry(key.to_vec()) {
+            Entry::Occupied(mut o) => {
+                let list = o.get_mut();
+                let last = *list.last().expect("an indexed key has a version");
+                let current = (!last.dead).then_some(last);
+                let v = make(current)?;
+                assert!(
+                    last.rev < v.rev,
+                    "versions of a key are pushed in revision order"
+                );
+                list.push(v);
+                Ok(current)
+            }
+            Entry::Vacant(e) => {
+                e.insert(vec![make(None)?]);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Undoes the last [`KeyIndex::push`] or [`KeyIndex::push_with`] of `key`.
     pub fn pop(&mut self, key: &[u8]) {
         let list = self.keys.get_mut(key).expect("popped key was pushed");
         list.pop();
@@ -248,6 +277,23 @@ mod tests {
         assert_eq!(ix.before(b"a", Revision { main: 2, sub: 0 }), None);
         ix.pop(b"a");
         assert_eq!(ix.get(b"a", u64::MAX), None);
+        // Building on the current version: none after a deletion, the live one otherwise;
+        // a failed build changes nothing.
+        assert_eq!(
+            ix.push_with(b"a", |cur| Ok::<_, ()>(
+                cur.map_or(v(6, false), |_| v(0, false))
+            )),
+            Ok(None)
+        );
+        assert_eq!(
+            ix.push_with(b"a", |cur| Ok::<_, ()>(v(cur.unwrap().rev.main + 1, false))),
+            Ok(Some(v(6, false)))
+        );
+        assert_eq!(ix.push_with(b"a", |_| Err(())), Err(()));
+        assert_eq!(ix.push_with(b"new", |_| Err(())), Err(()));
+        assert_eq!(ix.last(b"a"), Some(v(7, false)));
+        assert_eq!(ix.get(b"new", u64::MAX), None);
+        assert_eq!(ix.len(), 2);
     }
 
     #[test]

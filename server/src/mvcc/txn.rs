@@ -162,50 +162,63 @@ impl MvccTxn {
     /// etcd's Put; returns the previous version (its event leaves it to be read later).
     pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>> {
         let prev = self.get(key)?;
-        let current = self.current(key);
-        self.put_over(key, value, lease, current, None)?;
+        self.put_at(key, value, Some(lease), None)?;
         Ok(prev)
     }
 
-    /// etcd's Put over `current`, the key's current version as [`MvccTxn::current`] gave it
-    /// in this transaction, so that a put reads the index once and the tree not at all.
-    /// `prev` is that version in full if the caller read it anyway (the event carries it);
-    /// else a watcher that wants it reads it later.
-    pub fn put_over(
+    /// etcd's Put of `value` under `lease` (`None`: the lease of the version it replaces, as
+    /// etcd's `ignore_lease`), in one lookup of the key index and no read of the tree. `prev`
+    /// is the key's current version in full if the caller read it anyway (the event carries
+    /// it; else a watcher that wants it reads it later). Returns the replaced version as the
+    /// index knows it and the lease the new version has.
+    pub fn put_at(
         &mut self,
         key: &[u8],
         value: &[u8],
-        lease: i64,
-        current: Option<Version>,
+        lease: Option<i64>,
         prev: Option<KeyValue>,
-    ) -> Result<()> {
-        debug_assert_eq!(
-            current,
-            self.current(key),
-            "current is the key's current version"
-        );
+    ) -> Result<(Option<Version>, i64)> {
+        let (main, sub) = self.next_sub();
+        let rev = Revision { main, sub };
+        let tree = self.txn.as_mut().expect("an open transaction");
+        let mut stored = None;
+        let replaced = self.index.write().push_with(key, |current| {
+            let meta = Meta {
+                create_revision: current.map_or(main as i64, |c| c.meta.create_revision),
+                version: current.map_or(1, |c| c.meta.version + 1),
+                lease: lease.or(current.map(|c| c.meta.lease)).unwrap_or(0),
+            };
+            let kv = KeyValue {
+                key: key.to_vec(),
+                create_revision: meta.create_revision,
+                mod_revision: main as i64,
+                version: meta.version,
+                value: value.to_vec(),
+                lease: meta.lease,
+            };
+            tree.insert(&keys::revision(main, sub), &kv::encode_record(&kv, false))?;
+            stored = Some(kv);
+            Ok::<_, MvccError>(Version {
+                rev,
+                dead: false,
+                meta,
+            })
+        })?;
+        let kv = stored.expect("the version was stored");
+        self.undo.push(Undo::Pushed(key.to_vec()));
         debug_assert!(
             prev.as_ref()
-                .is_none_or(|p| current.is_some_and(|c| c.rev.main as i64 == p.mod_revision)),
-            "prev is the current version"
+                .is_none_or(|p| replaced.is_some_and(|c| c.rev.main as i64 == p.mod_revision)),
+            "prev is the version the put replaces"
         );
-        let (main, sub) = self.next_sub();
-        let kv = KeyValue {
-            key: key.to_vec(),
-            create_revision: current.map_or(main as i64, |c| c.meta.create_revision),
-            mod_revision: main as i64,
-            version: current.map_or(1, |c| c.meta.version + 1),
-            value: value.to_vec(),
-            lease,
-        };
-        self.store(&kv, main, sub, false)?;
+        let new_lease = kv.lease;
         self.events.push(Event {
             delete: false,
             kv,
             prev,
-            prev_rev: current.map(|c| c.rev),
+            prev_rev: replaced.map(|c| c.rev),
         });
-        Ok(())
+        Ok((replaced, new_lease))
     }
 
     /// etcd's DeleteRange; returns the deleted versions.
