@@ -95,6 +95,15 @@ impl MvccTxn {
         }
     }
 
+    /// Records an event of the open request. Most requests change one key, and the watch ring
+    /// keeps each request's events as they are, so the first event gets a vector of one.
+    fn record(&mut self, e: Event) {
+        if self.events.capacity() == 0 {
+            self.events.reserve_exact(1);
+        }
+        self.events.push(e);
+    }
+
     /// Takes the events recorded so far.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -212,7 +221,7 @@ impl MvccTxn {
             "prev is the version the put replaces"
         );
         let new_lease = kv.lease;
-        self.events.push(Event {
+        self.record(Event {
             delete: false,
             kv,
             prev,
@@ -233,7 +242,7 @@ impl MvccTxn {
                 ..KeyValue::default()
             };
             self.store(&tomb, main, sub, true)?;
-            self.events.push(Event {
+            self.record(Event {
                 delete: true,
                 kv: tomb,
                 prev: Some(prev.clone()),
