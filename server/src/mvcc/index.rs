@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use super::index_key::{IndexKey, KeyView, Probe};
+
 /// A revision: the main revision of a modifying request and the sub revision of one of its
 /// operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,7 +52,7 @@ pub type Saved = Vec<(Vec<u8>, Vec<Version>)>;
 /// Key → versions, in key order.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    keys: BTreeMap<IndexKey, Vec<Version>>,
     compacted: u64,
 }
 
@@ -62,19 +64,29 @@ fn visible(list: &[Version], rev: u64) -> Option<Revision> {
 }
 
 /// Bounds of a range of keys.
-type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+type KeyBounds<'a> = (Bound<Probe<'a>>, Bound<Probe<'a>>);
 
 /// The map bounds of etcd's `key` / `range_end`: empty `range_end` is `key` alone, `"\0"` is
 /// every key from `key` on, anything else `[key, range_end)`; `None` for an empty range.
 fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
+    let (k, end) = (Probe::new(key), Probe::new(range_end));
     if range_end.is_empty() {
-        Some((Bound::Included(key), Bound::Included(key)))
+        Some((Bound::Included(k), Bound::Included(k)))
     } else if range_end == [0] {
-        Some((Bound::Included(key), Bound::Unbounded))
+        Some((Bound::Included(k), Bound::Unbounded))
     } else if range_end <= key {
         None
     } else {
-        Some((Bound::Included(key), Bound::Excluded(range_end)))
+        Some((Bound::Included(k), Bound::Excluded(end)))
+    }
+}
+
+/// `b` as the map's range takes it.
+fn view<'p, 'a>(b: &'p Bound<Probe<'a>>) -> Bound<&'p (dyn KeyView + 'a)> {
+    match b {
+        Bound::Included(p) => Bound::Included(p),
+        Bound::Excluded(p) => Bound::Excluded(p),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -104,9 +116,9 @@ impl KeyIndex {
 
     /// Records a version of `key`, newer than every version it has.
     pub fn push(&mut self, key: &[u8], v: Version) {
-        let list = match self.keys.get_mut(key) {
+        let list = match self.keys.get_mut(&Probe::new(key) as &dyn KeyView) {
             Some(l) => l,
-            None => self.keys.entry(key.to_vec()).or_default(),
+            None => self.keys.entry(IndexKey::new(key)).or_default(),
         };
         assert!(
             list.last().is_none_or(|last| last.rev < v.rev),
@@ -124,7 +136,7 @@ impl KeyIndex {
         make: impl FnOnce(Option<Version>) -> Result<Version, E>,
     ) -> Result<Option<Version>, E> {
         use std::collections::btree_map::Entry;
-        match self.keys.entry(key.to_vec()) {
+        match self.keys.entry(IndexKey::new(key)) {
             Entry::Occupied(mut o) => {
                 let list = o.get_mut();
                 let last = *list.last().expect("an indexed key has a version");
@@ -146,21 +158,30 @@ impl KeyIndex {
 
     /// Undoes the last [`KeyIndex::push`] or [`KeyIndex::push_with`] of `key`.
     pub fn pop(&mut self, key: &[u8]) {
-        let list = self.keys.get_mut(key).expect("popped key was pushed");
+        let probe = Probe::new(key);
+        let list = self
+            .keys
+            .get_mut(&probe as &dyn KeyView)
+            .expect("popped key was pushed");
         list.pop();
         if list.is_empty() {
-            self.keys.remove(key);
+            self.keys.remove(&probe as &dyn KeyView);
         }
+    }
+
+    /// The versions of `key`.
+    fn list(&self, key: &[u8]) -> Option<&Vec<Version>> {
+        self.keys.get(&Probe::new(key) as &dyn KeyView)
     }
 
     /// The live version of `key` that revision `rev` sees.
     pub fn get(&self, key: &[u8], rev: u64) -> Option<Revision> {
-        visible(self.keys.get(key)?, rev)
+        visible(self.list(key)?, rev)
     }
 
     /// The version of `key` just before `rev` (live or not), if the index holds one.
     pub fn before(&self, key: &[u8], rev: Revision) -> Option<Version> {
-        let list = self.keys.get(key)?;
+        let list = self.list(key)?;
         let n = list.partition_point(|v| v.rev < rev);
         list[..n].last().copied()
     }
@@ -172,7 +193,7 @@ impl KeyIndex {
 
     /// The newest version of `key`, live or not.
     pub fn last(&self, key: &[u8]) -> Option<Version> {
-        self.keys.get(key)?.last().copied()
+        self.list(key)?.last().copied()
     }
 
     /// Calls `f` with every key in etcd's `key` / `range_end` that has a live version at
@@ -187,9 +208,9 @@ impl KeyIndex {
         let Some(b) = bounds(key, range_end) else {
             return;
         };
-        for (k, list) in self.keys.range::<[u8], _>(b) {
+        for (k, list) in self.keys.range::<dyn KeyView, _>((view(&b.0), view(&b.1))) {
             if let Some(r) = visible(list, rev)
-                && !f(k, r)
+                && !f(k.bytes(), r)
             {
                 return;
             }
@@ -211,7 +232,7 @@ impl KeyIndex {
             if cut == 0 {
                 continue;
             }
-            saved.push((k.clone(), list.clone()));
+            saved.push((k.bytes().to_vec(), list.clone()));
             dropped.extend(list.drain(..cut).map(|v| v.rev));
             if list.is_empty() {
                 emptied.push(k.clone());
@@ -228,7 +249,7 @@ impl KeyIndex {
     /// Puts back what [`KeyIndex::compact`] changed, with the compacted revision before it.
     pub fn restore(&mut self, saved: Saved, compacted: u64) {
         for (k, list) in saved {
-            self.keys.insert(k, list);
+            self.keys.insert(IndexKey::new(&k), list);
         }
         self.compacted = compacted;
     }

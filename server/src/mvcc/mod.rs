@@ -12,6 +12,7 @@
 //! entries at once): [`MvccTxn::end_request`] closes one request's revision.
 
 pub mod index;
+mod index_key;
 pub mod keys;
 pub mod kv;
 mod scan;
