@@ -85,8 +85,8 @@ impl Applier {
         };
         let mut txn = self.shared.mvcc.write()?;
         let compacted_before = txn.compact_revision();
-        let mut outcomes: Vec<Outcome> = Vec::new();
-        let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
+        let mut published: Vec<(i64, Vec<Event>)> = Vec::with_capacity(entries.len());
         let mut members_changed = false;
         for e in entries {
             if e.kind != EntryKind::Normal || e.data.is_empty() {

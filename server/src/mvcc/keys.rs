@@ -52,7 +52,8 @@ pub fn history(key: &[u8], main: u64, sub: u64) -> Vec<u8> {
 
 /// `r <main><sub>`: the row of the version stored at a revision.
 pub fn revision(main: u64, sub: u64) -> Vec<u8> {
-    let mut v = vec![REVISIONS];
+    let mut v = Vec::with_capacity(17);
+    v.push(REVISIONS);
     v.extend_from_slice(&main.to_be_bytes());
     v.extend_from_slice(&sub.to_be_bytes());
     v
