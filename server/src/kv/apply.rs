@@ -315,9 +315,8 @@ impl Applier {
         } else {
             None
         };
-        let keep_lease = p.ignore_lease;
-        let (replaced, lease) =
-            txn.put_at(&p.key, &value, (!keep_lease).then_some(p.lease), prev)?;
+        let lease = (!p.ignore_lease).then_some(p.lease);
+        let (replaced, lease) = txn.put_at(&p.key, &value, lease, prev)?;
         let prev_lease = replaced.map(|c| c.meta.lease);
         let mut lessor = self.shared.lessor.lock();
         if let Some(old) = prev_lease

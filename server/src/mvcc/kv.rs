@@ -55,16 +55,30 @@ fn encode_head(tag: u8, kv: &KeyValue, rest: usize) -> Vec<u8> {
     b
 }
 
+/// The `i64` of a row's head at byte `at`.
+fn head_field(b: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The create revision, version and lease in a row's first 33 bytes.
+fn head_meta(b: &[u8]) -> Meta {
+    debug_assert!(b.len() >= 33, "the caller checked the length");
+    Meta {
+        create_revision: head_field(b, 1),
+        version: head_field(b, 17),
+        lease: head_field(b, 25),
+    }
+}
+
 /// The version of `key` a row's first 33 bytes describe, without its value.
 fn decode_head(key: &[u8], b: &[u8]) -> KeyValue {
-    debug_assert!(b.len() >= 33, "the caller checked the length");
-    let n = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let meta = head_meta(b);
     KeyValue {
         key: key.to_vec(),
-        create_revision: n(1),
-        mod_revision: n(9),
-        version: n(17),
-        lease: n(25),
+        create_revision: meta.create_revision,
+        mod_revision: head_field(b, 9),
+        version: meta.version,
+        lease: meta.lease,
         value: Vec::new(),
     }
 }
@@ -105,13 +119,7 @@ pub fn encode_record(kv: &KeyValue, tombstone: bool) -> Vec<u8> {
 /// version and lease, without copying the rest; `None` if the bytes are not a record.
 pub fn record_meta(b: &[u8]) -> Option<(&[u8], bool, Meta)> {
     let (key, dead) = record_key(b)?;
-    let n = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    let meta = Meta {
-        create_revision: n(1),
-        version: n(17),
-        lease: n(25),
-    };
-    Some((key, dead, meta))
+    Some((key, dead, head_meta(b)))
 }
 
 /// The key of a revision row and whether it is a deletion, without copying the rest; `None`
