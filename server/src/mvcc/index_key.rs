@@ -30,11 +30,6 @@ impl IndexKey {
             key: key.into(),
         }
     }
-
-    /// The key's bytes.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.key
-    }
 }
 
 /// A key borrowed for a lookup.
