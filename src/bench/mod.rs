@@ -3,6 +3,7 @@
 
 mod btree;
 pub mod data;
+mod grpc;
 mod load;
 mod log;
 mod plot;
