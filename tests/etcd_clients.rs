@@ -1681,6 +1681,50 @@ fn bench_load_generator_counts_add_up() {
     assert_eq!(big["errors"]["InvalidArgument"].as_u64(), Some(5));
 }
 
+/// The load generator rides out a member's restart: requests meanwhile fail and are counted,
+/// and once the member is back the clients dial it again and their puts land.
+#[test]
+fn bench_load_generator_reconnects_after_a_restart() {
+    let _serial = serial();
+    let mut c = Cluster::start(1, "raft");
+    let ep = c.members[0].client.clone();
+    let bench = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args(["bench", "put", "--endpoints", &ep, "--conns", "2"])
+        .args(["--clients", "4", "--duration", "8s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before_kill = header_revision(&ep);
+    c.kill(0);
+    std::thread::sleep(Duration::from_millis(1000));
+    c.spawn(0);
+    c.wait_healthy();
+    let restarted = header_revision(&ep);
+    assert!(restarted >= before_kill, "{restarted} < {before_kill}");
+    let out = bench.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let ended = header_revision(&ep);
+    assert!(
+        ended > restarted + 100,
+        "no puts after the restart: revision {restarted} then {ended}: {stdout}"
+    );
+    let (ok, failed) = (r["ok"].as_u64().unwrap(), r["failed"].as_u64().unwrap());
+    // Every acknowledged put is in the member's history (revision 1 is the empty store).
+    assert!(
+        ok > 0 && (ok as i64) < ended,
+        "{ok} acknowledged, revision {ended}"
+    );
+    assert!(failed > 0, "the restart cost no request: {stdout}");
+    assert!(
+        r["errors"]["Unavailable"].as_u64().unwrap_or(0) > 0,
+        "{stdout}"
+    );
+}
+
 /// Runs `benches/compare.sh ARGS --out OUT` with this build and returns the table it wrote.
 fn compare_script(args: &[&str], out: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");

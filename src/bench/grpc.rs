@@ -4,6 +4,8 @@
 //! a load generator sharing the machine with the server it measures should spend as little
 //! as it can, or it measures itself.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -13,11 +15,22 @@ use tonic::{Code, Status};
 /// load generator asks for small things and refuses anything bigger than this).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-/// One HTTP/2 connection to a gRPC server; clones share it.
+/// One HTTP/2 connection to a gRPC server; clones share it. A connection that fails (the
+/// server went away or sent GOAWAY) is dialled again by the next request, as etcd's clients
+/// reconnect; requests in flight on it fail with `Unavailable`.
 #[derive(Clone)]
 pub struct GrpcConn {
-    send: h2::client::SendRequest<Bytes>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    url: String,
+    addr: String,
     authority: http::uri::Authority,
+    /// The live connection and its number; `None` once it failed, until a request dials.
+    current: parking_lot::Mutex<Option<(u64, h2::client::SendRequest<Bytes>)>>,
+    /// Held while dialling, so one request dials and the others wait for its connection.
+    dialing: tokio::sync::Mutex<u64>,
 }
 
 impl GrpcConn {
@@ -36,36 +49,79 @@ impl GrpcConn {
         } else {
             format!("{}:2379", authority.host())
         };
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(&addr),
-        )
-        .await
-        .map_err(|_| format!("cannot connect to {url}: timed out"))?
-        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-        tcp.set_nodelay(true)
-            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(16 << 20)
-            .max_frame_size(1 << 20)
-            .handshake::<_, Bytes>(tcp)
+        let send = dial(&addr)
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-        tokio::spawn(async move {
-            // The connection ends when every clone is dropped or the server goes; requests in
-            // flight then fail with the error.
-            let _ = conn.await;
-        });
-        Ok(GrpcConn { send, authority })
+        Ok(GrpcConn {
+            shared: Arc::new(Shared {
+                url: url.to_string(),
+                addr,
+                authority,
+                current: parking_lot::Mutex::new(Some((0, send))),
+                dialing: tokio::sync::Mutex::new(0),
+            }),
+        })
+    }
+
+    /// The live connection, dialling a new one if the last one failed.
+    async fn sender(&self) -> Result<(u64, h2::client::SendRequest<Bytes>), Status> {
+        if let Some(c) = self.shared.current.lock().clone() {
+            return Ok(c);
+        }
+        let mut dialed = self.shared.dialing.lock().await;
+        if let Some(c) = self.shared.current.lock().clone() {
+            return Ok(c);
+        }
+        let send = dial(&self.shared.addr).await.map_err(|e| {
+            Status::unavailable(format!("cannot connect to {}: {e}", self.shared.url))
+        })?;
+        *dialed += 1;
+        let c = (*dialed, send);
+        *self.shared.current.lock() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets connection `generation` after it failed (unless a newer one replaced it).
+    fn failed(&self, generation: u64) {
+        let mut current = self.shared.current.lock();
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
     }
 
     /// Calls `path` (`/package.Service/Method`) with `req` and decodes the answer.
-    pub async fn unary<Req, Resp>(&mut self, path: &str, req: &Req) -> Result<Resp, Status>
+    pub async fn unary<Req, Resp>(&self, path: &str, req: &Req) -> Result<Resp, Status>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        let (generation, send) = self.sender().await?;
+        let conn_failed = AtomicBool::new(false);
+        let result = self.call(send, path, req, &conn_failed).await;
+        if conn_failed.load(Ordering::Relaxed) {
+            self.failed(generation);
+        }
+        result
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        mut send: h2::client::SendRequest<Bytes>,
+        path: &str,
+        req: &Req,
+        conn_failed: &AtomicBool,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        // An error of the connection (not of this stream) means dialling again.
+        let fail = |e: h2::Error| {
+            if e.is_io() || e.is_go_away() {
+                conn_failed.store(true, Ordering::Relaxed);
+            }
+            h2_status(e)
+        };
         let mut body = BytesMut::with_capacity(5 + req.encoded_len());
         body.put_u8(0);
         body.put_u32(req.encoded_len() as u32);
@@ -74,7 +130,7 @@ impl GrpcConn {
         let request = http::Request::post(
             http::Uri::builder()
                 .scheme("http")
-                .authority(self.authority.clone())
+                .authority(self.shared.authority.clone())
                 .path_and_query(path)
                 .build()
                 .map_err(|e| Status::internal(e.to_string()))?,
@@ -83,11 +139,11 @@ impl GrpcConn {
         .header(http::header::TE, "trailers")
         .body(())
         .map_err(|e| Status::internal(e.to_string()))?;
-        let ready = std::future::poll_fn(|cx| self.send.poll_ready(cx));
-        ready.await.map_err(h2_status)?;
-        let (response, mut stream) = self.send.send_request(request, false).map_err(h2_status)?;
-        stream.send_data(body.freeze(), true).map_err(h2_status)?;
-        let response = response.await.map_err(h2_status)?;
+        let ready = std::future::poll_fn(|cx| send.poll_ready(cx));
+        ready.await.map_err(fail)?;
+        let (response, mut stream) = send.send_request(request, false).map_err(fail)?;
+        stream.send_data(body.freeze(), true).map_err(fail)?;
+        let response = response.await.map_err(fail)?;
         if response.status() != http::StatusCode::OK {
             return Err(Status::unknown(format!(
                 "HTTP status {}",
@@ -101,20 +157,41 @@ impl GrpcConn {
         let mut recv = response.into_body();
         let mut buf = BytesMut::new();
         while let Some(chunk) = recv.data().await {
-            let chunk = chunk.map_err(h2_status)?;
+            let chunk = chunk.map_err(fail)?;
             let _ = recv.flow_control().release_capacity(chunk.len());
             if buf.len() + chunk.len() > MAX_RESPONSE_BYTES + 5 {
                 return Err(Status::resource_exhausted("response too large"));
             }
             buf.extend_from_slice(&chunk);
         }
-        let trailers = recv.trailers().await.map_err(h2_status)?;
+        let trailers = recv.trailers().await.map_err(fail)?;
         match trailers.as_ref().and_then(grpc_status) {
             Some(s) => s?,
             None => return Err(Status::internal("response without grpc-status")),
         }
         decode_message(buf.freeze())
     }
+}
+
+/// Opens an HTTP/2 connection to `addr` and drives it on a task until it ends.
+async fn dial(addr: &str) -> Result<h2::client::SendRequest<Bytes>, String> {
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        // Ends when every sender is dropped or the server goes; requests in flight then fail.
+        let _ = conn.await;
+    });
+    Ok(send)
 }
 
 /// The gRPC status in `headers`, if they carry one: `Ok` for code 0.

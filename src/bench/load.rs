@@ -443,7 +443,7 @@ pub fn put(a: &PutArgs) -> Result<(), String> {
     })
 }
 
-async fn put_one(mut ch: GrpcConn, req: PutRequest) -> Result<(), tonic::Status> {
+async fn put_one(ch: GrpcConn, req: PutRequest) -> Result<(), tonic::Status> {
     ch.unary::<_, PutResponse>(PUT, &req).await.map(drop)
 }
 
@@ -458,10 +458,7 @@ pub fn range(a: &RangeArgs) -> Result<(), String> {
                 serializable,
                 ..RangeRequest::default()
             };
-            async move {
-                let mut ch = ch;
-                ch.unary::<_, RangeResponse>(RANGE, &req).await.map(drop)
-            }
+            async move { ch.unary::<_, RangeResponse>(RANGE, &req).await.map(drop) }
         }
     })
 }
@@ -507,10 +504,7 @@ pub fn txn(a: &TxnArgs) -> Result<(), String> {
                 success,
                 ..TxnRequest::default()
             };
-            async move {
-                let mut ch = ch;
-                ch.unary::<_, TxnResponse>(TXN, &req).await.map(drop)
-            }
+            async move { ch.unary::<_, TxnResponse>(TXN, &req).await.map(drop) }
         }
     })
 }
