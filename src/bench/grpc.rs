@@ -122,9 +122,10 @@ impl GrpcConn {
             }
             h2_status(e)
         };
-        let mut body = BytesMut::with_capacity(5 + req.encoded_len());
+        let len = req.encoded_len();
+        let mut body = BytesMut::with_capacity(5 + len);
         body.put_u8(0);
-        body.put_u32(req.encoded_len() as u32);
+        body.put_u32(len as u32);
         req.encode(&mut body)
             .expect("the buffer holds the encoded length");
         let request = http::Request::post(
@@ -194,7 +195,9 @@ async fn dial(addr: &str) -> Result<h2::client::SendRequest<Bytes>, String> {
     Ok(send)
 }
 
-/// The gRPC status in `headers`, if they carry one: `Ok` for code 0.
+/// The gRPC status in `headers`, if they carry one: `Ok` for code 0. Not tonic's
+/// `Status::from_header_map`: that clones the whole header map on every answer, and panics on
+/// a `grpc-status-details-bin` that is not base64.
 fn grpc_status(headers: &http::HeaderMap) -> Option<Result<(), Status>> {
     let code = headers.get("grpc-status")?;
     let code = code

@@ -181,10 +181,10 @@ impl LoadArgs {
         Ok(conns)
     }
 
-    /// `--conns` tonic channels, for streaming calls.
-    async fn connect(&self) -> Result<Vec<Channel>, String> {
-        let mut chans = Vec::with_capacity(self.conns);
-        for i in 0..self.conns {
+    /// `n` tonic channels, for streaming calls.
+    async fn connect_streaming(&self, n: usize) -> Result<Vec<Channel>, String> {
+        let mut chans = Vec::with_capacity(n);
+        for i in 0..n {
             let url = self.url(i);
             let ch = Endpoint::from_shared(url.clone())
                 .map_err(|e| format!("{url}: {e}"))?
@@ -283,10 +283,9 @@ impl Shards {
 }
 
 /// Runs `op` from every client until the total is issued or the time is up.
-async fn drive<C, F, Fut>(args: &LoadArgs, chans: Vec<C>, op: F) -> Outcome
+async fn drive<F, Fut>(args: &LoadArgs, chans: Vec<GrpcConn>, op: F) -> Outcome
 where
-    C: Clone + Send + 'static,
-    F: Fn(C, u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(GrpcConn, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
     let total = args.total();
@@ -438,7 +437,7 @@ pub fn put(a: &PutArgs) -> Result<(), String> {
                 value: value.clone(),
                 ..PutRequest::default()
             };
-            async move { put_one(ch, req).await }
+            put_one(ch, req)
         }
     })
 }
@@ -520,7 +519,8 @@ pub fn watch(a: &WatchArgs) -> Result<(), String> {
     let watchers = a.watchers;
     let rt = runtime()?;
     let (puts, delivery, expected, delivered) = rt.block_on(async {
-        let chans = args.connect().await?;
+        // The watch streams get connections of their own, up to `--conns` of them.
+        let chans = args.connect_streaming(args.conns.min(watchers)).await?;
         let sent: Arc<Mutex<HashMap<Vec<u8>, Instant>>> = Arc::default();
         let mut streams = Vec::new();
         for w in 0..watchers {
