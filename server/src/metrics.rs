@@ -15,7 +15,13 @@ use parking_lot::Mutex;
 use crate::kv::KvServer;
 
 /// Calls of one gRPC method, by status code (index into [`CODES`]).
-type CodeCounts = [AtomicU64; CODES.len()];
+pub(crate) type CodeCounts = [AtomicU64; CODES.len()];
+
+/// Counts one call that ended with gRPC status `code`; a code outside the known ones counts
+/// as Unknown (2), as gRPC reads it.
+pub(crate) fn count_call(counts: &CodeCounts, code: usize) {
+    counts[if code < CODES.len() { code } else { 2 }].fetch_add(1, Ordering::Relaxed);
+}
 
 /// Distinct gRPC paths counted by name; calls to any further path are counted under
 /// [`OTHER_PATH`], so a client inventing paths cannot grow the table or `/metrics`.
@@ -33,7 +39,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// The counters of calls to `path` (`/package.Service/Method`).
-    fn method(&self, path: &str) -> Arc<CodeCounts> {
+    pub(crate) fn method(&self, path: &str) -> Arc<CodeCounts> {
         let mut grpc = self.grpc.lock();
         if let Some(c) = grpc.get(path) {
             return Arc::clone(c);
@@ -129,8 +135,7 @@ where
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
                     .unwrap_or(0);
-                // A code outside the known ones counts as Unknown (2), as gRPC reads it.
-                counts[if code < CODES.len() { code } else { 2 }].fetch_add(1, Ordering::Relaxed);
+                count_call(&counts, code);
             }
             r
         })

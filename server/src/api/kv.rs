@@ -119,6 +119,78 @@ impl KvService {
         resp.header = Some(self.server.header(rev));
         Ok(resp)
     }
+
+    /// A Range by the caller holding `token`.
+    pub(crate) async fn range_by(
+        &self,
+        token: Option<&str>,
+        r: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse, Status> {
+        self.server.authorize_read(token, &r.key, &r.range_end)?;
+        Ok(self.range_inner(r).await?)
+    }
+
+    /// A Put by the caller holding `token`.
+    pub(crate) async fn put_by(
+        &self,
+        token: Option<&str>,
+        p: pb::PutRequest,
+    ) -> Result<pb::PutResponse, Status> {
+        check_put(&p)?;
+        if !self.server.shared().key_fits(&p.key) {
+            return Err(KvError::KeyTooLarge.into());
+        }
+        check_size(&self.server, &p)?;
+        let r = Req::Put(p);
+        let caller = self.server.authorize(token, &r)?;
+        match self.server.propose_as(r, &caller).await? {
+            (Applied::Put(mut r), rev) => {
+                r.header = Some(self.server.header(rev));
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected apply result")),
+        }
+    }
+
+    /// A DeleteRange by the caller holding `token`.
+    pub(crate) async fn delete_range_by(
+        &self,
+        token: Option<&str>,
+        d: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, Status> {
+        if d.key.is_empty() {
+            return Err(KvError::EmptyKey.into());
+        }
+        check_size(&self.server, &d)?;
+        let r = Req::DeleteRange(d);
+        let caller = self.server.authorize(token, &r)?;
+        match self.server.propose_as(r, &caller).await? {
+            (Applied::DeleteRange(mut r), rev) => {
+                r.header = Some(self.server.header(rev));
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected apply result")),
+        }
+    }
+
+    /// A Txn by the caller holding `token`.
+    pub(crate) async fn txn_by(
+        &self,
+        token: Option<&str>,
+        t: pb::TxnRequest,
+    ) -> Result<pb::TxnResponse, Status> {
+        check_txn(&t, self.server.config().max_txn_ops)?;
+        check_size(&self.server, &t)?;
+        let r = Req::Txn(t);
+        let caller = self.server.authorize(token, &r)?;
+        match self.server.propose_as(r, &caller).await? {
+            (Applied::Txn(mut r), rev) => {
+                r.header = Some(self.server.header(rev));
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected apply result")),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -127,29 +199,15 @@ impl Kv for KvService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let r = req.get_ref();
-        self.server
-            .authorize_read(token(req.metadata()).as_deref(), &r.key, &r.range_end)?;
-        Ok(Response::new(self.range_inner(req.into_inner()).await?))
+        let token = token(req.metadata());
+        let r = req.into_inner();
+        Ok(Response::new(self.range_by(token.as_deref(), r).await?))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let token = token(req.metadata());
         let p = req.into_inner();
-        check_put(&p)?;
-        if !self.server.shared().key_fits(&p.key) {
-            return Err(KvError::KeyTooLarge.into());
-        }
-        check_size(&self.server, &p)?;
-        let r = Req::Put(p);
-        let caller = self.server.authorize(token.as_deref(), &r)?;
-        match self.server.propose_as(r, &caller).await? {
-            (Applied::Put(mut r), rev) => {
-                r.header = Some(self.server.header(rev));
-                Ok(Response::new(r))
-            }
-            _ => Err(Status::internal("unexpected apply result")),
-        }
+        Ok(Response::new(self.put_by(token.as_deref(), p).await?))
     }
 
     async fn delete_range(
@@ -158,35 +216,15 @@ impl Kv for KvService {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let token = token(req.metadata());
         let d = req.into_inner();
-        if d.key.is_empty() {
-            return Err(KvError::EmptyKey.into());
-        }
-        check_size(&self.server, &d)?;
-        let r = Req::DeleteRange(d);
-        let caller = self.server.authorize(token.as_deref(), &r)?;
-        match self.server.propose_as(r, &caller).await? {
-            (Applied::DeleteRange(mut r), rev) => {
-                r.header = Some(self.server.header(rev));
-                Ok(Response::new(r))
-            }
-            _ => Err(Status::internal("unexpected apply result")),
-        }
+        Ok(Response::new(
+            self.delete_range_by(token.as_deref(), d).await?,
+        ))
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let token = token(req.metadata());
         let t = req.into_inner();
-        check_txn(&t, self.server.config().max_txn_ops)?;
-        check_size(&self.server, &t)?;
-        let r = Req::Txn(t);
-        let caller = self.server.authorize(token.as_deref(), &r)?;
-        match self.server.propose_as(r, &caller).await? {
-            (Applied::Txn(mut r), rev) => {
-                r.header = Some(self.server.header(rev));
-                Ok(Response::new(r))
-            }
-            _ => Err(Status::internal("unexpected apply result")),
-        }
+        Ok(Response::new(self.txn_by(token.as_deref(), t).await?))
     }
 
     async fn compact(

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod local;
 pub mod maintenance;
 mod reconfig;
+pub mod unary;
 pub mod watch;
 
 use std::sync::Arc;
@@ -161,6 +162,14 @@ pub async fn serve(
         });
     *routes.axum_router_mut() = router;
     tonic::transport::Server::builder()
+        // The KV service's unary calls take a short path; everything else, tonic's.
+        .layer(unary::UnaryKvLayer::new(
+            kv::KvService {
+                server: Arc::clone(&server),
+            },
+            Arc::clone(server.metrics()),
+            max_in,
+        ))
         .layer(crate::metrics::CountLayer(Arc::clone(server.metrics())))
         .accept_http1(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
