@@ -296,38 +296,59 @@ where
     let started = Instant::now();
     let per_client_gap =
         (args.rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
-    let mut tasks = Vec::with_capacity(args.clients);
+    // The clients sharing a connection run in one task. Answers read together then wake one
+    // task, whose clients all queue their next requests before the connection's task runs
+    // again and writes them together, as grpc-go's writer batches a connection's frames. With
+    // a task per client, each request was written on its own.
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); chans.len().min(args.clients)];
     for c in 0..args.clients {
-        let chan = chans[c % chans.len()].clone();
-        let (issued, op, pb) = (Arc::clone(&issued), op.clone(), pb.clone());
-        let shards = Arc::clone(&shards);
-        tasks.push(tokio::spawn(async move {
-            let mut pace = per_client_gap.map(tokio::time::interval);
-            loop {
-                let n = issued.fetch_add(1, Ordering::Relaxed);
-                if total.is_some_and(|t| n >= t) || deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                if let Some(p) = pace.as_mut() {
-                    p.tick().await;
-                }
-                let t0 = Instant::now();
-                let result = op(chan.clone(), n).await;
-                let mut out = shards.local();
-                match result {
-                    Ok(()) => {
-                        out.ok += 1;
-                        let _ = out.latency_ns.record(t0.elapsed().as_nanos() as u64);
+        groups[c % chans.len()].push(c);
+    }
+    let mut tasks = Vec::with_capacity(groups.len());
+    for (g, members) in groups.into_iter().enumerate() {
+        let chan = chans[g].clone();
+        let clients: futures::stream::FuturesUnordered<_> = members
+            .into_iter()
+            .map(|_| {
+                let chan = chan.clone();
+                let (issued, op, pb) = (Arc::clone(&issued), op.clone(), pb.clone());
+                let shards = Arc::clone(&shards);
+                async move {
+                    let mut pace = per_client_gap.map(tokio::time::interval);
+                    loop {
+                        let n = issued.fetch_add(1, Ordering::Relaxed);
+                        if total.is_some_and(|t| n >= t)
+                            || deadline.is_some_and(|d| Instant::now() >= d)
+                        {
+                            break;
+                        }
+                        if let Some(p) = pace.as_mut() {
+                            p.tick().await;
+                        }
+                        let t0 = Instant::now();
+                        let result = op(chan.clone(), n).await;
+                        let mut out = shards.local();
+                        match result {
+                            Ok(()) => {
+                                out.ok += 1;
+                                let _ = out.latency_ns.record(t0.elapsed().as_nanos() as u64);
+                            }
+                            Err(s) => {
+                                *out.errors.entry(format!("{:?}", s.code())).or_default() += 1
+                            }
+                        }
+                        drop(out);
+                        if total.is_some() {
+                            pb.inc(1);
+                        } else {
+                            pb.set_position(started.elapsed().as_secs());
+                        }
                     }
-                    Err(s) => *out.errors.entry(format!("{:?}", s.code())).or_default() += 1,
                 }
-                drop(out);
-                if total.is_some() {
-                    pb.inc(1);
-                } else {
-                    pb.set_position(started.elapsed().as_secs());
-                }
-            }
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            futures::StreamExt::collect::<Vec<()>>(clients).await;
         }));
     }
     for t in tasks {
