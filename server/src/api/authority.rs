@@ -365,8 +365,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityRepair<S> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
+    /// Says no, so h2 copies data frames of up to 1 KiB into its write buffer and the answers
+    /// a connection has queued leave in one write. Told of vectored writes, h2 keeps each
+    /// frame of 256 bytes or more apart and writes its buffer out before taking another: one
+    /// write per range answer carrying a 256-byte value.
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        false
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
