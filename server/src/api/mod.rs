@@ -33,11 +33,15 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// The auth token a request carries: etcd clients send it as `token` metadata (its gateway
 /// as `authorization`).
 pub(crate) fn token(md: &MetadataMap) -> Option<String> {
+    token_in(md.as_ref()).map(str::to_string)
+}
+
+/// [`token`], borrowed from a request's headers.
+pub(crate) fn token_in(headers: &http::HeaderMap) -> Option<&str> {
     ["token", "authorization"]
         .iter()
-        .find_map(|k| md.get(*k))
+        .find_map(|k| headers.get(*k))
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
 }
 
 /// Passes the caller's token on with a request relayed to another member.
@@ -51,8 +55,8 @@ pub(crate) fn pass_token(caller: &Caller, md: &mut MetadataMap) {
 /// `WithRequireLeader`, which etcdctl's watches use). Such a call is refused with "etcdserver:
 /// no leader" while this member knows none, as etcd's interceptors refuse it; a watch stream
 /// also ends when the member loses its leader (see `watch::run`).
-pub(crate) fn requires_leader(md: &MetadataMap) -> bool {
-    md.get("hasleader").is_some_and(|v| v == "true")
+pub(crate) fn requires_leader(headers: &http::HeaderMap) -> bool {
+    headers.get("hasleader").is_some_and(|v| v == "true")
 }
 
 /// Whether a request on the client port is a gRPC call (the rest is plain HTTP: `/metrics`,
@@ -109,7 +113,7 @@ pub async fn serve(
     let leader_check = {
         let server = Arc::clone(&server);
         move |req: tonic::Request<()>| {
-            if requires_leader(req.metadata()) && server.node().state().leader() == 0 {
+            if requires_leader(req.metadata().as_ref()) && server.node().state().leader() == 0 {
                 return Err(tonic::Status::from(crate::kv::KvError::NoLeader));
             }
             Ok(req)

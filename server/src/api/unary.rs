@@ -24,6 +24,7 @@ use tonic::Status;
 use tonic::body::Body;
 
 use super::kv::KvService;
+use super::{requires_leader, token_in};
 use crate::kv::KvError;
 use crate::metrics::{CodeCounts, Metrics, count_call};
 
@@ -170,11 +171,11 @@ impl Shared {
         B::Error: std::fmt::Display,
     {
         let (parts, mut body) = req.into_parts();
-        if requires_leader_header(&parts.headers) && self.kv.server.node().state().leader() == 0 {
+        if requires_leader(&parts.headers) && self.kv.server.node().state().leader() == 0 {
             return Err(KvError::NoLeader.into());
         }
         let message = read_message(&mut body, self.max_message_bytes).await?;
-        let token = token(&parts.headers);
+        let token = token_in(&parts.headers);
         let kv = &self.kv;
         match call {
             Call::Range => encode(&kv.range_by(token, decode(message)?).await?),
@@ -183,19 +184,6 @@ impl Shared {
             Call::Txn => encode(&kv.txn_by(token, decode(message)?).await?),
         }
     }
-}
-
-/// Whether the call asked to fail without a leader (see [`super::requires_leader`]).
-fn requires_leader_header(headers: &HeaderMap) -> bool {
-    headers.get("hasleader").is_some_and(|v| v == "true")
-}
-
-/// The caller's auth token (see [`super::token`]), borrowed from the headers.
-fn token(headers: &HeaderMap) -> Option<&str> {
-    ["token", "authorization"]
-        .iter()
-        .find_map(|k| headers.get(*k))
-        .and_then(|v| v.to_str().ok())
 }
 
 /// Reads a unary call's one length-prefixed message from `body`, refusing it as soon as its

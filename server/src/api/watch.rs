@@ -431,7 +431,7 @@ impl Watch for WatchService {
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         // (Opening one without a leader was refused before this.)
-        let require_leader = super::requires_leader(req.metadata());
+        let require_leader = super::requires_leader(req.metadata().as_ref());
         let (tx, rx) = mpsc::channel(16);
         let token = super::token(req.metadata());
         let server = Arc::clone(&self.server);
