@@ -234,6 +234,21 @@ impl Cluster {
             c.wait().unwrap();
         }
     }
+
+    /// Stops member `i` with SIGTERM, as an operator would, and waits for it to exit.
+    fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let term = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(term.success());
+            assert!(
+                c.wait().unwrap().success(),
+                "member {i} failed to stop cleanly"
+            );
+        }
+    }
 }
 
 impl Drop for Cluster {
@@ -1722,6 +1737,75 @@ fn bench_load_generator_reconnects_after_a_restart() {
     assert!(
         r["errors"]["Unavailable"].as_u64().unwrap_or(0) > 0,
         "{stdout}"
+    );
+}
+
+/// A data directory written by a version that kept member rows after the revision rows (so
+/// every put landed in the leaf holding them and split it in the middle) opens with them
+/// moved in front: the member keeps its attributes, and puts fill leaves again.
+#[test]
+fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
+    use quorumkv_server::kv::{apply::MEMBER_PREFIX, open_db};
+    use quorumkv_server::mvcc::Mvcc;
+    let _serial = serial();
+    let mut c = Cluster::start(1, "raft");
+    let ep = c.members[0].client.clone();
+    ok(&etcdctl(&ep, &["put", "a", "1"]));
+    // A quiet member checkpoints its tree after 100 ms; the rows are in it then.
+    std::thread::sleep(Duration::from_millis(500));
+    c.stop(0);
+    let db = c.members[0].dir.join("member/db");
+    let older = Mvcc::open(open_db(&db).unwrap()).unwrap();
+    assert_eq!(older.move_prefix(MEMBER_PREFIX, b'u').unwrap(), 1);
+    drop(older);
+    c.spawn(0);
+    c.wait_healthy();
+    let members = ok(&etcdctl(&ep, &["member", "list"]));
+    assert!(
+        members.contains("m1") && members.contains(&format!("http://{ep}")),
+        "{members}"
+    );
+    assert!(ok(&etcdctl(&ep, &["get", "a"])).contains('1'));
+    // etcdctl check perf's shape: 256-byte keys, 1 KiB values, at random.
+    let puts = 1200;
+    let bench = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args([
+            "bench",
+            "put",
+            "--endpoints",
+            &ep,
+            "--conns",
+            "4",
+            "--clients",
+            "32",
+        ])
+        .args([
+            "--total",
+            &puts.to_string(),
+            "--key-size",
+            "256",
+            "--val-size",
+            "1024",
+        ])
+        .args(["--key-space-size", "1000000000", "--json"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    c.stop(0);
+    let m = Mvcc::open(open_db(&db).unwrap()).unwrap();
+    let view = m.db().begin_read();
+    assert!(view.prefix(b"r").count() as u64 > puts);
+    assert!(view.prefix(b"u").next().is_none());
+    assert_eq!(view.prefix(&[MEMBER_PREFIX]).count(), 1);
+    let s = m.db().stats();
+    let in_use_bytes = (s.page_count - s.free_pages - s.pending_pages) * s.page_size as u64;
+    // A stored version takes 1,340 bytes with its slot; six fit in an 8 KiB leaf, four when
+    // every leaf split in the middle.
+    let versions_bytes = puts * 1340;
+    assert!(
+        in_use_bytes * 4 < versions_bytes * 5,
+        "{in_use_bytes} bytes of pages in use for {versions_bytes} bytes of versions"
     );
 }
 

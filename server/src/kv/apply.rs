@@ -16,6 +16,7 @@ use super::auth::{AUTH_PREFIX, AuthState};
 use super::error::KvError;
 use super::range;
 use super::{Applied, Member, Shared};
+use crate::mvcc::keys::{META_COMPACT, META_REV, REVISIONS};
 use crate::mvcc::{Event, KeyValue, MvccTxn, RangeOpts};
 use crate::pb::etcdserverpb::{
     self as pb, Compare, DeleteRangeResponse, PutResponse, RequestOp, ResponseOp, TxnRequest,
@@ -25,10 +26,25 @@ use crate::pb::quorumkv::{InternalRequest, MemberAttributes, internal_request::R
 
 /// Prefix of lease rows (`l <id be>` → TTL seconds, little-endian).
 pub const LEASE_PREFIX: u8 = b'l';
-/// Prefix of member rows (`u <id be>` → `MemberAttributes`).
-pub const MEMBER_PREFIX: u8 = b'u';
+/// Prefix of member rows (`M <id be>` → `MemberAttributes`).
+pub const MEMBER_PREFIX: u8 = b'M';
+/// Where member rows were kept before: after the revision rows, so every put landed in the
+/// leaf that also held them and split it in the middle, leaving leaves two-thirds full.
+/// [`load`] moves them.
+const OLD_MEMBER_PREFIX: u8 = b'u';
 /// Prefix of alarm rows (`a <member be> <type>`).
 pub const ALARM_PREFIX: u8 = b'a';
+
+// Puts append revision rows at the right end of the tree, where a split keeps the left leaf
+// full; a row of any other kind sorting after them would make every such split a middle one.
+const _: () = assert!(
+    LEASE_PREFIX < REVISIONS
+        && MEMBER_PREFIX < REVISIONS
+        && ALARM_PREFIX < REVISIONS
+        && AUTH_PREFIX < REVISIONS
+        && META_REV[0] < REVISIONS
+        && META_COMPACT[0] < REVISIONS
+);
 
 /// The row key of lease `id`.
 pub(crate) fn lease_row(id: i64) -> Vec<u8> {
@@ -494,8 +510,15 @@ fn storage(e: quorumkv_btree::Error) -> KvError {
 }
 
 /// Loads leases (with their keys), members, alarms and the auth store from the tree (at start
-/// and after a snapshot install).
+/// and after a snapshot install), first moving member rows kept where older versions kept them.
 pub fn load(shared: &Shared) -> Result<(), KvError> {
+    let moved = shared
+        .mvcc
+        .move_prefix(OLD_MEMBER_PREFIX, MEMBER_PREFIX)
+        .map_err(|e| KvError::Storage(e.to_string()))?;
+    if moved > 0 {
+        tracing::info!(rows = moved, "member rows moved before the revision rows");
+    }
     let snap = shared.mvcc.snapshot();
     let txn = snap.txn();
     let mut lessor = shared.lessor.lock();

@@ -169,6 +169,32 @@ impl Mvcc {
         MvccTxn::new(self.db.begin_write()?, index)
     }
 
+    /// Moves every row whose key starts with byte `from` to the same key under `to`, in one
+    /// durable transaction; returns how many moved (none moved: nothing is written). For rows
+    /// outside the revision rows, whose layout changed between versions.
+    pub fn move_prefix(&self, from: u8, to: u8) -> Result<u64> {
+        assert!(
+            from != keys::REVISIONS && to != keys::REVISIONS,
+            "revision rows stay"
+        );
+        let view = self.db.begin_read();
+        if view.prefix(&[from]).next().is_none() {
+            return Ok(0);
+        }
+        let mut w = self.db.begin_write()?;
+        let mut moved = 0;
+        for item in view.prefix(&[from]) {
+            let (k, v) = item?;
+            let mut to_key = k.to_vec();
+            to_key[0] = to;
+            w.remove(k)?;
+            w.insert(&to_key, v)?;
+            moved += 1;
+        }
+        w.commit()?;
+        Ok(moved)
+    }
+
     /// Runs `replace`, which rewrites the tree's contents wholesale in the transaction it
     /// returns, then commits that durably and rebuilds the key index for the new contents;
     /// readers meanwhile keep the old pair.
