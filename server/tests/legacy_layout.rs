@@ -1,7 +1,8 @@
 //! A tree written in the key space's legacy layout (versions under their user key, a current
 //! row per live key, revision rows holding only the key) is converted to revision rows when
 //! it opens, and then serves the same versions at every revision, the same events and the
-//! same compaction point; opening it again changes nothing.
+//! same compaction point; opening it again changes nothing. Rows outside the revision rows
+//! move from an older prefix to a newer one (`Mvcc::move_prefix`) durably and at most once.
 
 mod common;
 
@@ -107,4 +108,40 @@ fn a_legacy_tree_is_converted_on_open() {
     assert_eq!(w.put(b"a", b"a7", 0).unwrap().map(|p| p.version), Some(2));
     w.commit(18).unwrap();
     assert_eq!(live(&m, 0), vec![t(b"a", b"a7", 3), t(b"c", b"c6", 1)]);
+}
+
+/// `move_prefix` renames rows under one prefix byte to another in one durable transaction,
+/// leaves every other row and the applied index alone, and does nothing when there is
+/// nothing to move.
+#[test]
+fn rows_move_from_one_prefix_to_another_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path(), "db");
+    let mut w = m.write().unwrap();
+    w.put(b"k", b"v", 0).unwrap();
+    w.commit(5).unwrap();
+    let mut w = m.db().begin_write().unwrap();
+    w.insert(b"u\x00\x01", b"one").unwrap();
+    w.insert(b"u\x00\x02", b"two").unwrap();
+    w.insert(b"t", b"untouched").unwrap();
+    w.commit().unwrap();
+    let before = rows(&m);
+    assert_eq!(m.move_prefix(b'u', b'M').unwrap(), 2);
+    assert_eq!(m.move_prefix(b'u', b'M').unwrap(), 0);
+    drop(m);
+    let m = open(dir.path(), "db");
+    let expected: Vec<_> = before
+        .into_iter()
+        .map(|(mut k, v)| {
+            if k[0] == b'u' {
+                k[0] = b'M';
+            }
+            (k, v)
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert_eq!(rows(&m), expected);
+    assert_eq!(m.snapshot().applied_index(), 5);
+    assert_eq!(live(&m, 0), vec![(b"k".to_vec(), b"v".to_vec(), 1)]);
 }
