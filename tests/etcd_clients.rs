@@ -1745,7 +1745,8 @@ fn bench_load_generator_reconnects_after_a_restart() {
 /// moved in front: the member keeps its attributes, and puts fill leaves again.
 #[test]
 fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
-    use quorumkv_server::kv::{apply::MEMBER_PREFIX, open_db};
+    use quorumkv_server::kv::apply::{MEMBER_PREFIX, OLD_MEMBER_PREFIX};
+    use quorumkv_server::kv::open_db;
     use quorumkv_server::mvcc::Mvcc;
     let _serial = serial();
     let mut c = Cluster::start(1, "raft");
@@ -1756,7 +1757,10 @@ fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
     c.stop(0);
     let db = c.members[0].dir.join("member/db");
     let older = Mvcc::open(open_db(&db).unwrap()).unwrap();
-    assert_eq!(older.move_prefix(MEMBER_PREFIX, b'u').unwrap(), 1);
+    assert_eq!(
+        older.move_prefix(MEMBER_PREFIX, OLD_MEMBER_PREFIX).unwrap(),
+        1
+    );
     drop(older);
     c.spawn(0);
     c.wait_healthy();
@@ -1796,7 +1800,7 @@ fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
     let m = Mvcc::open(open_db(&db).unwrap()).unwrap();
     let view = m.db().begin_read();
     assert!(view.prefix(b"r").count() as u64 > puts);
-    assert!(view.prefix(b"u").next().is_none());
+    assert!(view.prefix(&[OLD_MEMBER_PREFIX]).next().is_none());
     assert_eq!(view.prefix(&[MEMBER_PREFIX]).count(), 1);
     let s = m.db().stats();
     let in_use_bytes = (s.page_count - s.free_pages - s.pending_pages) * s.page_size as u64;

@@ -31,7 +31,7 @@ pub const MEMBER_PREFIX: u8 = b'M';
 /// Where member rows were kept before: after the revision rows, so every put landed in the
 /// leaf that also held them and split it in the middle, leaving leaves two-thirds full.
 /// [`load`] moves them.
-const OLD_MEMBER_PREFIX: u8 = b'u';
+pub const OLD_MEMBER_PREFIX: u8 = b'u';
 /// Prefix of alarm rows (`a <member be> <type>`).
 pub const ALARM_PREFIX: u8 = b'a';
 
@@ -512,10 +512,7 @@ fn storage(e: quorumkv_btree::Error) -> KvError {
 /// Loads leases (with their keys), members, alarms and the auth store from the tree (at start
 /// and after a snapshot install), first moving member rows kept where older versions kept them.
 pub fn load(shared: &Shared) -> Result<(), KvError> {
-    let moved = shared
-        .mvcc
-        .move_prefix(OLD_MEMBER_PREFIX, MEMBER_PREFIX)
-        .map_err(|e| KvError::Storage(e.to_string()))?;
+    let moved = shared.mvcc.move_prefix(OLD_MEMBER_PREFIX, MEMBER_PREFIX)?;
     if moved > 0 {
         tracing::info!(rows = moved, "member rows moved before the revision rows");
     }
