@@ -81,16 +81,27 @@ enum Command {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // `serve` logs its own crates at --log-level; the other commands keep their output to
+    // the member and server crates' news.
+    let filter = match &cli.command {
+        Command::Serve(args) => {
+            let l = args.log_level();
+            format!(
+                "warn,quorumkv={l},quorumkv_server={l},quorumkv_wal={l},quorumkv_btree={l},\
+                 quorumkv_replication={l}"
+            )
+        }
+        _ => "warn,quorumkv=info,quorumkv_server=info".to_string(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,quorumkv=info,quorumkv_server=info")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
         .init();
     tune_allocator();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::main(&args),
         Command::Bench { target } => bench::run(target),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use quorumkv::server::kv::compactor::Retention;
 use quorumkv::server::node::ProtocolKind;
 use quorumkv::server::serve::{self, ServeOptions};
 use quorumkv::wal::Backend;
@@ -126,6 +127,17 @@ pub struct ServeArgs {
     /// Preallocate WAL segments.
     #[arg(long)]
     wal_preallocate: Option<bool>,
+    /// Interpret --auto-compaction-retention as a period (`periodic`) or a revision count
+    /// (`revision`).
+    #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
+    auto_compaction_mode: String,
+    /// History to keep when compacting automatically: hours or a duration such as `30m`
+    /// (periodic), or revisions (revision). 0 turns automatic compaction off.
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
+    /// Log level: debug, info, warn, error, panic or fatal (`RUST_LOG` overrides it).
+    #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
+    log_level: String,
 }
 
 /// Accepts etcd's `--auth-token` values of the simple kind (`simple`, or `simple,...`).
@@ -140,7 +152,17 @@ fn auth_token_kind(v: &str) -> Result<String, String> {
 }
 
 impl ServeArgs {
-    fn options(&self) -> ServeOptions {
+    /// The `tracing` filter directive for this process's own crates at `--log-level`.
+    pub fn log_level(&self) -> &'static str {
+        match self.log_level.as_str() {
+            "debug" => "debug",
+            "info" => "info",
+            "warn" => "warn",
+            _ => "error",
+        }
+    }
+
+    fn options(&self) -> Result<ServeOptions, String> {
         let mut o = ServeOptions {
             name: self.name.clone(),
             data_dir: self.data_dir.clone(),
@@ -170,6 +192,10 @@ impl ServeArgs {
                 WalBackend::Uring => Backend::Uring,
             },
             listen_metrics_urls: list(&self.listen_metrics_urls),
+            auto_compaction: Retention::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )?,
             ..ServeOptions::default()
         };
         o.advertise_client_urls = self
@@ -192,13 +218,13 @@ impl ServeArgs {
         if let Some(v) = self.wal_preallocate {
             o.wal.preallocate = v;
         }
-        o
+        Ok(o)
     }
 }
 
 /// Runs `serve` until SIGINT or SIGTERM.
 pub fn main(args: &ServeArgs) -> Result<(), String> {
-    let opts = args.options();
+    let opts = args.options()?;
     // Failpoints named in FAILPOINTS (e.g. `wal::fdatasync=20*off->return`) fire for the
     // life of the process; builds without them refuse the variable rather than ignore it.
     if let Ok(spec) = std::env::var("FAILPOINTS") {

@@ -1814,6 +1814,88 @@ fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
 }
 
 /// Runs `benches/compare.sh ARGS --out OUT` with this build and returns the table it wrote.
+/// The raft term `ep` reports.
+fn raft_term(ep: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&etcdctl(ep, &["endpoint", "status", "-w", "json"]))).unwrap();
+    v[0]["Status"]["header"]["raft_term"].as_u64().unwrap()
+}
+
+/// `--auto-compaction-retention=2s`: the leader compacts history older than two seconds
+/// through the log, so every member refuses reads of the old revisions and still serves the
+/// recent ones; the followers leave it to the leader.
+fn periodic_auto_compaction(protocol: &'static str) {
+    let _s = serial();
+    let c = Cluster::start_with(3, protocol, &["--auto-compaction-retention", "2s"]);
+    let ep = c.members[0].client.clone();
+    let term = raft_term(&ep);
+    ok(&etcdctl(&ep, &["put", "k", "first"]));
+    let first = header_revision(&ep);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        i += 1;
+        ok(&etcdctl(&ep, &["put", "k", &format!("v{i}")]));
+        let gone = c.members.iter().all(|m| {
+            let out = etcdctl(
+                &m.client,
+                &[
+                    "get",
+                    "k",
+                    "--consistency",
+                    "s",
+                    "--rev",
+                    &first.to_string(),
+                ],
+            );
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr)
+                    .contains("required revision has been compacted")
+        });
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "revision {first} was never compacted on every member"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The newest history is kept: the revision before the last put still reads.
+    let now = header_revision(&ep);
+    let out = ok(&etcdctl(
+        &ep,
+        &["get", "k", "--rev", &(now - 1).to_string()],
+    ));
+    assert_eq!(out, format!("k\nv{}\n", i - 1));
+    let logs: Vec<String> = c
+        .members
+        .iter()
+        .map(|m| std::fs::read_to_string(m.dir.with_extension("log")).unwrap())
+        .collect();
+    let compacting = logs
+        .iter()
+        .filter(|l| l.contains("starting auto compaction"))
+        .count();
+    assert!(
+        logs.iter().any(|l| l.contains("completed auto compaction")),
+        "no member logged a compaction: {logs:?}"
+    );
+    if raft_term(&ep) == term {
+        assert_eq!(compacting, 1, "only the one leader compacts: {logs:?}");
+    }
+}
+
+#[test]
+fn raft_periodic_auto_compaction_drops_old_history_on_every_member() {
+    periodic_auto_compaction("raft");
+}
+
+#[test]
+fn zab_periodic_auto_compaction_drops_old_history_on_every_member() {
+    periodic_auto_compaction("zab");
+}
+
 fn compare_script(args: &[&str], out: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
     let run = Command::new("bash")
@@ -1932,6 +2014,17 @@ fn startup_errors_are_clear() {
     let out = run(&["--auth-token", "jwt,pub-key=x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only \"simple\" tokens"));
+    let out = run(&["--auto-compaction-retention", "1d"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit \"d\""));
+    let out = run(&[
+        "--auto-compaction-mode",
+        "revision",
+        "--auto-compaction-retention",
+        "10m",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a revision count"));
     let p = free_port();
     let out = run(&[
         "--initial-cluster",

@@ -9,6 +9,7 @@ use std::time::Duration;
 use quorumkv_wal::{Backend, WalOptions};
 
 use crate::cluster;
+use crate::kv::compactor::Retention;
 use crate::kv::{KvConfig, KvServer, Member};
 use crate::node::{NodeConfig, ProtocolKind};
 
@@ -68,6 +69,8 @@ pub struct ServeOptions {
     pub backend: Backend,
     /// URLs to serve `/metrics` and `/health` on.
     pub listen_metrics_urls: Vec<String>,
+    /// History compacted automatically (etcd's `--auto-compaction-*`); `None`: none.
+    pub auto_compaction: Option<Retention>,
 }
 
 impl Default for ServeOptions {
@@ -98,6 +101,7 @@ impl Default for ServeOptions {
             wal: WalOptions::default(),
             backend: Backend::default(),
             listen_metrics_urls: Vec::new(),
+            auto_compaction: None,
         }
     }
 }
@@ -227,6 +231,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.strict_reconfig_check = o.strict_reconfig_check;
     kv.auth_token_ttl = o.auth_token_ttl;
     kv.bcrypt_cost = o.bcrypt_cost;
+    kv.auto_compaction = o.auto_compaction;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;

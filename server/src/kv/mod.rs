@@ -7,13 +7,15 @@
 //! log tail) and hands each result to the waiting proposer. Linearizable reads wait for a read
 //! index from the protocol and for apply to reach it; serializable reads read the local tree.
 //!
-//! The leader also runs the lease clock: expired leases are revoked through the log.
+//! The leader also runs the lease clock (expired leases are revoked through the log) and, when
+//! configured, the automatic compactor ([`compactor`]).
 
 pub mod apply;
 pub mod auth;
 pub mod bolt_format;
 pub mod bolt_reader;
 pub mod bolt_writer;
+pub mod compactor;
 pub mod error;
 pub mod etcd_restore;
 pub mod etcd_snapshot;
@@ -213,6 +215,9 @@ pub struct KvConfig {
     pub auth_token_ttl: Duration,
     /// bcrypt cost of stored password hashes (etcd's `--bcrypt-cost`).
     pub bcrypt_cost: u32,
+    /// History the leader compacts away on its own (etcd's `--auto-compaction-mode` and
+    /// `--auto-compaction-retention`); `None` leaves compaction to clients.
+    pub auto_compaction: Option<compactor::Retention>,
 }
 
 impl KvConfig {
@@ -236,6 +241,7 @@ impl KvConfig {
             strict_reconfig_check: true,
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: bcrypt::DEFAULT_COST,
+            auto_compaction: None,
         }
     }
 }
@@ -346,6 +352,9 @@ impl KvServer {
         handle.spawn(publish_attributes(Arc::clone(&server)));
         handle.spawn(sync_peers(Arc::clone(&server)));
         handle.spawn(lease_clock(Arc::clone(&server)));
+        if let Some(retention) = server.cfg.auto_compaction {
+            handle.spawn(compactor::run(Arc::clone(&server), retention));
+        }
         Ok(server)
     }
 
