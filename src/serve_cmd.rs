@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Path to the data directory.
     #[arg(long, default_value = "quorumkv-data")]
     data_dir: PathBuf,
+    /// Path to a dedicated write-ahead log directory (default: inside --data-dir).
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic (comma-separated).
     #[arg(long, default_value = "http://127.0.0.1:2379")]
     listen_client_urls: String,
@@ -166,6 +169,7 @@ impl ServeArgs {
         let mut o = ServeOptions {
             name: self.name.clone(),
             data_dir: self.data_dir.clone(),
+            wal_dir: self.wal_dir.clone(),
             listen_client_urls: list(&self.listen_client_urls),
             listen_peer_urls: list(&self.listen_peer_urls),
             initial_cluster: self.initial_cluster.clone(),

@@ -1814,6 +1814,135 @@ fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
 }
 
 /// Runs `benches/compare.sh ARGS --out OUT` with this build and returns the table it wrote.
+/// Starts a one-member `quorumkv serve` on `client`/`peer` with `args`, its stderr to `log`.
+fn serve_one(client: u16, peer: u16, args: &[std::ffi::OsString], log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .arg("serve")
+        .args(args)
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to 20 s for `child` to exit and returns whether it succeeded.
+fn exits(child: &mut Child) -> Option<bool> {
+    for _ in 0..200 {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st.success());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// `--wal-dir`: the log and its hard state live in their own directory, writes in it survive
+/// a kill, and a member refuses a log directory that is not the one its data was written
+/// with.
+#[test]
+fn a_dedicated_wal_dir_holds_the_log() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let log = tmp.path().join("serve.log");
+    let with = |wal: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "--data-dir".into(),
+            data.clone().into(),
+            "--wal-dir".into(),
+            wal.into(),
+        ]
+    };
+    let wait_up = || {
+        let up = (0..150).any(|_| {
+            let healthy = etcdctl(&ep, &["endpoint", "health"]).status.success();
+            if !healthy {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            healthy
+        });
+        assert!(
+            up,
+            "the member never served: {:?}",
+            std::fs::read_to_string(&log)
+        );
+    };
+    let wal = tmp.path().join("wal");
+    let mut child = serve_one(client, peer, &with(&wal), &log);
+    wait_up();
+    for i in 0..20 {
+        ok(&etcdctl(
+            &ep,
+            &["put", &format!("w{i:02}"), &format!("v{i}")],
+        ));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let segments = std::fs::read_dir(wal.join("wal")).unwrap().count();
+    assert!(segments > 0, "no log segments in --wal-dir");
+    assert!(wal.join("identity").exists());
+    assert!(
+        !data.join("member/wal").exists(),
+        "the log went into the data dir"
+    );
+
+    let mut child = serve_one(client, peer, &with(&wal), &log);
+    wait_up();
+    let keys = ok(&etcdctl(&ep, &["get", "w", "--prefix", "--keys-only"]));
+    assert_eq!(keys.split_whitespace().count(), 20, "{keys}");
+    assert_eq!(
+        ok(&etcdctl(&ep, &["get", "w19", "--print-value-only"])).trim(),
+        "v19"
+    );
+    // SIGTERM: a clean stop, with the tree's applied index made durable.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(exits(&mut child), Some(true));
+
+    // An empty log directory under a tree that applied entries: refused.
+    let mut child = serve_one(client, peer, &with(&tmp.path().join("empty")), &log);
+    assert_eq!(
+        exits(&mut child),
+        Some(false),
+        "an empty --wal-dir was taken"
+    );
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(err.contains("applied index"), "{err}");
+
+    // Another member's log directory: refused before anything is opened.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("identity"),
+        "cluster=0000000000000001 member=0000000000000002\n",
+    )
+    .unwrap();
+    let mut child = serve_one(client, peer, &with(&other), &log);
+    assert_eq!(
+        exits(&mut child),
+        Some(false),
+        "a foreign --wal-dir was taken"
+    );
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains("--wal-dir") && err.contains("another cluster"),
+        "{err}"
+    );
+}
+
 /// The raft term `ep` reports.
 fn raft_term(ep: &str) -> u64 {
     let v: serde_json::Value =

@@ -20,6 +20,9 @@ pub struct ServeOptions {
     pub name: String,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Dedicated directory for the write-ahead log (etcd's `--wal-dir`); `None`: inside the
+    /// data directory.
+    pub wal_dir: Option<PathBuf>,
     /// URLs to serve clients on.
     pub listen_client_urls: Vec<String>,
     /// Client URLs advertised to the cluster.
@@ -78,6 +81,7 @@ impl Default for ServeOptions {
         ServeOptions {
             name: "default".into(),
             data_dir: PathBuf::from("quorumkv-data"),
+            wal_dir: None,
             listen_client_urls: vec!["http://127.0.0.1:2379".into()],
             advertise_client_urls: vec!["http://127.0.0.1:2379".into()],
             listen_peer_urls: vec!["http://127.0.0.1:2380".into()],
@@ -181,6 +185,9 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         (members, id, cluster_id)
     };
     cluster::claim_data_dir(&o.data_dir, cluster_id, me_id)?;
+    if let Some(w) = &o.wal_dir {
+        cluster::claim_data_dir(w, cluster_id, me_id).map_err(|e| format!("--wal-dir: {e}"))?;
+    }
     let peer_listener = bind(
         o.listen_peer_urls
             .first()
@@ -206,6 +213,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         peers.insert(m.id, cluster::parse_url(url)?);
     }
     let mut node = NodeConfig::new(me_id, peers, o.data_dir.join("member"));
+    node.wal_dir = o.wal_dir.clone();
     node.learners = members
         .iter()
         .filter(|m| m.is_learner)

@@ -64,8 +64,11 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Members of `peers` that start as learners (non-voting).
     pub learners: std::collections::BTreeSet<NodeId>,
-    /// Where the log lives.
+    /// Where the log lives (unless `wal_dir` says otherwise), and snapshots in transit.
     pub data_dir: PathBuf,
+    /// A dedicated directory for the log and its hard state (etcd's `--wal-dir`), e.g. on
+    /// its own device so fdatasyncs do not queue behind the tree's writeback.
+    pub wal_dir: Option<PathBuf>,
     /// Raft or ZAB.
     pub protocol: ProtocolKind,
     /// Tick interval (heartbeat); elections time out after `election_ticks` of them.
@@ -93,6 +96,11 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The directory holding the log: `wal_dir`, or else `data_dir`.
+    pub fn log_dir(&self) -> &std::path::Path {
+        self.wal_dir.as_deref().unwrap_or(&self.data_dir)
+    }
+
     /// A node with etcd-like timing (100 ms ticks, 1 s elections) and default limits.
     pub fn new(id: NodeId, peers: BTreeMap<NodeId, SocketAddr>, data_dir: PathBuf) -> NodeConfig {
         NodeConfig {
@@ -100,6 +108,7 @@ impl NodeConfig {
             peers,
             learners: std::collections::BTreeSet::new(),
             data_dir,
+            wal_dir: None,
             protocol: ProtocolKind::Raft,
             tick: Duration::from_millis(100),
             election_ticks: 10,
@@ -332,7 +341,7 @@ impl Node {
         #[cfg(tokio_unstable)]
         builder.disable_lifo_slot();
         let runtime = builder.build().map_err(|e| e.to_string())?;
-        let store = WalStore::open(&cfg.data_dir, cfg.wal.clone(), cfg.backend)
+        let store = WalStore::open(cfg.log_dir(), cfg.wal.clone(), cfg.backend)
             .map_err(|e| e.to_string())?;
         let wal_stats = store.wal().stats_reader();
         let mut restored = store.load().map_err(|e| e.to_string())?;
@@ -350,6 +359,17 @@ impl Node {
             return Err(format!(
                 "the state machine applied index {} but the log ends at {last}",
                 opts.applied
+            ));
+        }
+        // A tree that applied entries over a log with no trace of any (no term, no snapshot,
+        // no entries) sits on a log directory that is not its own: going on would reuse the
+        // indices the tree already holds, and the machine would skip every new write.
+        if opts.applied > 0 && last == 0 && restored.hard_state.term == 0 {
+            return Err(format!(
+                "the state machine applied index {} but the log in {} is empty: the log \
+                 directory is missing or not this member's (check --wal-dir)",
+                opts.applied,
+                cfg.log_dir().display()
             ));
         }
         // A machine may be ahead of the log after a snapshot install; it skips what it has.
