@@ -1943,6 +1943,42 @@ fn a_dedicated_wal_dir_holds_the_log() {
     );
 }
 
+/// etcd's leadership transfer on shutdown: a Raft leader stopped with SIGTERM hands
+/// leadership to a follower before it exits, and that follower leads afterwards.
+#[test]
+fn raft_leader_hands_over_leadership_when_stopped() {
+    let _s = serial();
+    let mut c = Cluster::start(3, "raft");
+    let l = c.leader();
+    ok(&etcdctl(&c.endpoints(), &["put", "before", "1"]));
+    c.stop(l);
+    let log = std::fs::read_to_string(c.members[l].dir.with_extension("log")).unwrap();
+    let line = log
+        .lines()
+        .find(|x| x.contains("transferred leadership on shutdown"))
+        .unwrap_or_else(|| panic!("no hand-over logged: {log}"));
+    let hex = line.trim_end();
+    let to = u64::from_str_radix(&hex[hex.len() - 16..], 16).unwrap();
+    let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    for &i in &others {
+        let v: serde_json::Value = serde_json::from_str(&ok(&etcdctl(
+            &c.members[i].client,
+            &["endpoint", "status", "-w", "json"],
+        )))
+        .unwrap();
+        assert_eq!(v[0]["Status"]["leader"].as_u64(), Some(to), "{v}");
+    }
+    ok(&etcdctl(&c.endpoints(), &["put", "after", "2"]));
+    assert_eq!(
+        ok(&etcdctl(
+            &c.endpoints(),
+            &["get", "before", "--print-value-only"]
+        ))
+        .trim(),
+        "1"
+    );
+}
+
 /// The raft term `ep` reports.
 fn raft_term(ep: &str) -> u64 {
     let v: serde_json::Value =

@@ -11,7 +11,8 @@ use quorumkv_wal::{Backend, WalOptions};
 use crate::cluster;
 use crate::kv::compactor::Retention;
 use crate::kv::{KvConfig, KvServer, Member};
-use crate::node::{NodeConfig, ProtocolKind};
+use crate::node::{NodeConfig, NodeError, ProtocolKind};
+use quorumkv_replication::ProposeError;
 
 /// Everything `serve` takes, with etcd's defaults.
 #[derive(Debug, Clone)]
@@ -341,6 +342,54 @@ async fn removed(server: Arc<KvServer>) {
     }
 }
 
+/// etcd's leadership transfer on shutdown: a Raft leader with other voters hands leadership to
+/// the voter that holds the most of its log (among those heard from within an election
+/// timeout) and waits, bounded, for it to take over, so clients find a leader at once instead
+/// of after an election timeout. ZAB has no transfer (neither has ZooKeeper); a single voter
+/// has no one to hand over to.
+async fn hand_over_leadership(server: &KvServer) {
+    let node = server.node();
+    if !node.state().is_leader() || node.state().removed() {
+        return;
+    }
+    let voters: Vec<u64> = server
+        .members()
+        .iter()
+        .filter(|m| !m.is_learner && m.id != server.member_id())
+        .map(|m| m.id)
+        .collect();
+    let timeout = server.election_timeout();
+    let Ok((_, peers)) = node.peers().await else {
+        return;
+    };
+    let Some(target) = peers
+        .iter()
+        .filter(|p| voters.contains(&p.id) && p.heard_ago.is_some_and(|a| a < timeout))
+        .max_by_key(|p| (p.matched.unwrap_or(0), std::cmp::Reverse(p.heard_ago)))
+        .map(|p| p.id)
+    else {
+        return;
+    };
+    match node.transfer_leader(target).await {
+        Ok(()) => {}
+        Err(NodeError::Propose(ProposeError::Unsupported(_))) => return,
+        Err(e) => {
+            tracing::warn!(to = %format!("{target:016x}"), error = %e, "leadership transfer on shutdown failed");
+            return;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout * 2;
+    while tokio::time::Instant::now() < deadline {
+        let leader = node.state().leader();
+        if leader != 0 && leader != server.member_id() {
+            tracing::info!(to = %format!("{leader:016x}"), "transferred leadership on shutdown");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(to = %format!("{target:016x}"), "leadership transfer on shutdown timed out");
+}
+
 /// Runs a prepared member until `shutdown` resolves.
 pub fn run(
     p: Prepared,
@@ -383,6 +432,9 @@ pub fn run(
             () = gone => true,
         }
     });
+    if !was_removed {
+        handle.block_on(hand_over_leadership(&p.server));
+    }
     let _ = stop_tx.send(true);
     handle.block_on(async {
         for t in tasks {
