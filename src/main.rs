@@ -82,8 +82,8 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    // `serve` logs its own crates at --log-level; the other commands keep their output to
-    // the member and server crates' news.
+    // `serve` logs every quorumkv crate at --log-level; the other commands log the binary's
+    // and the server's crates at info, so benchmarks and the simulator stay quiet.
     let filter = match &cli.command {
         Command::Serve(args) => {
             let l = args.log_level();
