@@ -563,6 +563,17 @@ fn header_revision(ep: &str) -> i64 {
     v["header"]["revision"].as_i64().unwrap()
 }
 
+/// Whether `ep` answers `etcdctl endpoint health` within about 15 s.
+fn serves(ep: &str) -> bool {
+    (0..150).any(|_| {
+        let healthy = etcdctl(ep, &["endpoint", "health"]).status.success();
+        if !healthy {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        healthy
+    })
+}
+
 /// A single-member etcd or quorumkv serving a restored data directory on fresh loopback
 /// ports; killed when dropped.
 struct Restored {
@@ -604,17 +615,8 @@ impl Restored {
             child,
             endpoint: format!("127.0.0.1:{client}"),
         };
-        let up = (0..150).any(|_| {
-            let healthy = etcdctl(&r.endpoint, &["endpoint", "health"])
-                .status
-                .success();
-            if !healthy {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            healthy
-        });
         assert!(
-            up,
+            serves(&r.endpoint),
             "{program} did not start on the restored {}",
             data.display()
         );
@@ -1864,15 +1866,8 @@ fn a_dedicated_wal_dir_holds_the_log() {
         ]
     };
     let wait_up = || {
-        let up = (0..150).any(|_| {
-            let healthy = etcdctl(&ep, &["endpoint", "health"]).status.success();
-            if !healthy {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            healthy
-        });
         assert!(
-            up,
+            serves(&ep),
             "the member never served: {:?}",
             std::fs::read_to_string(&log)
         );
