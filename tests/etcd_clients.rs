@@ -50,6 +50,15 @@ struct Member {
     failpoints: Option<String>,
 }
 
+/// Asks `child` to stop cleanly (SIGTERM).
+fn sigterm(child: &Child) {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+}
+
 struct Cluster {
     members: Vec<Member>,
     initial: String,
@@ -238,11 +247,7 @@ impl Cluster {
     /// Stops member `i` with SIGTERM, as an operator would, and waits for it to exit.
     fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
-            let term = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(term.success());
+            sigterm(&c);
             assert!(
                 c.wait().unwrap().success(),
                 "member {i} failed to stop cleanly"
@@ -1900,11 +1905,7 @@ fn a_dedicated_wal_dir_holds_the_log() {
         "v19"
     );
     // SIGTERM: a clean stop, with the tree's applied index made durable.
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    sigterm(&child);
     assert_eq!(exits(&mut child), Some(true));
 
     // An empty log directory under a tree that applied entries: refused.

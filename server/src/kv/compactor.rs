@@ -11,7 +11,7 @@
 //!   has passed since the last compaction (or since start), the member compacts to the
 //!   revision sampled `T` ago, then again every `min(T, 1 h)`. History younger than `T` stays.
 //! - **Revision** (retention `N`): every 5 minutes the member compacts to the current revision
-//!   minus `N`, unless that is the revision it compacted to last time.
+//!   minus `N`, unless the history is already compacted that far.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -96,9 +96,6 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or("a number without a unit")?;
         let (num, tail) = rest.split_at(digits);
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(format!("{num:?} is not a number"));
-        }
         let value: f64 = num
             .parse()
             .map_err(|_| format!("{num:?} is not a number"))?;
@@ -137,8 +134,6 @@ pub struct AutoCompactor {
     /// Periodic: the time to wait after `last_done`; the retention until the first
     /// compaction, then the compaction interval.
     wait: Duration,
-    /// Revision mode: the revision compacted to last.
-    last_rev: i64,
 }
 
 impl AutoCompactor {
@@ -159,7 +154,6 @@ impl AutoCompactor {
             samples: VecDeque::new(),
             last_done: now,
             wait,
-            last_rev: 0,
         }
     }
 
@@ -213,7 +207,7 @@ impl AutoCompactor {
             }
             Retention::Revision(keep) => {
                 let rev = revision - keep;
-                if !leader || rev <= 0 || rev == self.last_rev || rev <= compacted {
+                if !leader || rev <= 0 || rev <= compacted {
                     return None;
                 }
                 Some(rev)
@@ -221,15 +215,12 @@ impl AutoCompactor {
         }
     }
 
-    /// Reports how compacting to `rev` ended: `done` when it committed (or the history was
-    /// already compacted past it).
-    pub fn compacted(&mut self, now: Instant, rev: i64, done: bool) {
-        if !done {
-            return;
-        }
-        match self.retention {
-            Retention::Periodic(_) => self.last_done = now,
-            Retention::Revision(_) => self.last_rev = rev,
+    /// Reports how the compaction [`poll`](AutoCompactor::poll) asked for ended: `done` when
+    /// it committed (or the history was already compacted past it). Revision mode needs no
+    /// report: the compacted revision it is given next tells it.
+    pub fn compacted(&mut self, now: Instant, done: bool) {
+        if done && matches!(self.retention, Retention::Periodic(_)) {
+            self.last_done = now;
         }
     }
 }
@@ -269,7 +260,7 @@ pub(crate) async fn run(server: Arc<KvServer>, retention: Retention) {
             }
             Err(e) => tracing::warn!(revision = rev, error = %e, "auto compaction failed"),
         }
-        schedule.compacted(Instant::now(), rev, done);
+        schedule.compacted(Instant::now(), done);
     }
 }
 
@@ -341,7 +332,7 @@ mod tests {
         // At 100 s the oldest sample kept is the one from 10 s (the window is one period).
         let rev = c.poll(t0 + secs(100), 100, 0, true);
         assert_eq!(rev, Some(10));
-        c.compacted(t0 + secs(100), 10, true);
+        c.compacted(t0 + secs(100), true);
         for i in 11..20u64 {
             assert_eq!(c.poll(t0 + step * i as u32, 10 * i as i64, 10, true), None);
         }
@@ -358,9 +349,9 @@ mod tests {
         }
         // Leading now: the window still holds exactly one period of samples.
         assert_eq!(c.poll(t0 + secs(31), 31, 0, true), Some(21));
-        c.compacted(t0 + secs(31), 21, false);
+        c.compacted(t0 + secs(31), false);
         assert_eq!(c.poll(t0 + secs(32), 32, 0, true), Some(22));
-        c.compacted(t0 + secs(32), 22, true);
+        c.compacted(t0 + secs(32), true);
         assert_eq!(c.poll(t0 + secs(33), 33, 22, true), None);
     }
 
@@ -374,7 +365,7 @@ mod tests {
             let now = t0 + secs(360) * i;
             let rev = i64::from(i);
             if let Some(r) = c.poll(now, rev, 0, true) {
-                c.compacted(now, r, true);
+                c.compacted(now, true);
                 got.push((i, r));
             }
         }
@@ -390,7 +381,7 @@ mod tests {
         assert_eq!(c.poll(t0, 50, 0, true), None);
         assert_eq!(c.poll(t0, 250, 0, false), None);
         assert_eq!(c.poll(t0, 250, 0, true), Some(150));
-        c.compacted(t0, 150, true);
+        c.compacted(t0, true);
         assert_eq!(c.poll(t0, 250, 150, true), None);
         assert_eq!(c.poll(t0, 251, 150, true), Some(151));
     }
