@@ -1,7 +1,7 @@
 //! The `quorumkv` command: a cluster member speaking the etcd v3 API (`serve`), benchmarks,
 //! and the deterministic simulator.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use quorumkv::bench;
 
@@ -46,6 +46,7 @@ fn tune_allocator() {
 }
 
 mod serve_cmd;
+mod serve_settings;
 mod sim_cmd;
 mod snapshot_cmd;
 
@@ -63,6 +64,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a cluster member serving the etcd v3 API (flags as etcd's).
+    #[command(
+        after_help = "Every flag can also be set by an ETCD_<FLAG> environment variable \
+        (ETCD_DATA_DIR for --data-dir) when the command line does not give it. With \
+        --config-file, an etcd-style YAML file (data-dir: DIR) is the whole configuration."
+    )]
     Serve(Box<serve_cmd::ServeArgs>),
     /// Benchmarks of the storage paths.
     Bench {
@@ -81,7 +87,25 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `serve` also takes its flags from ETCD_* variables or a config file, as etcd does.
+    let (mut notes, mut warnings) = (Vec::new(), Vec::new());
+    if let (Command::Serve(args), Some(("serve", serve))) = (&mut cli.command, matches.subcommand())
+    {
+        let env: Vec<_> = std::env::vars_os().collect();
+        match serve_settings::Settings::resolve(serve, &env) {
+            Ok(settings) => {
+                **args = settings.args;
+                notes = settings.notes;
+                warnings = settings.warnings;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     // `serve` logs every quorumkv crate at --log-level; the other commands log the binary's
     // and the server's crates at info, so benchmarks and the simulator stay quiet.
     let filter = match &cli.command {
@@ -101,6 +125,12 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    for note in notes {
+        tracing::info!("{note}");
+    }
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     tune_allocator();
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::main(&args),

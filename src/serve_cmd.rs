@@ -35,112 +35,117 @@ fn list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// `serve` flags.
+/// `serve` flags. Each can also be set as an `ETCD_<FLAG>` environment variable, or in a
+/// configuration file (see `serve_settings`).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Path to an etcd-style YAML configuration file; when given, other flags and ETCD_*
+    /// variables are ignored.
+    #[arg(long)]
+    pub(crate) config_file: Option<PathBuf>,
     /// Human-readable name of this member.
     #[arg(long, default_value = "default")]
-    name: String,
+    pub(crate) name: String,
     /// Path to the data directory.
     #[arg(long, default_value = "quorumkv-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Path to a dedicated write-ahead log directory (default: inside --data-dir).
     #[arg(long)]
-    wal_dir: Option<PathBuf>,
+    pub(crate) wal_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic (comma-separated).
     #[arg(long, default_value = "http://127.0.0.1:2379")]
-    listen_client_urls: String,
+    pub(crate) listen_client_urls: String,
     /// Client URLs advertised to the rest of the cluster.
     #[arg(long)]
-    advertise_client_urls: Option<String>,
+    pub(crate) advertise_client_urls: Option<String>,
     /// URL to listen on for peer traffic.
     #[arg(long, default_value = "http://127.0.0.1:2380")]
-    listen_peer_urls: String,
+    pub(crate) listen_peer_urls: String,
     /// This member's peer URLs as advertised to the rest of the cluster.
     #[arg(long)]
-    initial_advertise_peer_urls: Option<String>,
+    pub(crate) initial_advertise_peer_urls: Option<String>,
     /// Initial cluster configuration: name=peer-url,...
     #[arg(long, default_value = "")]
-    initial_cluster: String,
+    pub(crate) initial_cluster: String,
     /// Initial cluster token.
     #[arg(long, default_value = "etcd-cluster")]
-    initial_cluster_token: String,
+    pub(crate) initial_cluster_token: String,
     /// Initial cluster state (new or existing; the data directory decides on restart).
     #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
-    initial_cluster_state: String,
+    pub(crate) initial_cluster_state: String,
     /// Replication protocol.
     #[arg(long, value_enum, default_value = "raft")]
-    replication: Replication,
+    pub(crate) replication: Replication,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, default_value_t = 100)]
-    heartbeat_interval: u64,
+    pub(crate) heartbeat_interval: u64,
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, default_value_t = 1000)]
-    election_timeout: u64,
+    pub(crate) election_timeout: u64,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1536 * 1024)]
-    max_request_bytes: usize,
+    pub(crate) max_request_bytes: usize,
     /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
     #[arg(long, default_value_t = 0)]
-    quota_backend_bytes: u64,
+    pub(crate) quota_backend_bytes: u64,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
-    max_txn_ops: usize,
+    pub(crate) max_txn_ops: usize,
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
-    strict_reconfig_check: bool,
+    pub(crate) strict_reconfig_check: bool,
     /// Auth token type: `simple` (the only kind served; etcd's `jwt` is refused).
     #[arg(long, default_value = "simple", value_parser = auth_token_kind)]
-    auth_token: String,
+    pub(crate) auth_token: String,
     /// Time (in seconds) a simple token lives after its last use.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
-    auth_token_ttl: u64,
+    pub(crate) auth_token_ttl: u64,
     /// bcrypt cost for hashing auth passwords (4 to 31).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
-    bcrypt_cost: u32,
+    pub(crate) bcrypt_cost: u32,
     /// Applied entries between log compactions.
     #[arg(long, default_value_t = 100_000)]
-    snapshot_count: u64,
+    pub(crate) snapshot_count: u64,
     /// Entries kept in the log behind a compaction, so slightly slow followers catch up from
     /// the log instead of a snapshot.
     #[arg(long, default_value_t = 5_000)]
-    experimental_snapshot_catchup_entries: u64,
+    pub(crate) experimental_snapshot_catchup_entries: u64,
     /// Most time (milliseconds) between durable commits of the backend.
     #[arg(long, default_value_t = 100)]
-    backend_batch_interval: u64,
+    pub(crate) backend_batch_interval: u64,
     /// Most applied entries between durable commits of the backend.
     #[arg(long, default_value_t = 10_000)]
-    backend_batch_limit: u64,
+    pub(crate) backend_batch_limit: u64,
     /// URLs to serve /metrics and /health on (comma-separated).
     #[arg(long, default_value = "")]
-    listen_metrics_urls: String,
+    pub(crate) listen_metrics_urls: String,
     /// WAL io backend.
     #[arg(long, value_enum, default_value = "pwrite")]
-    wal_backend: WalBackend,
+    pub(crate) wal_backend: WalBackend,
     /// Most records one WAL group commit carries.
     #[arg(long)]
-    wal_batch_records_max: Option<usize>,
+    pub(crate) wal_batch_records_max: Option<usize>,
     /// Extra time (microseconds) a WAL group commit waits for more appends.
     #[arg(long)]
-    wal_commit_delay_us: Option<u64>,
+    pub(crate) wal_commit_delay_us: Option<u64>,
     /// WAL batches written while the previous one syncs (1 disables pipelining).
     #[arg(long)]
-    wal_pipeline_depth: Option<usize>,
+    pub(crate) wal_pipeline_depth: Option<usize>,
     /// Preallocate WAL segments.
     #[arg(long)]
-    wal_preallocate: Option<bool>,
+    pub(crate) wal_preallocate: Option<bool>,
     /// Interpret --auto-compaction-retention as a period (`periodic`) or a revision count
     /// (`revision`).
     #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
-    auto_compaction_mode: String,
+    pub(crate) auto_compaction_mode: String,
     /// History to keep when compacting automatically: hours or a duration such as `30m`
     /// (periodic), or revisions (revision). 0 turns automatic compaction off.
     #[arg(long, default_value = "0")]
-    auto_compaction_retention: String,
+    pub(crate) auto_compaction_retention: String,
     /// Log level: debug, info, warn, error, panic or fatal (`RUST_LOG` overrides it).
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
-    log_level: String,
+    pub(crate) log_level: String,
 }
 
 /// Accepts etcd's `--auth-token` values of the simple kind (`simple`, or `simple,...`).

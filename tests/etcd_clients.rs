@@ -2216,3 +2216,127 @@ fn startup_errors_are_clear() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another cluster"));
 }
+
+/// `serve` takes etcd's `ETCD_<FLAG>` environment variables and etcd's YAML `--config-file`,
+/// as deployments written for etcd configure it: a member set up either way serves under the
+/// name and URLs it was given, a flag given both on the command line and in the environment
+/// is refused, and a config file overrides both.
+#[test]
+fn serve_takes_etcd_environment_variables_and_config_files() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let log_path = tmp.path().join("serve.log");
+    let spawn = |args: &[&str], env: &[(&str, String)]| -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
+        cmd.arg("serve").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let log = || std::fs::read_to_string(&log_path).unwrap();
+    let member_name = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&etcdctl(&ep, &["member", "list", "-w", "json"]))).unwrap();
+        v["members"][0]["name"].as_str().unwrap().to_string()
+    };
+    let peer_url = format!("http://127.0.0.1:{peer}");
+
+    // Environment variables only.
+    let env = [
+        ("ETCD_NAME", "from-env".to_string()),
+        (
+            "ETCD_DATA_DIR",
+            tmp.path().join("env").display().to_string(),
+        ),
+        ("ETCD_LISTEN_CLIENT_URLS", format!("http://{ep}")),
+        ("ETCD_LISTEN_PEER_URLS", peer_url.clone()),
+        ("ETCD_INITIAL_CLUSTER", format!("from-env={peer_url}")),
+        ("ETCD_REPLICATION", "zab".to_string()),
+        ("ETCD_NOT_A_FLAG", "1".to_string()),
+    ];
+    let mut child = spawn(&[], &env);
+    assert!(serves(&ep), "the member never served: {}", log());
+    assert_eq!(member_name(), "from-env");
+    ok(&etcdctl(&ep, &["put", "k", "v"]));
+    assert_eq!(
+        ok(&etcdctl(&ep, &["get", "k", "--print-value-only"])).trim(),
+        "v"
+    );
+    sigterm(&child);
+    assert_eq!(exits(&mut child), Some(true));
+    let text = log();
+    assert!(
+        text.contains("recognized and used environment variable ETCD_NAME=from-env"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Zab"),
+        "ETCD_REPLICATION was not used: {text}"
+    );
+    assert!(
+        text.contains("unrecognized environment variable ETCD_NOT_A_FLAG=1"),
+        "{text}"
+    );
+
+    // The same flag both ways: refused before anything starts, as etcd refuses it.
+    let mut child = spawn(&["--name", "from-flag"], &env);
+    assert_eq!(exits(&mut child), Some(false));
+    assert!(
+        log().contains("conflicting environment variable \"ETCD_NAME\""),
+        "{}",
+        log()
+    );
+    // A bad value names its variable.
+    let mut child = spawn(&[], &[("ETCD_HEARTBEAT_INTERVAL", "soon".to_string())]);
+    assert_eq!(exits(&mut child), Some(false));
+    assert!(
+        log().contains("invalid value \"soon\" for ETCD_HEARTBEAT_INTERVAL"),
+        "{}",
+        log()
+    );
+
+    // A config file is the whole configuration: flags and variables are ignored.
+    let config = tmp.path().join("etcd.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: 'from-file'\n\
+             data-dir: {}\n\
+             listen-client-urls: http://{ep}\n\
+             listen-peer-urls: {peer_url}\n\
+             initial-cluster: from-file={peer_url}\n\
+             heartbeat-interval: 100\n\
+             election-timeout: 1000\n\
+             wal-dir:\n\
+             logger: zap\n",
+            tmp.path().join("file").display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn(
+        &[
+            "--config-file",
+            config.to_str().unwrap(),
+            "--name",
+            "ignored",
+        ],
+        &[("ETCD_DATA_DIR", "/nonexistent/ignored".to_string())],
+    );
+    assert!(serves(&ep), "the member never served: {}", log());
+    assert_eq!(member_name(), "from-file");
+    sigterm(&child);
+    assert_eq!(exits(&mut child), Some(true));
+    let text = log();
+    assert!(text.contains("loading server configuration from"), "{text}");
+    assert!(
+        text.contains("config file setting \"logger\" is not used"),
+        "{text}"
+    );
+    assert!(tmp.path().join("file").exists());
+}
