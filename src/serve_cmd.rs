@@ -143,9 +143,18 @@ pub struct ServeArgs {
     /// (periodic), or revisions (revision). 0 turns automatic compaction off.
     #[arg(long, default_value = "0")]
     pub(crate) auto_compaction_retention: String,
+    /// Duration of periodic watch progress notifications, for watchers that ask for them
+    /// (a Go duration such as `10m` or `5s`).
+    #[arg(long, default_value = "10m", value_parser = go_duration)]
+    pub(crate) experimental_watch_progress_notify_interval: Duration,
     /// Log level: debug, info, warn, error, panic or fatal (`RUST_LOG` overrides it).
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
     pub(crate) log_level: String,
+}
+
+/// A Go duration (`10m`, `1h30m`, `500ms`), as etcd's duration flags take.
+fn go_duration(v: &str) -> Result<Duration, String> {
+    quorumkv::server::kv::compactor::parse_go_duration(v)
 }
 
 /// Accepts etcd's `--auth-token` values of the simple kind (`simple`, or `simple,...`).
@@ -205,6 +214,7 @@ impl ServeArgs {
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,
             )?,
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             ..ServeOptions::default()
         };
         o.advertise_client_urls = self

@@ -2340,3 +2340,30 @@ fn serve_takes_etcd_environment_variables_and_config_files() {
     );
     assert!(tmp.path().join("file").exists());
 }
+
+/// etcd's `--experimental-watch-progress-notify-interval`: watchers that asked for progress
+/// notifications (python-etcd3's `progress_notify=True`) get one per interval while idle,
+/// carrying the current revision; others get none.
+#[test]
+fn idle_watchers_get_progress_notifications_at_the_configured_interval() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let log = tmp.path().join("serve.log");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--data-dir".into(),
+        tmp.path().join("data").into(),
+        "--experimental-watch-progress-notify-interval".into(),
+        "500ms".into(),
+    ];
+    let mut child = serve_one(client, peer, &args, &log);
+    assert!(
+        serves(&ep),
+        "the member never served: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    python_client("progress_notify.py", &[&ep], "progress notify OK");
+    sigterm(&child);
+    assert_eq!(exits(&mut child), Some(true));
+}

@@ -75,6 +75,8 @@ pub struct ServeOptions {
     pub listen_metrics_urls: Vec<String>,
     /// History compacted automatically (etcd's `--auto-compaction-*`); `None`: none.
     pub auto_compaction: Option<Retention>,
+    /// How often idle watchers that asked for them get progress notifications.
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Default for ServeOptions {
@@ -107,6 +109,7 @@ impl Default for ServeOptions {
             backend: Backend::default(),
             listen_metrics_urls: Vec::new(),
             auto_compaction: None,
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 }
@@ -241,6 +244,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.auth_token_ttl = o.auth_token_ttl;
     kv.bcrypt_cost = o.bcrypt_cost;
     kv.auto_compaction = o.auto_compaction;
+    kv.watch_progress_notify_interval = o.watch_progress_notify_interval;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;

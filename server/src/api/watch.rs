@@ -23,8 +23,8 @@ use crate::pb::mvccpb;
 
 /// Events per response at most (a revision is never split).
 const EVENTS_PER_RESPONSE: usize = 1000;
-/// How often watchers that asked for progress notifications get one when idle.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest interval between progress notifications (a zero or tiny setting would spin).
+const PROGRESS_INTERVAL_MIN: Duration = Duration::from_millis(100);
 
 /// The Watch service of one member.
 #[derive(Debug, Clone)]
@@ -377,6 +377,10 @@ pub(crate) async fn run(
     let mut inbound_open = true;
     let mut leader_check = tokio::time::interval(server.election_timeout());
     let mut rev_rx = server.shared().hub.subscribe();
+    let every = server
+        .config()
+        .watch_progress_notify_interval
+        .max(PROGRESS_INTERVAL_MIN);
     let mut st = StreamState {
         server,
         token,
@@ -384,7 +388,7 @@ pub(crate) async fn run(
         next_id: 0,
         out,
     };
-    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut progress = tokio::time::interval(every);
     progress.tick().await;
     loop {
         let ok = tokio::select! {

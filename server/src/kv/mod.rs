@@ -218,6 +218,9 @@ pub struct KvConfig {
     /// History the leader compacts away on its own (etcd's `--auto-compaction-mode` and
     /// `--auto-compaction-retention`); `None` leaves compaction to clients.
     pub auto_compaction: Option<compactor::Retention>,
+    /// How often watchers that asked for progress notifications get one when idle (etcd's
+    /// `--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl KvConfig {
@@ -242,6 +245,7 @@ impl KvConfig {
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: bcrypt::DEFAULT_COST,
             auto_compaction: None,
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 }
