@@ -4,6 +4,7 @@
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use quorumkv::bench;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 // The server allocates per request (HTTP/2 frames, protobuf messages) and per dirty tree page;
 // mimalloc's thread-local free lists serve that with less contention and fragmentation than
@@ -86,6 +87,23 @@ enum Command {
     },
 }
 
+/// The log's writer for `output`, and whether it takes colours (not in files).
+fn log_writer(output: &serve_cmd::LogOutput) -> Result<(BoxMakeWriter, bool), String> {
+    use serve_cmd::LogOutput;
+    Ok(match output {
+        LogOutput::Stderr => (BoxMakeWriter::new(std::io::stderr), true),
+        LogOutput::Stdout => (BoxMakeWriter::new(std::io::stdout), true),
+        LogOutput::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--log-outputs {}: {e}", path.display()))?;
+            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
+        }
+    })
+}
+
 fn main() {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -118,12 +136,27 @@ fn main() {
         }
         _ => "warn,quorumkv=info,quorumkv_server=info".to_string(),
     };
+    let output = match &cli.command {
+        Command::Serve(args) => {
+            warnings.extend(args.ignored());
+            args.log_output().unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            })
+        }
+        _ => serve_cmd::LogOutput::Stderr,
+    };
+    let (writer, ansi) = log_writer(&output).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
+        .with_ansi(ansi)
         .init();
     for note in notes {
         tracing::info!("{note}");

@@ -147,9 +147,115 @@ pub struct ServeArgs {
     /// (a Go duration such as `10m` or `5s`).
     #[arg(long, default_value = "10m", value_parser = go_duration)]
     pub(crate) experimental_watch_progress_notify_interval: Duration,
+    /// Frequency of server-to-client pings that check a connection is alive (a Go duration;
+    /// 0 disables).
+    #[arg(long, default_value = "2h", value_parser = go_duration)]
+    pub(crate) grpc_keepalive_interval: Duration,
+    /// Additional wait before closing a connection that does not answer a ping (0: tonic's
+    /// 20 s).
+    #[arg(long, default_value = "20s", value_parser = go_duration)]
+    pub(crate) grpc_keepalive_timeout: Duration,
+    /// Maximum concurrent streams each client connection may open.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_concurrent_streams: u32,
+    /// Log format: `capnslog` or `zap` (both write this server's one format).
+    #[arg(long, default_value = "capnslog", value_parser = ["capnslog", "zap"])]
+    pub(crate) logger: String,
+    /// Where logs go: `default` or `stderr`, `stdout`, or a file path (appended to).
+    #[arg(long, default_value = "default")]
+    pub(crate) log_outputs: String,
+    /// Metrics detail: `basic` or `extensive` (the same metrics, histograms included, either way).
+    #[arg(long, default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub(crate) metrics: String,
+    /// Accept etcd v2 requests: only the v3 API is served (a warning when true).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub(crate) enable_v2: bool,
+    /// Go runtime profiling endpoints: not served (a warning when true).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub(crate) enable_pprof: bool,
+    /// TLS settings of etcd's: refused when given, as members serve plain HTTP.
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
     /// Log level: debug, info, warn, error, panic or fatal (`RUST_LOG` overrides it).
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
     pub(crate) log_level: String,
+}
+
+/// etcd's TLS flags, for clear refusals: this server listens on plain HTTP only.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Client TLS certificate file (not served).
+    #[arg(long, default_value = "")]
+    cert_file: String,
+    /// Client TLS key file (not served).
+    #[arg(long, default_value = "")]
+    key_file: String,
+    /// Client TLS trusted CA file (not served).
+    #[arg(long, default_value = "")]
+    trusted_ca_file: String,
+    /// Client certificate authentication (not served).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    client_cert_auth: bool,
+    /// Client TLS with generated certificates (not served).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    auto_tls: bool,
+    /// Peer TLS certificate file (not served).
+    #[arg(long, default_value = "")]
+    peer_cert_file: String,
+    /// Peer TLS key file (not served).
+    #[arg(long, default_value = "")]
+    peer_key_file: String,
+    /// Peer TLS trusted CA file (not served).
+    #[arg(long, default_value = "")]
+    peer_trusted_ca_file: String,
+    /// Peer certificate authentication (not served).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    peer_client_cert_auth: bool,
+    /// Peer TLS with generated certificates (not served).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    peer_auto_tls: bool,
+}
+
+impl TlsArgs {
+    /// The first TLS flag that asks for TLS, by name.
+    fn requested(&self) -> Option<&'static str> {
+        let files = [
+            ("--cert-file", &self.cert_file),
+            ("--key-file", &self.key_file),
+            ("--trusted-ca-file", &self.trusted_ca_file),
+            ("--peer-cert-file", &self.peer_cert_file),
+            ("--peer-key-file", &self.peer_key_file),
+            ("--peer-trusted-ca-file", &self.peer_trusted_ca_file),
+        ];
+        let switches = [
+            ("--client-cert-auth", self.client_cert_auth),
+            ("--auto-tls", self.auto_tls),
+            ("--peer-client-cert-auth", self.peer_client_cert_auth),
+            ("--peer-auto-tls", self.peer_auto_tls),
+        ];
+        files
+            .iter()
+            .find(|(_, v)| !v.is_empty())
+            .map(|(n, _)| *n)
+            .or_else(|| switches.iter().find(|(_, on)| *on).map(|(n, _)| *n))
+    }
+}
+
+/// Where `--log-outputs` sends the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Standard error (etcd's `default` and `stderr`).
+    Stderr,
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
 }
 
 /// A Go duration (`10m`, `1h30m`, `500ms`), as etcd's duration flags take.
@@ -179,7 +285,39 @@ impl ServeArgs {
         }
     }
 
+    /// Where the log goes (`--log-outputs`): one target, as etcd names them.
+    pub fn log_output(&self) -> Result<LogOutput, String> {
+        match self.log_outputs.as_str() {
+            "default" | "stderr" => Ok(LogOutput::Stderr),
+            "stdout" => Ok(LogOutput::Stdout),
+            v if v.contains(',') => Err(format!(
+                "--log-outputs {v:?}: one output is supported (stderr, stdout or a file)"
+            )),
+            v if v.starts_with("systemd") => Err(format!(
+                "--log-outputs {v:?}: journald is not supported (stderr, stdout or a file)"
+            )),
+            v => Ok(LogOutput::File(PathBuf::from(v))),
+        }
+    }
+
+    /// What the flags ask for that is accepted but does nothing here, for the log.
+    pub fn ignored(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.enable_v2 {
+            out.push("--enable-v2: the etcd v2 API is not served; v2 requests get 404".into());
+        }
+        if self.enable_pprof {
+            out.push("--enable-pprof: no Go runtime profiling endpoints are served".into());
+        }
+        out
+    }
+
     fn options(&self) -> Result<ServeOptions, String> {
+        if let Some(flag) = self.tls.requested() {
+            return Err(format!(
+                "{flag}: TLS is not supported; serve plain http:// URLs"
+            ));
+        }
         let mut o = ServeOptions {
             name: self.name.clone(),
             data_dir: self.data_dir.clone(),
@@ -215,6 +353,9 @@ impl ServeArgs {
                 &self.auto_compaction_retention,
             )?,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            grpc_keepalive_interval: self.grpc_keepalive_interval,
+            grpc_keepalive_timeout: self.grpc_keepalive_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
             ..ServeOptions::default()
         };
         o.advertise_client_urls = self

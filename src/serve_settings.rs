@@ -3,7 +3,7 @@
 //! - With `--config-file` (or `ETCD_CONFIG_FILE`), a YAML file whose keys are the flags' names
 //!   (`data-dir: /var/lib/etcd`) is the whole configuration: other flags and `ETCD_*`
 //!   variables are ignored, and so are keys that name no flag (etcd's sample file carries
-//!   settings such as `logger` that mean nothing here).
+//!   settings such as `proxy` that mean nothing here).
 //! - Otherwise the command line, then an `ETCD_<FLAG>` environment variable for each flag the
 //!   command line does not give (`ETCD_DATA_DIR` for `--data-dir`; empty values are unset),
 //!   then the defaults. A flag given both ways is refused, as etcd refuses it, and `ETCD_*`
@@ -373,6 +373,7 @@ mod tests {
              auto-compaction-retention: \"1\"\n\
              logger: zap\n\
              log-outputs: [stderr]\n\
+             proxy: 'off'\n\
              client-transport-security:\n  cert-file:\n  client-cert-auth: false\n",
         )
         .unwrap();
@@ -388,7 +389,52 @@ mod tests {
         assert!(!args.strict_reconfig_check);
         assert_eq!(args.auto_compaction_retention, "1");
         assert_eq!(args.max_txn_ops, 128, "unset keys keep etcd's defaults");
-        assert!(notes.iter().any(|n| n.contains("\"logger\"")));
+        assert_eq!(args.logger, "zap");
+        assert_eq!(args.log_outputs, "stderr");
+        assert!(notes.iter().any(|n| n.contains("\"proxy\"")));
+    }
+
+    /// A file laid out as etcd's sample configuration: every key etcd 3.4 documents there,
+    /// TLS sections left empty.
+    #[test]
+    fn a_file_shaped_like_etcds_sample_configuration_is_taken() {
+        let (args, unused) = from_yaml(
+            "name: 'default'\ndata-dir:\nwal-dir:\nsnapshot-count: 10000\n\
+             heartbeat-interval: 100\nelection-timeout: 1000\nquota-backend-bytes: 0\n\
+             listen-peer-urls: http://localhost:2380\nlisten-client-urls: http://localhost:2379\n\
+             max-snapshots: 5\nmax-wals: 5\ncors:\n\
+             initial-advertise-peer-urls: http://localhost:2380\n\
+             advertise-client-urls: http://localhost:2379\ndiscovery:\n\
+             discovery-fallback: 'proxy'\ndiscovery-proxy:\ndiscovery-srv:\ninitial-cluster:\n\
+             initial-cluster-token: 'etcd-cluster'\ninitial-cluster-state: 'new'\n\
+             strict-reconfig-check: false\nenable-v2: true\nenable-pprof: true\nproxy: 'off'\n\
+             proxy-failure-wait: 5000\nproxy-refresh-interval: 30000\nproxy-dial-timeout: 1000\n\
+             proxy-write-timeout: 5000\nproxy-read-timeout: 0\n\
+             client-transport-security:\n  cert-file:\n  key-file:\n  client-cert-auth: false\n\
+             \x20 trusted-ca-file:\n  auto-tls: false\n\
+             peer-transport-security:\n  cert-file:\n  key-file:\n  client-cert-auth: false\n\
+             \x20 trusted-ca-file:\n  auto-tls: false\n\
+             log-level: debug\nlogger: zap\nlog-outputs: [stderr]\nforce-new-cluster: false\n\
+             auto-compaction-mode: periodic\nauto-compaction-retention: \"1\"\n\
+             cipher-suites: [\n  TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n]\n",
+        )
+        .unwrap();
+        assert_eq!(args.snapshot_count, 10_000);
+        assert_eq!(args.listen_client_urls, "http://localhost:2379");
+        assert_eq!(args.log_level, "debug");
+        assert!(args.enable_v2 && args.enable_pprof);
+        assert!(!args.strict_reconfig_check);
+        assert_eq!(args.auto_compaction_mode, "periodic");
+        for key in [
+            "proxy",
+            "cors",
+            "max-wals",
+            "cipher-suites",
+            "force-new-cluster",
+        ] {
+            let note = format!("config file setting {key:?} is not used");
+            assert!(unused.contains(&note), "{key} not reported: {unused:?}");
+        }
     }
 
     #[test]

@@ -2314,7 +2314,9 @@ fn serve_takes_etcd_environment_variables_and_config_files() {
              heartbeat-interval: 100\n\
              election-timeout: 1000\n\
              wal-dir:\n\
-             logger: zap\n",
+             logger: zap\n\
+             enable-v2: true\n\
+             proxy: 'off'\n",
             tmp.path().join("file").display()
         ),
     )
@@ -2335,7 +2337,7 @@ fn serve_takes_etcd_environment_variables_and_config_files() {
     let text = log();
     assert!(text.contains("loading server configuration from"), "{text}");
     assert!(
-        text.contains("config file setting \"logger\" is not used"),
+        text.contains("config file setting \"proxy\" is not used"),
         "{text}"
     );
     assert!(tmp.path().join("file").exists());
@@ -2366,4 +2368,103 @@ fn idle_watchers_get_progress_notifications_at_the_configured_interval() {
     python_client("progress_notify.py", &[&ep], "progress notify OK");
     sigterm(&child);
     assert_eq!(exits(&mut child), Some(true));
+}
+
+/// etcd's deployment flags: a member started as orchestrators start etcd (`--logger=zap`,
+/// `--log-outputs` to a file, `--metrics=extensive`, gRPC keepalive and stream limits) serves,
+/// logs where it was told, and pings an idle connection at `--grpc-keepalive-interval` and
+/// closes it when `--grpc-keepalive-timeout` passes without an answer. TLS, which is not
+/// served, is refused at start with the flag named.
+#[test]
+fn etcd_deployment_flags_are_honoured_or_refused_by_name() {
+    use std::io::Read;
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let stderr = tmp.path().join("stderr.log");
+    let log_file = tmp.path().join("etcd.log");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--data-dir".into(),
+        tmp.path().join("data").into(),
+        "--logger=zap".into(),
+        format!("--log-outputs={}", log_file.display()).into(),
+        "--metrics=extensive".into(),
+        "--grpc-keepalive-interval=1s".into(),
+        "--grpc-keepalive-timeout=1s".into(),
+        "--max-concurrent-streams=100".into(),
+        "--enable-v2=false".into(),
+    ];
+    let mut child = serve_one(client, peer, &args, &stderr);
+    assert!(
+        serves(&ep),
+        "the member never served: {:?}",
+        std::fs::read_to_string(&stderr)
+    );
+    ok(&etcdctl(&ep, &["put", "k", "v"]));
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        logged.contains("quorumkv") && !logged.contains("\u{1b}["),
+        "the log file holds no plain log lines: {logged:?}"
+    );
+
+    // An HTTP/2 connection that never answers pings: pinged after 1 s, closed 1 s later.
+    let mut conn = std::net::TcpStream::connect(&ep).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let started = Instant::now();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the unanswering connection was not closed: {e}"),
+        }
+    }
+    let closed_after = started.elapsed();
+    let mut pinged = false;
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        pinged |= bytes[at + 3] == 0x6 && bytes[at + 4] & 0x1 == 0;
+        at += 9 + len;
+    }
+    assert!(pinged, "no PING before the close: {bytes:?}");
+    assert!(
+        closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(8),
+        "closed after {closed_after:?}"
+    );
+    ok(&etcdctl(&ep, &["get", "k"]));
+    sigterm(&child);
+    assert_eq!(exits(&mut child), Some(true));
+
+    // Refused at start, naming the flag.
+    for (flag, says) in [
+        (
+            "--cert-file=/etc/etcd/server.crt",
+            "--cert-file: TLS is not supported",
+        ),
+        (
+            "--peer-client-cert-auth",
+            "--peer-client-cert-auth: TLS is not supported",
+        ),
+        ("--log-outputs=stderr,stdout", "one output is supported"),
+    ] {
+        let mut args: Vec<_> = args
+            .iter()
+            .filter(|a| a.to_string_lossy().split('=').next() != flag.split('=').next())
+            .cloned()
+            .collect();
+        args.push(flag.into());
+        let mut child = serve_one(client, peer, &args, &stderr);
+        assert_eq!(exits(&mut child), Some(false), "{flag} was taken");
+        let err = std::fs::read_to_string(&stderr).unwrap();
+        assert!(err.contains(says), "{flag}: {err}");
+    }
 }

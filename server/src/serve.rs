@@ -77,6 +77,12 @@ pub struct ServeOptions {
     pub auto_compaction: Option<Retention>,
     /// How often idle watchers that asked for them get progress notifications.
     pub watch_progress_notify_interval: Duration,
+    /// How often the client port pings an idle connection (zero: never).
+    pub grpc_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed (zero: tonic's).
+    pub grpc_keepalive_timeout: Duration,
+    /// Streams one client connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ServeOptions {
@@ -110,6 +116,9 @@ impl Default for ServeOptions {
             listen_metrics_urls: Vec::new(),
             auto_compaction: None,
             watch_progress_notify_interval: Duration::from_secs(600),
+            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
+            grpc_keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: 10_000,
         }
     }
 }
@@ -245,6 +254,9 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.bcrypt_cost = o.bcrypt_cost;
     kv.auto_compaction = o.auto_compaction;
     kv.watch_progress_notify_interval = o.watch_progress_notify_interval;
+    kv.grpc_keepalive_interval = o.grpc_keepalive_interval;
+    kv.grpc_keepalive_timeout = o.grpc_keepalive_timeout;
+    kv.max_concurrent_streams = o.max_concurrent_streams;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;

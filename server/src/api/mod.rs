@@ -165,6 +165,9 @@ pub async fn serve(
             (http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
         });
     *routes.axum_router_mut() = router;
+    let cfg = server.config();
+    let keepalive = Some(cfg.grpc_keepalive_interval).filter(|d| !d.is_zero());
+    let keepalive_timeout = Some(cfg.grpc_keepalive_timeout).filter(|d| !d.is_zero());
     tonic::transport::Server::builder()
         // The KV service's unary calls take a short path; everything else, tonic's.
         .layer(unary::UnaryKvLayer::new(
@@ -176,8 +179,9 @@ pub async fn serve(
         ))
         .layer(crate::metrics::CountLayer(Arc::clone(server.metrics())))
         .accept_http1(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .max_concurrent_streams(Some(10_000))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(keepalive_timeout)
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .add_routes(routes)
         // Without TCP_NODELAY, small responses wait out the peer's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(

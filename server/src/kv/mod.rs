@@ -221,6 +221,15 @@ pub struct KvConfig {
     /// How often watchers that asked for progress notifications get one when idle (etcd's
     /// `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval: Duration,
+    /// How often the client port pings an idle connection (etcd's `--grpc-keepalive-interval`;
+    /// zero: never).
+    pub grpc_keepalive_interval: Duration,
+    /// How long such a ping may go unanswered before the connection closes (etcd's
+    /// `--grpc-keepalive-timeout`; zero: tonic's default).
+    pub grpc_keepalive_timeout: Duration,
+    /// Streams one client connection may have open at once (etcd's
+    /// `--max-concurrent-streams`).
+    pub max_concurrent_streams: u32,
 }
 
 impl KvConfig {
@@ -246,6 +255,9 @@ impl KvConfig {
             bcrypt_cost: bcrypt::DEFAULT_COST,
             auto_compaction: None,
             watch_progress_notify_interval: Duration::from_secs(600),
+            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
+            grpc_keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: 10_000,
         }
     }
 }
