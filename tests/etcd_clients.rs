@@ -2468,3 +2468,75 @@ fn etcd_deployment_flags_are_honoured_or_refused_by_name() {
         assert!(err.contains(says), "{flag}: {err}");
     }
 }
+
+/// `grpc.health.v1.Health`, which etcd registers for gRPC health probes (Kubernetes' gRPC
+/// probes, grpc_health_probe): the overall status ("") is SERVING, other service names are
+/// unknown, and once the member's storage fails (fdatasync errors, so it stops taking writes)
+/// the status turns NOT_SERVING while the process stays up to say so.
+#[test]
+fn grpc_health_service_reports_serving_until_storage_fails() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let log = tmp.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen-client-urls", &format!("http://{ep}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .env("FAILPOINTS", "wal::fdatasync=60*off->return")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        serves(&ep),
+        "the member never served: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let check = |service: &str| -> Result<i32, tonic::Code> {
+        rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut c = HealthClient::new(channel);
+            c.check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|s| s.code())
+        })
+    };
+    assert_eq!(check(""), Ok(ServingStatus::Serving as i32));
+    assert_eq!(check("etcdserverpb.KV"), Err(tonic::Code::NotFound));
+
+    // Writes until the failpoint fails an fdatasync and the member stops taking them.
+    let refused = (0..200).any(|i| {
+        !etcdctl(&ep, &["put", &format!("k{i}"), "v"])
+            .status
+            .success()
+    });
+    assert!(refused, "the failpoint never fired");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while check("") != Ok(ServingStatus::NotServing as i32) {
+        assert!(
+            Instant::now() < deadline,
+            "still {:?} after the storage failed",
+            check("")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the member exited");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

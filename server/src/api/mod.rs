@@ -165,10 +165,15 @@ pub async fn serve(
             (http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
         });
     *routes.axum_router_mut() = router;
+    // grpc.health.v1.Health, as etcd registers it: the overall status ("") only, answered
+    // without a leader or a token, like /health's probes.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let routes = routes.add_service(health);
+    let watcher = tokio::spawn(report_health(Arc::clone(&server), reporter));
     let cfg = server.config();
     let keepalive = Some(cfg.grpc_keepalive_interval).filter(|d| !d.is_zero());
     let keepalive_timeout = Some(cfg.grpc_keepalive_timeout).filter(|d| !d.is_zero());
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         // The KV service's unary calls take a short path; everything else, tonic's.
         .layer(unary::UnaryKvLayer::new(
             kv::KvService {
@@ -191,7 +196,34 @@ pub async fn serve(
             ),
             shutdown,
         )
-        .await
+        .await;
+    watcher.abort();
+    served
+}
+
+/// How often the gRPC health status is brought in step with the member.
+const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps the gRPC health service's overall status in step with the member: SERVING (as etcd
+/// reports it, through elections too, so liveness probes do not restart members that are only
+/// between leaders) until the member has stopped for good (its storage failed, or it was
+/// removed), then NOT_SERVING.
+async fn report_health(server: Arc<KvServer>, reporter: tonic_health::server::HealthReporter) {
+    let mut every = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+    loop {
+        every.tick().await;
+        let stopped = server.node().state().stopped()
+            || server
+                .shared()
+                .apply_stopped
+                .load(std::sync::atomic::Ordering::SeqCst);
+        if stopped {
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            return;
+        }
+    }
 }
 
 /// What a request for no known service or path gets: a gRPC call gets gRPC's "unimplemented"
