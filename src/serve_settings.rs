@@ -335,6 +335,28 @@ mod tests {
         );
     }
 
+    /// The command line's flags survive the merge with variables, bare switches included.
+    #[test]
+    fn command_line_flags_keep_their_values_beside_variables() {
+        let s = Settings::resolve(
+            &cli(&[
+                "--enable-pprof",
+                "--strict-reconfig-check=false",
+                "--initial-cluster=a=http://127.0.0.1:1,b=http://127.0.0.1:2",
+                "--peer-auto-tls=false",
+            ]),
+            &env(&[("ETCD_NAME", "a")]),
+        )
+        .unwrap();
+        assert_eq!(s.args.name, "a");
+        assert!(s.args.enable_pprof);
+        assert!(!s.args.strict_reconfig_check);
+        assert_eq!(
+            s.args.initial_cluster,
+            "a=http://127.0.0.1:1,b=http://127.0.0.1:2"
+        );
+    }
+
     #[test]
     fn a_flag_given_both_ways_is_refused() {
         let e = Settings::resolve(&cli(&["--name", "a"]), &env(&[("ETCD_NAME", "b")])).unwrap_err();
