@@ -178,6 +178,11 @@ pub struct ServeArgs {
     /// TLS settings of etcd's: refused when given, as members serve plain HTTP.
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
+    /// Compare the key space with the peers' before serving clients, and refuse to start on a
+    /// difference.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub(crate) experimental_initial_corrupt_check: bool,
     /// Log level: debug, info, warn, error, panic or fatal (`RUST_LOG` overrides it).
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
     pub(crate) log_level: String,
@@ -356,6 +361,7 @@ impl ServeArgs {
             grpc_keepalive_interval: self.grpc_keepalive_interval,
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
             max_concurrent_streams: self.max_concurrent_streams,
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
             ..ServeOptions::default()
         };
         o.advertise_client_urls = self

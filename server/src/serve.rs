@@ -83,6 +83,8 @@ pub struct ServeOptions {
     pub grpc_keepalive_timeout: Duration,
     /// Streams one client connection may have open at once.
     pub max_concurrent_streams: u32,
+    /// Compare the key space with the peers' before serving clients.
+    pub initial_corrupt_check: bool,
 }
 
 impl Default for ServeOptions {
@@ -119,6 +121,7 @@ impl Default for ServeOptions {
             grpc_keepalive_interval: Duration::from_secs(2 * 3600),
             grpc_keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: 10_000,
+            initial_corrupt_check: false,
         }
     }
 }
@@ -257,6 +260,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.grpc_keepalive_interval = o.grpc_keepalive_interval;
     kv.grpc_keepalive_timeout = o.grpc_keepalive_timeout;
     kv.max_concurrent_streams = o.max_concurrent_streams;
+    kv.initial_corrupt_check = o.initial_corrupt_check;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;
@@ -415,6 +419,11 @@ pub fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let _guard = handle.enter();
+    // As etcd: peers are served and the protocol runs, but no client is served until the key
+    // space matches the peers'.
+    if p.server.config().initial_corrupt_check {
+        handle.block_on(crate::kv::corrupt::initial_check(&p.server))?;
+    }
     for (url, l) in p.client_listeners {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
         let mut rx = stop_rx.clone();

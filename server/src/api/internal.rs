@@ -21,6 +21,13 @@ pub struct InternalService {
 
 #[tonic::async_trait]
 impl Internal for InternalService {
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        Ok(Response::new(self.server.hash_kv(req.get_ref().revision)?))
+    }
+
     async fn propose(
         &self,
         req: Request<InternalRequest>,

@@ -163,15 +163,7 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.admin(&req)?;
-        let snap = self.server.shared().mvcc.snapshot();
-        let (hash, compact_revision, hash_revision) =
-            snap.hash(req.get_ref().revision).map_err(KvError::from)?;
-        Ok(Response::new(pb::HashKvResponse {
-            header: Some(self.server.header(snap.revision().map_err(KvError::from)?)),
-            hash,
-            compact_revision,
-            hash_revision,
-        }))
+        Ok(Response::new(self.server.hash_kv(req.get_ref().revision)?))
     }
 
     type SnapshotStream = SnapshotStream;

@@ -16,6 +16,7 @@ pub mod bolt_format;
 pub mod bolt_reader;
 pub mod bolt_writer;
 pub mod compactor;
+pub mod corrupt;
 pub mod error;
 pub mod etcd_restore;
 pub mod etcd_snapshot;
@@ -230,6 +231,9 @@ pub struct KvConfig {
     /// Streams one client connection may have open at once (etcd's
     /// `--max-concurrent-streams`).
     pub max_concurrent_streams: u32,
+    /// Compare the key space with the peers' before serving clients, and refuse to start on a
+    /// difference (etcd's `--experimental-initial-corrupt-check`).
+    pub initial_corrupt_check: bool,
 }
 
 impl KvConfig {
@@ -258,6 +262,7 @@ impl KvConfig {
             grpc_keepalive_interval: Duration::from_secs(2 * 3600),
             grpc_keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: 10_000,
+            initial_corrupt_check: false,
         }
     }
 }
@@ -559,22 +564,40 @@ impl KvServer {
         }
     }
 
+    /// etcd's HashKV: a hash of every stored version up to `revision` (0: the current one),
+    /// with the compaction point it starts from.
+    pub fn hash_kv(&self, revision: i64) -> Result<pb::HashKvResponse, KvError> {
+        let snap = self.shared.mvcc.snapshot();
+        let (hash, compact_revision, hash_revision) = snap.hash(revision)?;
+        Ok(pb::HashKvResponse {
+            header: Some(self.header(snap.revision()?)),
+            hash,
+            compact_revision,
+            hash_revision,
+        })
+    }
+
+    /// A gRPC channel to `url` (another member's client URL), made once and kept.
+    pub fn channel_to(&self, url: &str) -> Result<tonic::transport::Channel, KvError> {
+        let mut cache = self.channels.lock();
+        if let Some(c) = cache.get(url) {
+            return Ok(c.clone());
+        }
+        let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| KvError::Other(format!("member url {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        cache.insert(url.to_string(), ch.clone());
+        Ok(ch)
+    }
+
     /// A gRPC channel to the current leader's client URL.
     pub fn leader_channel(&self) -> Result<tonic::transport::Channel, KvError> {
         let urls = self.leader_client_urls()?;
         let Some(url) = urls.first() else {
             return Err(KvError::NoLeader);
         };
-        let mut cache = self.channels.lock();
-        if let Some(c) = cache.get(url) {
-            return Ok(c.clone());
-        }
-        let ch = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| KvError::Other(format!("leader url {url}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
-        cache.insert(url.clone(), ch.clone());
-        Ok(ch)
+        self.channel_to(url)
     }
 
     /// Proposes `req` on this member only; `NotLeader` (with the request handed back) when
