@@ -183,6 +183,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     pub(crate) experimental_initial_corrupt_check: bool,
+    /// How often the leader compares the members' key spaces and raises a CORRUPT alarm on a
+    /// difference (a Go duration; 0s never).
+    #[arg(long, default_value = "0s", value_parser = go_duration)]
+    pub(crate) experimental_corrupt_check_time: Duration,
     /// Log level: debug, info, warn, error, panic or fatal (`RUST_LOG` overrides it).
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
     pub(crate) log_level: String,
@@ -362,6 +366,7 @@ impl ServeArgs {
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
             max_concurrent_streams: self.max_concurrent_streams,
             initial_corrupt_check: self.experimental_initial_corrupt_check,
+            corrupt_check_interval: self.experimental_corrupt_check_time,
             ..ServeOptions::default()
         };
         o.advertise_client_urls = self

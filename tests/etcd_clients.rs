@@ -2547,7 +2547,6 @@ fn grpc_health_service_reports_serving_until_storage_fails() {
 /// down) refuses to start, naming the inconsistency, and starts again without the check.
 #[test]
 fn initial_corrupt_check_refuses_a_member_whose_data_differs() {
-    use quorumkv_server::kv::open_db;
     let _s = serial();
     let mut c = Cluster::start(3, "raft");
     for i in 0..20 {
@@ -2573,22 +2572,7 @@ fn initial_corrupt_check_refuses_a_member_whose_data_differs() {
 
     // One stored version's value altered on disk while the member is down.
     c.stop(f);
-    {
-        let db = open_db(&c.members[f].dir.join("member/db")).unwrap();
-        let (key, mut value) = {
-            let view = db.begin_read();
-            let (k, v) = view
-                .prefix(b"r")
-                .map(|item| item.unwrap())
-                .find(|(_, v)| v.ends_with(b"value-7"))
-                .expect("the version of c07");
-            (k.to_vec(), v.to_vec())
-        };
-        *value.last_mut().unwrap() = b'8';
-        let mut w = db.begin_write().unwrap();
-        w.insert(&key, &value).unwrap();
-        w.commit().unwrap();
-    }
+    alter_stored_value(&c.members[f].dir, b"value-7");
     c.spawn(f);
     let child = c.members[f].child.as_mut().unwrap();
     assert_eq!(exits(child), Some(false), "the altered member started");
@@ -2604,4 +2588,85 @@ fn initial_corrupt_check_refuses_a_member_whose_data_differs() {
     c.extra.pop();
     c.spawn(f);
     c.wait_healthy();
+}
+
+/// Changes the last byte of the stored version whose value ends with `suffix`, in the tree of
+/// the (stopped) member whose data directory is `dir`: corruption that no checksum catches.
+fn alter_stored_value(dir: &Path, suffix: &[u8]) {
+    use quorumkv_server::kv::open_db;
+    let db = open_db(&dir.join("member/db")).unwrap();
+    let (key, mut value) = {
+        let view = db.begin_read();
+        let (k, v) = view
+            .prefix(b"r")
+            .map(|item| item.unwrap())
+            .find(|(_, v)| v.ends_with(suffix))
+            .expect("a stored version with that value");
+        (k.to_vec(), v.to_vec())
+    };
+    *value.last_mut().unwrap() ^= 1;
+    let mut w = db.begin_write().unwrap();
+    w.insert(&key, &value).unwrap();
+    w.commit().unwrap();
+}
+
+/// etcd's `--experimental-corrupt-check-time`: the leader compares the members' key spaces
+/// every interval. Under a write load no alarm is raised; once a follower's stored data is
+/// altered, the leader raises a CORRUPT alarm naming it, and every member then refuses reads
+/// and writes with "etcdserver: corrupt cluster" while still answering maintenance calls.
+#[test]
+fn periodic_corrupt_check_raises_a_corrupt_alarm() {
+    let _s = serial();
+    let mut c = Cluster::start_with(3, "raft", &["--experimental-corrupt-check-time", "500ms"]);
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        ok(&etcdctl(
+            &c.endpoints(),
+            &["put", &format!("p{i:03}"), &format!("value-{i}")],
+        ));
+        i += 1;
+    }
+    assert_eq!(
+        ok(&etcdctl(&c.endpoints(), &["alarm", "list"])).trim(),
+        "",
+        "an alarm under a healthy write load"
+    );
+    let l = c.leader();
+    let f = (0..3).find(|&i| i != l).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&ok(&etcdctl(
+        &c.members[f].client,
+        &["endpoint", "status", "-w", "json"],
+    )))
+    .unwrap();
+    let id = status[0]["Status"]["header"]["member_id"].as_u64().unwrap();
+    c.stop(f);
+    alter_stored_value(&c.members[f].dir, b"value-3");
+    c.spawn(f);
+    c.wait_healthy();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alarms = ok(&etcdctl(&c.endpoints(), &["alarm", "list"]));
+        if alarms.contains("alarm:CORRUPT") {
+            assert!(alarms.contains(&format!("memberID:{id} ")), "{alarms}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no CORRUPT alarm: {alarms:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for m in &c.members {
+        for args in [&["put", "x", "1"][..], &["get", "p001"][..]] {
+            let out = etcdctl(&m.client, args);
+            assert!(
+                !out.status.success(),
+                "{args:?} served on a corrupt cluster"
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("etcdserver: corrupt cluster"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    ok(&etcdctl(&c.endpoints(), &["endpoint", "status"]));
 }

@@ -85,6 +85,8 @@ pub struct ServeOptions {
     pub max_concurrent_streams: u32,
     /// Compare the key space with the peers' before serving clients.
     pub initial_corrupt_check: bool,
+    /// How often the leader compares the members' key spaces (zero: never).
+    pub corrupt_check_interval: Duration,
 }
 
 impl Default for ServeOptions {
@@ -122,6 +124,7 @@ impl Default for ServeOptions {
             grpc_keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: 10_000,
             initial_corrupt_check: false,
+            corrupt_check_interval: Duration::ZERO,
         }
     }
 }
@@ -261,6 +264,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.grpc_keepalive_timeout = o.grpc_keepalive_timeout;
     kv.max_concurrent_streams = o.max_concurrent_streams;
     kv.initial_corrupt_check = o.initial_corrupt_check;
+    kv.corrupt_check_interval = o.corrupt_check_interval;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;
@@ -435,6 +439,17 @@ pub fn run(
             };
             if let Err(e) = crate::api::serve(server, l, stop).await {
                 tracing::error!(error = %e, "client server failed");
+            }
+        }));
+    }
+    let every = p.server.config().corrupt_check_interval;
+    if !every.is_zero() {
+        let mut rx = stop_rx.clone();
+        let server = Arc::clone(&p.server);
+        tasks.push(handle.spawn(async move {
+            tokio::select! {
+                () = crate::kv::corrupt::periodic(server, every) => {}
+                _ = rx.wait_for(|s| *s) => {}
             }
         }));
     }

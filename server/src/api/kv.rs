@@ -110,6 +110,9 @@ impl KvService {
         if r.key.is_empty() {
             return Err(KvError::EmptyKey);
         }
+        if self.server.corrupt() {
+            return Err(KvError::Corrupt);
+        }
         if !r.serializable {
             self.server.read_barrier().await?;
         }

@@ -1,7 +1,11 @@
-//! etcd's initial corruption check (`--experimental-initial-corrupt-check`): before a member
-//! serves clients, it compares the hash of its key space (HashKV at its current revision) with
-//! every peer's hash at that same revision, and refuses to start when a peer that has the same
-//! compaction point holds different data.
+//! etcd's corruption checks, which compare the hash of a member's key space (HashKV at its
+//! current revision) with every peer's hash at that same revision:
+//!
+//! - initial (`--experimental-initial-corrupt-check`): before a member serves clients; it
+//!   refuses to start when a peer with the same compaction point holds different data;
+//! - periodic (`--experimental-corrupt-check-time`): the leader checks every interval and, on a
+//!   difference, raises a CORRUPT alarm through the log, after which every member refuses data
+//!   requests with "etcdserver: corrupt cluster" until an operator disarms it.
 //!
 //! Peers are asked over the member-to-member `Internal.HashKv` call on their client URLs. A
 //! peer that cannot answer (down, behind this member's revision, or compacted past it) is
@@ -14,6 +18,7 @@ use std::time::Duration;
 use crate::kv::{KvError, KvServer};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::quorumkv::internal_client::InternalClient;
+use crate::pb::quorumkv::internal_request::Request;
 
 /// How long one peer may take to answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,6 +131,78 @@ pub async fn initial_check(server: &Arc<KvServer>) -> Result<(), String> {
     }
     tracing::info!(member = %format!("{me:016x}"), "initial corruption checking passed; no corruption");
     Ok(())
+}
+
+/// The leader's periodic check: every `every`, compares the members' key spaces and raises a
+/// CORRUPT alarm for the member whose data differs. Runs until dropped.
+pub async fn periodic(server: Arc<KvServer>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if !server.node().state().is_leader() || server.corrupt() {
+            continue;
+        }
+        let suspect = match leader_check(&server).await {
+            Ok(Some(member)) => member,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "corruption check failed to hash the key space");
+                continue;
+            }
+        };
+        let alarm = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: suspect,
+            alarm: pb::AlarmType::Corrupt as i32,
+        };
+        if let Err(e) = server.propose(Request::Alarm(alarm)).await {
+            tracing::warn!(error = %e, "raising the CORRUPT alarm failed; retrying next check");
+        }
+    }
+}
+
+/// One comparison by the leader: the member to raise a CORRUPT alarm for, if any.
+///
+/// Only a definite difference counts: the leader's own hash changing while its revision and
+/// compaction point did not, or a peer with the leader's compaction point answering another
+/// hash for the same revision (a peer ahead of that revision still hashes the versions up to
+/// it). etcd also alarms when a follower's revision or compaction point is ahead of the
+/// leader's; here a follower's apply may briefly run ahead of the leader's (both apply
+/// committed entries on threads of their own), and a false alarm stops every client of the
+/// cluster, so that alone is not taken for corruption.
+async fn leader_check(server: &Arc<KvServer>) -> Result<Option<u64>, KvError> {
+    let me = server.member_id();
+    let first = server.hash_kv(0)?;
+    let peers = peer_hashes(server, first.hash_revision).await;
+    let second = server.hash_kv(0)?;
+    if second.hash != first.hash
+        && second.hash_revision == first.hash_revision
+        && second.compact_revision == first.compact_revision
+    {
+        tracing::warn!(
+            revision = first.hash_revision,
+            "found hash mismatch: this member's key space changed without a new revision"
+        );
+        return Ok(Some(me));
+    }
+    for peer in peers {
+        let Ok(resp) = peer.answer else { continue };
+        let id = format!("{:016x}", peer.id);
+        if compare(first.hash, first.compact_revision, &resp) == Verdict::Mismatch {
+            tracing::warn!(
+                peer = %id,
+                revision = first.hash_revision,
+                compact_revision = first.compact_revision,
+                leader_hash = first.hash,
+                peer_hash = resp.hash,
+                "same compact revision then hashes must match"
+            );
+            return Ok(Some(peer.id));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -234,6 +234,9 @@ pub struct KvConfig {
     /// Compare the key space with the peers' before serving clients, and refuse to start on a
     /// difference (etcd's `--experimental-initial-corrupt-check`).
     pub initial_corrupt_check: bool,
+    /// How often the leader compares the members' key spaces and raises a CORRUPT alarm on a
+    /// difference (etcd's `--experimental-corrupt-check-time`; zero: never).
+    pub corrupt_check_interval: Duration,
 }
 
 impl KvConfig {
@@ -263,6 +266,7 @@ impl KvConfig {
             grpc_keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: 10_000,
             initial_corrupt_check: false,
+            corrupt_check_interval: Duration::ZERO,
         }
     }
 }
@@ -441,6 +445,16 @@ impl KvServer {
             .any(|(_, a)| *a == pb::AlarmType::Nospace as i32)
     }
 
+    /// Whether a CORRUPT alarm is raised: the members' key spaces differ, and data requests
+    /// are refused until an operator disarms it (etcd's corrupt applier).
+    pub fn corrupt(&self) -> bool {
+        self.shared
+            .alarms
+            .lock()
+            .iter()
+            .any(|(_, a)| *a == pb::AlarmType::Corrupt as i32)
+    }
+
     /// Physical size of the tree file.
     pub fn db_size_bytes(&self) -> u64 {
         self.shared.mvcc.db().stats().file_bytes
@@ -614,6 +628,14 @@ impl KvServer {
         );
         if writes && self.no_space() {
             return Err((KvError::NoSpace, None));
+        }
+        let data = writes
+            || matches!(
+                req,
+                Request::DeleteRange(_) | Request::Compaction(_) | Request::LeaseRevoke(_)
+            );
+        if data && self.corrupt() {
+            return Err((KvError::Corrupt, None));
         }
         if writes && self.db_in_use_bytes() > self.cfg.quota_backend_bytes {
             // Raise the alarm for everyone, then refuse.
