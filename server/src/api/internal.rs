@@ -25,7 +25,8 @@ impl Internal for InternalService {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Ok(Response::new(self.server.hash_kv(req.get_ref().revision)?))
+        let revision = req.get_ref().revision;
+        Ok(Response::new(self.server.hash_kv_blocking(revision).await?))
     }
 
     async fn propose(

@@ -145,17 +145,23 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
         self.admin(&req)?;
-        let snap = self.server.shared().mvcc.snapshot();
-        let mut h = 0u32;
-        for item in snap.txn().iter() {
-            let (k, v) = item.map_err(|e| Status::internal(e.to_string()))?;
-            h = crc32c::crc32c_append(h, k);
-            h = crc32c::crc32c_append(h, v);
-        }
-        Ok(Response::new(pb::HashResponse {
-            header: Some(self.server.header(snap.revision().map_err(KvError::from)?)),
-            hash: h,
-        }))
+        // The whole tree is read: on a blocking thread, not a runtime worker.
+        let server = Arc::clone(&self.server);
+        tokio::task::spawn_blocking(move || {
+            let snap = server.shared().mvcc.snapshot();
+            let mut h = 0u32;
+            for item in snap.txn().iter() {
+                let (k, v) = item.map_err(|e| Status::internal(e.to_string()))?;
+                h = crc32c::crc32c_append(h, k);
+                h = crc32c::crc32c_append(h, v);
+            }
+            Ok(Response::new(pb::HashResponse {
+                header: Some(server.header(snap.revision().map_err(KvError::from)?)),
+                hash: h,
+            }))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
     }
 
     async fn hash_kv(
@@ -163,7 +169,8 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.admin(&req)?;
-        Ok(Response::new(self.server.hash_kv(req.get_ref().revision)?))
+        let revision = req.get_ref().revision;
+        Ok(Response::new(self.server.hash_kv_blocking(revision).await?))
     }
 
     type SnapshotStream = SnapshotStream;

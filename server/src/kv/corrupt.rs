@@ -90,7 +90,8 @@ pub async fn initial_check(server: &Arc<KvServer>) -> Result<(), String> {
     let me = server.member_id();
     tracing::info!(member = %format!("{me:016x}"), "starting initial corruption check");
     let local = server
-        .hash_kv(0)
+        .hash_kv_blocking(0)
+        .await
         .map_err(|e| format!("{me:016x} failed to fetch hash ({e})"))?;
     let mut mismatches = 0;
     for peer in peer_hashes(server, local.hash_revision).await {
@@ -174,9 +175,9 @@ pub async fn periodic(server: Arc<KvServer>, every: Duration) {
 /// cluster, so that alone is not taken for corruption.
 async fn leader_check(server: &Arc<KvServer>) -> Result<Option<u64>, KvError> {
     let me = server.member_id();
-    let first = server.hash_kv(0)?;
+    let first = server.hash_kv_blocking(0).await?;
     let peers = peer_hashes(server, first.hash_revision).await;
-    let second = server.hash_kv(0)?;
+    let second = server.hash_kv_blocking(0).await?;
     if second.hash != first.hash
         && second.hash_revision == first.hash_revision
         && second.compact_revision == first.compact_revision

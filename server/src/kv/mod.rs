@@ -591,6 +591,18 @@ impl KvServer {
         })
     }
 
+    /// [`KvServer::hash_kv`] on a blocking thread: the hash reads the whole history, which
+    /// must not hold up a runtime worker.
+    pub async fn hash_kv_blocking(
+        self: &Arc<Self>,
+        revision: i64,
+    ) -> Result<pb::HashKvResponse, KvError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.hash_kv(revision))
+            .await
+            .map_err(|e| KvError::Other(format!("hashing the key space: {e}")))?
+    }
+
     /// A gRPC channel to `url` (another member's client URL), made once and kept.
     pub fn channel_to(&self, url: &str) -> Result<tonic::transport::Channel, KvError> {
         let mut cache = self.channels.lock();
