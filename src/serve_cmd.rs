@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use quorumkv::server::api::ClientPortConfig;
 use quorumkv::server::kv::compactor::Retention;
+use quorumkv::server::kv::corrupt::CorruptCheckConfig;
 use quorumkv::server::node::ProtocolKind;
 use quorumkv::server::serve::{self, ServeOptions};
 use quorumkv::wal::Backend;
@@ -361,12 +363,16 @@ impl ServeArgs {
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,
             )?,
-            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
-            grpc_keepalive_interval: self.grpc_keepalive_interval,
-            grpc_keepalive_timeout: self.grpc_keepalive_timeout,
-            max_concurrent_streams: self.max_concurrent_streams,
-            initial_corrupt_check: self.experimental_initial_corrupt_check,
-            corrupt_check_interval: self.experimental_corrupt_check_time,
+            client_port: ClientPortConfig {
+                watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+                grpc_keepalive_interval: self.grpc_keepalive_interval,
+                grpc_keepalive_timeout: self.grpc_keepalive_timeout,
+                max_concurrent_streams: self.max_concurrent_streams,
+            },
+            corrupt_check: CorruptCheckConfig {
+                initial: self.experimental_initial_corrupt_check,
+                interval: self.experimental_corrupt_check_time,
+            },
             ..ServeOptions::default()
         };
         o.advertise_client_urls = self

@@ -75,18 +75,10 @@ pub struct ServeOptions {
     pub listen_metrics_urls: Vec<String>,
     /// History compacted automatically (etcd's `--auto-compaction-*`); `None`: none.
     pub auto_compaction: Option<Retention>,
-    /// How often idle watchers that asked for them get progress notifications.
-    pub watch_progress_notify_interval: Duration,
-    /// How often the client port pings an idle connection (zero: never).
-    pub grpc_keepalive_interval: Duration,
-    /// How long a ping may go unanswered before the connection is closed (zero: tonic's).
-    pub grpc_keepalive_timeout: Duration,
-    /// Streams one client connection may have open at once.
-    pub max_concurrent_streams: u32,
-    /// Compare the key space with the peers' before serving clients.
-    pub initial_corrupt_check: bool,
-    /// How often the leader compares the members' key spaces (zero: never).
-    pub corrupt_check_interval: Duration,
+    /// The client port's connections and streams.
+    pub client_port: crate::api::ClientPortConfig,
+    /// Corruption checks between members.
+    pub corrupt_check: crate::kv::corrupt::CorruptCheckConfig,
 }
 
 impl Default for ServeOptions {
@@ -119,12 +111,8 @@ impl Default for ServeOptions {
             backend: Backend::default(),
             listen_metrics_urls: Vec::new(),
             auto_compaction: None,
-            watch_progress_notify_interval: Duration::from_secs(600),
-            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
-            grpc_keepalive_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 10_000,
-            initial_corrupt_check: false,
-            corrupt_check_interval: Duration::ZERO,
+            client_port: crate::api::ClientPortConfig::default(),
+            corrupt_check: crate::kv::corrupt::CorruptCheckConfig::default(),
         }
     }
 }
@@ -259,12 +247,8 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.auth_token_ttl = o.auth_token_ttl;
     kv.bcrypt_cost = o.bcrypt_cost;
     kv.auto_compaction = o.auto_compaction;
-    kv.watch_progress_notify_interval = o.watch_progress_notify_interval;
-    kv.grpc_keepalive_interval = o.grpc_keepalive_interval;
-    kv.grpc_keepalive_timeout = o.grpc_keepalive_timeout;
-    kv.max_concurrent_streams = o.max_concurrent_streams;
-    kv.initial_corrupt_check = o.initial_corrupt_check;
-    kv.corrupt_check_interval = o.corrupt_check_interval;
+    kv.client_port = o.client_port;
+    kv.corrupt_check = o.corrupt_check;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;
@@ -425,7 +409,7 @@ pub fn run(
     let _guard = handle.enter();
     // As etcd: peers are served and the protocol runs, but no client is served until the key
     // space matches the peers'.
-    if p.server.config().initial_corrupt_check {
+    if p.server.config().corrupt_check.initial {
         handle.block_on(crate::kv::corrupt::initial_check(&p.server))?;
     }
     for (url, l) in p.client_listeners {
@@ -442,7 +426,7 @@ pub fn run(
             }
         }));
     }
-    let every = p.server.config().corrupt_check_interval;
+    let every = p.server.config().corrupt_check.interval;
     if !every.is_zero() {
         let mut rx = stop_rx.clone();
         let server = Arc::clone(&p.server);

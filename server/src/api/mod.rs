@@ -10,9 +10,12 @@ pub mod kv;
 pub mod lease;
 pub mod local;
 pub mod maintenance;
+mod port_config;
 mod reconfig;
 pub mod unary;
 pub mod watch;
+
+pub use port_config::ClientPortConfig;
 
 use std::sync::Arc;
 
@@ -170,7 +173,7 @@ pub async fn serve(
     let (reporter, health) = tonic_health::server::health_reporter();
     let routes = routes.add_service(health);
     let watcher = tokio::spawn(report_health(Arc::clone(&server), reporter));
-    let cfg = server.config();
+    let cfg = server.config().client_port;
     let keepalive = Some(cfg.grpc_keepalive_interval).filter(|d| !d.is_zero());
     let keepalive_timeout = Some(cfg.grpc_keepalive_timeout).filter(|d| !d.is_zero());
     let served = tonic::transport::Server::builder()

@@ -379,6 +379,7 @@ pub(crate) async fn run(
     let mut rev_rx = server.shared().hub.subscribe();
     let every = server
         .config()
+        .client_port
         .watch_progress_notify_interval
         .max(PROGRESS_INTERVAL_MIN);
     let mut st = StreamState {

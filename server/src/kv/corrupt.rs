@@ -20,6 +20,17 @@ use crate::pb::etcdserverpb as pb;
 use crate::pb::quorumkv::internal_client::InternalClient;
 use crate::pb::quorumkv::internal_request::Request;
 
+/// Which corruption checks a member runs (etcd's flags; both off by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CorruptCheckConfig {
+    /// Compare with the peers before serving clients, and refuse to start on a difference
+    /// (`--experimental-initial-corrupt-check`).
+    pub initial: bool,
+    /// How often the leader compares the members' key spaces (`--experimental-corrupt-check-time`;
+    /// zero: never).
+    pub interval: Duration,
+}
+
 /// How long one peer may take to answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,6 +61,19 @@ fn compare(local_hash: u32, local_compacted: i64, peer: &pb::HashKvResponse) -> 
     } else {
         Verdict::Incomparable
     }
+}
+
+/// Logs that `peer` answered another hash than this member's `local` one at the same
+/// revision and compaction point.
+fn warn_mismatch(peer: u64, local: &pb::HashKvResponse, resp: &pb::HashKvResponse) {
+    tracing::warn!(
+        peer = %format!("{peer:016x}"),
+        revision = local.hash_revision,
+        compact_revision = local.compact_revision,
+        local_hash = local.hash,
+        peer_hash = resp.hash,
+        "found different hash values from remote peer"
+    );
 }
 
 /// Asks every other member with a published client URL for its hash at `revision`.
@@ -100,14 +124,7 @@ pub async fn initial_check(server: &Arc<KvServer>) -> Result<(), String> {
             Ok(resp) => match compare(local.hash, local.compact_revision, &resp) {
                 Verdict::Same => {}
                 Verdict::Mismatch => {
-                    tracing::warn!(
-                        peer = %id,
-                        revision = local.hash_revision,
-                        compact_revision = local.compact_revision,
-                        local_hash = local.hash,
-                        peer_hash = resp.hash,
-                        "found different hash values from remote peer"
-                    );
+                    warn_mismatch(peer.id, &local, &resp);
                     mismatches += 1;
                 }
                 Verdict::Incomparable => tracing::warn!(
@@ -190,16 +207,8 @@ async fn leader_check(server: &Arc<KvServer>) -> Result<Option<u64>, KvError> {
     }
     for peer in peers {
         let Ok(resp) = peer.answer else { continue };
-        let id = format!("{:016x}", peer.id);
         if compare(first.hash, first.compact_revision, &resp) == Verdict::Mismatch {
-            tracing::warn!(
-                peer = %id,
-                revision = first.hash_revision,
-                compact_revision = first.compact_revision,
-                leader_hash = first.hash,
-                peer_hash = resp.hash,
-                "same compact revision then hashes must match"
-            );
+            warn_mismatch(peer.id, &first, &resp);
             return Ok(Some(peer.id));
         }
     }

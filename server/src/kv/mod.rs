@@ -219,24 +219,11 @@ pub struct KvConfig {
     /// History the leader compacts away on its own (etcd's `--auto-compaction-mode` and
     /// `--auto-compaction-retention`); `None` leaves compaction to clients.
     pub auto_compaction: Option<compactor::Retention>,
-    /// How often watchers that asked for progress notifications get one when idle (etcd's
-    /// `--experimental-watch-progress-notify-interval`).
-    pub watch_progress_notify_interval: Duration,
-    /// How often the client port pings an idle connection (etcd's `--grpc-keepalive-interval`;
-    /// zero: never).
-    pub grpc_keepalive_interval: Duration,
-    /// How long such a ping may go unanswered before the connection closes (etcd's
-    /// `--grpc-keepalive-timeout`; zero: tonic's default).
-    pub grpc_keepalive_timeout: Duration,
-    /// Streams one client connection may have open at once (etcd's
-    /// `--max-concurrent-streams`).
-    pub max_concurrent_streams: u32,
-    /// Compare the key space with the peers' before serving clients, and refuse to start on a
-    /// difference (etcd's `--experimental-initial-corrupt-check`).
-    pub initial_corrupt_check: bool,
-    /// How often the leader compares the members' key spaces and raises a CORRUPT alarm on a
-    /// difference (etcd's `--experimental-corrupt-check-time`; zero: never).
-    pub corrupt_check_interval: Duration,
+    /// The client port's connections and streams (keepalive pings, stream limits, watch
+    /// progress notifications).
+    pub client_port: crate::api::ClientPortConfig,
+    /// etcd's corruption checks between members.
+    pub corrupt_check: corrupt::CorruptCheckConfig,
 }
 
 impl KvConfig {
@@ -261,12 +248,8 @@ impl KvConfig {
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: bcrypt::DEFAULT_COST,
             auto_compaction: None,
-            watch_progress_notify_interval: Duration::from_secs(600),
-            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
-            grpc_keepalive_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 10_000,
-            initial_corrupt_check: false,
-            corrupt_check_interval: Duration::ZERO,
+            client_port: crate::api::ClientPortConfig::default(),
+            corrupt_check: corrupt::CorruptCheckConfig::default(),
         }
     }
 }
