@@ -363,9 +363,7 @@ pub fn router(server: Arc<KvServer>) -> axum::Router {
             get(move || {
                 let s = Arc::clone(&s2);
                 async move {
-                    let ok = s.node().state().leader() != 0
-                        && !s.node().state().stopped()
-                        && !s.shared().apply_stopped.load(Ordering::SeqCst);
+                    let ok = s.node().state().leader() != 0 && !s.stopped();
                     let body = format!("{{\"health\":\"{ok}\"}}");
                     if ok {
                         (http::StatusCode::OK, body)

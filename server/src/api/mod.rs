@@ -215,12 +215,7 @@ async fn report_health(server: Arc<KvServer>, reporter: tonic_health::server::He
     let mut every = tokio::time::interval(HEALTH_CHECK_INTERVAL);
     loop {
         every.tick().await;
-        let stopped = server.node().state().stopped()
-            || server
-                .shared()
-                .apply_stopped
-                .load(std::sync::atomic::Ordering::SeqCst);
-        if stopped {
+        if server.stopped() {
             reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;

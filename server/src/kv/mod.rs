@@ -419,23 +419,33 @@ impl KvServer {
             .unwrap_or_default())
     }
 
-    /// Whether the NOSPACE alarm is raised.
-    pub fn no_space(&self) -> bool {
-        self.shared
-            .alarms
-            .lock()
-            .iter()
-            .any(|(_, a)| *a == pb::AlarmType::Nospace as i32)
+    /// What a raised alarm refuses a request with, looked up under one lock: CORRUPT refuses
+    /// every data request, NOSPACE the writes that add data.
+    fn alarm_refusal(&self, data: bool, writes: bool) -> Option<KvError> {
+        if !data {
+            return None;
+        }
+        let alarms = self.shared.alarms.lock();
+        let raised = |kind: pb::AlarmType| alarms.iter().any(|(_, a)| *a == kind as i32);
+        if raised(pb::AlarmType::Corrupt) {
+            Some(KvError::Corrupt)
+        } else if writes && raised(pb::AlarmType::Nospace) {
+            Some(KvError::NoSpace)
+        } else {
+            None
+        }
     }
 
     /// Whether a CORRUPT alarm is raised: the members' key spaces differ, and data requests
     /// are refused until an operator disarms it (etcd's corrupt applier).
     pub fn corrupt(&self) -> bool {
-        self.shared
-            .alarms
-            .lock()
-            .iter()
-            .any(|(_, a)| *a == pb::AlarmType::Corrupt as i32)
+        self.alarm_refusal(true, false).is_some()
+    }
+
+    /// Whether this member has stopped for good: its storage failed (fail-stop) or it was
+    /// removed from the cluster.
+    pub fn stopped(&self) -> bool {
+        self.node.state().stopped() || self.shared.apply_stopped.load(Ordering::SeqCst)
     }
 
     /// Physical size of the tree file.
@@ -621,16 +631,13 @@ impl KvServer {
             req,
             Request::Put(_) | Request::Txn(_) | Request::LeaseGrant(_)
         );
-        if writes && self.no_space() {
-            return Err((KvError::NoSpace, None));
-        }
         let data = writes
             || matches!(
                 req,
                 Request::DeleteRange(_) | Request::Compaction(_) | Request::LeaseRevoke(_)
             );
-        if data && self.corrupt() {
-            return Err((KvError::Corrupt, None));
+        if let Some(e) = self.alarm_refusal(data, writes) {
+            return Err((e, None));
         }
         if writes && self.db_in_use_bytes() > self.cfg.quota_backend_bytes {
             // Raise the alarm for everyone, then refuse.
