@@ -2662,3 +2662,66 @@ fn periodic_corrupt_check_raises_a_corrupt_alarm() {
     }
     ok(&etcdctl(&c.endpoints(), &["endpoint", "status"]));
 }
+
+/// etcd's `--quota-backend-bytes`: once the key space outgrows the quota, writes are refused
+/// with "database space exceeded" and a NOSPACE alarm is raised, while reads go on. Deleting,
+/// compacting and defragmenting gives the space back; `etcdctl alarm disarm` then prints the
+/// alarm it disarmed, as against etcd, and writes are taken again.
+#[test]
+fn the_backend_quota_raises_nospace_until_space_is_freed_and_disarmed() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let log = tmp.path().join("serve.log");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--data-dir".into(),
+        tmp.path().join("data").into(),
+        "--quota-backend-bytes".into(),
+        "6000000".into(),
+    ];
+    let mut child = serve_one(client, peer, &args, &log);
+    assert_serves(&ep, &log);
+    let value = tmp.path().join("value");
+    std::fs::write(&value, vec![b'x'; 500_000]).unwrap();
+    // etcdctl reads a put's value from stdin when the command line gives none.
+    let put_big = |key: &str| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([&format!("--endpoints={ep}"), "put", key])
+            .stdin(std::fs::File::open(&value).unwrap())
+            .output()
+            .unwrap()
+    };
+    let refused = (0..40).find_map(|i| {
+        let out = put_big(&format!("big{i:02}"));
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    let refused = refused.expect("40 puts of 500 KB fit a 6 MB quota");
+    assert!(
+        refused.contains("etcdserver: mvcc: database space exceeded"),
+        "{refused}"
+    );
+    let alarms = ok(&etcdctl(&ep, &["alarm", "list"]));
+    assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
+    assert_eq!(
+        ok(&etcdctl(&ep, &["get", "big00", "--print-value-only"]))
+            .trim()
+            .len(),
+        500_000
+    );
+    ok(&etcdctl(&ep, &["del", "big", "--prefix"]));
+    let rev = header_revision(&ep);
+    ok(&etcdctl(&ep, &["compaction", &rev.to_string()]));
+    ok(&etcdctl(&ep, &["defrag"]));
+    let disarmed = ok(&etcdctl(&ep, &["alarm", "disarm"]));
+    assert_eq!(
+        disarmed.trim(),
+        alarms.trim(),
+        "disarm prints what it disarmed"
+    );
+    ok(&etcdctl(&ep, &["put", "after", "1"]));
+    assert_eq!(ok(&etcdctl(&ep, &["alarm", "list"])).trim(), "");
+    sigterm(&child);
+    assert_eq!(exits(&mut child), Some(true));
+}

@@ -58,21 +58,39 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         let r = req.into_inner();
         let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
+        if action == AlarmAction::Get {
+            return Ok(Response::new(pb::AlarmResponse {
+                header: Some(self.server.header(self.server.shared().hub.revision())),
+                alarms: self.alarms(),
+            }));
+        }
+        let members: Vec<u64> = if r.member_id == 0 {
+            self.alarms().iter().map(|a| a.member_id).collect()
+        } else {
+            vec![r.member_id]
+        };
+        // As etcd answers: the alarms this call activated, or those it found and deactivated.
+        let mut acted = Vec::new();
         let mut rev = 0;
-        if action != AlarmAction::Get {
-            let members: Vec<u64> = if r.member_id == 0 {
-                self.alarms().iter().map(|a| a.member_id).collect()
-            } else {
-                vec![r.member_id]
+        for m in members {
+            let one = pb::AlarmMember {
+                member_id: m,
+                alarm: r.alarm,
             };
-            for m in members {
-                let one = pb::AlarmRequest { member_id: m, ..r };
-                rev = self.server.propose(Req::Alarm(one)).await?.1;
+            let raised = self.alarms().contains(&one);
+            let req = pb::AlarmRequest { member_id: m, ..r };
+            rev = self.server.propose(Req::Alarm(req)).await?.1;
+            let counts = match action {
+                AlarmAction::Activate => r.alarm != pb::AlarmType::None as i32,
+                _ => raised,
+            };
+            if counts {
+                acted.push(one);
             }
         }
         Ok(Response::new(pb::AlarmResponse {
             header: Some(self.server.header(rev)),
-            alarms: self.alarms(),
+            alarms: acted,
         }))
     }
 
