@@ -47,11 +47,34 @@ pub(crate) struct Alloc {
     pub(crate) durable_pages: u64,
 }
 
+/// The allocator's counts as the last write transaction left them. The write transaction holds
+/// the allocator for its whole life, so space accounting (asked for on every client write, to
+/// enforce the quota) reads these instead of waiting for it. Each count is exact as of some
+/// transaction end; two counts read together may come from consecutive transactions.
+#[derive(Debug, Default)]
+pub(crate) struct SpaceCounts {
+    free_pages: AtomicU64,
+    pending_pages: AtomicU64,
+    file_bytes: AtomicU64,
+}
+
+impl SpaceCounts {
+    /// Records `a`'s counts; called by whoever holds the allocator as they let it go.
+    pub(crate) fn publish(&self, a: &Alloc) {
+        let pending: usize = a.pending.values().map(Vec::len).sum();
+        self.free_pages
+            .store(a.free.len() as u64, Ordering::Release);
+        self.pending_pages.store(pending as u64, Ordering::Release);
+        self.file_bytes.store(a.file_bytes, Ordering::Release);
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) limits: Limits,
     pub(crate) snaps: Mutex<Snapshots>,
     pub(crate) alloc: Arc<Mutex<Alloc>>,
+    pub(crate) space: SpaceCounts,
     /// One bit per page: its checksum was verified since it was last written.
     verified: Vec<AtomicU64>,
     pub(crate) stopped: Mutex<Option<&'static str>>,
@@ -259,6 +282,7 @@ impl Db {
                 durable_txn: 0,
                 durable_pages: 0,
             })),
+            space: SpaceCounts::default(),
             verified,
             stopped: Mutex::new(None),
         };
@@ -300,6 +324,7 @@ impl Db {
             a.freelist_pages = freelist_pages;
             a.durable_txn = m.txn;
             a.durable_pages = m.page_count;
+            inner.space.publish(&a);
         }
         let txn = inner.snaps.lock().meta.txn;
         Ok(Db {
@@ -428,24 +453,18 @@ impl Db {
         Ok(self.stats().file_bytes)
     }
 
-    /// Space accounting.
+    /// Space accounting as of the last committed (or discarded) write transaction; it does
+    /// not wait for one in progress.
     pub fn stats(&self) -> DbStats {
         let meta = self.inner.snaps.lock().meta;
-        let (free, pending, file_bytes) = {
-            let a = self.inner.alloc.lock();
-            (
-                a.free.len() as u64,
-                a.pending.values().map(|v| v.len() as u64).sum(),
-                a.file_bytes,
-            )
-        };
+        let space = &self.inner.space;
         DbStats {
             txn: meta.txn,
             entries: meta.entries,
-            file_bytes,
+            file_bytes: space.file_bytes.load(Ordering::Acquire),
             page_count: meta.page_count,
-            free_pages: free,
-            pending_pages: pending,
+            free_pages: space.free_pages.load(Ordering::Acquire),
+            pending_pages: space.pending_pages.load(Ordering::Acquire),
             page_size: self.inner.limits.page_size,
         }
     }

@@ -842,5 +842,7 @@ impl Drop for WriteTxn {
         if !self.done {
             self.rollback();
         }
+        // The allocator is let go with this guard, committed or not.
+        self.inner.space.publish(&self.alloc);
     }
 }

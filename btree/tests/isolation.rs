@@ -141,3 +141,26 @@ fn steady_updates_keep_the_file_bounded() {
         "file {file} for {live_bytes} live bytes"
     );
 }
+
+#[test]
+fn space_accounting_does_not_wait_for_the_write_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db"), BTreeOptions::default()).unwrap();
+    let before = db.stats();
+    let mut t = db.begin_write().unwrap();
+    for i in 0..5000u32 {
+        t.insert(format!("k{i:05}").as_bytes(), &[7u8; 100])
+            .unwrap();
+    }
+    // Asked while the transaction is open (on this thread, which holds the writer): the
+    // counts of the last commit, at once.
+    let during = std::thread::scope(|s| s.spawn(|| db.stats()).join().unwrap());
+    assert_eq!(during, db.stats());
+    assert_eq!(during.page_count, before.page_count);
+    assert_eq!(during.file_bytes, before.file_bytes);
+    t.commit().unwrap();
+    let after = db.stats();
+    assert!(after.page_count > before.page_count);
+    assert!(after.file_bytes >= after.page_count * after.page_size as u64);
+    assert_eq!(after.entries, 5000);
+}

@@ -154,10 +154,13 @@ impl Applier {
             self.shared.hub.compacted(compacted_after);
         }
         self.shared.applied.send_replace(last.index);
+        // Waiters are taken out under the lock and answered after it: answering wakes their
+        // tasks, and proposers take the same lock to register.
+        let mut answers = Vec::with_capacity(outcomes.len());
         let mut waiters = self.shared.waiters.lock();
         for (id, result) in outcomes {
             if let Some(tx) = waiters.remove(&id) {
-                let _ = tx.send(result);
+                answers.push((tx, result));
             }
         }
         // Entries handed to the leader in an earlier term that are not applied by now never
@@ -168,12 +171,15 @@ impl Applier {
             let later = forwarded.split_off(&(last.term, 0));
             for (_, id) in std::mem::replace(&mut *forwarded, later) {
                 if let Some(tx) = waiters.remove(&id) {
-                    let _ = tx.send(Err(KvError::LeaderChanged));
+                    answers.push((tx, Err(KvError::LeaderChanged)));
                 }
             }
         }
         drop(forwarded);
         drop(waiters);
+        for (tx, result) in answers {
+            let _ = tx.send(result);
+        }
         self.shared.answered.send_replace(last.index);
         Ok(())
     }

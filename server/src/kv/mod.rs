@@ -679,13 +679,18 @@ impl KvServer {
         // applied (a large delete may take a while), so its result is awaited in full.
         let started = Instant::now();
         let installs = self.shared.installs.load(Ordering::SeqCst);
+        // Whoever answers a waiter takes it out of `waiters` first.
+        let mut answered = false;
         let submitted = tokio::time::timeout(self.cfg.request_timeout, self.node.submit(entry))
             .await
             .map_err(|_| KvError::Timeout)
             .and_then(|r| r.map_err(node_error));
         let out = match submitted {
             Ok(Submitted::Committed(_)) => match rx.await {
-                Ok(r) => r.map_err(|e| (e, None)),
+                Ok(r) => {
+                    answered = true;
+                    r.map_err(|e| (e, None))
+                }
                 Err(_) => Err((KvError::Stopped, None)),
             },
             Ok(Submitted::Forwarded { term }) => {
@@ -702,8 +707,14 @@ impl KvServer {
                 let left = self.cfg.request_timeout.saturating_sub(started.elapsed());
                 let r = match self.await_forwarded(rx, left).await {
                     // The leader never proposed it (see `Applier::apply`): safe to go again.
-                    Some(Ok(Err(KvError::LeaderChanged))) => Err((KvError::LeaderChanged, req)),
-                    Some(Ok(r)) => r.map_err(|e| (e, None)),
+                    Some(Ok(Err(KvError::LeaderChanged))) => {
+                        answered = true;
+                        Err((KvError::LeaderChanged, req))
+                    }
+                    Some(Ok(r)) => {
+                        answered = true;
+                        r.map_err(|e| (e, None))
+                    }
                     Some(Err(())) => Err((KvError::Stopped, None)),
                     None => Err((KvError::Timeout, None)),
                 };
@@ -713,7 +724,10 @@ impl KvServer {
             Err(e @ (KvError::NotLeader | KvError::NoLeader)) => Err((e, req)),
             Err(e) => Err((e, None)),
         };
-        self.shared.waiters.lock().remove(&id);
+        if !answered {
+            // Nobody answered, so the waiter may still be registered.
+            self.shared.waiters.lock().remove(&id);
+        }
         out
     }
 

@@ -314,6 +314,17 @@ struct StorageDone<M> {
     stats: WalStats,
 }
 
+/// Worker threads of a node's runtime: one per core but one, and at least one. Under writes
+/// the node's storage (WAL) thread and its state machine's apply thread keep most of a core
+/// busy between them; workers on every core preempt them and the clients sharing the machine
+/// (measurements in ARCHITECTURE.md, "What bounds `etcdctl check perf`").
+fn runtime_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
+}
+
 impl Node {
     /// Starts a node on its own runtime; `listener` is its bound peer address.
     pub fn start(cfg: NodeConfig, listener: std::net::TcpListener) -> Result<Node, String> {
@@ -328,10 +339,11 @@ impl Node {
         opts: StartOptions,
     ) -> Result<Node, String> {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
-            .worker_threads(2)
-            .enable_all()
-            .thread_name(format!("node-{}", cfg.id));
+        builder.enable_all().thread_name(format!("node-{}", cfg.id));
+        // TOKIO_WORKER_THREADS, read by tokio when no count is set, overrides the default.
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+            builder.worker_threads(runtime_workers());
+        }
         // A task woken by the running task normally runs next (tokio's LIFO slot). Answers
         // are finished by one stream task after another, each waking its connection's task,
         // so that slot had the connection write after every single answer. Without it, the
