@@ -317,7 +317,7 @@ struct StorageDone<M> {
 /// Worker threads of a node's runtime: one per core but one, and at least one. Under writes
 /// the node's storage (WAL) thread and its state machine's apply thread keep most of a core
 /// busy between them; workers on every core preempt them and the clients sharing the machine
-/// (measurements in ARCHITECTURE.md, "What bounds `etcdctl check perf`").
+/// (measurements in ARCHITECTURE.md, "A put does not wait for the apply transaction").
 fn runtime_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
