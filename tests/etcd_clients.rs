@@ -2220,6 +2220,51 @@ fn startup_errors_are_clear() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another cluster"));
 }
 
+/// The member serves clients on `TOKIO_WORKER_THREADS` threads when that is set (as etcd
+/// takes `GOMAXPROCS`), and refuses to start on a value that is not a positive number.
+#[test]
+fn tokio_worker_threads_sets_the_client_serving_threads() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("serve.log");
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let serve = |workers: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
+        cmd.arg("serve")
+            .args(["--data-dir", tmp.path().join("d").to_str().unwrap()])
+            .args(["--listen-client-urls", &format!("http://{ep}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer}"),
+            ])
+            .env("TOKIO_WORKER_THREADS", workers)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        cmd
+    };
+    let out = serve("none").output().unwrap();
+    assert!(!out.status.success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("TOKIO_WORKER_THREADS must be a positive number"),
+        "{text}"
+    );
+    let mut child = serve("3").spawn().unwrap();
+    assert_serves(&ep, &log_path);
+    let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
+            comm.is_ok_and(|c| c.starts_with("node-"))
+        })
+        .count();
+    assert_eq!(workers, 3, "threads named node-*");
+    sigterm(&child);
+    assert_eq!(exits(&mut child), Some(true));
+}
+
 /// `serve` takes etcd's `ETCD_<FLAG>` environment variables and etcd's YAML `--config-file`,
 /// as deployments written for etcd configure it: a member set up either way serves under the
 /// name and URLs it was given, a flag given both on the command line and in the environment

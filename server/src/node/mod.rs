@@ -314,15 +314,23 @@ struct StorageDone<M> {
     stats: WalStats,
 }
 
-/// Worker threads of a node's runtime: one per core but one, and at least one. Under writes
-/// the node's storage (WAL) thread and its state machine's apply thread keep most of a core
-/// busy between them; workers on every core preempt them and the clients sharing the machine
-/// (measurements in ARCHITECTURE.md, "A put does not wait for the apply transaction").
-fn runtime_workers() -> usize {
-    std::thread::available_parallelism()
+/// Worker threads of a node's runtime: `TOKIO_WORKER_THREADS` if set, otherwise one per core
+/// but one, and at least one. Under writes the node's storage (WAL) thread and its state
+/// machine's apply thread keep most of a core busy between them; workers on every core preempt
+/// them and the clients sharing the machine (measurements in ARCHITECTURE.md, "A put does not
+/// wait for the apply transaction").
+fn runtime_workers() -> Result<usize, String> {
+    if let Some(v) = std::env::var_os("TOKIO_WORKER_THREADS") {
+        return v
+            .to_str()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("TOKIO_WORKER_THREADS must be a positive number, not {v:?}"));
+    }
+    Ok(std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .saturating_sub(1)
-        .max(1)
+        .max(1))
 }
 
 impl Node {
@@ -339,11 +347,10 @@ impl Node {
         opts: StartOptions,
     ) -> Result<Node, String> {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().thread_name(format!("node-{}", cfg.id));
-        // TOKIO_WORKER_THREADS, read by tokio when no count is set, overrides the default.
-        if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-            builder.worker_threads(runtime_workers());
-        }
+        builder
+            .worker_threads(runtime_workers()?)
+            .enable_all()
+            .thread_name(format!("node-{}", cfg.id));
         // A task woken by the running task normally runs next (tokio's LIFO slot). Answers
         // are finished by one stream task after another, each waking its connection's task,
         // so that slot had the connection write after every single answer. Without it, the
