@@ -1832,9 +1832,14 @@ fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
 /// Runs `benches/compare.sh ARGS --out OUT` with this build and returns the table it wrote.
 /// Starts a one-member `quorumkv serve` on `client`/`peer` with `args`, its stderr to `log`.
 fn serve_one(client: u16, peer: u16, args: &[std::ffi::OsString], log: &Path) -> Child {
+    serve_one_cmd(client, peer, args, log).spawn().unwrap()
+}
+
+/// The command [`serve_one`] runs, for callers that set its environment or wait for it.
+fn serve_one_cmd(client: u16, peer: u16, args: &[std::ffi::OsString], log: &Path) -> Command {
     let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_quorumkv"))
-        .arg("serve")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
+    cmd.arg("serve")
         .args(args)
         .args([
             "--listen-client-urls",
@@ -1842,9 +1847,8 @@ fn serve_one(client: u16, peer: u16, args: &[std::ffi::OsString], log: &Path) ->
         ])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        .stderr(log);
+    cmd
 }
 
 /// Waits up to 20 s for `child` to exit and returns whether it succeeded.
@@ -2229,19 +2233,10 @@ fn tokio_worker_threads_sets_the_client_serving_threads() {
     let log_path = tmp.path().join("serve.log");
     let (client, peer) = (free_port(), free_port());
     let ep = format!("127.0.0.1:{client}");
+    let args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), tmp.path().join("d").into()];
     let serve = |workers: &str| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
-        cmd.arg("serve")
-            .args(["--data-dir", tmp.path().join("d").to_str().unwrap()])
-            .args(["--listen-client-urls", &format!("http://{ep}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-cluster",
-                &format!("default=http://127.0.0.1:{peer}"),
-            ])
-            .env("TOKIO_WORKER_THREADS", workers)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap());
+        let mut cmd = serve_one_cmd(client, peer, &args, &log_path);
+        cmd.env("TOKIO_WORKER_THREADS", workers);
         cmd
     };
     let out = serve("none").output().unwrap();
