@@ -2765,3 +2765,286 @@ fn the_backend_quota_raises_nospace_until_space_is_freed_and_disarmed() {
     sigterm(&child);
     assert_eq!(exits(&mut child), Some(true));
 }
+
+/// Requests at the edges of etcd's rules get etcd 3.4's answers (each compared against a real
+/// etcd 3.4 member): watch creation (an empty key is the key "\0"; an empty range, a
+/// duplicate id or a refusal by authentication cancel the watch with id -1 and etcd's
+/// reason), transaction checks through nested transactions, compares with unusual operands,
+/// an alarm raised for any member id, and member URLs refused with etcd's words.
+#[test]
+fn requests_at_the_edges_get_etcds_answers() {
+    use quorumkv_server::pb::etcdserverpb::{
+        self as pb, auth_client::AuthClient, cluster_client::ClusterClient, compare,
+        kv_client::KvClient, maintenance_client::MaintenanceClient, request_op,
+        watch_client::WatchClient, watch_request::RequestUnion,
+    };
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let ep = format!("127.0.0.1:{client}");
+    let log = tmp.path().join("serve.log");
+    let args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), tmp.path().join("data").into()];
+    let mut child = serve_one(client, peer, &args, &log);
+    assert_serves(&ep, &log);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut kv = KvClient::new(channel.clone());
+        let put = |k: &[u8]| pb::RequestOp {
+            request: Some(request_op::Request::RequestPut(pb::PutRequest {
+                key: k.to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+        };
+        for v in [&b"v1"[..], b"v2"] {
+            kv.put(pb::PutRequest {
+                key: b"k".to_vec(),
+                value: v.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+
+        // Each watch request on a stream of its own; the first `n` answers.
+        let watch = |token: Option<String>, reqs: Vec<pb::WatchCreateRequest>, n: usize| {
+            let channel = channel.clone();
+            async move {
+                let mut w = WatchClient::new(channel);
+                let reqs: Vec<pb::WatchRequest> = reqs
+                    .into_iter()
+                    .map(|c| pb::WatchRequest {
+                        request_union: Some(RequestUnion::CreateRequest(c)),
+                    })
+                    .collect();
+                let mut req =
+                    tonic::Request::new(tokio_stream::iter(reqs).chain(tokio_stream::pending()));
+                if let Some(t) = token {
+                    req.metadata_mut().insert("token", t.parse().unwrap());
+                }
+                let mut answers = w.watch(req).await.unwrap().into_inner();
+                let mut out = Vec::new();
+                while out.len() < n {
+                    let r = tokio::time::timeout(Duration::from_secs(10), answers.message())
+                        .await
+                        .expect("a watch answer")
+                        .unwrap()
+                        .expect("the stream open");
+                    out.push((r.watch_id, r.canceled, r.cancel_reason, r.events.len()));
+                }
+                out
+            }
+        };
+        use tokio_stream::StreamExt;
+        let create = |key: &[u8], end: &[u8], id: i64| pb::WatchCreateRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            watch_id: id,
+            start_revision: 1,
+            ..Default::default()
+        };
+        // An empty key with "\0" as its end watches every key.
+        let all = watch(None, vec![create(b"", b"\0", 0)], 2).await;
+        assert_eq!(all[0], (0, false, String::new(), 0));
+        assert_eq!(all[1].3, 2, "{all:?}");
+        let empty = watch(None, vec![create(b"z", b"a", 0)], 1).await;
+        assert_eq!(
+            empty[0],
+            (-1, true, "mvcc: watcher range is empty".into(), 0)
+        );
+        // Ids: an explicit one leaves the automatic ones where they were; a duplicate is
+        // refused.
+        let ids = watch(
+            None,
+            vec![
+                create(b"k", b"", 1),
+                create(b"k", b"", 1),
+                create(b"k", b"", 0),
+            ],
+            5,
+        )
+        .await;
+        let created: Vec<(i64, bool)> = ids
+            .iter()
+            .filter(|a| a.3 == 0)
+            .map(|a| (a.0, a.1))
+            .collect();
+        assert_eq!(created, vec![(1, false), (-1, true), (0, false)], "{ids:?}");
+
+        // Transactions are checked through their nested transactions, as etcd checks them.
+        let nested = |ops: Vec<pb::RequestOp>| pb::RequestOp {
+            request: Some(request_op::Request::RequestTxn(pb::TxnRequest {
+                success: ops,
+                ..Default::default()
+            })),
+        };
+        let txn = |success: Vec<pb::RequestOp>| pb::TxnRequest {
+            success,
+            ..Default::default()
+        };
+        let e = kv
+            .txn(txn(vec![put(b"a"), nested(vec![put(b"a")])]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                tonic::Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            )
+        );
+        let e = kv
+            .txn(txn(vec![pb::RequestOp { request: None }]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::InvalidArgument, "etcdserver: key not found")
+        );
+        // A compare's operand of another kind counts as zero; an unknown target as equal.
+        let compare = |target: i32, union: compare::TargetUnion| pb::Compare {
+            key: b"k".to_vec(),
+            target,
+            result: compare::CompareResult::Greater as i32,
+            target_union: Some(union),
+            ..Default::default()
+        };
+        let mismatched = compare(
+            compare::CompareTarget::Version as i32,
+            compare::TargetUnion::Value(b"x".to_vec()),
+        );
+        let unknown = pb::Compare {
+            result: compare::CompareResult::Equal as i32,
+            ..compare(9, compare::TargetUnion::Version(100))
+        };
+        for c in [mismatched, unknown] {
+            let r = kv
+                .txn(pb::TxnRequest {
+                    compare: vec![c.clone()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.succeeded, "{c:?}");
+        }
+
+        // An alarm raised for member 0 stops writes until it is cleared.
+        let mut m = MaintenanceClient::new(channel.clone());
+        let alarm = |action: pb::alarm_request::AlarmAction| pb::AlarmRequest {
+            action: action as i32,
+            member_id: 0,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        let raised = m
+            .alarm(alarm(pb::alarm_request::AlarmAction::Activate))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(raised.alarms.len(), 1, "{raised:?}");
+        let e = kv
+            .put(pb::PutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.message(), "etcdserver: mvcc: database space exceeded");
+        m.alarm(alarm(pb::alarm_request::AlarmAction::Deactivate))
+            .await
+            .unwrap();
+        kv.put(pb::PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+        let mut c = ClusterClient::new(channel.clone());
+        for urls in [vec![], vec!["notaurl".to_string()]] {
+            let e = c
+                .member_add(pb::MemberAddRequest {
+                    peer_ur_ls: urls,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (e.code(), e.message()),
+                (
+                    tonic::Code::InvalidArgument,
+                    "etcdserver: given member URLs are invalid"
+                )
+            );
+        }
+
+        // With authentication on, a refused watch says why in the words of the gRPC error.
+        let mut a = AuthClient::new(channel.clone());
+        for (name, role) in [("root", Some("root")), ("u", None)] {
+            a.user_add(pb::AuthUserAddRequest {
+                name: name.into(),
+                password: "pw".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            if let Some(role) = role {
+                a.user_grant_role(pb::AuthUserGrantRoleRequest {
+                    user: name.into(),
+                    role: role.into(),
+                })
+                .await
+                .unwrap();
+            }
+        }
+        a.auth_enable(pb::AuthEnableRequest {}).await.unwrap();
+        let token = |name: &str| {
+            let mut a = a.clone();
+            let name = name.to_string();
+            async move {
+                a.authenticate(pb::AuthenticateRequest {
+                    name,
+                    password: "pw".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .token
+            }
+        };
+        let (user, root) = (token("u").await, token("root").await);
+        for (t, reason) in [
+            (
+                None,
+                "rpc error: code = InvalidArgument desc = etcdserver: user name is empty",
+            ),
+            (
+                Some("garbage".to_string()),
+                "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token",
+            ),
+            (
+                Some(user),
+                "rpc error: code = PermissionDenied desc = etcdserver: permission denied",
+            ),
+        ] {
+            let answer = watch(t, vec![create(b"k", b"", 0)], 1).await;
+            assert_eq!(answer[0], (-1, true, reason.to_string(), 0));
+        }
+        // A range with no key is refused for that before the caller is checked.
+        let e = kv.range(pb::RangeRequest::default()).await.unwrap_err();
+        assert_eq!(e.message(), "etcdserver: key is not provided");
+        let mut off = tonic::Request::new(pb::AuthDisableRequest {});
+        off.metadata_mut().insert("token", root.parse().unwrap());
+        a.auth_disable(off).await.unwrap();
+    });
+    sigterm(&child);
+    assert_eq!(exits(&mut child), Some(true));
+}

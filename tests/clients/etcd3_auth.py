@@ -95,7 +95,9 @@ def main():
     stream = stub.Watch(iter([create]), metadata=(("token", c.metadata[0][1]),), timeout=10)
     first = next(stream)
     assert first.created and first.canceled, first
-    assert first.cancel_reason == "etcdserver: permission denied", first.cancel_reason
+    # etcd words the reason as the gRPC error a unary call would get.
+    denied = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+    assert first.cancel_reason == denied, first.cancel_reason
     channel.close()
 
     # A bad token is refused as etcd refuses it, so clients authenticate again.

@@ -82,10 +82,13 @@ impl ClusterService {
 
     fn check_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {
         if urls.is_empty() {
-            return Err(Status::invalid_argument("member peer urls not provided"));
+            return Err(KvError::MemberBadUrls.into());
         }
         for u in urls {
-            crate::cluster::parse_url(u).map_err(Status::invalid_argument)?;
+            if let Err(why) = crate::cluster::parse_url(u) {
+                tracing::info!(%why, "refused a member's peer URLs");
+                return Err(KvError::MemberBadUrls.into());
+            }
         }
         let taken = self
             .server

@@ -51,56 +51,102 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     }
 }
 
-fn intervals_overlap(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> bool {
-    let hi = |(s, e): (&[u8], &[u8])| crate::kv::auth::upper(s, e);
-    let (ah, bh) = (hi(a), hi(b));
-    let a_before_b_ends = bh.as_deref().is_none_or(|bh| a.0 < bh);
-    let b_before_a_ends = ah.as_deref().is_none_or(|ah| b.0 < ah);
-    a_before_b_ends && b_before_a_ends
+/// Whether `key` falls in a deleted interval `(start, end)` (etcd's `[start, end)`, `end`
+/// empty: just `start`). A `"\0"` end reaches every key from `start`, where etcd's check
+/// compares it literally and so lets a put through beside a from-key delete: refusing it here
+/// keeps every transaction writing each key at most once.
+fn deleted(key: &[u8], (start, end): (&[u8], &[u8])) -> bool {
+    let upper = crate::kv::auth::upper(start, end);
+    key >= start && upper.as_deref().is_none_or(|u| key < u)
 }
 
-/// Validates a transaction as etcd does: op counts, keys, and no key written twice in a
-/// branch.
-pub(crate) fn check_txn(t: &pb::TxnRequest, max_ops: usize) -> Result<(), KvError> {
-    if t.compare.len() > max_ops || t.success.len() > max_ops || t.failure.len() > max_ops {
+/// Checks the sizes and keys of a transaction and of those nested in it, as etcd does: each
+/// branch and the compares hold at most `max_ops`, and a nested transaction at most what its
+/// parent leaves (`max_ops` less the parent's largest list).
+fn check_txn_ops(t: &pb::TxnRequest, max_ops: usize) -> Result<(), KvError> {
+    let ops = t.compare.len().max(t.success.len()).max(t.failure.len());
+    if ops > max_ops {
         return Err(KvError::TooManyOps);
     }
-    for c in &t.compare {
-        if c.key.is_empty() {
-            return Err(KvError::EmptyKey);
+    if t.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(KvError::EmptyKey);
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestPut(p)) => check_put(p)?,
+            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => {
+                return Err(KvError::EmptyKey);
+            }
+            Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
+                return Err(KvError::EmptyKey);
+            }
+            Some(request_op::Request::RequestTxn(n)) => check_txn_ops(n, max_ops - ops)?,
+            Some(
+                request_op::Request::RequestDeleteRange(_) | request_op::Request::RequestRange(_),
+            ) => {}
+            // An op with nothing in it.
+            None => return Err(KvError::KeyNotFound),
         }
     }
-    for branch in [&t.success, &t.failure] {
-        let mut puts: Vec<&[u8]> = Vec::new();
-        let mut dels: Vec<(&[u8], &[u8])> = Vec::new();
-        for op in branch {
-            match &op.request {
-                Some(request_op::Request::RequestPut(p)) => {
-                    check_put(p)?;
-                    if puts.contains(&p.key.as_slice()) {
-                        return Err(KvError::DuplicateKey);
-                    }
-                    puts.push(&p.key);
-                }
-                Some(request_op::Request::RequestDeleteRange(d)) => {
-                    if d.key.is_empty() {
-                        return Err(KvError::EmptyKey);
-                    }
-                    dels.push((&d.key, &d.range_end));
-                }
-                Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
-                    return Err(KvError::EmptyKey);
-                }
-                Some(request_op::Request::RequestTxn(n)) => check_txn(n, max_ops)?,
-                Some(request_op::Request::RequestRange(_)) | None => {}
+    Ok(())
+}
+
+type Writes<'a> = (Vec<&'a [u8]>, Vec<(&'a [u8], &'a [u8])>);
+
+/// The keys `ops` put and the intervals they delete, nested transactions included, or
+/// `DuplicateKey` when a key could be written twice: put twice, or put and deleted. The two
+/// branches of a nested transaction exclude each other, so they may put the same key.
+fn check_writes(ops: &[pb::RequestOp]) -> Result<Writes<'_>, KvError> {
+    let mut dels: Vec<(&[u8], &[u8])> = ops
+        .iter()
+        .filter_map(|op| match &op.request {
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                Some((d.key.as_slice(), d.range_end.as_slice()))
             }
-        }
-        for p in &puts {
-            if dels.iter().any(|d| intervals_overlap((p, &[]), *d)) {
+            _ => None,
+        })
+        .collect();
+    let mut puts: Vec<&[u8]> = Vec::new();
+    for op in ops {
+        let Some(request_op::Request::RequestTxn(n)) = &op.request else {
+            continue;
+        };
+        let (then_puts, then_dels) = check_writes(&n.success)?;
+        let (else_puts, else_dels) = check_writes(&n.failure)?;
+        for k in &then_puts {
+            if puts.contains(k) || dels.iter().any(|d| deleted(k, *d)) {
                 return Err(KvError::DuplicateKey);
             }
         }
+        puts.extend(&then_puts);
+        for k in else_puts {
+            let twice = puts.contains(&k) && !then_puts.contains(&k);
+            if twice || dels.iter().any(|d| deleted(k, *d)) {
+                return Err(KvError::DuplicateKey);
+            }
+            puts.push(k);
+        }
+        dels.extend(then_dels);
+        dels.extend(else_dels);
     }
+    for op in ops {
+        if let Some(request_op::Request::RequestPut(p)) = &op.request {
+            let k = p.key.as_slice();
+            if puts.contains(&k) || dels.iter().any(|d| deleted(k, *d)) {
+                return Err(KvError::DuplicateKey);
+            }
+            puts.push(k);
+        }
+    }
+    Ok((puts, dels))
+}
+
+/// Validates a transaction as etcd does before proposing it: op counts and keys at every
+/// level, then no key written twice in either branch.
+pub(crate) fn check_txn(t: &pb::TxnRequest, max_ops: usize) -> Result<(), KvError> {
+    check_txn_ops(t, max_ops)?;
+    check_writes(&t.success)?;
+    check_writes(&t.failure)?;
     Ok(())
 }
 
@@ -129,6 +175,10 @@ impl KvService {
         token: Option<&str>,
         r: pb::RangeRequest,
     ) -> Result<pb::RangeResponse, Status> {
+        // Checked before the caller, as etcd does.
+        if r.key.is_empty() {
+            return Err(KvError::EmptyKey.into());
+        }
         self.server.authorize_read(token, &r.key, &r.range_end)?;
         Ok(self.range_inner(r).await?)
     }
@@ -249,14 +299,107 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overlaps_follow_etcd_intervals() {
-        assert!(intervals_overlap((b"a", b""), (b"a", b"")));
-        assert!(!intervals_overlap((b"a", b""), (b"b", b"")));
-        assert!(intervals_overlap((b"b", b""), (b"a", b"c")));
-        assert!(!intervals_overlap((b"c", b""), (b"a", b"c")));
-        assert!(intervals_overlap((b"z", b""), (b"a", &[0])));
+    fn deletes_cover_etcd_intervals() {
+        assert!(deleted(b"a", (b"a", b"")));
+        assert!(!deleted(b"a", (b"b", b"")));
+        assert!(deleted(b"b", (b"a", b"c")));
+        assert!(!deleted(b"c", (b"a", b"c")));
+        assert!(deleted(b"z", (b"a", &[0])));
         assert!(in_range(b"ab", b"a", b"b"));
         assert!(!in_range(b"b", b"a", b"b"));
         assert!(in_range(b"zz", b"a", &[0]));
+    }
+
+    fn put(k: &[u8]) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestPut(pb::PutRequest {
+                key: k.to_vec(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn del(k: &[u8], end: &[u8]) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                pb::DeleteRangeRequest {
+                    key: k.to_vec(),
+                    range_end: end.to_vec(),
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    fn txn(success: Vec<pb::RequestOp>, failure: Vec<pb::RequestOp>) -> pb::TxnRequest {
+        pb::TxnRequest {
+            success,
+            failure,
+            ..Default::default()
+        }
+    }
+
+    fn nested(t: pb::TxnRequest) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestTxn(t)),
+        }
+    }
+
+    fn check(t: &pb::TxnRequest) -> Result<(), KvError> {
+        check_txn(t, 128)
+    }
+
+    #[test]
+    fn a_key_written_twice_is_refused_through_nested_transactions() {
+        let dup = |r: Result<(), KvError>| matches!(r, Err(KvError::DuplicateKey));
+        assert!(dup(check(&txn(vec![put(b"a"), put(b"a")], vec![]))));
+        assert!(dup(check(&txn(vec![put(b"b"), del(b"a", b"c")], vec![]))));
+        // An outer put and a put in a nested branch.
+        let t = txn(
+            vec![put(b"a"), nested(txn(vec![put(b"a")], vec![]))],
+            vec![],
+        );
+        assert!(dup(check(&t)));
+        // A delete and a nested put it covers, either way round.
+        let t = txn(
+            vec![del(b"a", b"c"), nested(txn(vec![], vec![put(b"b")]))],
+            vec![],
+        );
+        assert!(dup(check(&t)));
+        let t = txn(
+            vec![put(b"b"), nested(txn(vec![del(b"a", b"c")], vec![]))],
+            vec![],
+        );
+        assert!(dup(check(&t)));
+        // Two nested transactions putting the same key.
+        let t = txn(
+            vec![
+                nested(txn(vec![put(b"a")], vec![])),
+                nested(txn(vec![put(b"a")], vec![])),
+            ],
+            vec![],
+        );
+        assert!(dup(check(&t)));
+        // The branches of one nested transaction exclude each other, as do the outer ones.
+        let t = txn(vec![nested(txn(vec![put(b"a")], vec![put(b"a")]))], vec![]);
+        assert!(check(&t).is_ok());
+        assert!(check(&txn(vec![put(b"a")], vec![put(b"a")])).is_ok());
+        // Deletes may overlap each other.
+        assert!(check(&txn(vec![del(b"a", b"c"), del(b"b", b"d")], vec![])).is_ok());
+    }
+
+    #[test]
+    fn empty_ops_and_nested_sizes_are_refused_as_etcd_does() {
+        let empty = txn(vec![pb::RequestOp { request: None }], vec![]);
+        assert!(matches!(check(&empty), Err(KvError::KeyNotFound)));
+        // A nested transaction gets what its parent's largest list leaves of the limit.
+        let t = txn(
+            vec![put(b"a"), nested(txn(vec![put(b"b"), put(b"c")], vec![]))],
+            vec![],
+        );
+        assert!(matches!(check_txn(&t, 3), Err(KvError::TooManyOps)));
+        assert!(check_txn(&t, 4).is_ok());
+        let t = txn(vec![nested(txn(vec![put(b"")], vec![]))], vec![]);
+        assert!(matches!(check(&t), Err(KvError::EmptyKey)));
     }
 }

@@ -64,7 +64,9 @@ impl Maintenance for MaintenanceService {
                 alarms: self.alarms(),
             }));
         }
-        let members: Vec<u64> = if r.member_id == 0 {
+        // Deactivating for member 0 clears that alarm for every member; activation, as in
+        // etcd, is for the member named, whatever its id.
+        let members: Vec<u64> = if r.member_id == 0 && action == AlarmAction::Deactivate {
             self.alarms().iter().map(|a| a.member_id).collect()
         } else {
             vec![r.member_id]

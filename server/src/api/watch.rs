@@ -85,6 +85,16 @@ fn with_prev(mvcc: &Mvcc, events: &[&Event]) -> Result<Vec<mvccpb::Event>, MvccE
         .collect()
 }
 
+/// The reason a watch refused by authentication carries: as in etcd, the text of the gRPC
+/// error the same refusal gives a unary call, and "permission denied" for anything else.
+fn denial_reason(e: &KvError) -> String {
+    let e = match e {
+        KvError::UserEmpty | KvError::InvalidAuthToken | KvError::PermissionDenied => e,
+        _ => &KvError::PermissionDenied,
+    };
+    format!("rpc error: code = {:?} desc = {e}", e.code())
+}
+
 impl StreamState {
     fn header(&self) -> pb::ResponseHeader {
         self.server.header(self.server.shared().hub.revision())
@@ -96,43 +106,45 @@ impl StreamState {
 
     async fn create(&mut self, c: pb::WatchCreateRequest) -> bool {
         let hub = &self.server.shared().hub;
+        // As etcd: an empty key is the smallest key, "\0".
+        let key = if c.key.is_empty() { vec![0] } else { c.key };
+        // A refused watch carries etcd's id for "no watch", -1.
+        let refused = |watch_id: i64, reason: String| pb::WatchResponse {
+            header: Some(self.header()),
+            watch_id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason,
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .server
+            .authorize_read(self.token.as_deref(), &key, &c.range_end)
+        {
+            return self.send(refused(-1, denial_reason(&e))).await;
+        }
+        let reason = if !c.range_end.is_empty() && c.range_end != [0] && key >= c.range_end {
+            Some("mvcc: watcher range is empty")
+        } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
+            Some("mvcc: duplicate watch ID provided on the WatchStream")
+        } else if self.watchers.len() >= self.server.config().watchers_per_stream_max {
+            Some("etcdserver: too many watchers on this stream")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return self.send(refused(-1, reason.to_string())).await;
+        }
         let id = if c.watch_id != 0 {
             c.watch_id
         } else {
+            // etcd's allocation: the lowest free id from where the last one was taken.
             while self.watchers.contains_key(&self.next_id) {
                 self.next_id += 1;
             }
-            self.next_id
+            self.next_id += 1;
+            self.next_id - 1
         };
-        let denied = self
-            .server
-            .authorize_read(self.token.as_deref(), &c.key, &c.range_end)
-            .err();
-        if self.watchers.contains_key(&id)
-            || self.watchers.len() >= self.server.config().watchers_per_stream_max
-            || c.key.is_empty()
-            || denied.is_some()
-        {
-            let reason = if c.key.is_empty() {
-                "etcdserver: key is not provided".to_string()
-            } else if let Some(e) = denied {
-                e.to_string()
-            } else if self.watchers.contains_key(&id) {
-                "mvcc: duplicate watch ID provided on the WatchStream".to_string()
-            } else {
-                "etcdserver: too many watchers on this stream".to_string()
-            };
-            return self
-                .send(pb::WatchResponse {
-                    header: Some(self.header()),
-                    watch_id: id,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: reason,
-                    ..Default::default()
-                })
-                .await;
-        }
         let current = hub.revision();
         let next_rev = if c.start_revision <= 0 {
             current + 1
@@ -141,7 +153,7 @@ impl StreamState {
         };
         let filters: Vec<i32> = c.filters.clone();
         let w = Watcher {
-            key: c.key,
+            key,
             end: c.range_end,
             next_rev,
             prev_kv: c.prev_kv,
@@ -153,9 +165,6 @@ impl StreamState {
         };
         self.watchers.insert(id, w);
         hub.watcher_added();
-        if id >= self.next_id {
-            self.next_id = id + 1;
-        }
         self.send(pb::WatchResponse {
             header: Some(self.server.header(current)),
             watch_id: id,

@@ -383,32 +383,62 @@ impl Applier {
         })
     }
 
+    /// Evaluates one compare as etcd does: over every key in its range (or a key's zero
+    /// values when none exists, except that a value compare on no key fails), against the
+    /// operand its target names (an operand of another kind, or none, counts as zero or
+    /// empty). An unknown target compares as equal, and an unknown result holds.
     fn compare(&self, txn: &MvccTxn, c: &Compare) -> Result<bool, KvError> {
         use compare::{CompareResult, CompareTarget, TargetUnion};
-        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+        let target = CompareTarget::try_from(c.target).ok();
         let kvs = txn.range(&c.key, &c.range_end, 0)?;
-        if kvs.is_empty() && target == CompareTarget::Value {
+        if kvs.is_empty() && target == Some(CompareTarget::Value) {
             return Ok(false);
         }
         let absent = [KeyValue::default()];
         let kvs: &[KeyValue] = if kvs.is_empty() { &absent } else { &kvs };
-        let result = CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal);
+        let Ok(result) = CompareResult::try_from(c.result) else {
+            return Ok(true);
+        };
+        let operand = &c.target_union;
         for kv in kvs {
-            let ord = match (&c.target_union, target) {
-                (Some(TargetUnion::Value(v)), CompareTarget::Value) => kv.value.as_slice().cmp(v),
-                (Some(TargetUnion::Version(v)), CompareTarget::Version) => kv.version.cmp(v),
-                (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create) => {
-                    kv.create_revision.cmp(v)
+            let number = |field: i64, given: Option<i64>| field.cmp(&given.unwrap_or(0));
+            let ord = match target {
+                Some(CompareTarget::Value) => {
+                    let v = match operand {
+                        Some(TargetUnion::Value(v)) => v.as_slice(),
+                        _ => &[],
+                    };
+                    kv.value.as_slice().cmp(v)
                 }
-                (Some(TargetUnion::ModRevision(v)), CompareTarget::Mod) => kv.mod_revision.cmp(v),
-                (Some(TargetUnion::Lease(v)), CompareTarget::Lease) => kv.lease.cmp(v),
-                // A missing operand compares against the zero value, as etcd's does.
-                (None, CompareTarget::Value) => kv.value.as_slice().cmp(&[][..]),
-                (None, CompareTarget::Version) => kv.version.cmp(&0),
-                (None, CompareTarget::Create) => kv.create_revision.cmp(&0),
-                (None, CompareTarget::Mod) => kv.mod_revision.cmp(&0),
-                (None, CompareTarget::Lease) => kv.lease.cmp(&0),
-                _ => return Ok(false),
+                Some(CompareTarget::Version) => number(
+                    kv.version,
+                    match operand {
+                        Some(TargetUnion::Version(v)) => Some(*v),
+                        _ => None,
+                    },
+                ),
+                Some(CompareTarget::Create) => number(
+                    kv.create_revision,
+                    match operand {
+                        Some(TargetUnion::CreateRevision(v)) => Some(*v),
+                        _ => None,
+                    },
+                ),
+                Some(CompareTarget::Mod) => number(
+                    kv.mod_revision,
+                    match operand {
+                        Some(TargetUnion::ModRevision(v)) => Some(*v),
+                        _ => None,
+                    },
+                ),
+                Some(CompareTarget::Lease) => number(
+                    kv.lease,
+                    match operand {
+                        Some(TargetUnion::Lease(v)) => Some(*v),
+                        _ => None,
+                    },
+                ),
+                None => std::cmp::Ordering::Equal,
             };
             let ok = match result {
                 CompareResult::Equal => ord.is_eq(),

@@ -57,6 +57,9 @@ pub enum KvError {
     /// Peer URL taken.
     #[error("etcdserver: Peer URLs already exists")]
     PeerUrlExists,
+    /// No peer URL given, or one that is not a URL this member can dial.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
     /// The member is not a learner.
     #[error("etcdserver: can only promote a learner member")]
     NotLearner,
@@ -171,7 +174,7 @@ impl KvError {
         match self {
             EmptyKey | KeyTooLarge | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps
             | DuplicateKey | RequestTooLarge | UserEmpty | RoleEmpty | AuthFailed
-            | PermissionNotGiven | InvalidAuthMgmt => Code::InvalidArgument,
+            | MemberBadUrls | PermissionNotGiven | InvalidAuthMgmt => Code::InvalidArgument,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,

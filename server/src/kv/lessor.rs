@@ -146,8 +146,8 @@ impl Lessor {
         let l = self.leases.get(&id)?;
         let remaining = match l.deadline {
             Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0)
+                // Whole seconds left, rounded down as etcd reports them.
+                d.saturating_duration_since(Instant::now()).as_secs() as i64
             }
             None => l.ttl_secs,
         };
