@@ -810,6 +810,7 @@ fn one_node(protocol: &'static str) {
         );
         snapshots_cross_between_quorumkv_and_etcd(&ep);
     }
+    python_client("grpc_metrics.py", &[&ep], "grpc metrics OK");
     // It turns authentication on and off again.
     python_client("gateway.py", &[&ep], "gateway OK");
     // Last: it compacts everything.

@@ -14,13 +14,37 @@ use parking_lot::Mutex;
 
 use crate::kv::KvServer;
 
-/// Calls of one gRPC method, by status code (index into [`CODES`]).
-pub(crate) type CodeCounts = [AtomicU64; CODES.len()];
+/// Calls of one gRPC method: how many started, and how many ended by status code (index into
+/// [`CODES`]). A streaming call ends when its stream does.
+#[derive(Debug, Default)]
+pub(crate) struct MethodCounts {
+    started: AtomicU64,
+    handled: [AtomicU64; CODES.len()],
+}
 
-/// Counts one call that ended with gRPC status `code`; a code outside the known ones counts
-/// as Unknown (2), as gRPC reads it.
-pub(crate) fn count_call(counts: &CodeCounts, code: usize) {
-    counts[if code < CODES.len() { code } else { 2 }].fetch_add(1, Ordering::Relaxed);
+impl MethodCounts {
+    /// Counts one call starting.
+    pub(crate) fn start(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one call that ended with gRPC status `code`; a code outside the known ones
+    /// counts as Unknown (2), as gRPC reads it.
+    pub(crate) fn handled(&self, code: usize) {
+        self.handled[if code < CODES.len() { code } else { 2 }].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How a method's messages flow, as go-grpc-prometheus labels it (`grpc_type`): etcd's
+/// streaming methods by name, every other method unary.
+fn grpc_type(path: &str) -> &'static str {
+    match path {
+        "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
+        "/etcdserverpb.Maintenance/Snapshot"
+        | "/v3electionpb.Election/Observe"
+        | "/grpc.health.v1.Health/Watch" => "server_stream",
+        _ => "unary",
+    }
 }
 
 /// Distinct gRPC paths counted by name; calls to any further path are counted under
@@ -32,14 +56,14 @@ const OTHER_PATH: &str = "/unknown/unknown";
 /// Counters kept beside the key space.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    grpc: Mutex<HashMap<Box<str>, Arc<CodeCounts>>>,
+    grpc: Mutex<HashMap<Box<str>, Arc<MethodCounts>>>,
     /// Proposals that failed.
     pub proposals_failed: AtomicU64,
 }
 
 impl Metrics {
     /// The counters of calls to `path` (`/package.Service/Method`).
-    pub(crate) fn method(&self, path: &str) -> Arc<CodeCounts> {
+    pub(crate) fn method(&self, path: &str) -> Arc<MethodCounts> {
         let mut grpc = self.grpc.lock();
         if let Some(c) = grpc.get(path) {
             return Arc::clone(c);
@@ -49,8 +73,9 @@ impl Metrics {
         Arc::clone(grpc.entry(key.into()).or_default())
     }
 
-    /// Every counted path with its counts, sorted by path.
-    fn grpc_counts(&self) -> Vec<(Box<str>, [u64; CODES.len()])> {
+    /// Every counted path with its started and handled counts, sorted by path.
+    #[allow(clippy::type_complexity)]
+    fn grpc_counts(&self) -> Vec<(Box<str>, u64, [u64; CODES.len()])> {
         let mut out: Vec<_> = self
             .grpc
             .lock()
@@ -58,7 +83,8 @@ impl Metrics {
             .map(|(path, c)| {
                 (
                     path.clone(),
-                    c.each_ref().map(|n| n.load(Ordering::Relaxed)),
+                    c.started.load(Ordering::Relaxed),
+                    c.handled.each_ref().map(|n| n.load(Ordering::Relaxed)),
                 )
             })
             .collect();
@@ -85,7 +111,9 @@ fn well_formed(path: &str) -> bool {
 }
 
 /// Counts each gRPC call by method and status (after [`crate::api::as_grpc_go_status`] has
-/// given a transport-level refusal the status etcd's gRPC server gives it).
+/// given a transport-level refusal the status etcd's gRPC server gives it), as etcd's
+/// go-grpc-prometheus does: started when it arrives, handled when it ends, which for a stream
+/// is when the stream does.
 #[derive(Debug, Clone)]
 pub struct CountLayer(pub Arc<Metrics>);
 
@@ -106,9 +134,9 @@ pub struct Count<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for Count<S>
+impl<S, B> tower::Service<http::Request<B>> for Count<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -121,24 +149,93 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // Plain HTTP on the same port (`/metrics`, the JSON gateway) is not a gRPC call.
-        let counts =
-            crate::api::is_grpc(req.headers()).then(|| self.metrics.method(req.uri().path()));
+        let counted = crate::api::is_grpc(req.headers()).then(|| {
+            let path = req.uri().path();
+            let counts = self.metrics.method(path);
+            counts.start();
+            (counts, grpc_type(path) != "unary")
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut r = fut.await;
-            if let (Ok(resp), Some(counts)) = (&mut r, counts) {
+            if let (Ok(resp), Some((counts, stream))) = (&mut r, counted) {
                 crate::api::as_grpc_go_status(resp);
-                // An error before any message travels in the headers ("trailers-only");
-                // otherwise the call started fine.
-                let code = resp
+                // An error before any message travels in the headers ("trailers-only").
+                let early = resp
                     .headers()
                     .get("grpc-status")
-                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-                    .unwrap_or(0);
-                count_call(&counts, code);
+                    .map(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()));
+                match early {
+                    Some(code) => counts.handled(code.unwrap_or(2)),
+                    // A stream is counted when its trailers pass, or when it is dropped.
+                    None if stream => {
+                        let body = std::mem::take(resp.body_mut());
+                        *resp.body_mut() = tonic::body::Body::new(CountedStream {
+                            inner: body,
+                            counts: Some(counts),
+                        });
+                    }
+                    // A unary answer that started fine.
+                    None => counts.handled(0),
+                }
             }
             r
         })
+    }
+}
+
+/// A streaming call's response body, which counts the call as handled once: with the status
+/// its trailers carry, or Canceled when it is dropped before them (the client went away).
+struct CountedStream {
+    inner: tonic::body::Body,
+    counts: Option<Arc<MethodCounts>>,
+}
+
+impl CountedStream {
+    fn finish(&mut self, code: usize) {
+        if let Some(c) = self.counts.take() {
+            c.handled(code);
+        }
+    }
+}
+
+impl http_body::Body for CountedStream {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let code = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
+                t.get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                    .unwrap_or(2)
+            }),
+            Poll::Ready(Some(Err(status))) => Some(status.code() as usize),
+            Poll::Ready(None) => Some(0),
+            Poll::Pending => None,
+        };
+        if let Some(code) = code {
+            self.finish(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.finish(1);
     }
 }
 
@@ -255,6 +352,46 @@ pub fn render(server: &KvServer) -> String {
         "gauge",
         shared.hub.revision() as f64,
     );
+    let (keys, compacted) = shared.mvcc.index_stats();
+    gauge(
+        &mut o,
+        "etcd_debugging_mvcc_keys_total",
+        "Keys with a version in the key index.",
+        "gauge",
+        keys as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_debugging_mvcc_compact_revision",
+        "The revision of the last compaction.",
+        "gauge",
+        compacted as f64,
+    );
+    // The names etcd 3.4 used for these, which older dashboards still read.
+    gauge(
+        &mut o,
+        "etcd_debugging_mvcc_current_revision",
+        "Current revision.",
+        "gauge",
+        shared.hub.revision() as f64,
+    );
+    gauge(
+        &mut o,
+        "etcd_debugging_mvcc_db_total_size_in_bytes",
+        "Physical size of the backend.",
+        "gauge",
+        server.db_size_bytes() as f64,
+    );
+    let version = crate::api::maintenance::API_VERSION;
+    let _ = writeln!(
+        o,
+        "# HELP etcd_server_id Which member this is.\n# TYPE etcd_server_id gauge\netcd_server_id{{server_id=\"{:x}\"}} 1",
+        server.member_id()
+    );
+    let _ = writeln!(
+        o,
+        "# HELP etcd_server_version Which version is running.\n# TYPE etcd_server_version gauge\netcd_server_version{{server_version=\"{version}\"}} 1"
+    );
     gauge(
         &mut o,
         "etcd_debugging_mvcc_watcher_total",
@@ -307,6 +444,13 @@ pub fn render(server: &KvServer) -> String {
     );
     gauge(
         &mut o,
+        "etcd_disk_wal_write_bytes_total",
+        "WAL bytes written.",
+        "gauge",
+        w.bytes as f64,
+    );
+    gauge(
+        &mut o,
         "quorumkv_wal_bytes_total",
         "WAL bytes written.",
         "counter",
@@ -323,17 +467,30 @@ pub fn render(server: &KvServer) -> String {
             w.records as f64 / w.syncs as f64
         },
     );
+    let counts = server.metrics().grpc_counts();
+    let labels = |path: &str| {
+        let (service, method) = path[1..].split_once('/').expect("well-formed paths only");
+        let kind = grpc_type(path);
+        format!("grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"")
+    };
     let _ = writeln!(
         o,
-        "# HELP grpc_server_handled_total gRPC calls by method and code.\n# TYPE grpc_server_handled_total counter"
+        "# HELP grpc_server_started_total Total number of RPCs started on the server.\n# TYPE grpc_server_started_total counter"
     );
-    for (path, counts) in server.metrics().grpc_counts() {
-        let (service, method) = path[1..].split_once('/').expect("well-formed paths only");
-        for (code, n) in CODES.iter().zip(counts) {
-            if n > 0 {
+    for (path, started, _) in &counts {
+        let _ = writeln!(o, "grpc_server_started_total{{{}}} {started}", labels(path));
+    }
+    let _ = writeln!(
+        o,
+        "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE grpc_server_handled_total counter"
+    );
+    for (path, _, handled) in &counts {
+        let labels = labels(path);
+        for (code, n) in CODES.iter().zip(handled) {
+            if *n > 0 {
                 let _ = writeln!(
                     o,
-                    "grpc_server_handled_total{{grpc_service=\"{service}\",grpc_method=\"{method}\",grpc_code=\"{code}\"}} {n}",
+                    "grpc_server_handled_total{{grpc_code=\"{code}\",{labels}}} {n}"
                 );
             }
         }

@@ -26,7 +26,7 @@ use tonic::body::Body;
 use super::kv::KvService;
 use super::{requires_leader, token_in};
 use crate::kv::KvError;
-use crate::metrics::{CodeCounts, Metrics, count_call};
+use crate::metrics::{MethodCounts, Metrics};
 
 /// gRPC's length-prefixed message header: a compression flag and a big-endian length.
 const MESSAGE_HEADER_BYTES: usize = 5;
@@ -60,7 +60,7 @@ struct Shared {
     /// The largest request message read, framing included in `--max-request-bytes`' slack.
     max_message_bytes: usize,
     /// Each call's counters, looked up once (the table is keyed by path).
-    counts: [OnceLock<Arc<CodeCounts>>; PATHS.len()],
+    counts: [OnceLock<Arc<MethodCounts>>; PATHS.len()],
 }
 
 impl UnaryKvLayer {
@@ -117,6 +117,7 @@ where
             return Box::pin(self.inner.call(req));
         };
         let shared = Arc::clone(&self.shared);
+        shared.counts(call).start();
         Box::pin(async move {
             let (resp, code) = match shared.answer(call, req).await {
                 Ok(message) => (ok_response(message), 0),
@@ -125,7 +126,7 @@ where
                     (status.into_http(), code)
                 }
             };
-            count_call(shared.counts(call), code);
+            shared.counts(call).handled(code);
             Ok(resp)
         })
     }
@@ -159,7 +160,7 @@ fn owned_call<B>(req: &Request<B>) -> Option<Call> {
 }
 
 impl Shared {
-    fn counts(&self, call: Call) -> &CodeCounts {
+    fn counts(&self, call: Call) -> &MethodCounts {
         let path = PATHS[call as usize];
         self.counts[call as usize].get_or_init(|| self.metrics.method(path))
     }

@@ -157,6 +157,14 @@ impl Mvcc {
         &self.db
     }
 
+    /// How many keys the index holds (each with at least one version) and the compacted
+    /// revision.
+    pub fn index_stats(&self) -> (usize, u64) {
+        let index = Arc::clone(&self.index.lock());
+        let index = index.read();
+        (index.len(), index.compacted())
+    }
+
     /// A consistent snapshot for reads.
     pub fn snapshot(&self) -> Snapshot {
         let slot = self.index.lock();
