@@ -840,6 +840,19 @@ fn three_nodes(protocol: &'static str) {
     python_suite(&[&eps[follower], &eps[c.leader()]]);
     eprintln!("{protocol}: node.js suite");
     node_suite(&eps);
+    // The leader has sent to and heard from both followers, as etcd's peer metrics say.
+    let metrics = metrics_text(&eps[c.leader()]);
+    for name in [
+        "etcd_network_peer_sent_bytes_total{To=",
+        "etcd_network_peer_received_bytes_total{From=",
+    ] {
+        let busy = metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+            .count();
+        assert_eq!(busy, 2, "{name}: {metrics}");
+    }
 
     eprintln!("{protocol}: write loop with the leader killed");
     let leader = c.leader();
@@ -1083,6 +1096,17 @@ fn three_nodes_raft_survive_a_killed_leader() {
 #[test]
 fn three_nodes_zab_survive_a_killed_leader() {
     three_nodes("zab");
+}
+
+/// The member's `/metrics` page (served on its client port, as etcd serves it).
+fn metrics_text(ep: &str) -> String {
+    use std::io::{Read, Write as _};
+    let mut s = std::net::TcpStream::connect(ep).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {ep}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// Puts `n` keys `{prefix}{i:05}` through python-etcd3, one request each.

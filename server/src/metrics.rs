@@ -467,6 +467,38 @@ pub fn render(server: &KvServer) -> String {
             w.records as f64 / w.syncs as f64
         },
     );
+    let peers = server.node().peer_traffic();
+    let peer_counter =
+        |o: &mut String, name: &str, help: &str, label: &str, values: &[(u64, u64)]| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (id, v) in values {
+                let _ = writeln!(o, "{name}{{{label}=\"{id:x}\"}} {v}");
+            }
+        };
+    let column = |f: fn(&crate::transport::traffic::PeerTotals) -> u64| -> Vec<(u64, u64)> {
+        peers.iter().map(|p| (p.0, f(p))).collect()
+    };
+    peer_counter(
+        &mut o,
+        "etcd_network_peer_sent_bytes_total",
+        "The total number of bytes sent to peers.",
+        "To",
+        &column(|p| p.1),
+    );
+    peer_counter(
+        &mut o,
+        "etcd_network_peer_received_bytes_total",
+        "The total number of bytes received from peers.",
+        "From",
+        &column(|p| p.2),
+    );
+    peer_counter(
+        &mut o,
+        "etcd_network_peer_sent_failures_total",
+        "The total number of send failures from peers.",
+        "To",
+        &column(|p| p.3),
+    );
     let counts = server.metrics().grpc_counts();
     let labels = |path: &str| {
         let (service, method) = path[1..].split_once('/').expect("well-formed paths only");

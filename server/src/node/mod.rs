@@ -598,6 +598,12 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// What has travelled to and from each peer: (id, bytes sent, bytes received, failed
+    /// sends).
+    pub fn peer_traffic(&self) -> Vec<crate::transport::traffic::PeerTotals> {
+        self.outbound.traffic().totals()
+    }
+
     /// IO counters of this node's write-ahead log, read live.
     pub fn wal_stats_now(&self) -> WalStats {
         (self.wal_stats)()
@@ -678,14 +684,17 @@ where
     } = peer;
     tokio::spawn(tcp::accept::<P::Message>(
         listener,
-        cfg.cluster_id,
-        cfg.id,
-        cfg.max_frame_bytes,
-        snapshot::ReceiveLimits {
-            dir: snap_dir.clone(),
-            bytes_max: cfg.snapshot_bytes_max,
+        tcp::Acceptor {
+            cluster: cfg.cluster_id,
+            me: cfg.id,
+            max_frame_bytes: cfg.max_frame_bytes,
+            snapshots: snapshot::ReceiveLimits {
+                dir: snap_dir.clone(),
+                bytes_max: cfg.snapshot_bytes_max,
+            },
+            info,
+            traffic: Arc::clone(outbound.traffic()),
         },
-        info,
         inbound_tx,
     ));
     let shipper = Shipper::new(

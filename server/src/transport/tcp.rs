@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::frame;
 use super::snapshot::{self, ReceiveLimits};
+use super::traffic::PeerTraffic;
 
 const HANDSHAKE_MAGIC: &[u8; 8] = b"QKVPEER1";
 /// Opens an info query: the answer is one frame describing the cluster, then the connection
@@ -91,6 +92,7 @@ pub struct Outbound {
     queue_len: usize,
     runtime: tokio::runtime::Handle,
     queues: RwLock<BTreeMap<NodeId, PeerQueue>>,
+    traffic: Arc<PeerTraffic>,
 }
 
 impl Outbound {
@@ -107,6 +109,7 @@ impl Outbound {
             queue_len,
             runtime: tokio::runtime::Handle::current(),
             queues: RwLock::new(BTreeMap::new()),
+            traffic: Arc::default(),
         };
         for (&id, &addr) in peers {
             out.set_peer(id, addr);
@@ -124,8 +127,9 @@ impl Outbound {
             return;
         }
         let (tx, rx) = mpsc::channel(self.queue_len);
+        let counts = self.traffic.peer(id);
         self.runtime
-            .spawn(sender(self.cluster, self.me, id, addr, rx));
+            .spawn(sender(self.cluster, self.me, id, addr, rx, counts));
         // Dropping a replaced queue ends its sender task.
         queues.insert(id, (addr, tx));
     }
@@ -138,10 +142,20 @@ impl Outbound {
     /// Queues a message (already a frame) for `to`; drops it when the queue is full (the
     /// protocols retransmit).
     pub fn send(&self, to: NodeId, frame: Vec<u8>) -> bool {
-        self.queues
+        let queued = self
+            .queues
             .read()
             .get(&to)
-            .is_some_and(|(_, q)| q.try_send(frame).is_ok())
+            .is_some_and(|(_, q)| q.try_send(frame).is_ok());
+        if !queued {
+            self.traffic.peer(to).failed();
+        }
+        queued
+    }
+
+    /// What has travelled to and from each peer (inbound connections count into it too).
+    pub fn traffic(&self) -> &Arc<PeerTraffic> {
+        &self.traffic
     }
 }
 
@@ -184,6 +198,7 @@ async fn sender(
     peer: NodeId,
     addr: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
+    counts: Arc<super::traffic::PeerCounts>,
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -220,43 +235,48 @@ async fn sender(
             }
             if let Err(e) = stream.write_all(&batch).await {
                 tracing::debug!(peer, error = %e, "peer connection lost; reconnecting");
+                counts.failed();
                 break;
             }
+            counts.sent(batch.len());
         }
     }
+}
+
+/// What an accepting member is: its cluster and id, the largest frame a peer may send, where
+/// received snapshots go, how it describes its cluster to info queries, and where traffic is
+/// counted.
+pub struct Acceptor {
+    /// The cluster's id; peers from another are refused.
+    pub cluster: u64,
+    /// This member's id; messages for another are refused.
+    pub me: NodeId,
+    /// Largest frame an identified peer may send.
+    pub max_frame_bytes: usize,
+    /// Where received snapshots go and how large one may be.
+    pub snapshots: ReceiveLimits,
+    /// The answer to info queries, if this member gives one.
+    pub info: Option<InfoFn>,
+    /// Bytes received per peer.
+    pub traffic: Arc<PeerTraffic>,
 }
 
 /// Accepts peer connections (message connections and snapshot streams) and forwards their
 /// decoded messages to `inbound`.
 pub async fn accept<M: ProtocolMessage>(
     listener: TcpListener,
-    cluster: u64,
-    me: NodeId,
-    max_frame_bytes: usize,
-    snapshots: ReceiveLimits,
-    info: Option<InfoFn>,
+    acceptor: Acceptor,
     inbound: mpsc::Sender<M>,
 ) {
-    let snapshots = Arc::new(snapshots);
+    let acceptor = Arc::new(acceptor);
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
         let inbound = inbound.clone();
-        let snapshots = Arc::clone(&snapshots);
-        let info = info.clone();
+        let acceptor = Arc::clone(&acceptor);
         tokio::spawn(async move {
-            if let Err(reason) = serve::<M>(
-                stream,
-                cluster,
-                me,
-                max_frame_bytes,
-                &snapshots,
-                info,
-                inbound,
-            )
-            .await
-            {
+            if let Err(reason) = serve::<M>(stream, &acceptor, inbound).await {
                 tracing::warn!(%from, reason, "closing peer connection");
             }
         });
@@ -265,18 +285,23 @@ pub async fn accept<M: ProtocolMessage>(
 
 async fn serve<M: ProtocolMessage>(
     mut stream: TcpStream,
-    cluster: u64,
-    me: NodeId,
-    max_frame_bytes: usize,
-    snapshots: &ReceiveLimits,
-    info: Option<InfoFn>,
+    acceptor: &Acceptor,
     inbound: mpsc::Sender<M>,
 ) -> Result<(), String> {
+    let Acceptor {
+        cluster,
+        me,
+        max_frame_bytes,
+        ref snapshots,
+        ref info,
+        ref traffic,
+    } = *acceptor;
     tune(&stream);
     // Until it identifies itself, a connection may send one small frame, promptly.
     let mut dec = frame::Decoder::new(HANDSHAKE_BYTES_MAX);
     let mut buf = vec![0u8; 64 << 10];
     let mut peer: Option<NodeId> = None;
+    let mut counts: Option<Arc<super::traffic::PeerCounts>> = None;
     loop {
         let read = stream.read(&mut buf);
         let n = if peer.is_none() {
@@ -289,6 +314,9 @@ async fn serve<M: ProtocolMessage>(
         .map_err(|e| e.to_string())?;
         if n == 0 {
             return Ok(());
+        }
+        if let Some(c) = &counts {
+            c.received(n);
         }
         dec.push(&buf[..n]);
         while let Some(payload) = dec.next_frame().map_err(|e| e.to_string())? {
@@ -318,6 +346,7 @@ async fn serve<M: ProtocolMessage>(
                     return snapshot::receive(stream, dec, from, me, snapshots, &inbound).await;
                 }
                 peer = Some(from);
+                counts = Some(traffic.peer(from));
                 continue;
             };
             let m = M::decode(&payload).map_err(|e| e.to_string())?;
