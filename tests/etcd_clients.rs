@@ -1098,6 +1098,23 @@ fn three_nodes_zab_survive_a_killed_leader() {
     three_nodes("zab");
 }
 
+/// A single-threaded runtime for a test's own gRPC calls.
+fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A gRPC channel to the member serving clients at `ep`.
+async fn channel_to(ep: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// The member's `/metrics` page (served on its client port, as etcd serves it).
 fn metrics_text(ep: &str) -> String {
     use std::io::{Read, Write as _};
@@ -2553,17 +2570,10 @@ fn grpc_health_service_reports_serving_until_storage_fails() {
         .spawn()
         .unwrap();
     assert_serves(&ep, &log);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     let check = |service: &str| -> Result<i32, tonic::Code> {
         rt.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+            let channel = channel_to(&ep).await;
             let mut c = HealthClient::new(channel);
             c.check(HealthCheckRequest {
                 service: service.into(),
@@ -2811,16 +2821,9 @@ fn requests_at_the_edges_get_etcds_answers() {
     let args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), tmp.path().join("data").into()];
     let mut child = serve_one(client, peer, &args, &log);
     assert_serves(&ep, &log);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = channel_to(&ep).await;
         let mut kv = KvClient::new(channel.clone());
         let put = |k: &[u8]| pb::RequestOp {
             request: Some(request_op::Request::RequestPut(pb::PutRequest {
@@ -2915,25 +2918,14 @@ fn requests_at_the_edges_get_etcds_answers() {
             success,
             ..Default::default()
         };
-        let e = kv
-            .txn(txn(vec![put(b"a"), nested(vec![put(b"a")])]))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (e.code(), e.message()),
-            (
-                tonic::Code::InvalidArgument,
-                "etcdserver: duplicate key given in txn request"
-            )
-        );
-        let e = kv
-            .txn(txn(vec![pb::RequestOp { request: None }]))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (e.code(), e.message()),
-            (tonic::Code::InvalidArgument, "etcdserver: key not found")
-        );
+        let invalid = |r: Result<tonic::Response<pb::TxnResponse>, tonic::Status>, why: &str| {
+            let e = r.unwrap_err();
+            assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, why));
+        };
+        let dup = kv.txn(txn(vec![put(b"a"), nested(vec![put(b"a")])])).await;
+        invalid(dup, "etcdserver: duplicate key given in txn request");
+        let empty = kv.txn(txn(vec![pb::RequestOp { request: None }])).await;
+        invalid(empty, "etcdserver: key not found");
         // A compare's operand of another kind counts as zero; an unknown target as equal.
         let compare = |target: i32, union: compare::TargetUnion| pb::Compare {
             key: b"k".to_vec(),
@@ -3002,13 +2994,8 @@ fn requests_at_the_edges_get_etcds_answers() {
                 })
                 .await
                 .unwrap_err();
-            assert_eq!(
-                (e.code(), e.message()),
-                (
-                    tonic::Code::InvalidArgument,
-                    "etcdserver: given member URLs are invalid"
-                )
-            );
+            let why = "etcdserver: given member URLs are invalid";
+            assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, why));
         }
 
         // With authentication on, a refused watch says why in the words of the gRPC error.

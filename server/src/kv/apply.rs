@@ -401,7 +401,6 @@ impl Applier {
         };
         let operand = &c.target_union;
         for kv in kvs {
-            let number = |field: i64, given: Option<i64>| field.cmp(&given.unwrap_or(0));
             let ord = match target {
                 Some(CompareTarget::Value) => {
                     let v = match operand {
@@ -410,34 +409,23 @@ impl Applier {
                     };
                     kv.value.as_slice().cmp(v)
                 }
-                Some(CompareTarget::Version) => number(
-                    kv.version,
-                    match operand {
-                        Some(TargetUnion::Version(v)) => Some(*v),
-                        _ => None,
-                    },
-                ),
-                Some(CompareTarget::Create) => number(
-                    kv.create_revision,
-                    match operand {
-                        Some(TargetUnion::CreateRevision(v)) => Some(*v),
-                        _ => None,
-                    },
-                ),
-                Some(CompareTarget::Mod) => number(
-                    kv.mod_revision,
-                    match operand {
-                        Some(TargetUnion::ModRevision(v)) => Some(*v),
-                        _ => None,
-                    },
-                ),
-                Some(CompareTarget::Lease) => number(
-                    kv.lease,
-                    match operand {
-                        Some(TargetUnion::Lease(v)) => Some(*v),
-                        _ => None,
-                    },
-                ),
+                Some(t) => {
+                    let field = match t {
+                        CompareTarget::Version => kv.version,
+                        CompareTarget::Create => kv.create_revision,
+                        CompareTarget::Mod => kv.mod_revision,
+                        CompareTarget::Lease => kv.lease,
+                        CompareTarget::Value => unreachable!("value compares are above"),
+                    };
+                    let given = match (t, operand) {
+                        (CompareTarget::Version, Some(TargetUnion::Version(v)))
+                        | (CompareTarget::Create, Some(TargetUnion::CreateRevision(v)))
+                        | (CompareTarget::Mod, Some(TargetUnion::ModRevision(v)))
+                        | (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => *v,
+                        _ => 0,
+                    };
+                    field.cmp(&given)
+                }
                 None => std::cmp::Ordering::Equal,
             };
             let ok = match result {
