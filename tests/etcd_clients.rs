@@ -3060,3 +3060,71 @@ fn requests_at_the_edges_get_etcds_answers() {
     sigterm(&child);
     assert_eq!(exits(&mut child), Some(true));
 }
+
+/// Every member killed at once (SIGKILL) while clients write through all of them, then all
+/// restarted: every acknowledged write is there and the members agree.
+fn whole_cluster_killed_at_once(protocol: &'static str) {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(3, protocol);
+    let acked_file = tmp.path().join("acked.txt");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/acked_writes.py");
+    let writers = Command::new("python3")
+        .arg(script)
+        .arg(c.endpoints())
+        .arg("5")
+        .arg(&acked_file)
+        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..3 {
+        c.kill(i);
+    }
+    let out = writers.wait_with_output().unwrap();
+    assert!(out.status.success(), "the writers failed");
+    let acked = std::fs::read_to_string(&acked_file).unwrap();
+    let acked: Vec<&str> = acked.lines().collect();
+    assert!(
+        acked.len() > 100,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    c.wait_healthy();
+    let present = ok(&etcdctl(
+        &c.endpoints(),
+        &["get", "acked/", "--prefix", "--keys-only"],
+    ));
+    let present: std::collections::HashSet<&str> =
+        present.lines().filter(|l| !l.is_empty()).collect();
+    let lost: Vec<&&str> = acked.iter().filter(|k| !present.contains(*k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {lost:?}",
+        lost.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hashes(&c).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "members differ: {:?}",
+            hashes(&c)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn raft_whole_cluster_killed_at_once_loses_no_acknowledged_write() {
+    whole_cluster_killed_at_once("raft");
+}
+
+#[test]
+fn zab_whole_cluster_killed_at_once_loses_no_acknowledged_write() {
+    whole_cluster_killed_at_once("zab");
+}
