@@ -47,6 +47,9 @@ fn grpc_type(path: &str) -> &'static str {
     }
 }
 
+/// A counted path, the calls to it that started, and those that ended by status code.
+type GrpcRow = (Box<str>, u64, [u64; CODES.len()]);
+
 /// Distinct gRPC paths counted by name; calls to any further path are counted under
 /// [`OTHER_PATH`], so a client inventing paths cannot grow the table or `/metrics`.
 const GRPC_PATHS_MAX: usize = 256;
@@ -74,8 +77,7 @@ impl Metrics {
     }
 
     /// Every counted path with its started and handled counts, sorted by path.
-    #[allow(clippy::type_complexity)]
-    fn grpc_counts(&self) -> Vec<(Box<str>, u64, [u64; CODES.len()])> {
+    fn grpc_counts(&self) -> Vec<GrpcRow> {
         let mut out: Vec<_> = self
             .grpc
             .lock()
@@ -161,12 +163,8 @@ where
             if let (Ok(resp), Some((counts, stream))) = (&mut r, counted) {
                 crate::api::as_grpc_go_status(resp);
                 // An error before any message travels in the headers ("trailers-only").
-                let early = resp
-                    .headers()
-                    .get("grpc-status")
-                    .map(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()));
-                match early {
-                    Some(code) => counts.handled(code.unwrap_or(2)),
+                match grpc_status(resp.headers()) {
+                    Some(code) => counts.handled(code),
                     // A stream is counted when its trailers pass, or when it is dropped.
                     None if stream => {
                         let body = std::mem::take(resp.body_mut());
@@ -182,6 +180,13 @@ where
             r
         })
     }
+}
+
+/// The status code in `headers` (headers or trailers), if they carry one; one that does not
+/// parse counts as Unknown (2).
+fn grpc_status(headers: &http::HeaderMap) -> Option<usize> {
+    let v = headers.get("grpc-status")?;
+    Some(v.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or(2))
 }
 
 /// A streaming call's response body, which counts the call as handled once: with the status
@@ -209,11 +214,10 @@ impl http_body::Body for CountedStream {
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let code = match &polled {
-            Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
-                t.get("grpc-status")
-                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-                    .unwrap_or(2)
-            }),
+            // Trailers without a status end the call as Unknown, as gRPC reads them.
+            Poll::Ready(Some(Ok(frame))) => {
+                frame.trailers_ref().map(|t| grpc_status(t).unwrap_or(2))
+            }
             Poll::Ready(Some(Err(status))) => Some(status.code() as usize),
             Poll::Ready(None) => Some(0),
             Poll::Pending => None,
@@ -468,37 +472,33 @@ pub fn render(server: &KvServer) -> String {
         },
     );
     let peers = server.node().peer_traffic();
-    let peer_counter =
-        |o: &mut String, name: &str, help: &str, label: &str, values: &[(u64, u64)]| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (id, v) in values {
-                let _ = writeln!(o, "{name}{{{label}=\"{id:x}\"}} {v}");
-            }
-        };
-    let column = |f: fn(&crate::transport::traffic::PeerTotals) -> u64| -> Vec<(u64, u64)> {
-        peers.iter().map(|p| (p.0, f(p))).collect()
-    };
-    peer_counter(
-        &mut o,
-        "etcd_network_peer_sent_bytes_total",
-        "The total number of bytes sent to peers.",
-        "To",
-        &column(|p| p.1),
-    );
-    peer_counter(
-        &mut o,
-        "etcd_network_peer_received_bytes_total",
-        "The total number of bytes received from peers.",
-        "From",
-        &column(|p| p.2),
-    );
-    peer_counter(
-        &mut o,
-        "etcd_network_peer_sent_failures_total",
-        "The total number of send failures from peers.",
-        "To",
-        &column(|p| p.3),
-    );
+    type Column = fn(&crate::transport::traffic::PeerTotals) -> u64;
+    let peer_counters: [(&str, &str, &str, Column); 3] = [
+        (
+            "etcd_network_peer_sent_bytes_total",
+            "The total number of bytes sent to peers.",
+            "To",
+            |p| p.sent_bytes,
+        ),
+        (
+            "etcd_network_peer_received_bytes_total",
+            "The total number of bytes received from peers.",
+            "From",
+            |p| p.received_bytes,
+        ),
+        (
+            "etcd_network_peer_sent_failures_total",
+            "The total number of send failures from peers.",
+            "To",
+            |p| p.sent_failures,
+        ),
+    ];
+    for (name, help, label, value) in peer_counters {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+        for p in &peers {
+            let _ = writeln!(o, "{name}{{{label}=\"{:x}\"}} {}", p.id, value(p));
+        }
+    }
     let counts = server.metrics().grpc_counts();
     let labels = |path: &str| {
         let (service, method) = path[1..].split_once('/').expect("well-formed paths only");

@@ -598,8 +598,7 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// What has travelled to and from each peer: (id, bytes sent, bytes received, failed
-    /// sends).
+    /// What has travelled to and from each peer.
     pub fn peer_traffic(&self) -> Vec<crate::transport::traffic::PeerTotals> {
         self.outbound.traffic().totals()
     }

@@ -37,8 +37,18 @@ impl PeerCounts {
     }
 }
 
-/// One peer's totals: (id, bytes sent, bytes received, failed sends).
-pub type PeerTotals = (NodeId, u64, u64, u64);
+/// One peer's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTotals {
+    /// The peer.
+    pub id: NodeId,
+    /// Bytes written to it.
+    pub sent_bytes: u64,
+    /// Bytes read from it.
+    pub received_bytes: u64,
+    /// Messages dropped for it and writes to it that failed.
+    pub sent_failures: u64,
+}
 
 /// Every peer's counters.
 #[derive(Debug, Default)]
@@ -64,13 +74,11 @@ impl PeerTraffic {
         self.peers
             .read()
             .iter()
-            .map(|(id, c)| {
-                (
-                    *id,
-                    c.sent_bytes.load(Ordering::Relaxed),
-                    c.received_bytes.load(Ordering::Relaxed),
-                    c.sent_failures.load(Ordering::Relaxed),
-                )
+            .map(|(id, c)| PeerTotals {
+                id: *id,
+                sent_bytes: c.sent_bytes.load(Ordering::Relaxed),
+                received_bytes: c.received_bytes.load(Ordering::Relaxed),
+                sent_failures: c.sent_failures.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -87,7 +95,9 @@ mod tests {
         t.peer(2).sent(5);
         t.peer(3).received(7);
         t.peer(3).failed();
-        assert_eq!(t.totals(), vec![(2, 15, 0, 0), (3, 0, 7, 1)]);
+        let totals = |p: PeerTotals| (p.id, p.sent_bytes, p.received_bytes, p.sent_failures);
+        let all: Vec<_> = t.totals().into_iter().map(totals).collect();
+        assert_eq!(all, vec![(2, 15, 0, 0), (3, 0, 7, 1)]);
         for id in 100..1000 {
             t.peer(id).received(1);
         }
