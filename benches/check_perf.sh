@@ -2,6 +2,8 @@
 # `etcdctl check perf --load=LOAD` against real etcd and quorumkv (Raft and ZAB), one member
 # and three, one after another on fresh data directories, on loopback.
 # Usage: benches/check_perf.sh [LOAD] [systems...]   (systems: etcd1 raft1 zab1 etcd3 raft3 zab3)
+# Two more one-member systems calibrate the machine (examples/check_perf_floor.rs): floor1
+# answers each put after one write and fdatasync per group, nosync1 at once; neither stores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 load=${1:-xl}
@@ -9,6 +11,7 @@ shift || true
 systems=${*:-etcd1 raft1 zab1 etcd3 raft3 zab3}
 bin=target/release/quorumkv
 cargo build --release --quiet
+case " $systems " in *" floor1 "* | *" nosync1 "*) cargo build --release --quiet --example check_perf_floor ;; esac
 work=$(mktemp -d)
 trap 'pkill -P $$ >/dev/null 2>&1; rm -rf "$work"' EXIT
 export ETCDCTL_API=3
@@ -20,7 +23,13 @@ start() { # start SYSTEM MEMBERS
     for i in $(seq 1 "$n"); do
         local common=(--name "m$i" --data-dir "$work/$sys-m$i" --initial-cluster "$ic"
             --listen-client-urls "http://127.0.0.1:${i}2379" --listen-peer-urls "http://127.0.0.1:${i}2380")
-        if [ "$sys" = etcd ]; then
+        if [ "$sys" = floor ] || [ "$sys" = nosync ]; then
+            [ "$n" = 1 ] || { echo "$sys runs one member only" >&2; exit 2; }
+            local opt=(--log-file "$work/$sys.log")
+            [ "$sys" = nosync ] && opt=(--no-sync)
+            target/release/examples/check_perf_floor --listen 127.0.0.1:12379 "${opt[@]}" \
+                >"$work/$sys-m$i.out" 2>&1 &
+        elif [ "$sys" = etcd ]; then
             etcd "${common[@]}" --advertise-client-urls "http://127.0.0.1:${i}2379" \
                 --initial-advertise-peer-urls "http://127.0.0.1:${i}2380" >"$work/$sys-m$i.log" 2>&1 &
         else

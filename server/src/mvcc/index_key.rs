@@ -1,25 +1,35 @@
-//! The key type of the in-memory key index: the key's first eight bytes inline beside the
+//! The key type of the in-memory key index: the key's first 32 bytes inline beside the
 //! pointer to the whole key, so a lookup among many keys decides most comparisons without
-//! following pointers (each one a likely cache miss). It orders exactly as the bytes do, and
-//! lookups borrow it as a [`KeyView`] so they need no allocation.
+//! following pointers (each one a likely cache miss). Keys in a real key space share long
+//! prefixes (`/registry/pods/<namespace>/`, `/etcdctl-check-perf/`), so a head shorter than the
+//! prefix would decide nothing. It orders exactly as the bytes do, and lookups borrow it as a
+//! [`KeyView`] so they need no allocation.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 
-/// The first eight bytes of `key`, zero-padded, as a big-endian number: where two keys'
-/// heads differ, they order as their bytes do (a shorter key's padding is below any byte it
-/// lacks, unless that byte is 0, and then the heads are equal).
-fn head(key: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = key.len().min(8);
+/// Bytes of a key held inline.
+const HEAD_BYTES: usize = 32;
+
+/// The first [`HEAD_BYTES`] bytes of a key, zero-padded, as two big-endian numbers.
+type Head = (u128, u128);
+
+/// The head of `key`: where two keys' heads differ, they order as their bytes do (a shorter
+/// key's padding is below any byte it lacks, unless that byte is 0, and then the heads are
+/// equal and the bytes decide).
+fn head(key: &[u8]) -> Head {
+    let mut b = [0u8; HEAD_BYTES];
+    let n = key.len().min(HEAD_BYTES);
     b[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(b)
+    let (hi, lo) = b.split_at(HEAD_BYTES / 2);
+    let word = |s: &[u8]| u128::from_be_bytes(s.try_into().expect("half of the head"));
+    (word(hi), word(lo))
 }
 
 /// A key as the index stores it.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexKey {
-    head: u64,
+    head: Head,
     key: Box<[u8]>,
 }
 
@@ -35,7 +45,7 @@ impl IndexKey {
 /// A key borrowed for a lookup.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Probe<'a> {
-    head: u64,
+    head: Head,
     key: &'a [u8],
 }
 
@@ -51,13 +61,13 @@ impl<'a> Probe<'a> {
 /// What the index compares: a stored key or a probe.
 pub(crate) trait KeyView {
     /// [`head`] of the key.
-    fn head(&self) -> u64;
+    fn head(&self) -> Head;
     /// The key's bytes.
     fn bytes(&self) -> &[u8];
 }
 
 impl KeyView for IndexKey {
-    fn head(&self) -> u64 {
+    fn head(&self) -> Head {
         self.head
     }
     fn bytes(&self) -> &[u8] {
@@ -66,7 +76,7 @@ impl KeyView for IndexKey {
 }
 
 impl KeyView for Probe<'_> {
-    fn head(&self) -> u64 {
+    fn head(&self) -> Head {
         self.head
     }
     fn bytes(&self) -> &[u8] {
@@ -134,8 +144,8 @@ mod tests {
     proptest! {
         #[test]
         fn keys_order_as_their_bytes(
-            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8), any::<u8>()], 0..12),
-            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8), any::<u8>()], 0..12),
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8), any::<u8>()], 0..40),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8), any::<u8>()], 0..40),
         ) {
             let want = a.cmp(&b);
             prop_assert_eq!(IndexKey::new(&a).cmp(&IndexKey::new(&b)), want);
@@ -146,9 +156,29 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn keys_with_a_shared_prefix_order_as_their_bytes(
+            prefix_len in 0usize..48,
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(255u8), any::<u8>()], 0..12),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(255u8), any::<u8>()], 0..12),
+        ) {
+            let prefix = &b"/registry/pods/kube-system/coredns-5d78c9869d-"[..prefix_len.min(46)];
+            let (a, b) = ([prefix, &a].concat(), [prefix, &b].concat());
+            let want = a.cmp(&b);
+            prop_assert_eq!(IndexKey::new(&a).cmp(&IndexKey::new(&b)), want);
+            let ka = IndexKey::new(&a);
+            let pb = Probe::new(&b);
+            prop_assert_eq!(Borrow::<dyn KeyView>::borrow(&ka).cmp(&pb as &dyn KeyView), want);
+        }
+    }
+
     #[test]
     fn padding_and_zero_bytes_order_as_bytes() {
-        let keys: [&[u8]; 6] = [b"", b"\0", b"a", b"a\0", b"a\0\0\0\0\0\0\0\0", b"a\x01"];
+        let zeros = [0u8; 40];
+        let mut a_zeros = b"a".to_vec();
+        a_zeros.extend_from_slice(&zeros);
+        let keys: [&[u8]; 7] = [b"", b"\0", &zeros, b"a", b"a\0", &a_zeros, b"a\x01"];
         for w in keys.windows(2) {
             assert!(IndexKey::new(w[0]) < IndexKey::new(w[1]), "{w:?}");
         }
