@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 
@@ -155,7 +155,7 @@ impl Kv for Floor {
 
 /// Creates the log file with its first `ring_bytes` written and synced, so later writes
 /// overwrite allocated blocks and an fdatasync has no metadata to commit.
-fn preallocate(path: &PathBuf, ring_bytes: u64) -> std::io::Result<File> {
+fn preallocate(path: &Path, ring_bytes: u64) -> std::io::Result<File> {
     let file = File::options()
         .create(true)
         .truncate(true)
