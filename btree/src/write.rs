@@ -236,6 +236,33 @@ impl WriteTxn {
         }
     }
 
+    /// The greatest key below `end`, including this transaction's changes (`None`: there is
+    /// none).
+    pub fn last_key_before(&self, end: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.meta.root.page == 0 {
+            return Ok(None);
+        }
+        self.last_key_under(self.meta.root, end, 0)
+    }
+
+    /// The greatest key below `end` under `ptr`: from the child covering `end` back.
+    fn last_key_under(&self, ptr: PagePtr, end: &[u8], depth: usize) -> Result<Option<Vec<u8>>> {
+        if depth > DEPTH_MAX {
+            return Err(Error::Corruption("tree deeper than any valid tree".into()));
+        }
+        let p = self.node(ptr)?;
+        if page::kind(p) == page::KIND_BRANCH {
+            for i in (0..=page::child_index(p, end)).rev() {
+                if let Some(k) = self.last_key_under(page::child(p, i), end, depth + 1)? {
+                    return Ok(Some(k));
+                }
+            }
+            return Ok(None);
+        }
+        let above = page::search(p, end).unwrap_or_else(|i| i);
+        Ok(above.checked_sub(1).map(|i| page::key(p, i).to_vec()))
+    }
+
     /// Entries with `start <= key < end` (`end` None: no upper bound) in key order, at most
     /// `limit`, including this transaction's changes.
     pub fn scan(

@@ -169,6 +169,11 @@ proptest! {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 prop_assert_eq!(got, want);
+                // The greatest key below a bound, as the transaction leaves it.
+                for end in [key(salt as u16 % 600), b"key/\xff".to_vec(), b"key/".to_vec()] {
+                    let want = working.range::<Vec<u8>, _>(..end.clone()).next_back().map(|(k, _)| k.clone());
+                    prop_assert_eq!(t.last_key_before(&end).unwrap(), want);
+                }
                 // Spot-check reads through the write transaction.
                 for k in [0u16, 17, 301, 599] {
                     let k = key(k);

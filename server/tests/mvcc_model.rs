@@ -203,6 +203,7 @@ proptest! {
                     drop(store);
                     store = open(&storage);
                     prop_assert_eq!(store.snapshot().applied_index(), committed_applied);
+                    prop_assert_eq!(store.snapshot().revision().unwrap(), model.rev());
                 }
             }
             let after = store.snapshot().applied_index();
@@ -272,4 +273,47 @@ fn compaction_frees_space_for_reuse() {
         compacted * 2 < kept,
         "compaction should at least halve the pages: {compacted} vs {kept}"
     );
+}
+
+/// The current revision comes from the newest revision row; a put writes no other row, and a
+/// compaction that removes the newest row (a tombstone) records the revision instead. Both
+/// survive commits without sync followed by a durable one, and a reopen.
+#[test]
+fn the_revision_survives_compacting_its_own_tombstone() {
+    let storage = Arc::new(SimStorage::new(64 << 20));
+    let store = open(&storage);
+    let mut t = store.write().unwrap();
+    t.put(b"a", b"1", 0).unwrap();
+    t.commit_no_sync(1).unwrap();
+    let mut t = store.write().unwrap();
+    t.put(b"b", b"2", 0).unwrap();
+    assert_eq!(t.commit_no_sync(2).unwrap().0, 3);
+    assert_eq!(
+        store.db().begin_read().get(b"mrev").unwrap(),
+        None,
+        "puts record no revision row"
+    );
+    let mut t = store.write().unwrap();
+    t.delete_range(b"b", b"").unwrap();
+    assert_eq!(t.commit_no_sync(3).unwrap().0, 4);
+    let mut t = store.write().unwrap();
+    t.compact(4).unwrap();
+    t.commit(4).unwrap();
+    // The tombstone at 4 is gone; the newest row left is the put at 2.
+    assert_eq!(store.snapshot().revision().unwrap(), 4);
+    drop(store);
+    let store = open(&storage);
+    let snap = store.snapshot();
+    assert_eq!(snap.revision().unwrap(), 4);
+    assert_eq!(snap.compact_revision().unwrap(), 4);
+    let mut t = store.write().unwrap();
+    t.put(b"c", b"3", 0).unwrap();
+    assert_eq!(
+        t.commit(5).unwrap().0,
+        5,
+        "the next put takes the revision after it"
+    );
+    drop(snap);
+    drop(store);
+    assert_eq!(open(&storage).snapshot().revision().unwrap(), 5);
 }

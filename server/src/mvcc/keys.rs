@@ -3,8 +3,13 @@
 //! ```text
 //! r <main><sub>                    -> Record     every stored version (and deletion), in
 //!                                                 revision order: each put appends
-//! m rev | m compact                -> u64        current and compacted revision
+//! m rev | m compact                -> u64        revision at the last compaction; compacted
+//!                                                 revision
 //! ```
+//! The current revision is the newest `r` row's main revision, or `m rev` where compaction
+//! removed that row (a deleted key's tombstone), whichever is larger: `m rev` is written only
+//! by compactions (and restores), so a put touches no row but its own. Older trees wrote it
+//! with every change, which the same rule reads.
 //! Which revisions hold which key lives in memory (`index.rs`), rebuilt from the `r` rows
 //! when the tree opens. Revisions are big-endian so byte order is numeric order.
 //!
@@ -19,7 +24,7 @@ pub const CURRENT: u8 = b'c';
 pub const HISTORY: u8 = b'k';
 /// Prefix of the stored versions, by revision.
 pub const REVISIONS: u8 = b'r';
-/// Key of the current revision.
+/// Key of the revision recorded at the last compaction (see the module docs).
 pub const META_REV: &[u8] = b"mrev";
 /// Key of the compacted revision.
 pub const META_COMPACT: &[u8] = b"mcompact";

@@ -90,6 +90,19 @@ pub(crate) fn read_u64(v: Option<&[u8]>, default: u64) -> u64 {
         .map_or(default, u64::from_le_bytes)
 }
 
+/// The key every revision row sorts below.
+pub(crate) const REVISIONS_END: [u8; 1] = [keys::REVISIONS + 1];
+
+/// The current revision of a tree holding `meta_rev` (the `m rev` row) and `newest` (its
+/// greatest key below [`REVISIONS_END`], the newest revision row if there is one): that row's
+/// revision, or the recorded one where compaction removed the row, whichever is larger.
+pub(crate) fn current_revision(meta_rev: Option<&[u8]>, newest: Option<&[u8]>) -> u64 {
+    let newest = newest
+        .and_then(keys::parse_revision)
+        .map_or(0, |(main, _)| main);
+    read_u64(meta_rev, 1).max(newest)
+}
+
 /// Rewrites a tree in the legacy layout (see `keys.rs`) into revision rows, in one durable
 /// transaction; a tree without legacy rows is left alone. Returns how many versions moved.
 fn convert_legacy(db: &Db) -> Result<u64> {

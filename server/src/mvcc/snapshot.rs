@@ -7,7 +7,10 @@ use quorumkv_btree::ReadTxn;
 
 use super::index::{KeyIndex, Revision};
 use super::scan;
-use super::{Event, KeyValue, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
+use super::{
+    Event, KeyValue, MvccError, REVISIONS_END, RangeOpts, RangeResult, Result, current_revision,
+    keys, kv, read_u64,
+};
 
 /// A read snapshot of the key space: a tree snapshot and the key index it was taken with.
 #[derive(Debug)]
@@ -28,7 +31,13 @@ impl Snapshot {
 
     /// Current revision.
     pub fn revision(&self) -> Result<i64> {
-        Ok(read_u64(self.txn.get(keys::META_REV)?, 1) as i64)
+        let newest = self
+            .txn
+            .range(..&REVISIONS_END[..])
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k);
+        Ok(current_revision(self.txn.get(keys::META_REV)?, newest) as i64)
     }
 
     /// Compacted revision (0: none).

@@ -7,7 +7,10 @@ use quorumkv_btree::WriteTxn;
 
 use super::index::{KeyIndex, Meta, Revision, Saved, Version};
 use super::scan;
-use super::{Event, KeyValue, MvccError, RangeOpts, RangeResult, Result, keys, kv, read_u64};
+use super::{
+    Event, KeyValue, MvccError, REVISIONS_END, RangeOpts, RangeResult, Result, current_revision,
+    keys, kv, read_u64,
+};
 
 /// A change to the key index, undone if the transaction does not commit.
 enum Undo {
@@ -27,7 +30,8 @@ pub struct MvccTxn {
     base_rev: u64,
     /// Sub-revisions used so far by the open request (0: nothing modified yet).
     sub: u64,
-    rev_dirty: bool,
+    /// Whether this transaction compacted, removing revision rows (perhaps the newest).
+    compacted_here: bool,
     compact: u64,
     events: Vec<Event>,
 }
@@ -43,7 +47,10 @@ impl std::fmt::Debug for MvccTxn {
 
 impl MvccTxn {
     pub(crate) fn new(txn: WriteTxn, index: Arc<RwLock<KeyIndex>>) -> Result<MvccTxn> {
-        let base_rev = read_u64(txn.get(keys::META_REV)?.as_deref(), 1);
+        let base_rev = current_revision(
+            txn.get(keys::META_REV)?.as_deref(),
+            txn.last_key_before(&REVISIONS_END)?.as_deref(),
+        );
         let compact = read_u64(txn.get(keys::META_COMPACT)?.as_deref(), 0);
         Ok(MvccTxn {
             txn: Some(txn),
@@ -51,7 +58,7 @@ impl MvccTxn {
             undo: Vec::new(),
             base_rev,
             sub: 0,
-            rev_dirty: false,
+            compacted_here: false,
             compact,
             events: Vec::new(),
         })
@@ -91,7 +98,6 @@ impl MvccTxn {
         if self.sub > 0 {
             self.base_rev += 1;
             self.sub = 0;
-            self.rev_dirty = true;
         }
     }
 
@@ -273,13 +279,17 @@ impl MvccTxn {
             self.tree().remove(&keys::revision(r.main, r.sub))?;
         }
         self.compact = rev;
+        self.compacted_here = true;
         self.tree().insert(keys::META_COMPACT, &rev.to_le_bytes())?;
         Ok(())
     }
 
     fn finish(&mut self, applied_index: u64) -> Result<i64> {
         self.end_request();
-        if self.rev_dirty {
+        // The newest revision row says the current revision unless compaction removed it; only
+        // then is it recorded (beside the compacted revision, in the same leaf), so a put
+        // rewrites no page but its own row's path.
+        if self.compacted_here {
             let rev = self.base_rev;
             self.tree().insert(keys::META_REV, &rev.to_le_bytes())?;
         }
