@@ -169,3 +169,75 @@ fn raft_log_survives_losing_its_leader() {
 fn zab_log_survives_losing_its_leader() {
     run(ProtocolKind::Zab);
 }
+
+/// A submit made before the member knows any leader (all three just started) waits for one
+/// and then commits, instead of failing with "no leader": etcd's proposals wait the same way.
+fn submit_before_any_leader(protocol: ProtocolKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let listeners: BTreeMap<u64, std::net::TcpListener> = (1..=3)
+        .map(|id| (id, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
+        .collect();
+    let peers: BTreeMap<u64, SocketAddr> = listeners
+        .iter()
+        .map(|(id, l)| (*id, l.local_addr().unwrap()))
+        .collect();
+    let nodes: BTreeMap<u64, Node> = listeners
+        .into_iter()
+        .map(|(id, l)| {
+            (
+                id,
+                Node::start(config(id, &peers, dir.path(), protocol), l).unwrap(),
+            )
+        })
+        .collect();
+    // All three submit at once, before any election could have ended (one takes at least
+    // `election_ticks` ticks).
+    assert!(
+        nodes
+            .values()
+            .all(|n| n.status().is_some_and(|s| s.leader == 0)),
+        "a leader before the first election timeout"
+    );
+    let sent: Vec<Vec<u8>> = (1..=3u64)
+        .map(|id| format!("early from {id}").into_bytes())
+        .collect();
+    let (a, b, c) = nodes[&1].handle().block_on(async {
+        tokio::join!(
+            nodes[&1].submit(sent[0].clone()),
+            nodes[&2].submit(sent[1].clone()),
+            nodes[&3].submit(sent[2].clone()),
+        )
+    });
+    for (id, submitted) in [(1, a), (2, b), (3, c)] {
+        assert!(submitted.is_ok(), "node {id}: {submitted:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (id, n) in &nodes {
+        loop {
+            let applied = n.status().unwrap().applied;
+            let have: Vec<Vec<u8>> = n
+                .committed(1, applied)
+                .into_iter()
+                .map(|e| e.data)
+                .collect();
+            if sent.iter().all(|d| have.contains(d)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never committed every early submit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn raft_submit_waits_for_a_leader() {
+    submit_before_any_leader(ProtocolKind::Raft);
+}
+
+#[test]
+fn zab_submit_waits_for_a_leader() {
+    submit_before_any_leader(ProtocolKind::Zab);
+}

@@ -56,6 +56,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let token = super::token(req.metadata());
         let r = req.into_inner();
         let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
         if action == AlarmAction::Get {
@@ -64,6 +65,9 @@ impl Maintenance for MaintenanceService {
                 alarms: self.alarms(),
             }));
         }
+        // Raising an alarm stops every write and clearing one lifts that stop: with
+        // authentication on, only the administrator may do either.
+        let caller = self.server.authorize_admin(token.as_deref())?;
         // Deactivating for member 0 clears that alarm for every member; activation, as in
         // etcd, is for the member named, whatever its id.
         let members: Vec<u64> = if r.member_id == 0 && action == AlarmAction::Deactivate {
@@ -81,7 +85,7 @@ impl Maintenance for MaintenanceService {
             };
             let raised = self.alarms().contains(&one);
             let req = pb::AlarmRequest { member_id: m, ..r };
-            rev = self.server.propose(Req::Alarm(req)).await?.1;
+            rev = self.server.propose_as(Req::Alarm(req), &caller).await?.1;
             let counts = match action {
                 AlarmAction::Activate => r.alarm != pb::AlarmType::None as i32,
                 _ => raised,

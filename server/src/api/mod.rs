@@ -1,5 +1,7 @@
-//! The client API: etcd's v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance, Auth) and
-//! the member-to-member `Internal` service, served with tonic on the client listener.
+//! The client API: etcd's v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance, Auth),
+//! served with tonic on the client listener; and the member-to-member calls (the `Internal`
+//! service, and the Lease and Cluster calls a follower relays to its leader), served only on
+//! call connections of the peer port ([`serve_calls`]).
 
 pub mod auth;
 pub mod authority;
@@ -157,9 +159,6 @@ pub async fn serve(
         )))
         .add_service(service!(AuthServer::new(auth::AuthService {
             server: Arc::clone(&server)
-        })))
-        .add_service(service!(InternalServer::new(internal::InternalService {
-            server: Arc::clone(&server)
         })));
     let mut routes = routes;
     let router = std::mem::take(routes.axum_router_mut())
@@ -202,6 +201,49 @@ pub async fn serve(
         .await;
     watcher.abort();
     served
+}
+
+/// Serves member-to-member calls on the call connections the peer port accepted (`calls`):
+/// `Internal` (writes a follower hands its leader, key-space hashes) and the Lease and Cluster
+/// calls a follower relays to its leader with its caller's token. None of these is served on
+/// the client port.
+pub async fn serve_calls(
+    server: Arc<KvServer>,
+    calls: tokio::sync::mpsc::Receiver<tokio::net::TcpStream>,
+) {
+    let max_in = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let max_out = usize::MAX >> 1;
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(calls),
+        Ok::<_, std::io::Error>,
+    );
+    let served = tonic::transport::Server::builder()
+        .add_service(
+            InternalServer::new(internal::InternalService {
+                server: Arc::clone(&server),
+            })
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            LeaseServer::new(lease::LeaseService {
+                server: Arc::clone(&server),
+            })
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            ClusterServer::new(cluster::ClusterService {
+                server: Arc::clone(&server),
+            })
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(max_out),
+        )
+        .serve_with_incoming(incoming)
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "member-to-member calls are no longer served");
+    }
 }
 
 /// How often the gRPC health status is brought in step with the member.

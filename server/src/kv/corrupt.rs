@@ -76,18 +76,12 @@ fn warn_mismatch(peer: u64, local: &pb::HashKvResponse, resp: &pb::HashKvRespons
     );
 }
 
-/// Asks every other member with a published client URL for its hash at `revision`.
+/// Asks every other member for its hash at `revision`, over member-to-member calls.
 async fn peer_hashes(server: &Arc<KvServer>, revision: i64) -> Vec<PeerHash> {
     let me = server.member_id();
     let mut out = Vec::new();
     for m in server.members().into_iter().filter(|m| m.id != me) {
-        let mut answer = Err(tonic::Status::unavailable("no client URL published"));
-        for url in &m.client_urls {
-            answer = ask(server, url, revision).await;
-            if answer.is_ok() {
-                break;
-            }
-        }
+        let answer = ask(server, m.id, revision).await;
         out.push(PeerHash { id: m.id, answer });
     }
     out
@@ -95,16 +89,15 @@ async fn peer_hashes(server: &Arc<KvServer>, revision: i64) -> Vec<PeerHash> {
 
 async fn ask(
     server: &Arc<KvServer>,
-    url: &str,
+    member: u64,
     revision: i64,
 ) -> Result<pb::HashKvResponse, tonic::Status> {
-    let channel = server.channel_to(url).map_err(tonic::Status::from)?;
-    let mut client = InternalClient::new(channel);
+    let mut client = InternalClient::new(server.channel_to_member(member));
     let call = client.hash_kv(pb::HashKvRequest { revision });
     match tokio::time::timeout(PEER_TIMEOUT, call).await {
         Ok(r) => r.map(tonic::Response::into_inner),
         Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-            "no answer from {url} within {PEER_TIMEOUT:?}"
+            "no answer from member {member:016x} within {PEER_TIMEOUT:?}"
         ))),
     }
 }

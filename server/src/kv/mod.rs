@@ -254,6 +254,9 @@ impl KvConfig {
     }
 }
 
+/// Member-to-member call connections accepted but not yet taken up by the call server.
+const CALL_CONNECTIONS_QUEUED: usize = 64;
+
 /// A running member of the replicated key space.
 pub struct KvServer {
     node: Node,
@@ -261,7 +264,7 @@ pub struct KvServer {
     cfg: KvConfig,
     next_id: AtomicU64,
     cluster_id: u64,
-    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    channels: Mutex<HashMap<u64, tonic::transport::Channel>>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Password hashings and checks allowed at once (bcrypt is slow on purpose).
     bcrypt_slots: tokio::sync::Semaphore,
@@ -331,6 +334,8 @@ impl KvServer {
         )?;
         let cluster_id = cfg.node.cluster_id;
         let info_shared = Arc::clone(&shared);
+        // Member-to-member calls arrive on the peer port, identified by its handshake.
+        let (calls_tx, calls_rx) = tokio::sync::mpsc::channel(CALL_CONNECTIONS_QUEUED);
         let node = Node::start_with(
             cfg.node.clone(),
             peer_listener,
@@ -341,6 +346,7 @@ impl KvServer {
                     let members = current_members(&info_shared, conf);
                     crate::cluster::encode_info(cluster_id, &members)
                 })),
+                calls: Some(calls_tx),
             },
         )?;
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.node.id.rotate_left(17);
@@ -357,6 +363,7 @@ impl KvServer {
             ),
         });
         let handle = server.node.handle();
+        handle.spawn(crate::api::serve_calls(Arc::clone(&server), calls_rx));
         handle.spawn(publish_attributes(Arc::clone(&server)));
         handle.spawn(sync_peers(Arc::clone(&server)));
         handle.spawn(lease_clock(Arc::clone(&server)));
@@ -404,19 +411,6 @@ impl KvServer {
             revision,
             raft_term: self.node.state().term(),
         }
-    }
-
-    /// The current leader's client URLs, if another member leads.
-    pub fn leader_client_urls(&self) -> Result<Vec<String>, KvError> {
-        let leader = self.node.state().leader();
-        if leader == 0 {
-            return Err(KvError::NoLeader);
-        }
-        let members = self.shared.members.read();
-        Ok(members
-            .get(&leader)
-            .map(|m| m.client_urls.clone())
-            .unwrap_or_default())
     }
 
     /// What a raised alarm refuses a request with, looked up under one lock: CORRUPT refuses
@@ -596,27 +590,35 @@ impl KvServer {
             .map_err(|e| KvError::Other(format!("hashing the key space: {e}")))?
     }
 
-    /// A gRPC channel to `url` (another member's client URL), made once and kept.
-    pub fn channel_to(&self, url: &str) -> Result<tonic::transport::Channel, KvError> {
+    /// A gRPC channel to member `id` over member-to-member call connections on its peer port
+    /// (never its client URLs: those are whatever its member row says), made once and kept.
+    /// The other end serves the calls of [`crate::api::serve_calls`].
+    pub fn channel_to_member(&self, id: u64) -> tonic::transport::Channel {
         let mut cache = self.channels.lock();
-        if let Some(c) = cache.get(url) {
-            return Ok(c.clone());
+        if let Some(c) = cache.get(&id) {
+            return c.clone();
         }
-        let ch = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| KvError::Other(format!("member url {url}: {e}")))?
+        let outbound = Arc::clone(self.node.outbound());
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let outbound = Arc::clone(&outbound);
+            async move {
+                let stream = outbound.dial_calls(id).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let ch = tonic::transport::Endpoint::from_static("http://member.calls")
             .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
-        cache.insert(url.to_string(), ch.clone());
-        Ok(ch)
+            .connect_with_connector_lazy(connector);
+        cache.insert(id, ch.clone());
+        ch
     }
 
-    /// A gRPC channel to the current leader's client URL.
+    /// A gRPC channel to the current leader (see [`KvServer::channel_to_member`]).
     pub fn leader_channel(&self) -> Result<tonic::transport::Channel, KvError> {
-        let urls = self.leader_client_urls()?;
-        let Some(url) = urls.first() else {
-            return Err(KvError::NoLeader);
-        };
-        self.channel_to(url)
+        match self.node.state().leader() {
+            0 => Err(KvError::NoLeader),
+            leader => Ok(self.channel_to_member(leader)),
+        }
     }
 
     /// Proposes `req` on this member only; `NotLeader` (with the request handed back) when

@@ -151,6 +151,9 @@ pub struct StartOptions {
     pub machine: Option<Arc<dyn StateMachine>>,
     /// Answers a joining member's query about the cluster, given the current membership.
     pub info: Option<InfoFn>,
+    /// Where member-to-member call connections accepted on the peer port go (see
+    /// [`Node::dial_calls`]); refused when `None`.
+    pub calls: Option<tcp::CallSink>,
 }
 
 /// Describes the cluster to a joining member, given the current membership.
@@ -428,6 +431,7 @@ impl Node {
                 listener,
                 outbound: out,
                 info,
+                calls: opts.calls,
             };
             let (id, protocol, election_tick) = (cfg.id, cfg.protocol, cfg.election_ticks);
             let io = NodeIo {
@@ -500,6 +504,12 @@ impl Node {
         let rx = self.ask_wait(|tx| Cmd::ConfChange(change, tx)).await?;
         rx.await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// This node's outbound peer side: where each peer is reached, and member-to-member call
+    /// connections to them ([`tcp::Outbound::dial_calls`]).
+    pub fn outbound(&self) -> &Arc<tcp::Outbound> {
+        &self.outbound
     }
 
     /// Reaches member `id` at `addr` from now on (a member added at runtime, or moved).
@@ -659,6 +669,7 @@ struct PeerIo {
     listener: TcpListener,
     outbound: Arc<tcp::Outbound>,
     info: Option<tcp::InfoFn>,
+    calls: Option<tcp::CallSink>,
 }
 
 fn spawn_node<P>(proto: P, io: NodeIo, peer: PeerIo)
@@ -680,6 +691,7 @@ where
         listener,
         outbound,
         info,
+        calls,
     } = peer;
     tokio::spawn(tcp::accept::<P::Message>(
         listener,
@@ -692,6 +704,7 @@ where
                 bytes_max: cfg.snapshot_bytes_max,
             },
             info,
+            calls,
             traffic: Arc::clone(outbound.traffic()),
         },
         inbound_tx,
@@ -855,6 +868,9 @@ async fn node_loop<P: Protocol>(
     let mut stopped: Option<String> = None;
     // When each peer was last heard from (any message), as etcd's transport tracks activity.
     let mut heard: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    // Submits waiting for a leader, given up after two election timeouts.
+    let mut parked = Parked::default();
+    let leader_patience = cfg.tick * cfg.election_ticks * 2;
     let send = |m: P::Message| {
         if m.snapshot_request().is_some() {
             shipper.ship(m);
@@ -876,6 +892,10 @@ async fn node_loop<P: Protocol>(
                     fail_stop(&state, &mut stopped, &mut waiters, &mut reads, why);
                 }
                 proto.tick();
+                let cut_off = state
+                    .leaderless_for()
+                    .is_some_and(|d| d >= cfg.tick * cfg.election_ticks * 3);
+                parked.expire(Instant::now(), leader_patience, cut_off);
                 if let Some(meta) = compaction_point(&proto, &cfg, machine.as_ref(), compacted, applied) {
                     // The protocol forgets the entries now; the WAL drops them once everything
                     // saved before is durable (the job runs in order).
@@ -935,7 +955,7 @@ async fn node_loop<P: Protocol>(
                         Cmd::Submit(data, tx) => {
                             forwards.push(data, tx);
                             if forwards.bytes >= FORWARD_BATCH_BYTES {
-                                forwards.flush(&mut proto);
+                                forwards.flush(&mut proto, &mut parked, Instant::now());
                             }
                         }
                         Cmd::ConfChange(change, tx) => {
@@ -999,7 +1019,7 @@ async fn node_loop<P: Protocol>(
                         next = cmds.try_recv().ok();
                     }
                 }
-                forwards.flush(&mut proto);
+                forwards.flush(&mut proto, &mut parked, Instant::now());
             }
             Some(d) = done.recv() => match d {
                 Ok(d) => {
@@ -1016,6 +1036,7 @@ async fn node_loop<P: Protocol>(
             },
             else => return,
         }
+        parked.retry(&mut proto, &mut waiters, stopped.as_deref());
         while proto.has_ready() {
             let r: Ready<P::Message> = proto.ready();
             // A stopped node falls silent, as a crashed one would: it can no longer persist
@@ -1186,14 +1207,98 @@ impl Forwards {
         self.waiting.push(tx);
     }
 
-    /// Sends what was gathered as one message, and tells each caller.
-    fn flush<P: Protocol>(&mut self, proto: &mut P) {
+    /// Sends what was gathered as one message, and tells each caller. A member that knows no
+    /// leader it can hand data to yet (an election, or a ZAB follower still synchronising)
+    /// keeps the batch in `parked` instead of failing it: a proposal waits for a leader, as
+    /// etcd's do, until `parked` gives up on it.
+    fn flush<P: Protocol>(&mut self, proto: &mut P, parked: &mut Parked, now: Instant) {
         if self.batch.is_empty() {
             return;
         }
+        let bytes = std::mem::take(&mut self.bytes);
+        let batch = std::mem::take(&mut self.batch);
+        let waiting = std::mem::take(&mut self.waiting);
+        let (batch, waiting) = match proto.forward(batch.clone()) {
+            Err(ProposeError::NotLeader { leader: 0 }) => (batch, waiting),
+            r => {
+                for tx in waiting {
+                    let _ = tx.send(match &r {
+                        Ok(term) => Ok(Submitted::Forwarded { term: *term }),
+                        Err(e) => Err(e.clone().into()),
+                    });
+                }
+                return;
+            }
+        };
+        for (data, tx) in batch.into_iter().zip(waiting) {
+            parked.park(data, tx, now);
+        }
+        debug_assert!(parked.bytes <= PARKED_BYTES_MAX || bytes > PARKED_BYTES_MAX);
+    }
+}
+
+/// Most bytes of submitted data held while no leader is known; past it, submits fail at once.
+const PARKED_BYTES_MAX: usize = 16 << 20;
+
+/// Who waits to hear what became of submitted data.
+type SubmitReply = oneshot::Sender<Result<Submitted, NodeError>>;
+
+/// Submitted data waiting for this member to learn a leader, oldest first.
+#[derive(Default)]
+struct Parked {
+    queue: std::collections::VecDeque<(Instant, Vec<u8>, SubmitReply)>,
+    bytes: usize,
+}
+
+impl Parked {
+    fn park(&mut self, data: Vec<u8>, tx: SubmitReply, now: Instant) {
+        if self.bytes + data.len() > PARKED_BYTES_MAX {
+            let _ = tx.send(Err(ProposeError::NotLeader { leader: 0 }.into()));
+            return;
+        }
+        self.bytes += data.len();
+        self.queue.push_back((now, data, tx));
+    }
+
+    /// Fails what has waited longer than `patience` for a leader, and everything once the
+    /// member is `cut_off` (leaderless for longer than an election takes: its callers should
+    /// try another member rather than wait).
+    fn expire(&mut self, now: Instant, patience: Duration, cut_off: bool) {
+        while let Some((since, ..)) = self.queue.front() {
+            if !cut_off && now.duration_since(*since) < patience {
+                break;
+            }
+            let (_, data, tx) = self.queue.pop_front().expect("front exists");
+            self.bytes -= data.len();
+            let _ = tx.send(Err(ProposeError::NotLeader { leader: 0 }.into()));
+        }
+    }
+
+    /// Submits what is parked again once a leader is known: proposed here if this member
+    /// leads, else handed to the leader in one message; kept while there is still none.
+    fn retry<P: Protocol>(&mut self, proto: &mut P, waiters: &mut Waiters, stopped: Option<&str>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let st = proto.status();
+        if st.leader == 0 && stopped.is_none() {
+            return;
+        }
+        if stopped.is_some() || st.leader == st.id {
+            self.bytes = 0;
+            for (_, data, tx) in self.queue.drain(..) {
+                let w = Waiter::Submitted(tx);
+                propose_tracked(proto, waiters, stopped, w, |p| p.propose(data));
+            }
+            return;
+        }
+        let batch = self.queue.iter().map(|(_, d, _)| d.clone()).collect();
+        let r = proto.forward(batch);
+        if matches!(r, Err(ProposeError::NotLeader { leader: 0 })) {
+            return;
+        }
         self.bytes = 0;
-        let r = proto.forward(std::mem::take(&mut self.batch));
-        for tx in self.waiting.drain(..) {
+        for (_, _, tx) in self.queue.drain(..) {
             let _ = tx.send(match &r {
                 Ok(term) => Ok(Submitted::Forwarded { term: *term }),
                 Err(e) => Err(e.clone().into()),

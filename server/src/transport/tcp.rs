@@ -1,6 +1,8 @@
 //! TCP connections between peers: one outbound connection per peer, fed by a bounded queue
 //! and re-established with backoff, and inbound connections whose frames are decoded into
-//! protocol messages. A connection that sends anything invalid (bad frame, bad handshake,
+//! protocol messages. A third kind of connection carries member-to-member calls: after its
+//! handshake the accepted stream is handed, acknowledged and otherwise untouched, to whoever
+//! serves those calls (see [`dial_calls`]); the transport knows nothing of what they say. A connection that sends anything invalid (bad frame, bad handshake,
 //! undecodable or misattributed message) is closed with a logged reason; the process and the
 //! other connections carry on.
 
@@ -24,6 +26,12 @@ const HANDSHAKE_MAGIC: &[u8; 8] = b"QKVPEER1";
 /// Opens an info query: the answer is one frame describing the cluster, then the connection
 /// closes (how a member joining a running cluster learns its id and its peers).
 const INFO_MAGIC: &[u8; 8] = b"QKVINFO1";
+
+/// Opens a member-to-member call connection: after the handshake and a one-byte
+/// acknowledgement, the stream belongs to the calls' own protocol.
+const CALLS_MAGIC: &[u8; 8] = b"QKVCALL1";
+/// The acknowledgement of a call connection's handshake.
+const CALLS_ACK: u8 = 0xca;
 
 /// Largest frame a connection may send before its handshake (handshakes are 24 bytes).
 const HANDSHAKE_BYTES_MAX: usize = 64;
@@ -72,8 +80,15 @@ fn tune(stream: &TcpStream) {
 /// Produces the answer to an info query.
 pub type InfoFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
+/// Where accepted member-to-member call connections go.
+pub type CallSink = mpsc::Sender<TcpStream>;
+
 fn handshake(cluster: u64, from: NodeId) -> Vec<u8> {
-    let mut p = HANDSHAKE_MAGIC.to_vec();
+    handshake_of(HANDSHAKE_MAGIC, cluster, from)
+}
+
+fn handshake_of(magic: &[u8; 8], cluster: u64, from: NodeId) -> Vec<u8> {
+    let mut p = magic.to_vec();
     p.extend_from_slice(&cluster.to_le_bytes());
     p.extend_from_slice(&from.to_le_bytes());
     let mut out = Vec::new();
@@ -134,6 +149,18 @@ impl Outbound {
         queues.insert(id, (addr, tx));
     }
 
+    /// Opens a member-to-member call connection to member `id`'s peer port (see
+    /// [`dial_calls`]); a member whose address is not known is an error.
+    pub async fn dial_calls(&self, id: NodeId) -> std::io::Result<TcpStream> {
+        let addr = self.addr(id).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no peer address for member {id:x}"),
+            )
+        })?;
+        dial_calls(addr, self.cluster, self.me).await
+    }
+
     /// The address `id` is reached at.
     pub fn addr(&self, id: NodeId) -> Option<SocketAddr> {
         self.queues.read().get(&id).map(|(a, _)| *a)
@@ -190,6 +217,31 @@ pub fn query_info(
         }
         dec.push(&buf[..n]);
     }
+}
+
+/// Opens a member-to-member call connection to the member at `addr`: dials, identifies this
+/// member of `cluster` and waits for the acknowledgement. The stream is then the caller's.
+pub async fn dial_calls(addr: SocketAddr, cluster: u64, me: NodeId) -> std::io::Result<TcpStream> {
+    let timed_out =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string());
+    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out("dialing the member timed out"))??;
+    tune(&stream);
+    stream
+        .write_all(&handshake_of(CALLS_MAGIC, cluster, me))
+        .await?;
+    let mut ack = [0u8; 1];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut ack))
+        .await
+        .map_err(|_| timed_out("the member did not acknowledge in time"))??;
+    if ack[0] != CALLS_ACK {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the member refused the call connection",
+        ));
+    }
+    Ok(stream)
 }
 
 async fn sender(
@@ -257,6 +309,8 @@ pub struct Acceptor {
     pub snapshots: ReceiveLimits,
     /// The answer to info queries, if this member gives one.
     pub info: Option<InfoFn>,
+    /// Where member-to-member call connections go, if this member serves calls.
+    pub calls: Option<CallSink>,
     /// Bytes received per peer.
     pub traffic: Arc<PeerTraffic>,
 }
@@ -294,6 +348,7 @@ async fn serve<M: ProtocolMessage>(
         max_frame_bytes,
         ref snapshots,
         ref info,
+        ref calls,
         ref traffic,
     } = *acceptor;
     tune(&stream);
@@ -332,7 +387,8 @@ async fn serve<M: ProtocolMessage>(
                 }
                 if payload.len() != 24
                     || (stream_kind != Some(HANDSHAKE_MAGIC)
-                        && stream_kind != Some(snapshot::STREAM_MAGIC))
+                        && stream_kind != Some(snapshot::STREAM_MAGIC)
+                        && stream_kind != Some(CALLS_MAGIC))
                 {
                     return Err("bad handshake".into());
                 }
@@ -341,6 +397,21 @@ async fn serve<M: ProtocolMessage>(
                     return Err(format!("peer from another cluster ({c})"));
                 }
                 let from = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
+                if stream_kind == Some(CALLS_MAGIC) {
+                    // The caller waits for the acknowledgement before it says more.
+                    if dec.buffered() != 0 {
+                        return Err("call connection spoke before its acknowledgement".into());
+                    }
+                    let Some(sink) = calls else {
+                        return Err("this member serves no member-to-member calls".into());
+                    };
+                    stream
+                        .write_all(&[CALLS_ACK])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = sink.send(stream).await;
+                    return Ok(());
+                }
                 dec.set_max(max_frame_bytes.max(snapshot::CHUNK_BYTES + 1));
                 if stream_kind == Some(snapshot::STREAM_MAGIC) {
                     return snapshot::receive(stream, dec, from, me, snapshots, &inbound).await;
