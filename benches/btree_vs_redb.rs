@@ -8,9 +8,13 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use quorumkv::bench::data::{XorShift as Rng, key};
 use quorumkv::btree::{BTreeOptions, Db};
 use redb::{ReadableDatabase, TableDefinition};
+
+// The same data set as `quorumkv bench btree`.
+#[path = "../src/bench/data.rs"]
+mod data;
+use data::{XorShift as Rng, key};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bench");
 const KEYS: u64 = 1_000_000;

@@ -2,6 +2,7 @@
 # `etcdctl check perf --load=LOAD` against real etcd and quorumkv (Raft and ZAB), one member
 # and three, one after another on fresh data directories, on loopback.
 # Usage: benches/check_perf.sh [LOAD] [systems...]   (systems: etcd1 raft1 zab1 etcd3 raft3 zab3)
+# QUORUMKV_BIN names another quorumkv binary to measure (another build, say) instead of building.
 # Two more one-member systems calibrate the machine (examples/check_perf_floor.rs): floor1
 # answers each put after one write and fdatasync per group, nosync1 at once; neither stores.
 set -uo pipefail
@@ -9,8 +10,8 @@ cd "$(dirname "$0")/.."
 load=${1:-xl}
 shift || true
 systems=${*:-etcd1 raft1 zab1 etcd3 raft3 zab3}
-bin=target/release/quorumkv
-cargo build --release --quiet
+bin=${QUORUMKV_BIN:-target/release/quorumkv}
+if [ -z "${QUORUMKV_BIN:-}" ]; then cargo build --release --quiet; fi
 case " $systems " in *" floor1 "* | *" nosync1 "*) cargo build --release --quiet --example check_perf_floor ;; esac
 work=$(mktemp -d)
 trap 'pkill -P $$ >/dev/null 2>&1; rm -rf "$work"' EXIT

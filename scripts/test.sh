@@ -53,6 +53,14 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== the embeddable library pulls in no tool dependencies"
+tools="$(cargo tree -p quorumkv --no-default-features -e normal --prefix none --locked |
+    grep -E '^(plotters|indicatif|hdrhistogram|mimalloc|libmimalloc-sys|clap|tracing-subscriber) ' || true)"
+if [ -n "$tools" ]; then
+    echo "quorumkv with default-features = false depends on tools:" >&2
+    echo "$tools" >&2
+    exit 1
+fi
 echo "== tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

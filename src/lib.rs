@@ -30,14 +30,14 @@
 //! ```
 //!
 //! The replicated key space on top, embedded: a member of etcd's model (revisions, leases,
-//! watches, transactions) called in-process through [`server::api::local::LocalClient`], with
+//! watches, transactions) called in-process through [`server::etcd::local::LocalClient`], with
 //! the same validation and linearizable reads as the served etcd API:
 //!
 //! ```
 //! use std::collections::BTreeMap;
 //! use std::time::Duration;
-//! use quorumkv::server::api::local::LocalClient;
-//! use quorumkv::server::kv::{KvConfig, KvServer};
+//! use quorumkv::server::etcd::local::LocalClient;
+//! use quorumkv::server::etcd::{KvConfig, KvServer};
 //! use quorumkv::server::node::NodeConfig;
 //!
 //! let dir = tempfile::tempdir().unwrap();
@@ -62,6 +62,3 @@ pub use quorumkv_btree as btree;
 pub use quorumkv_replication as replication;
 pub use quorumkv_server as server;
 pub use quorumkv_wal as wal;
-
-pub mod bench;
-pub mod chaos;

@@ -3,7 +3,6 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use quorumkv::bench;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 // The server allocates per request (HTTP/2 frames, protobuf messages) and per dirty tree page;
@@ -22,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   those faults bunch up when a thousand clients connect at once (a p99 spike in the first
 ///   second). Most latency-sensitive servers run with THP off for the same reason.
 ///
-/// Measurements in ARCHITECTURE.md ("Allocator settings").
+/// Measurements in docs/design.md ("Allocator settings").
 fn tune_allocator() {
     // `mi_option_purge_delay` in mimalloc.h (the -sys crate names only some options).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -46,6 +45,8 @@ fn tune_allocator() {
     }
 }
 
+mod bench;
+mod chaos;
 mod serve_cmd;
 mod serve_settings;
 mod sim_cmd;
@@ -79,7 +80,7 @@ enum Command {
     /// Deterministic cluster simulation with fault injection and safety checks.
     Sim(sim_cmd::SimArgs),
     /// Real processes on loopback under faults, with linearizability and durability checks.
-    Chaos(quorumkv::chaos::ChaosArgs),
+    Chaos(chaos::ChaosArgs),
     /// Snapshot files: restore one (etcd's or quorumkv's) into a new data directory.
     Snapshot {
         #[command(subcommand)]
@@ -169,7 +170,7 @@ fn main() {
         Command::Serve(args) => serve_cmd::main(&args),
         Command::Bench { target } => bench::run(target),
         Command::Snapshot { cmd } => snapshot_cmd::main(&cmd),
-        Command::Chaos(args) => match quorumkv::chaos::main(&args) {
+        Command::Chaos(args) => match chaos::main(&args) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
             Err(e) => Err(e),

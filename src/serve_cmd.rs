@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use quorumkv::server::api::ClientPortConfig;
-use quorumkv::server::kv::compactor::Retention;
-use quorumkv::server::kv::corrupt::CorruptCheckConfig;
+use quorumkv::server::etcd::ClientPortConfig;
+use quorumkv::server::etcd::compactor::Retention;
+use quorumkv::server::etcd::corrupt::CorruptCheckConfig;
 use quorumkv::server::node::ProtocolKind;
 use quorumkv::server::serve::{self, ServeOptions};
 use quorumkv::wal::Backend;
@@ -271,7 +271,7 @@ pub enum LogOutput {
 
 /// A Go duration (`10m`, `1h30m`, `500ms`), as etcd's duration flags take.
 fn go_duration(v: &str) -> Result<Duration, String> {
-    quorumkv::server::kv::compactor::parse_go_duration(v)
+    quorumkv::server::etcd::compactor::parse_go_duration(v)
 }
 
 /// Accepts etcd's `--auth-token` values of the simple kind (`simple`, or `simple,...`).

@@ -32,7 +32,7 @@ pub fn main(cmd: &SnapshotCmd) -> Result<(), String> {
     match cmd {
         SnapshotCmd::Restore(a) => {
             let r =
-                quorumkv_server::kv::etcd_restore::restore(&a.file, &a.data_dir, a.skip_hash_check)
+                quorumkv_server::etcd::restore::restore(&a.file, &a.data_dir, a.skip_hash_check)
                     .map_err(|e| format!("restoring {}: {e}", a.file.display()))?;
             println!(
                 "restored {} into {}: revision {}, compacted {}, {} keys, {} versions, {} leases, {} users, {} roles",

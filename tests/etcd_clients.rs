@@ -1803,8 +1803,8 @@ fn bench_load_generator_reconnects_after_a_restart() {
 /// moved in front: the member keeps its attributes, and puts fill leaves again.
 #[test]
 fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
-    use quorumkv_server::kv::apply::{MEMBER_PREFIX, OLD_MEMBER_PREFIX};
-    use quorumkv_server::kv::open_db;
+    use quorumkv_server::etcd::apply::{MEMBER_PREFIX, OLD_MEMBER_PREFIX};
+    use quorumkv_server::etcd::open_db;
     use quorumkv_server::mvcc::Mvcc;
     let _serial = serial();
     let mut c = Cluster::start(1, "raft");
@@ -2659,7 +2659,7 @@ fn initial_corrupt_check_refuses_a_member_whose_data_differs() {
 /// Changes the last byte of the stored version whose value ends with `suffix`, in the tree of
 /// the (stopped) member whose data directory is `dir`: corruption that no checksum catches.
 fn alter_stored_value(dir: &Path, suffix: &[u8]) {
-    use quorumkv_server::kv::open_db;
+    use quorumkv_server::etcd::open_db;
     let db = open_db(&dir.join("member/db")).unwrap();
     let (key, mut value) = {
         let view = db.begin_read();

@@ -5,58 +5,14 @@
 
 mod common;
 
-use common::free_port;
+use common::OneMember;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use quorumkv_server::pb::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
 use quorumkv_server::transport::frame;
-
-struct Node {
-    child: Child,
-    client: String,
-    peer: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Node {
-    let (client, peer) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let log = std::fs::File::create(dir.join("node.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
-        .args(["serve", "--name", "h1", "--data-dir"])
-        .arg(dir.join("data"))
-        .args([
-            "--listen-client-urls",
-            &format!("http://{client}"),
-            "--listen-peer-urls",
-            &format!("http://{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://{peer}"),
-            "--initial-cluster",
-            &format!("h1=http://{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Node {
-        child,
-        client,
-        peer,
-    }
-}
 
 fn frame_of(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -208,7 +164,7 @@ fn grpc_metric_lines(endpoint: &str) -> Vec<String> {
 #[test]
 fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    let node = OneMember::start(dir.path(), "h1");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let channel = rt.block_on(async {
         tonic::transport::Endpoint::from_shared(format!("http://{}", node.client))
@@ -227,7 +183,7 @@ fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
     let mut dec = frame::Decoder::new(1 << 20);
     dec.push(&answer);
     let info = dec.next_frame().unwrap().expect("one frame");
-    let (cluster, _) = quorumkv_server::cluster::decode_info(&info).unwrap();
+    let (cluster, _) = quorumkv_server::member::identity::decode_info(&info).unwrap();
     let mut rng = Lcg(42);
     let mut attacks: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", rng.bytes(70_000)),

@@ -9,11 +9,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::OneMember;
 use quorumkv_server::pb::etcdserverpb::{
     self as pb, auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
     maintenance_client::MaintenanceClient,
@@ -24,51 +22,6 @@ use quorumkv_server::pb::quorumkv::{
 };
 use quorumkv_server::transport::frame;
 use tonic::Code;
-
-struct Node {
-    child: Child,
-    client: String,
-    peer: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Node {
-    let (client, peer) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let log = std::fs::File::create(dir.join("node.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
-        .args(["serve", "--name", "m1", "--data-dir"])
-        .arg(dir.join("data"))
-        .args([
-            "--listen-client-urls",
-            &format!("http://{client}"),
-            "--advertise-client-urls",
-            &format!("http://{client}"),
-            "--listen-peer-urls",
-            &format!("http://{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://{peer}"),
-            "--initial-cluster",
-            &format!("m1=http://{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Node {
-        child,
-        client,
-        peer,
-    }
-}
 
 /// A POST of `body` to `path` on `endpoint` over HTTP/1.1: the status line and the whole answer.
 fn post(endpoint: &str, path: &str, body: &str) -> (String, String) {
@@ -117,7 +70,7 @@ fn entry(request: Req) -> InternalRequest {
 #[test]
 fn member_only_calls_are_refused_to_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    let node = OneMember::start(dir.path(), "m1");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ch = channel(&node.client).await;

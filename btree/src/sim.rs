@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::storage::Storage;
+pub use quorumkv_simdisk::CrashMode;
+use quorumkv_simdisk::SimFile;
 
-const SECTOR_BYTES: usize = 512;
+use crate::storage::Storage;
 
 /// One recorded mutation.
 #[derive(Debug, Clone)]
@@ -26,101 +27,29 @@ pub enum SimOp {
     Sync,
 }
 
-/// What survives a simulated crash.
-#[derive(Debug, Clone, Copy)]
-pub enum CrashMode {
-    /// Only synced bytes.
-    DropUnsynced,
-    /// A random prefix of unsynced writes, the next one torn mid-sector with garbage.
-    TornTail {
-        /// Seed of the random choices.
-        seed: u64,
-    },
-}
-
-/// The durable state of a simulated disk plus what is waiting for a sync.
+/// The file the disk holds, as the shared simulated disk models it.
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
-    len: u64,
-    durable: Vec<u8>,
-    durable_len: u64,
-    pending: Vec<SimOp>,
-}
-
-fn apply_write(buf: &mut Vec<u8>, off: u64, data: &[u8]) {
-    let off = usize::try_from(off).expect("offset fits memory");
-    if buf.len() < off + data.len() {
-        buf.resize(off + data.len(), 0);
-    }
-    buf[off..off + data.len()].copy_from_slice(data);
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
+    file: SimFile,
 }
 
 impl SimDisk {
     fn apply(&mut self, op: &SimOp) {
         match op {
-            SimOp::Write(..) => self.pending.push(op.clone()),
-            SimOp::Grow(len) => {
-                self.len = self.len.max(*len);
-                self.pending.push(op.clone());
-            }
-            SimOp::Sync => {
-                for p in std::mem::take(&mut self.pending) {
-                    match p {
-                        SimOp::Write(off, data) => apply_write(&mut self.durable, off, &data),
-                        SimOp::Grow(len) => self.durable_len = self.durable_len.max(len),
-                        SimOp::Sync => unreachable!("syncs are never pending"),
-                    }
-                }
-            }
+            SimOp::Write(off, data) => self.file.write(*off, data.clone()),
+            SimOp::Grow(len) => self.file.set_len(*len, true),
+            SimOp::Sync => self.file.sync(),
         }
     }
 
+    /// The live length.
+    fn len(&self) -> u64 {
+        self.file.live().len() as u64
+    }
+
     fn crash(&self, mode: CrashMode) -> SimDisk {
-        let mut durable = self.durable.clone();
-        let mut len = self.durable_len;
-        if let CrashMode::TornTail { seed } = mode {
-            let mut rng = Rng(seed);
-            let keep = rng.below(self.pending.len() as u64 + 1) as usize;
-            for p in &self.pending[..keep] {
-                match p {
-                    SimOp::Write(off, data) => apply_write(&mut durable, *off, data),
-                    SimOp::Grow(l) => len = len.max(*l),
-                    SimOp::Sync => {}
-                }
-            }
-            if let Some(SimOp::Write(off, data)) = self.pending.get(keep) {
-                let sectors = data.len().div_ceil(SECTOR_BYTES);
-                let whole = rng.below(sectors as u64) as usize;
-                let end = (whole * SECTOR_BYTES).min(data.len());
-                apply_write(&mut durable, *off, &data[..end]);
-                let torn = (data.len() - end).min(SECTOR_BYTES);
-                let garbage: Vec<u8> = (0..1 + rng.below(torn as u64))
-                    .map(|_| rng.next() as u8)
-                    .collect();
-                apply_write(&mut durable, off + end as u64, &garbage);
-            }
-        }
-        len = len.max(durable.len() as u64);
-        durable.resize(usize::try_from(len).expect("fits"), 0);
         SimDisk {
-            len,
-            durable,
-            durable_len: len,
-            pending: Vec::new(),
+            file: self.file.crash(mode),
         }
     }
 }
@@ -149,7 +78,7 @@ unsafe impl Sync for SimStorage {}
 impl std::fmt::Debug for SimStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimStorage")
-            .field("len", &self.disk.lock().len)
+            .field("len", &self.disk.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -162,8 +91,9 @@ impl SimStorage {
 
     fn from_disk(disk: SimDisk, reserved: usize) -> SimStorage {
         let mut buf = vec![0u8; reserved].into_boxed_slice();
-        let n = disk.durable.len().min(reserved);
-        buf[..n].copy_from_slice(&disk.durable[..n]);
+        let durable = disk.file.durable();
+        let n = durable.len().min(reserved);
+        buf[..n].copy_from_slice(&durable[..n]);
         let live = Box::into_raw(buf).cast::<u8>();
         SimStorage {
             live,
@@ -209,10 +139,7 @@ impl SimStorage {
     pub fn flip_bit(&self, bit: u64) {
         let byte = usize::try_from(bit / 8).expect("fits");
         let mask = 1u8 << (bit % 8);
-        let mut d = self.disk.lock();
-        if byte < d.durable.len() {
-            d.durable[byte] ^= mask;
-        }
+        self.disk.lock().file.flip_bit(bit);
         assert!(byte < self.reserved);
         // SAFETY: in bounds of the live image; tests flip bits with no transaction running.
         unsafe { *self.live.add(byte) ^= mask };
@@ -274,13 +201,13 @@ impl Storage for SimStorage {
         self.reserved as u64
     }
     fn len_bytes(&self) -> io::Result<u64> {
-        Ok(self.disk.lock().len)
+        Ok(self.disk.lock().len())
     }
     fn grow(&self, len_bytes: u64) -> io::Result<()> {
         if len_bytes > self.reserved as u64 {
             return Err(io::Error::other("simulated disk reservation exceeded"));
         }
-        if len_bytes > self.disk.lock().len {
+        if len_bytes > self.disk.lock().len() {
             self.record(SimOp::Grow(len_bytes));
         }
         Ok(())

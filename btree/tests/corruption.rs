@@ -2,6 +2,7 @@
 //! corruption error, a read fails with one, or opening reports that it passed over the newest
 //! commit. A flipped value is never returned as data.
 
+use quorumkv_simdisk::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -53,14 +54,11 @@ fn random_bit_flips_never_return_wrong_data() {
         .stats()
         .page_count;
     let used = (page_count * 4096) as usize;
-    let mut x = 0x9e37_79b9u64;
+    let mut rng = Rng::new(0x9e37_79b9);
     let (mut open_err, mut read_err, mut fell_back, mut harmless) = (0, 0, 0, 0);
     const TRIALS: usize = 300;
     for trial in 0..TRIALS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let bit = (x as usize) % (used * 8);
+        let bit = rng.below(used as u64 * 8) as usize;
         let mut b = bytes.clone();
         b[bit / 8] ^= 1 << (bit % 8);
         let path = dir.path().join(format!("t{trial}"));

@@ -6,6 +6,7 @@
 //! transactions commit without sync: a crash loses them, never the durable one before them. A
 //! further commit must work.
 
+use quorumkv_simdisk::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -19,16 +20,6 @@ fn opts() -> BTreeOptions {
         reserved_bytes: RESERVED as u64,
         grow_bytes_min: 16 << 10,
         ..BTreeOptions::default()
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -49,7 +40,7 @@ fn every_crash_point_recovers_a_committed_state() {
     let storage = Arc::new(SimStorage::new(RESERVED));
     storage.record_trace();
     let db = Db::open_with_storage(storage.clone(), opts()).unwrap();
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let mut model = Model::new();
     // states[j] is the tree after transaction j; syncs[j] the trace position of its sync.
     let mut states = vec![model.clone()];
@@ -57,7 +48,7 @@ fn every_crash_point_recovers_a_committed_state() {
     for round in 0..90 {
         let mut t = db.begin_write().unwrap();
         for _ in 0..40 {
-            let n = rng.next();
+            let n = rng.next_u64();
             let k = format!("key{:05}", n % 3000).into_bytes();
             if n % 5 == 0 {
                 t.remove(&k).unwrap();

@@ -1,6 +1,7 @@
 //! Snapshot isolation and space reuse on a real file.
 
 use quorumkv_btree::{BTreeOptions, Db};
+use quorumkv_simdisk::Rng;
 
 #[test]
 fn a_reader_keeps_its_snapshot_across_commits() {
@@ -106,15 +107,12 @@ fn steady_updates_keep_the_file_bounded() {
     let path = dir.path().join("db");
     let db = Db::open(&path, BTreeOptions::default()).unwrap();
     let value = |i: u64, r: u64| -> Vec<u8> { (i ^ r).to_le_bytes().repeat(8) };
-    let mut x = 1u64;
+    let mut rng = Rng::new(1);
     let live_bytes = 10_000u64 * (8 + 64);
     for round in 0..1000u64 {
         let mut t = db.begin_write().unwrap();
         for _ in 0..1000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let k = x % 10_000;
+            let k = rng.below(10_000);
             t.insert(format!("{k:08}").as_bytes(), &value(k, round))
                 .unwrap();
         }

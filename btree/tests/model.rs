@@ -2,6 +2,7 @@
 //! including large (overflow) values, deletes down to empty, scans in both directions, aborted
 //! transactions and reopening.
 
+use quorumkv_simdisk::Rng;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -265,16 +266,6 @@ fn prefix_and_reverse_scans() {
     assert_eq!(n, 1200);
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn deep_tree_with_long_keys_splits_and_merges() {
     // 600-byte keys leave room for about six entries a page: the tree gets deep quickly and
@@ -282,7 +273,7 @@ fn deep_tree_with_long_keys_splits_and_merges() {
     let storage = Arc::new(SimStorage::new(512 << 20));
     let db = Db::open_with_storage(storage.clone(), opts()).unwrap();
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let long_key = |n: u64| {
         let mut k = format!("{:08}", n % 4000).into_bytes();
         k.resize(600, b'x');
@@ -291,7 +282,7 @@ fn deep_tree_with_long_keys_splits_and_merges() {
     for round in 0..30 {
         let mut t = db.begin_write().unwrap();
         for _ in 0..300 {
-            let n = rng.next();
+            let n = rng.next_u64();
             let k = long_key(n);
             if round % 3 == 2 || n % 4 == 0 {
                 assert_eq!(t.remove(&k).unwrap(), model.remove(&k).is_some());

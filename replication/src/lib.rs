@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod raft;
 pub mod reads;
 pub mod sim;
+mod steady;
 pub mod store;
 pub mod types;
 pub mod zab;

@@ -1,13 +1,16 @@
 //! The quorumkv node: drives a replication protocol with real IO and serves client APIs.
 //!
-//! Owns the state machine above the replicated log: an MVCC key space with etcd's semantics,
-//! stored in the B+tree ([`mvcc`]). The IO driver, peer transport and etcd v3 API build on it.
+//! Layers, each importing only those below it:
+//! - [`etcd`]: the etcd v3 personality (gRPC services, JSON gateway, RBAC, etcd's errors,
+//!   backups, corruption checks, compactor, metrics) and the member that serves it;
+//! - [`member`]: the API-neutral core every client API shares (apply thread, snapshots,
+//!   watch hub, lessor, member identity);
+//! - [`node`] and [`transport`]: the protocol driver, its storage thread and the peers;
+//! - [`mvcc`]: revisions and history over the B+tree.
 
-pub mod api;
-pub mod cluster;
 pub mod duration_histogram;
-pub mod kv;
-pub mod metrics;
+pub mod etcd;
+pub mod member;
 pub mod mvcc;
 pub mod node;
 pub mod pb;

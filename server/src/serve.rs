@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use quorumkv_wal::{Backend, WalOptions};
 
-use crate::cluster;
-use crate::kv::compactor::Retention;
-use crate::kv::{KvConfig, KvServer, Member};
+use crate::etcd::compactor::Retention;
+use crate::etcd::{KvConfig, KvServer};
+use crate::member::identity as cluster;
+use crate::member::identity::Member;
 use crate::node::{NodeConfig, NodeError, ProtocolKind};
 use quorumkv_replication::ProposeError;
 
@@ -76,9 +77,9 @@ pub struct ServeOptions {
     /// History compacted automatically (etcd's `--auto-compaction-*`); `None`: none.
     pub auto_compaction: Option<Retention>,
     /// The client port's connections and streams.
-    pub client_port: crate::api::ClientPortConfig,
+    pub client_port: crate::etcd::ClientPortConfig,
     /// Corruption checks between members.
-    pub corrupt_check: crate::kv::corrupt::CorruptCheckConfig,
+    pub corrupt_check: crate::etcd::corrupt::CorruptCheckConfig,
 }
 
 impl Default for ServeOptions {
@@ -111,8 +112,8 @@ impl Default for ServeOptions {
             backend: Backend::default(),
             listen_metrics_urls: Vec::new(),
             auto_compaction: None,
-            client_port: crate::api::ClientPortConfig::default(),
-            corrupt_check: crate::kv::corrupt::CorruptCheckConfig::default(),
+            client_port: crate::etcd::ClientPortConfig::default(),
+            corrupt_check: crate::etcd::corrupt::CorruptCheckConfig::default(),
         }
     }
 }
@@ -410,7 +411,7 @@ pub fn run(
     // As etcd: peers are served and the protocol runs, but no client is served until the key
     // space matches the peers'.
     if p.server.config().corrupt_check.initial {
-        handle.block_on(crate::kv::corrupt::initial_check(&p.server))?;
+        handle.block_on(crate::etcd::corrupt::initial_check(&p.server))?;
     }
     for (url, l) in p.client_listeners {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
@@ -421,7 +422,7 @@ pub fn run(
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::api::serve(server, l, stop).await {
+            if let Err(e) = crate::etcd::serve(server, l, stop).await {
                 tracing::error!(error = %e, "client server failed");
             }
         }));
@@ -432,7 +433,7 @@ pub fn run(
         let server = Arc::clone(&p.server);
         tasks.push(handle.spawn(async move {
             tokio::select! {
-                () = crate::kv::corrupt::periodic(server, every) => {}
+                () = crate::etcd::corrupt::periodic(server, every) => {}
                 _ = rx.wait_for(|s| *s) => {}
             }
         }));
@@ -446,7 +447,7 @@ pub fn run(
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            crate::metrics::serve(server, l, stop).await;
+            crate::etcd::metrics::serve(server, l, stop).await;
         }));
     }
     let gone = removed(Arc::clone(&p.server));

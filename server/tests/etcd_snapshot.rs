@@ -6,7 +6,7 @@
 mod common;
 
 use common::{live_at, open, rows};
-use quorumkv_server::kv::{etcd_restore, etcd_snapshot, open_db};
+use quorumkv_server::etcd::{backup as etcd_snapshot, open_db, restore as etcd_restore};
 use quorumkv_server::mvcc::Mvcc;
 
 fn filled(dir: &std::path::Path) -> Mvcc {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{open, rows};
-use quorumkv_server::kv::snapshot_file;
+use quorumkv_server::member::snapshot_file;
 use quorumkv_server::mvcc::Mvcc;
 
 fn filled(dir: &std::path::Path, name: &str, n: usize, applied: u64) -> Mvcc {

@@ -29,6 +29,30 @@ fn config(
     c
 }
 
+/// Three nodes on loopback with their logs under `dir`, and their peer addresses.
+fn start_three(
+    dir: &std::path::Path,
+    protocol: ProtocolKind,
+) -> (BTreeMap<u64, SocketAddr>, BTreeMap<u64, Node>) {
+    let listeners: BTreeMap<u64, std::net::TcpListener> = (1..=3)
+        .map(|id| (id, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
+        .collect();
+    let peers: BTreeMap<u64, SocketAddr> = listeners
+        .iter()
+        .map(|(id, l)| (*id, l.local_addr().unwrap()))
+        .collect();
+    let nodes = listeners
+        .into_iter()
+        .map(|(id, l)| {
+            (
+                id,
+                Node::start(config(id, &peers, dir, protocol), l).unwrap(),
+            )
+        })
+        .collect();
+    (peers, nodes)
+}
+
 fn wait_leader(nodes: &BTreeMap<u64, Node>) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -56,22 +80,7 @@ fn append_retrying(nodes: &BTreeMap<u64, Node>, data: Vec<u8>) -> u64 {
 
 fn run(protocol: ProtocolKind) {
     let dir = tempfile::tempdir().unwrap();
-    let listeners: BTreeMap<u64, std::net::TcpListener> = (1..=3)
-        .map(|id| (id, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
-        .collect();
-    let peers: BTreeMap<u64, SocketAddr> = listeners
-        .iter()
-        .map(|(id, l)| (*id, l.local_addr().unwrap()))
-        .collect();
-    let mut nodes: BTreeMap<u64, Node> = listeners
-        .into_iter()
-        .map(|(id, l)| {
-            (
-                id,
-                Node::start(config(id, &peers, dir.path(), protocol), l).unwrap(),
-            )
-        })
-        .collect();
+    let (peers, mut nodes) = start_three(dir.path(), protocol);
     let mut acked = Vec::new();
     for i in 0..50u32 {
         let data = format!("entry {i}").into_bytes();
@@ -174,22 +183,7 @@ fn zab_log_survives_losing_its_leader() {
 /// and then commits, instead of failing with "no leader": etcd's proposals wait the same way.
 fn submit_before_any_leader(protocol: ProtocolKind) {
     let dir = tempfile::tempdir().unwrap();
-    let listeners: BTreeMap<u64, std::net::TcpListener> = (1..=3)
-        .map(|id| (id, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
-        .collect();
-    let peers: BTreeMap<u64, SocketAddr> = listeners
-        .iter()
-        .map(|(id, l)| (*id, l.local_addr().unwrap()))
-        .collect();
-    let nodes: BTreeMap<u64, Node> = listeners
-        .into_iter()
-        .map(|(id, l)| {
-            (
-                id,
-                Node::start(config(id, &peers, dir.path(), protocol), l).unwrap(),
-            )
-        })
-        .collect();
+    let (_, nodes) = start_three(dir.path(), protocol);
     // All three submit at once, before any election could have ended (one takes at least
     // `election_ticks` ticks).
     assert!(

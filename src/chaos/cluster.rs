@@ -2,11 +2,10 @@
 //! peer proxy, started, killed (-9), paused (SIGSTOP/SIGCONT), restarted and replaced.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -16,6 +15,7 @@ use quorumkv_server::pb::etcdserverpb::{
 };
 use tonic::transport::{Channel, Endpoint};
 
+use super::port::free_port;
 use super::proxy::Ids;
 
 /// One member.
@@ -53,37 +53,6 @@ pub struct Cluster {
     ids: Ids,
 }
 
-/// First port handed out, and how many. They lie below Linux's ephemeral range (32768 and
-/// up), so a port handed out is never taken meanwhile as the source port of an outgoing
-/// connection (members and clients dial each other while a cluster starts), and one process
-/// never hands out the same port twice.
-const PORT_FIRST: u32 = 20_000;
-const PORTS: u32 = 12_000;
-static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
-
-/// A loopback port free at the time of asking.
-pub fn free_port() -> Result<SocketAddr, String> {
-    // Processes start at different offsets, so runs one after another do not walk the same
-    // ports.
-    let _ = NEXT_PORT.compare_exchange(
-        u32::MAX,
-        std::process::id() % 1_000 * 12,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..PORTS {
-        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-        let port = u16::try_from(PORT_FIRST + n % PORTS).expect("below the ephemeral range");
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().map_err(|e| e.to_string());
-        }
-    }
-    Err(format!(
-        "no free port in {PORT_FIRST}..{}",
-        PORT_FIRST + PORTS
-    ))
-}
-
 fn channel(addr: SocketAddr, timeout: Option<Duration>) -> Result<Channel, String> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
@@ -112,7 +81,8 @@ impl Cluster {
         let ids: Ids = Arc::new(RwLock::new(HashMap::new()));
         for (i, &proxy) in proxies.iter().enumerate() {
             let client = free_port()?;
-            let id = quorumkv_server::cluster::member_id(&[format!("http://{proxy}")], &token);
+            let id =
+                quorumkv_server::member::identity::member_id(&[format!("http://{proxy}")], &token);
             ids.write().insert(id, i);
             members.push(Member {
                 name: format!("n{i}"),

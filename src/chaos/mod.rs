@@ -7,7 +7,7 @@
 //! violation makes the exit status non-zero.
 
 mod cluster;
-pub use cluster::free_port;
+mod port;
 mod proxy;
 mod verify;
 mod workload;

@@ -1,9 +1,64 @@
 //! Helpers shared by the workspace's integration tests.
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
+
+#[path = "../../src/chaos/port.rs"]
+mod port;
 
 /// A loopback port free at the time of asking, from below the ephemeral range and never the
-/// same twice in one process (see `quorumkv::chaos::free_port`).
+/// same twice in one process (the fault tests' own, [`port::free_port`]).
 pub fn free_port() -> u16 {
-    quorumkv::chaos::free_port()
-        .expect("a free loopback port")
-        .port()
+    port::free_port().expect("a free loopback port").port()
+}
+
+/// A one-member `quorumkv serve` process on loopback; killed when dropped.
+pub struct OneMember {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its client address (`host:port`).
+    pub client: String,
+    /// Its peer address (`host:port`).
+    pub peer: String,
+}
+
+impl OneMember {
+    /// Starts member `name` with its data in `dir/data` and its log in `dir/node.log`.
+    pub fn start(dir: &std::path::Path, name: &str) -> OneMember {
+        let (client, peer) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let log = std::fs::File::create(dir.join("node.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+            .args(["serve", "--name", name, "--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://{client}"),
+                "--advertise-client-urls",
+                &format!("http://{client}"),
+                "--listen-peer-urls",
+                &format!("http://{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://{peer}"),
+                "--initial-cluster",
+                &format!("{name}=http://{peer}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        OneMember {
+            child,
+            client,
+            peer,
+        }
+    }
+}
+
+impl Drop for OneMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::segments;
+use quorumkv_simdisk::Rng;
 use std::path::Path;
 
 use quorumkv_wal::{Backend, Error, Wal, WalOptions};
@@ -31,16 +32,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn random_bit_flips_are_all_detected() {
     let tmp = tempfile::tempdir().unwrap();
@@ -57,16 +48,16 @@ fn random_bit_flips_are_all_detected() {
     }
     let files = segments(&clean);
     assert!(files.len() >= 3);
-    let mut rng = Rng(0x1234_5678);
+    let mut rng = Rng::new(0x1234_5678);
     let (mut refused, mut torn) = (0, 0);
     const TRIALS: usize = 400;
     for trial in 0..TRIALS {
         let work = tmp.path().join(format!("t{trial}"));
         copy_dir(&clean, &work);
-        let target = &segments(&work)[rng.next() as usize % files.len()];
+        let target = &segments(&work)[rng.next_u64() as usize % files.len()];
         let mut bytes = std::fs::read(target).unwrap();
         let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
-        let bit = rng.next() as usize % (data_end * 8);
+        let bit = rng.next_u64() as usize % (data_end * 8);
         bytes[bit / 8] ^= 1 << (bit % 8);
         std::fs::write(target, &bytes).unwrap();
         match Wal::open(&work, opts(), Backend::Pwrite) {

@@ -9,6 +9,7 @@
 //!
 //! A second test crashes every step of one truncation of durable records under many tear seeds.
 
+use quorumkv_simdisk::Rng;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -26,20 +27,6 @@ fn opts() -> WalOptions {
         batch_records_max: 16,
         queued_bytes_max: 64 << 10,
         ..WalOptions::default()
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -70,7 +57,7 @@ fn payload(index: u64, generation: u64, rng: &mut Rng) -> Vec<u8> {
 fn run_workload(fs: &SimFs) -> (Vec<Event>, HashMap<u64, HashSet<Vec<u8>>>) {
     let dir = Path::new("/sim/wal");
     let wal = Wal::open_with_fs(dir, opts(), Arc::new(fs.clone())).unwrap();
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut events = Vec::new();
     let mut appended: HashMap<u64, HashSet<Vec<u8>>> = HashMap::new();
     // Live view of the log, to know what a truncation kills.
@@ -284,7 +271,7 @@ fn a_crash_during_a_truncation_is_never_reported_as_corruption() {
     let fs = SimFs::new();
     fs.record_trace();
     let wal = Wal::open_with_fs("/sim/wal", opts(), Arc::new(fs.clone())).unwrap();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let payloads: Vec<Vec<u8>> = (1..=40).map(|i| payload(i, i, &mut rng)).collect();
     wal.append(payloads.iter()).unwrap().wait().unwrap();
     let start = fs.ops() as usize;

@@ -12,10 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub use message::{RaftBody, RaftMessage};
 pub use progress::{Progress, ProgressState};
 
-use crate::confs::ConfHistory;
-use crate::log::MemLog;
 use crate::protocol::{Protocol, Ready, Restored};
 use crate::reads::ReadBarrier;
+use crate::steady::Steady;
 use crate::types::{
     Conf, ConfChange, Entry, EntryKind, HardState, NodeId, ProposeError, ReadState, Role,
     SnapshotMeta, Status,
@@ -82,10 +81,6 @@ pub struct Raft {
     vote: NodeId,
     role: Role,
     leader: NodeId,
-    log: MemLog,
-    /// (index, configuration from that index on); the first is the snapshot's.
-    confs: ConfHistory,
-    snapshot: SnapshotMeta,
     prs: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
     election_elapsed: u32,
@@ -94,17 +89,11 @@ pub struct Raft {
     rng: u64,
     transferee: NodeId,
     reads: ReadBarrier,
+    /// The log, its configurations and what the next Ready hands out.
+    st: Steady<RaftMessage>,
     reads_before_commit: Vec<(NodeId, u64)>,
     uncommitted_bytes: usize,
     bcast_pending: bool,
-    msgs: Vec<RaftMessage>,
-    msgs_after: Vec<RaftMessage>,
-    read_states: Vec<ReadState>,
-    install: Option<(SnapshotMeta, Vec<u8>)>,
-    /// Hard state last handed out, and the one known durable.
-    hs_handed: HardState,
-    hs_in_flight: Option<HardState>,
-    hs_durable: HardState,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -125,7 +114,6 @@ impl Raft {
         } else {
             restored.snapshot.conf.clone()
         };
-        let log = MemLog::restore(&restored.snapshot, restored.entries, restored.applied);
         let mut r = Raft {
             id,
             rng: cfg.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d),
@@ -134,8 +122,6 @@ impl Raft {
             vote: restored.hard_state.vote,
             role: Role::Follower,
             leader: 0,
-            confs: ConfHistory::new(restored.snapshot.index, base_conf),
-            snapshot: restored.snapshot.clone(),
             prs: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -143,20 +129,13 @@ impl Raft {
             randomized_timeout: 0,
             transferee: 0,
             reads: ReadBarrier::default(),
+            st: Steady::restore(restored, base_conf),
             reads_before_commit: Vec::new(),
             uncommitted_bytes: 0,
             bcast_pending: false,
-            msgs: Vec::new(),
-            msgs_after: Vec::new(),
-            read_states: Vec::new(),
-            install: None,
-            hs_handed: restored.hard_state,
-            hs_in_flight: None,
-            hs_durable: restored.hard_state,
-            log,
         };
-        for i in r.log.first_index()..=r.log.last_index() {
-            let e = r.log.entry(i).expect("in range").clone();
+        for i in r.st.log.first_index()..=r.st.log.last_index() {
+            let e = r.st.log.entry(i).expect("in range").clone();
             r.note_conf_entry(&e);
         }
         r.reset_randomized_timeout();
@@ -170,11 +149,11 @@ impl Raft {
 
     /// The configuration in effect (the latest in the log).
     pub fn conf(&self) -> &Conf {
-        self.confs.current()
+        self.st.confs.current()
     }
 
     fn pending_conf_index(&self) -> u64 {
-        self.confs.pending_index()
+        self.st.confs.pending_index()
     }
 
     fn promotable(&self) -> bool {
@@ -205,12 +184,12 @@ impl Raft {
 
     fn send(&mut self, to: NodeId, body: RaftBody) {
         let m = self.msg(to, body);
-        self.msgs.push(m);
+        self.st.msgs.push(m);
     }
 
     fn send_after_persist(&mut self, to: NodeId, body: RaftBody) {
         let m = self.msg(to, body);
-        self.msgs_after.push(m);
+        self.st.msgs_after.push(m);
     }
 
     fn reset(&mut self, term: u64) {
@@ -258,8 +237,8 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = self.id;
         self.sync_progress();
-        let index = self.log.last_index() + 1;
-        self.log.push(Entry {
+        let index = self.st.log.last_index() + 1;
+        self.st.log.push(Entry {
             term: self.term,
             index,
             kind: EntryKind::Noop,
@@ -272,7 +251,7 @@ impl Raft {
     fn sync_progress(&mut self) {
         let members: BTreeSet<NodeId> = self.conf().members().filter(|&m| m != self.id).collect();
         self.prs.retain(|id, _| members.contains(id));
-        let last = self.log.last_index();
+        let last = self.st.log.last_index();
         for m in members {
             self.prs.entry(m).or_insert_with(|| Progress::new(last));
         }
@@ -289,7 +268,7 @@ impl Raft {
             self.become_candidate();
             self.term
         };
-        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let (last_index, last_term) = (self.st.log.last_index(), self.st.log.last_term());
         let voters: Vec<NodeId> = self.conf().voters.clone();
         for v in voters {
             if v == self.id {
@@ -307,7 +286,7 @@ impl Raft {
                     transfer: kind == Campaign::Transfer,
                 }
             };
-            self.msgs.push(RaftMessage {
+            self.st.msgs.push(RaftMessage {
                 from: self.id,
                 to: v,
                 term,
@@ -322,7 +301,9 @@ impl Raft {
     fn tally(&mut self) {
         let own = match self.role {
             Role::PreCandidate => true,
-            Role::Candidate => self.hs_durable.term == self.term && self.hs_durable.vote == self.id,
+            Role::Candidate => {
+                self.st.hs_durable.term == self.term && self.st.hs_durable.vote == self.id
+            }
             _ => return,
         };
         let conf = self.conf().clone();
@@ -349,7 +330,7 @@ impl Raft {
     }
 
     fn note_conf_entry(&mut self, e: &Entry) {
-        if self.confs.note_entry(e) {
+        if self.st.confs.note_entry(e) {
             self.refresh_role();
         }
     }
@@ -366,21 +347,21 @@ impl Raft {
     }
 
     fn after_truncation(&mut self, from: u64) {
-        self.confs.truncate_from(from);
+        self.st.confs.truncate_from(from);
         self.refresh_role();
     }
 
     fn append_local(&mut self, kind: EntryKind, data: Vec<u8>) -> u64 {
         let e = Entry {
             term: self.term,
-            index: self.log.last_index() + 1,
+            index: self.st.log.last_index() + 1,
             kind,
             data,
         };
         self.uncommitted_bytes += e.size_bytes();
         self.note_conf_entry(&e);
         let index = e.index;
-        self.log.push(e);
+        self.st.log.push(e);
         if kind == EntryKind::ConfChange {
             self.sync_progress();
         }
@@ -399,12 +380,12 @@ impl Raft {
             return false;
         }
         let prev = pr.next - 1;
-        let Some(prev_term) = self.log.term(prev) else {
+        let Some(prev_term) = self.st.log.term(prev) else {
             // The follower needs entries we compacted: send the snapshot.
-            if self.snapshot.index == 0 {
+            if self.st.snapshot.index == 0 {
                 return false;
             }
-            let meta = self.snapshot.clone();
+            let meta = self.st.snapshot.clone();
             self.prs
                 .get_mut(&to)
                 .expect("checked")
@@ -419,15 +400,16 @@ impl Raft {
             return true;
         };
         let entries = self
+            .st
             .log
-            .slice(prev + 1, self.log.last_index(), self.cfg.msg_bytes_max);
+            .slice(prev + 1, self.st.log.last_index(), self.cfg.msg_bytes_max);
         if entries.is_empty() && !send_if_empty {
             return false;
         }
         let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
         let last = entries.last().map_or(prev, |e| e.index);
         self.prs.get_mut(&to).expect("checked").sent(last, bytes);
-        let commit = self.log.committed;
+        let commit = self.st.log.committed;
         self.send(
             to,
             RaftBody::Append {
@@ -453,7 +435,7 @@ impl Raft {
         while self.maybe_send_append(p, empty_ok) {
             empty_ok = false;
             let pr = &self.prs[&p];
-            if pr.state != ProgressState::Replicate || pr.next > self.log.last_index() {
+            if pr.state != ProgressState::Replicate || pr.next > self.st.log.last_index() {
                 break;
             }
         }
@@ -462,24 +444,26 @@ impl Raft {
     fn bcast_heartbeat(&mut self, ctx: u64) {
         let peers: Vec<(NodeId, u64)> = self.prs.iter().map(|(id, pr)| (*id, pr.matched)).collect();
         for (p, matched) in peers {
-            let commit = matched.min(self.log.committed);
+            let commit = matched.min(self.st.log.committed);
             self.send(p, RaftBody::Heartbeat { commit, ctx });
         }
     }
 
     fn maybe_commit(&mut self) -> bool {
-        let mci = self.confs.current().quorum_index(|v| {
+        let durable_of = |v: NodeId| {
             if v == self.id {
-                self.log.persisted
+                self.st.log.persisted
             } else {
                 self.prs.get(&v).map_or(0, |p| p.matched)
             }
-        });
+        };
+        let mci = self.st.confs.current().quorum_index(durable_of);
         // Only entries of the current term commit by counting (Raft paper 5.4.2).
-        if mci > self.log.committed && self.log.term(mci) == Some(self.term) {
-            let old = self.log.committed;
-            self.log.commit_to(mci);
-            let done = self.log.bytes_between(old + 1, mci);
+        if mci > self.st.log.committed && self.st.log.term(mci) == Some(self.term) {
+            self.st.assert_quorum_durable(mci, durable_of);
+            let old = self.st.log.committed;
+            self.st.log.commit_to(mci);
+            let done = self.st.log.bytes_between(old + 1, mci);
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(done);
             self.on_commit_advanced();
             return true;
@@ -488,24 +472,25 @@ impl Raft {
     }
 
     fn on_commit_advanced(&mut self) {
-        if self.role == Role::Leader && self.log.term(self.log.committed) == Some(self.term) {
+        if self.role == Role::Leader && self.st.log.term(self.st.log.committed) == Some(self.term) {
             for (from, ctx) in std::mem::take(&mut self.reads_before_commit) {
                 self.leader_read(from, ctx);
             }
             // A leader removed from the configuration steps down once the removal commits.
-            if !self.conf().is_voter(self.id) && self.pending_conf_index() <= self.log.committed {
+            if !self.conf().is_voter(self.id) && self.pending_conf_index() <= self.st.log.committed
+            {
                 self.become_follower(self.term, 0);
             }
         }
     }
 
     fn leader_read(&mut self, from: NodeId, ctx: u64) {
-        if self.log.term(self.log.committed) != Some(self.term) {
+        if self.st.log.term(self.st.log.committed) != Some(self.term) {
             // Not yet sure what is committed: wait for our first entry to commit.
             self.reads_before_commit.push((from, ctx));
             return;
         }
-        let index = self.log.committed;
+        let index = self.st.log.committed;
         if self.cfg.unsafe_leader_reads || self.conf().quorum() <= usize::from(self.promotable()) {
             self.respond_read(from, ctx, index);
             return;
@@ -516,14 +501,14 @@ impl Raft {
 
     fn respond_read(&mut self, from: NodeId, ctx: u64, index: u64) {
         if from == self.id {
-            self.read_states.push(ReadState { ctx, index });
+            self.st.read_states.push(ReadState { ctx, index });
         } else {
             self.send(from, RaftBody::ReadIndexResp { ctx, index });
         }
     }
 
     fn read_acked(&mut self, from: NodeId, seq: u64) {
-        for (from, ctx, index) in self.reads.ack(from, seq, self.confs.current()) {
+        for (from, ctx, index) in self.reads.ack(from, seq, self.st.confs.current()) {
             self.respond_read(from, ctx, index);
         }
     }
@@ -537,7 +522,7 @@ impl Raft {
                 index,
                 hint,
             } => {
-                let last = self.log.last_index();
+                let last = self.st.log.last_index();
                 let Some(pr) = self.prs.get_mut(&m.from) else {
                     return;
                 };
@@ -570,7 +555,7 @@ impl Raft {
                 }
             }
             RaftBody::HeartbeatResp { ctx } => {
-                let last = self.log.last_index();
+                let last = self.st.log.last_index();
                 let (inflight_max, bytes_max) =
                     (self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max);
                 if let Some(pr) = self.prs.get_mut(&m.from) {
@@ -633,7 +618,7 @@ impl Raft {
             RaftBody::Heartbeat { commit, ctx } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
-                self.log.commit_to(commit);
+                self.st.log.commit_to(commit);
                 self.send(m.from, RaftBody::HeartbeatResp { ctx });
             }
             RaftBody::Snapshot { meta, data } => {
@@ -643,7 +628,7 @@ impl Raft {
             }
             RaftBody::TimeoutNow if self.promotable() => self.campaign(Campaign::Transfer),
             RaftBody::ReadIndexResp { ctx, index } => {
-                self.read_states.push(ReadState { ctx, index });
+                self.st.read_states.push(ReadState { ctx, index });
             }
             _ => {}
         }
@@ -657,12 +642,12 @@ impl Raft {
         entries: &[Entry],
         commit: u64,
     ) {
-        if prev < self.log.committed {
-            self.ack_append(from, self.log.committed);
+        if prev < self.st.log.committed {
+            self.ack_append(from, self.st.log.committed);
             return;
         }
-        if !self.log.match_term(prev, prev_term) {
-            let hint = self.find_conflict_by_term(prev.min(self.log.last_index()), prev_term);
+        if !self.st.log.match_term(prev, prev_term) {
+            let hint = self.find_conflict_by_term(prev.min(self.st.log.last_index()), prev_term);
             self.send_after_persist(
                 from,
                 RaftBody::AppendResp {
@@ -681,8 +666,8 @@ impl Raft {
             tracing::warn!(from, "raft: append with non-consecutive entries dropped");
             return;
         }
-        let old_last = self.log.last_index();
-        let conflict = self.log.append_after(entries);
+        let old_last = self.st.log.last_index();
+        let conflict = self.st.log.append_after(entries);
         let from_index = match conflict {
             Some(c) => {
                 self.after_truncation(c);
@@ -694,7 +679,7 @@ impl Raft {
             self.note_conf_entry(e);
         }
         let last_new = prev + entries.len() as u64;
-        self.log.commit_to(commit.min(last_new));
+        self.st.log.commit_to(commit.min(last_new));
         self.ack_append(from, last_new);
     }
 
@@ -712,7 +697,7 @@ impl Raft {
 
     fn find_conflict_by_term(&self, mut i: u64, term: u64) -> u64 {
         loop {
-            match self.log.term(i) {
+            match self.st.log.term(i) {
                 Some(t) if t > term && i > 0 => i -= 1,
                 _ => return i,
             }
@@ -720,21 +705,21 @@ impl Raft {
     }
 
     fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, data: Vec<u8>) {
-        if meta.index <= self.log.committed {
-            self.ack_append(from, self.log.committed);
+        if meta.index <= self.st.log.committed {
+            self.ack_append(from, self.st.log.committed);
             return;
         }
-        if self.log.match_term(meta.index, meta.term) {
-            self.log.commit_to(meta.index);
+        if self.st.log.match_term(meta.index, meta.term) {
+            self.st.log.commit_to(meta.index);
             self.ack_append(from, meta.index);
             return;
         }
-        self.log.reset_to_snapshot(meta.index, meta.term);
-        self.confs.reset(&meta);
+        self.st.log.reset_to_snapshot(meta.index, meta.term);
+        self.st.confs.reset(&meta);
         self.refresh_role();
-        self.snapshot = meta.clone();
+        self.st.snapshot = meta.clone();
         let index = meta.index;
-        self.install = Some((meta, data));
+        self.st.install = Some((meta, data));
         self.send_after_persist(
             from,
             RaftBody::AppendResp {
@@ -874,7 +859,7 @@ impl Protocol for Raft {
                 let can_vote = self.vote == m.from
                     || (self.vote == 0 && self.leader == 0)
                     || (pre && m.term > self.term);
-                let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
+                let grant = can_vote && self.st.log.is_up_to_date(last_index, last_term);
                 if pre {
                     let reply = RaftMessage {
                         from: self.id,
@@ -882,7 +867,7 @@ impl Protocol for Raft {
                         term: if grant { m.term } else { self.term },
                         body: RaftBody::PreVoteResp { reject: !grant },
                     };
-                    self.msgs.push(reply);
+                    self.st.msgs.push(reply);
                 } else {
                     if grant {
                         self.election_elapsed = 0;
@@ -936,8 +921,8 @@ impl Protocol for Raft {
         }
         // One change at a time: the previous one must be committed (thesis 4.1), and so must
         // an entry of this term (so the previous configuration is settled).
-        if self.pending_conf_index() > self.log.committed
-            || self.log.term(self.log.committed) != Some(self.term)
+        if self.pending_conf_index() > self.st.log.committed
+            || self.st.log.term(self.st.log.committed) != Some(self.term)
         {
             return Err(ProposeError::ConfChangePending);
         }
@@ -981,7 +966,7 @@ impl Protocol for Raft {
         if self
             .prs
             .get(&to)
-            .is_some_and(|p| p.matched == self.log.last_index())
+            .is_some_and(|p| p.matched == self.st.log.last_index())
         {
             self.send(to, RaftBody::TimeoutNow);
         } else {
@@ -991,10 +976,7 @@ impl Protocol for Raft {
     }
 
     fn persisted(&mut self, index: u64, term: u64) {
-        if let Some(hs) = self.hs_in_flight.take() {
-            self.hs_durable = hs;
-        }
-        self.log.persisted_to(index, term);
+        self.st.persisted(index, term);
         if self.role == Role::Leader {
             if self.maybe_commit() {
                 self.bcast_append();
@@ -1005,37 +987,19 @@ impl Protocol for Raft {
     }
 
     fn applied(&mut self, index: u64) {
-        if index > self.log.applied && index <= self.log.applying {
-            self.log.applied = index;
-        }
+        self.st.applied(index);
     }
 
     fn compact(&mut self, snapshot: SnapshotMeta) {
-        if snapshot.index <= self.snapshot.index || snapshot.index > self.log.applied {
-            return;
-        }
-        if self.log.term(snapshot.index) != Some(snapshot.term) {
-            return;
-        }
-        self.log.compact(snapshot.index, snapshot.term);
-        // Configurations before the snapshot collapse into its own.
-        self.confs.compact(&snapshot);
-        self.snapshot = snapshot;
+        self.st.compact(snapshot);
     }
 
     fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta> {
-        self.confs.snapshot_meta(&self.log, index)
+        self.st.snapshot_meta(index)
     }
 
     fn has_ready(&self) -> bool {
-        !self.msgs.is_empty()
-            || !self.msgs_after.is_empty()
-            || self.log.has_unstable()
-            || self.hard_state() != self.hs_handed
-            || self.log.has_committed()
-            || !self.read_states.is_empty()
-            || self.install.is_some()
-            || (self.bcast_pending && self.role == Role::Leader)
+        self.st.has_ready(self.hard_state()) || (self.bcast_pending && self.role == Role::Leader)
     }
 
     fn ready(&mut self) -> Ready<RaftMessage> {
@@ -1043,58 +1007,27 @@ impl Protocol for Raft {
             self.bcast_pending = false;
             self.bcast_append();
         }
-        let (truncate_from, entries) = self.log.take_unstable();
         let hs = self.hard_state();
-        let hard_state = (hs != self.hs_handed).then_some(hs);
-        if hard_state.is_some() {
-            self.hs_handed = hs;
-        }
-        // Hard state handed out now is durable once the next `persisted` arrives.
-        if hard_state.is_some() || !entries.is_empty() || truncate_from.is_some() {
-            self.hs_in_flight = Some(hs);
-        }
-        let snapshot = self.install.take();
-        let mut ready = Ready {
-            messages: std::mem::take(&mut self.msgs),
-            snapshot,
-            truncate_from,
-            entries,
-            hard_state,
-            messages_after_persist: std::mem::take(&mut self.msgs_after),
-            committed: self.log.take_committed(usize::MAX),
-            read_states: std::mem::take(&mut self.read_states),
-        };
-        if ready.snapshot.is_some() {
-            self.hs_in_flight = Some(hs);
-        }
-        ready.committed.retain(|e| e.index > 0);
-        ready
+        self.st.ready(hs)
     }
 
     fn status(&self) -> Status {
-        Status {
-            id: self.id,
-            role: self.role,
-            term: self.term,
-            leader: self.leader,
-            commit: self.log.committed,
-            applied: self.log.applied,
-            last_index: self.log.last_index(),
-            persisted: self.log.persisted,
-            conf: self.conf().clone(),
-            matched: if self.role == Role::Leader {
-                self.prs
-                    .iter()
-                    .filter(|(id, _)| **id != self.id)
-                    .map(|(id, p)| (*id, p.matched))
-                    .collect()
-            } else {
-                BTreeMap::new()
-            },
+        let mut st = self.st.status(self.id);
+        st.role = self.role;
+        st.term = self.term;
+        st.leader = self.leader;
+        if self.role == Role::Leader {
+            st.matched = self
+                .prs
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, p)| (*id, p.matched))
+                .collect();
         }
+        st
     }
 
     fn log_entries(&self, lo: u64) -> Vec<Entry> {
-        self.log.slice(lo, self.log.last_index(), usize::MAX)
+        self.st.log_entries(lo)
     }
 }

@@ -17,10 +17,9 @@ use std::collections::BTreeMap;
 
 pub use message::{History, PeerState, Vote, ZabBody, ZabMessage};
 
-use crate::confs::ConfHistory;
-use crate::log::MemLog;
 use crate::protocol::{Protocol, Ready, Restored};
 use crate::reads::ReadBarrier;
+use crate::steady::Steady;
 use crate::types::{
     Conf, ConfChange, Entry, EntryKind, HardState, NodeId, ProposeError, ReadState, Role,
     SnapshotMeta, Status,
@@ -91,9 +90,6 @@ pub struct Zab {
     current_epoch: u64,
     phase: Phase,
     leader: NodeId,
-    log: MemLog,
-    confs: ConfHistory,
-    snapshot: SnapshotMeta,
     round: u64,
     vote: Vote,
     votes: BTreeMap<NodeId, Vote>,
@@ -109,15 +105,10 @@ pub struct Zab {
     commit_sent: u64,
     bcast_pending: bool,
     reads: ReadBarrier,
+    /// The log, its configurations and what the next Ready hands out.
+    st: Steady<ZabMessage>,
     reads_waiting: Vec<(NodeId, u64)>,
     uncommitted_bytes: usize,
-    msgs: Vec<ZabMessage>,
-    msgs_after: Vec<ZabMessage>,
-    read_states: Vec<ReadState>,
-    install: Option<(SnapshotMeta, Vec<u8>)>,
-    hs_handed: HardState,
-    hs_in_flight: Option<HardState>,
-    hs_durable: HardState,
 }
 
 impl Zab {
@@ -129,7 +120,6 @@ impl Zab {
         } else {
             restored.snapshot.conf.clone()
         };
-        let log = MemLog::restore(&restored.snapshot, restored.entries, restored.applied);
         let hs = restored.hard_state;
         let mut z = Zab {
             id,
@@ -138,8 +128,6 @@ impl Zab {
             current_epoch: hs.current_epoch,
             phase: Phase::Looking,
             leader: 0,
-            confs: ConfHistory::new(restored.snapshot.index, base_conf),
-            snapshot: restored.snapshot.clone(),
             round: 0,
             vote: Vote::default(),
             votes: BTreeMap::new(),
@@ -152,19 +140,12 @@ impl Zab {
             commit_sent: 0,
             bcast_pending: false,
             reads: ReadBarrier::default(),
+            st: Steady::restore(restored, base_conf),
             reads_waiting: Vec::new(),
             uncommitted_bytes: 0,
-            msgs: Vec::new(),
-            msgs_after: Vec::new(),
-            read_states: Vec::new(),
-            install: None,
-            hs_handed: hs,
-            hs_in_flight: None,
-            hs_durable: hs,
-            log,
         };
-        for i in z.log.first_index()..=z.log.last_index() {
-            let e = z.log.entry(i).expect("in range").clone();
+        for i in z.st.log.first_index()..=z.st.log.last_index() {
+            let e = z.st.log.entry(i).expect("in range").clone();
             z.note_conf_entry(&e);
         }
         z.start_looking();
@@ -172,7 +153,7 @@ impl Zab {
     }
 
     fn conf(&self) -> &Conf {
-        self.confs.current()
+        self.st.confs.current()
     }
 
     fn is_voter(&self) -> bool {
@@ -190,8 +171,8 @@ impl Zab {
     fn own_vote(&self) -> Vote {
         Vote {
             epoch: self.current_epoch,
-            last_term: self.log.last_term(),
-            last_index: self.log.last_index(),
+            last_term: self.st.log.last_term(),
+            last_index: self.st.log.last_index(),
             leader: self.id,
         }
     }
@@ -207,18 +188,18 @@ impl Zab {
 
     fn send(&mut self, to: NodeId, body: ZabBody) {
         let m = self.msg(to, body);
-        self.msgs.push(m);
+        self.st.msgs.push(m);
     }
 
     fn send_after_persist(&mut self, to: NodeId, body: ZabBody) {
         let m = self.msg(to, body);
-        self.msgs_after.push(m);
+        self.st.msgs_after.push(m);
     }
 
     fn history(&self) -> History {
         let mut boundaries: Vec<(u64, u64)> = Vec::new();
-        for i in self.log.first_index()..=self.log.last_index() {
-            let t = self.log.term(i).expect("in range");
+        for i in self.st.log.first_index()..=self.st.log.last_index() {
+            let t = self.st.log.term(i).expect("in range");
             match boundaries.last_mut() {
                 Some((bt, bi)) if *bt == t => *bi = i,
                 _ => boundaries.push((t, i)),
@@ -230,9 +211,9 @@ impl Zab {
         History {
             accepted_epoch: self.accepted_epoch,
             current_epoch: self.current_epoch,
-            last_index: self.log.last_index(),
-            last_term: self.log.last_term(),
-            snapshot_index: self.log.snapshot_point().0,
+            last_index: self.st.log.last_index(),
+            last_term: self.st.log.last_term(),
+            snapshot_index: self.st.log.snapshot_point().0,
             boundaries: boundaries.split_off(keep),
         }
     }
@@ -240,15 +221,15 @@ impl Zab {
     // ---- membership (shared shape with Raft: changes take effect when appended) ----------
 
     fn note_conf_entry(&mut self, e: &Entry) {
-        self.confs.note_entry(e);
+        self.st.confs.note_entry(e);
     }
 
     fn after_truncation(&mut self, from: u64) {
-        self.confs.truncate_from(from);
+        self.st.confs.truncate_from(from);
     }
 
     fn pending_conf_index(&self) -> u64 {
-        self.confs.pending_index()
+        self.st.confs.pending_index()
     }
 
     // ---- fast leader election ------------------------------------------------------------
@@ -471,7 +452,7 @@ impl Zab {
     }
 
     fn own_epoch_durable(&self) -> bool {
-        self.hs_durable.term == self.accepted_epoch
+        self.st.hs_durable.term == self.accepted_epoch
     }
 
     fn maybe_start_sync(&mut self) {
@@ -484,7 +465,7 @@ impl Zab {
         self.phase = Phase::LeadSync;
         self.elapsed = 0;
         self.current_epoch = self.accepted_epoch;
-        self.initial_last = self.log.last_index();
+        self.initial_last = self.st.log.last_index();
         let ids: Vec<NodeId> = self
             .peers
             .iter()
@@ -503,29 +484,29 @@ impl Zab {
             // Our entries of epoch t form one run; find its end within `last`. The snapshot
             // point counts: its (index, epoch) is known.
             let (mut lo, mut hi) = (
-                self.log.snapshot_point().0.max(1),
-                self.log.last_index().min(last),
+                self.st.log.snapshot_point().0.max(1),
+                self.st.log.last_index().min(last),
             );
             if lo > hi {
                 continue;
             }
             // Largest i in [lo, hi] with term(i) <= t.
-            if self.log.term(lo).is_none_or(|x| x > t) {
+            if self.st.log.term(lo).is_none_or(|x| x > t) {
                 continue;
             }
             while lo < hi {
                 let mid = lo + (hi - lo).div_ceil(2);
-                if self.log.term(mid).is_some_and(|x| x <= t) {
+                if self.st.log.term(mid).is_some_and(|x| x <= t) {
                     lo = mid;
                 } else {
                     hi = mid - 1;
                 }
             }
-            if self.log.term(lo) == Some(t) {
+            if self.st.log.term(lo) == Some(t) {
                 return lo;
             }
         }
-        h.snapshot_index.min(self.log.last_index())
+        h.snapshot_index.min(self.st.log.last_index())
     }
 
     fn send_sync(&mut self, to: NodeId) {
@@ -533,12 +514,12 @@ impl Zab {
             return;
         };
         let common = self.common_prefix(&h);
-        let (snap_index, _) = self.log.snapshot_point();
-        let last = self.log.last_index();
+        let (snap_index, _) = self.st.log.snapshot_point();
+        let last = self.st.log.last_index();
         let body = if common < snap_index {
             // SNAP: the follower needs entries we compacted.
-            let meta = self.snapshot.clone();
-            let entries = self.log.slice(meta.index + 1, last, usize::MAX);
+            let meta = self.st.snapshot.clone();
+            let entries = self.st.log.slice(meta.index + 1, last, usize::MAX);
             ZabBody::Sync {
                 truncate_from: Some(meta.index + 1),
                 snapshot: Some((meta, Vec::new())),
@@ -546,7 +527,7 @@ impl Zab {
             }
         } else {
             let truncate_from = (h.last_index > common).then_some(common + 1);
-            let entries = self.log.slice(common + 1, last, usize::MAX);
+            let entries = self.st.log.slice(common + 1, last, usize::MAX);
             ZabBody::Sync {
                 truncate_from,
                 snapshot: None,
@@ -562,8 +543,8 @@ impl Zab {
     }
 
     fn own_sync_durable(&self) -> bool {
-        self.hs_durable.current_epoch == self.accepted_epoch
-            && self.log.persisted >= self.initial_last
+        self.st.hs_durable.current_epoch == self.accepted_epoch
+            && self.st.log.persisted >= self.initial_last
     }
 
     fn maybe_establish(&mut self) {
@@ -576,14 +557,14 @@ impl Zab {
         self.phase = Phase::LeadBroadcast;
         self.elapsed = 0;
         // The initial history is accepted by a quorum in this epoch: it is committed.
-        self.log.commit_to(self.initial_last);
+        self.st.log.commit_to(self.initial_last);
         let ids: Vec<NodeId> = self
             .peers
             .iter()
             .filter(|(_, p)| p.synced)
             .map(|(id, _)| *id)
             .collect();
-        let commit = self.log.committed;
+        let commit = self.st.log.committed;
         for id in ids {
             self.send(id, ZabBody::UpToDate { commit });
         }
@@ -605,22 +586,25 @@ impl Zab {
         if !self.is_established() {
             return;
         }
-        let mci = self.confs.current().quorum_index(|v| {
+        let durable_of = |v: NodeId| {
             if v == self.id {
-                self.log.persisted
+                self.st.log.persisted
             } else {
                 self.peers
                     .get(&v)
                     .filter(|p| p.synced)
                     .map_or(0, |p| p.matched)
             }
-        });
-        if mci > self.log.committed {
-            let old = self.log.committed;
-            self.log.commit_to(mci);
-            let done = self.log.bytes_between(old + 1, mci);
+        };
+        let mci = self.st.confs.current().quorum_index(durable_of);
+        if mci > self.st.log.committed {
+            self.st.assert_quorum_durable(mci, durable_of);
+            let old = self.st.log.committed;
+            self.st.log.commit_to(mci);
+            let done = self.st.log.bytes_between(old + 1, mci);
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(done);
-            if !self.conf().is_voter(self.id) && self.pending_conf_index() <= self.log.committed {
+            if !self.conf().is_voter(self.id) && self.pending_conf_index() <= self.st.log.committed
+            {
                 // Removed from the ensemble: stop leading once that is committed.
                 self.start_looking();
                 return;
@@ -634,7 +618,7 @@ impl Zab {
             self.reads_waiting.push((from, ctx));
             return;
         }
-        let index = self.log.committed;
+        let index = self.st.log.committed;
         if self.cfg.unsafe_leader_reads || self.conf().quorum() <= usize::from(self.is_voter()) {
             self.respond_read(from, ctx, index);
             return;
@@ -645,14 +629,14 @@ impl Zab {
 
     fn respond_read(&mut self, from: NodeId, ctx: u64, index: u64) {
         if from == self.id {
-            self.read_states.push(ReadState { ctx, index });
+            self.st.read_states.push(ReadState { ctx, index });
         } else {
             self.send(from, ZabBody::ReadIndexResp { ctx, index });
         }
     }
 
     fn read_acked(&mut self, from: NodeId, seq: u64) {
-        for (from, ctx, index) in self.reads.ack(from, seq, self.confs.current()) {
+        for (from, ctx, index) in self.reads.ack(from, seq, self.st.confs.current()) {
             self.respond_read(from, ctx, index);
         }
     }
@@ -665,14 +649,14 @@ impl Zab {
             .map(|(id, p)| (*id, p.matched))
             .collect();
         for (id, matched) in targets {
-            let commit = matched.min(self.log.committed);
+            let commit = matched.min(self.st.log.committed);
             self.send(id, ZabBody::Ping { commit, ctx });
         }
     }
 
     fn send_proposals(&mut self) {
-        let last = self.log.last_index();
-        let commit = self.log.committed;
+        let last = self.st.log.last_index();
+        let commit = self.st.log.committed;
         let targets: Vec<(NodeId, u64)> = self
             .peers
             .iter()
@@ -680,7 +664,7 @@ impl Zab {
             .map(|(id, p)| (*id, p.next))
             .collect();
         for (id, next) in targets {
-            let entries = self.log.slice(next, last, usize::MAX);
+            let entries = self.st.log.slice(next, last, usize::MAX);
             self.send(id, ZabBody::Proposal { entries, commit });
             if let Some(p) = self.peers.get_mut(&id) {
                 p.next = last + 1;
@@ -724,8 +708,8 @@ impl Zab {
             ZabBody::AckEpoch { fresh, history } if m.epoch == self.accepted_epoch => {
                 let mine = (
                     self.current_epoch,
-                    self.log.last_term(),
-                    self.log.last_index(),
+                    self.st.log.last_term(),
+                    self.st.log.last_index(),
                 );
                 let theirs = (history.current_epoch, history.last_term, history.last_index);
                 if theirs > mine && self.phase != Phase::LeadBroadcast {
@@ -757,7 +741,7 @@ impl Zab {
                 p.heard = true;
                 p.matched = p.matched.max(last_index);
                 if self.phase == Phase::LeadBroadcast {
-                    let commit = self.log.committed;
+                    let commit = self.st.log.committed;
                     self.send(from, ZabBody::UpToDate { commit });
                     self.maybe_commit();
                 } else {
@@ -767,7 +751,7 @@ impl Zab {
             ZabBody::Ack { index } if m.epoch == self.accepted_epoch => {
                 if let Some(p) = self.peers.get_mut(&from).filter(|p| p.synced) {
                     p.heard = true;
-                    let index = index.min(self.log.last_index());
+                    let index = index.min(self.st.log.last_index());
                     if index > p.matched {
                         p.matched = index;
                         p.stalled = 0;
@@ -867,12 +851,12 @@ impl Zab {
                 self.current_epoch = m.epoch;
                 self.synced = true;
                 self.handshake_ticks = 0;
-                let last_index = self.log.last_index();
+                let last_index = self.st.log.last_index();
                 self.send_after_persist(m.from, ZabBody::AckNewLeader { last_index });
             }
             ZabBody::UpToDate { commit } if self.phase == Phase::FollowSync && self.synced => {
                 self.phase = Phase::FollowBroadcast;
-                self.log.commit_to(commit.min(self.log.last_index()));
+                self.st.log.commit_to(commit.min(self.st.log.last_index()));
             }
             ZabBody::Proposal { entries, commit } => {
                 // Only a synchronized log may be extended: before SYNC it may hold stale
@@ -882,7 +866,7 @@ impl Zab {
                 }
                 if entries
                     .first()
-                    .is_some_and(|e| e.index > self.log.last_index() + 1)
+                    .is_some_and(|e| e.index > self.st.log.last_index() + 1)
                 {
                     // A proposal went missing: register again and be synchronized.
                     self.resync();
@@ -893,22 +877,22 @@ impl Zab {
                     return;
                 }
                 if self.phase == Phase::FollowBroadcast {
-                    self.log.commit_to(commit.min(self.log.last_index()));
+                    self.st.log.commit_to(commit.min(self.st.log.last_index()));
                 }
-                let index = self.log.last_index();
+                let index = self.st.log.last_index();
                 self.send_after_persist(m.from, ZabBody::Ack { index });
             }
             ZabBody::Commit { index } if self.phase == Phase::FollowBroadcast && self.synced => {
-                self.log.commit_to(index.min(self.log.last_index()));
+                self.st.log.commit_to(index.min(self.st.log.last_index()));
             }
             ZabBody::Ping { commit, ctx } => {
                 if self.phase == Phase::FollowBroadcast && self.synced {
-                    self.log.commit_to(commit.min(self.log.last_index()));
+                    self.st.log.commit_to(commit.min(self.st.log.last_index()));
                 }
                 self.send(m.from, ZabBody::PingResp { ctx });
             }
             ZabBody::ReadIndexResp { ctx, index } => {
-                self.read_states.push(ReadState { ctx, index })
+                self.st.read_states.push(ReadState { ctx, index })
             }
             _ => {}
         }
@@ -931,10 +915,10 @@ impl Zab {
             (None, None, Some(t)) => t.saturating_sub(1),
             (None, None, None) => return false,
         };
-        let holds = |index: u64, term: u64| self.log.term(index) == Some(term);
+        let holds = |index: u64, term: u64| self.st.log.term(index) == Some(term);
         snapshot.is_none_or(|s| holds(s.index, s.term))
             && entries.iter().all(|e| holds(e.index, e.term))
-            && self.log.term(end + 1) == Some(epoch)
+            && self.st.log.term(end + 1) == Some(epoch)
     }
 
     /// Makes the log the leader's as a SYNC says (SNAP, TRUNC, DIFF); false when it cannot
@@ -948,20 +932,20 @@ impl Zab {
     ) -> bool {
         let mut truncate_from = truncate_from;
         if let Some((meta, data)) = snapshot
-            && meta.index > self.log.committed
+            && meta.index > self.st.log.committed
         {
-            self.log.reset_to_snapshot(meta.index, meta.term);
-            self.confs.reset(&meta);
-            self.snapshot = meta.clone();
-            self.install = Some((meta, data));
+            self.st.log.reset_to_snapshot(meta.index, meta.term);
+            self.st.confs.reset(&meta);
+            self.st.snapshot = meta.clone();
+            self.st.install = Some((meta, data));
             truncate_from = None;
         }
-        if let Some(t) = truncate_from.filter(|&t| t <= self.log.last_index()) {
-            if t <= self.log.committed {
+        if let Some(t) = truncate_from.filter(|&t| t <= self.st.log.last_index()) {
+            if t <= self.st.log.committed {
                 tracing::warn!(leader, t, "zab: refusing to truncate committed entries");
                 return false;
             }
-            self.log.truncate_from(t);
+            self.st.log.truncate_from(t);
             self.after_truncation(t);
         }
         self.append(entries)
@@ -973,19 +957,20 @@ impl Zab {
         if !dense
             || entries
                 .first()
-                .is_some_and(|e| e.index > self.log.last_index() + 1)
+                .is_some_and(|e| e.index > self.st.log.last_index() + 1)
         {
             return false;
         }
         let conflict_below_commit = entries.iter().any(|e| {
-            e.index <= self.log.committed && self.log.term(e.index).is_some_and(|t| t != e.term)
+            e.index <= self.st.log.committed
+                && self.st.log.term(e.index).is_some_and(|t| t != e.term)
         });
         if conflict_below_commit {
             tracing::warn!("zab: leader sent entries that conflict with committed ones");
             return false;
         }
-        let old_last = self.log.last_index();
-        let conflict = self.log.append_after(entries);
+        let old_last = self.st.log.last_index();
+        let conflict = self.st.log.append_after(entries);
         let from = match conflict {
             Some(c) => {
                 self.after_truncation(c);
@@ -1087,7 +1072,7 @@ impl Protocol for Zab {
                     // SYNC or its acknowledgement was lost: synchronize again.
                     self.send_sync(id);
                 }
-                let last = self.log.last_index();
+                let last = self.st.log.last_index();
                 for p in self.peers.values_mut().filter(|p| p.synced) {
                     if p.matched >= last {
                         p.stalled = 0;
@@ -1186,7 +1171,7 @@ impl Protocol for Zab {
                 leader: self.leader,
             });
         }
-        if self.pending_conf_index() > self.log.committed {
+        if self.pending_conf_index() > self.st.log.committed {
             return Err(ProposeError::ConfChangePending);
         }
         self.conf()
@@ -1219,10 +1204,7 @@ impl Protocol for Zab {
     }
 
     fn persisted(&mut self, index: u64, term: u64) {
-        if let Some(hs) = self.hs_in_flight.take() {
-            self.hs_durable = hs;
-        }
-        self.log.persisted_to(index, term);
+        self.st.persisted(index, term);
         match self.phase {
             Phase::LeadEpochAck => self.maybe_start_sync(),
             Phase::LeadSync => self.maybe_establish(),
@@ -1232,36 +1214,19 @@ impl Protocol for Zab {
     }
 
     fn applied(&mut self, index: u64) {
-        if index > self.log.applied && index <= self.log.applying {
-            self.log.applied = index;
-        }
+        self.st.applied(index);
     }
 
     fn compact(&mut self, snapshot: SnapshotMeta) {
-        if snapshot.index <= self.snapshot.index || snapshot.index > self.log.applied {
-            return;
-        }
-        if self.log.term(snapshot.index) != Some(snapshot.term) {
-            return;
-        }
-        self.log.compact(snapshot.index, snapshot.term);
-        self.confs.compact(&snapshot);
-        self.snapshot = snapshot;
+        self.st.compact(snapshot);
     }
 
     fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta> {
-        self.confs.snapshot_meta(&self.log, index)
+        self.st.snapshot_meta(index)
     }
 
     fn has_ready(&self) -> bool {
-        !self.msgs.is_empty()
-            || !self.msgs_after.is_empty()
-            || self.log.has_unstable()
-            || self.hard_state() != self.hs_handed
-            || self.log.has_committed()
-            || !self.read_states.is_empty()
-            || self.install.is_some()
-            || (self.bcast_pending && self.is_established())
+        self.st.has_ready(self.hard_state()) || (self.bcast_pending && self.is_established())
     }
 
     fn ready(&mut self) -> Ready<ZabMessage> {
@@ -1269,30 +1234,8 @@ impl Protocol for Zab {
             self.bcast_pending = false;
             self.send_proposals();
         }
-        let (truncate_from, entries) = self.log.take_unstable();
         let hs = self.hard_state();
-        let hard_state = (hs != self.hs_handed).then_some(hs);
-        if hard_state.is_some() {
-            self.hs_handed = hs;
-        }
-        let snapshot = self.install.take();
-        if hard_state.is_some()
-            || !entries.is_empty()
-            || truncate_from.is_some()
-            || snapshot.is_some()
-        {
-            self.hs_in_flight = Some(hs);
-        }
-        Ready {
-            messages: std::mem::take(&mut self.msgs),
-            snapshot,
-            truncate_from,
-            entries,
-            hard_state,
-            messages_after_persist: std::mem::take(&mut self.msgs_after),
-            committed: self.log.take_committed(usize::MAX),
-            read_states: std::mem::take(&mut self.read_states),
-        }
+        self.st.ready(hs)
     }
 
     fn status(&self) -> Status {
@@ -1304,34 +1247,25 @@ impl Protocol for Zab {
             _ if self.conf().is_learner(self.id) => Role::Learner,
             _ => Role::Follower,
         };
-        Status {
-            id: self.id,
-            role,
-            term: self.accepted_epoch,
-            leader: if matches!(self.phase, Phase::FollowBroadcast | Phase::LeadBroadcast) {
-                self.leader
-            } else {
-                0
-            },
-            commit: self.log.committed,
-            applied: self.log.applied,
-            last_index: self.log.last_index(),
-            persisted: self.log.persisted,
-            conf: self.conf().clone(),
-            matched: if role == Role::Leader {
-                self.peers
-                    .iter()
-                    .filter(|(id, _)| **id != self.id)
-                    .map(|(id, p)| (*id, p.matched))
-                    .collect()
-            } else {
-                BTreeMap::new()
-            },
+        let mut st = self.st.status(self.id);
+        st.role = role;
+        st.term = self.accepted_epoch;
+        if matches!(self.phase, Phase::FollowBroadcast | Phase::LeadBroadcast) {
+            st.leader = self.leader;
         }
+        if role == Role::Leader {
+            st.matched = self
+                .peers
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, p)| (*id, p.matched))
+                .collect();
+        }
+        st
     }
 
     fn log_entries(&self, lo: u64) -> Vec<Entry> {
-        self.log.slice(lo, self.log.last_index(), usize::MAX)
+        self.st.log_entries(lo)
     }
 }
 
@@ -1339,14 +1273,14 @@ impl Zab {
     fn append_local(&mut self, kind: EntryKind, data: Vec<u8>) -> u64 {
         let e = Entry {
             term: self.accepted_epoch,
-            index: self.log.last_index() + 1,
+            index: self.st.log.last_index() + 1,
             kind,
             data,
         };
         self.uncommitted_bytes += e.size_bytes();
         self.note_conf_entry(&e);
         let index = e.index;
-        self.log.push(e);
+        self.st.log.push(e);
         self.bcast_pending = true;
         index
     }

@@ -62,7 +62,7 @@ pub trait FileSystem: Send + Sync + 'static {
 ///
 /// The default is pwrite: on the machines measured (ext4, kernel 6.x) a fdatasync submitted
 /// through io_uring is handed to an io-wq worker thread and costs about 25% more than the
-/// syscall, and buffered writes gain nothing from the ring (see ARCHITECTURE.md).
+/// syscall, and buffered writes gain nothing from the ring (see docs/design.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     /// io_uring where the kernel allows it, otherwise pwrite (with a logged warning).

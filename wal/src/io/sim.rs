@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+pub use quorumkv_simdisk::CrashMode;
+use quorumkv_simdisk::{Rng, SimFile as DiskFile};
 
 use super::{FileSystem, LogFile};
-
-const SECTOR_BYTES: usize = 512;
 
 /// One mutation, as recorded in the trace.
 #[derive(Debug, Clone)]
@@ -66,54 +66,10 @@ pub enum SimOp {
     SyncDir,
 }
 
-/// What survives a simulated crash.
-#[derive(Debug, Clone, Copy)]
-pub enum CrashMode {
-    /// Only synced data and synced directory entries survive.
-    DropUnsynced,
-    /// Per file, a random prefix of the unsynced writes survives, the next one torn mid-sector
-    /// with garbage; a random prefix of unsynced directory operations survives.
-    TornTail {
-        /// Seed for the random choices.
-        seed: u64,
-    },
-}
-
-#[derive(Debug, Clone, Default)]
-struct Inode {
-    live: Vec<u8>,
-    durable: Vec<u8>,
-    pending: Vec<Pending>,
-}
-
-#[derive(Debug, Clone)]
-enum Pending {
-    Write(u64, Arc<[u8]>),
-    SetLen(u64, bool),
-}
-
-fn apply(buf: &mut Vec<u8>, p: &Pending) {
-    match p {
-        Pending::Write(off, data) => {
-            let off = usize::try_from(*off).expect("offset fits memory");
-            if buf.len() < off + data.len() {
-                buf.resize(off + data.len(), 0);
-            }
-            buf[off..off + data.len()].copy_from_slice(data);
-        }
-        Pending::SetLen(len, grow_only) => {
-            let len = usize::try_from(*len).expect("length fits memory");
-            if !grow_only || buf.len() < len {
-                buf.resize(len, 0);
-            }
-        }
-    }
-}
-
 /// The state of a simulated machine's disk.
 #[derive(Debug, Clone, Default)]
 pub struct SimState {
-    inodes: BTreeMap<u64, Inode>,
+    inodes: BTreeMap<u64, DiskFile>,
     live_dir: BTreeMap<PathBuf, u64>,
     durable_dir: BTreeMap<PathBuf, u64>,
     pending_dir: Vec<SimOp>,
@@ -124,16 +80,14 @@ impl SimState {
     fn apply(&mut self, op: &SimOp) {
         match op {
             SimOp::Create { path, ino } => {
-                self.inodes.insert(*ino, Inode::default());
+                self.inodes.insert(*ino, DiskFile::default());
                 self.live_dir.insert(path.clone(), *ino);
                 self.next_ino = self.next_ino.max(ino + 1);
                 self.pending_dir.push(op.clone());
             }
             SimOp::Write { ino, offset, data } => {
                 let node = self.inodes.get_mut(ino).expect("write to a known inode");
-                let p = Pending::Write(*offset, data.clone());
-                apply(&mut node.live, &p);
-                node.pending.push(p);
+                node.write(*offset, data.clone());
             }
             SimOp::SetLen {
                 ino,
@@ -141,16 +95,11 @@ impl SimState {
                 grow_only,
             } => {
                 let node = self.inodes.get_mut(ino).expect("set_len on a known inode");
-                let p = Pending::SetLen(*len, *grow_only);
-                apply(&mut node.live, &p);
-                node.pending.push(p);
+                node.set_len(*len, *grow_only);
             }
             SimOp::Sync { ino } => {
                 let node = self.inodes.get_mut(ino).expect("sync of a known inode");
-                for p in std::mem::take(&mut node.pending) {
-                    apply(&mut node.durable, &p);
-                }
-                debug_assert_eq!(node.durable, node.live);
+                node.sync();
             }
             SimOp::Rename { from, to } => {
                 let ino = self.live_dir.remove(from).expect("rename of a live entry");
@@ -169,7 +118,7 @@ impl SimState {
     }
 
     fn crash(&self, mode: CrashMode) -> SimState {
-        let mut rng = Rng(match mode {
+        let mut rng = Rng::new(match mode {
             CrashMode::DropUnsynced => 0,
             CrashMode::TornTail { seed } => seed ^ 0x9e37_79b9_7f4a_7c15,
         });
@@ -197,24 +146,8 @@ impl SimState {
         let mut inodes = BTreeMap::new();
         for ino in dir.values() {
             let node = &self.inodes[ino];
-            let mut data = node.durable.clone();
-            if torn && !node.pending.is_empty() {
-                let keep = rng.below(node.pending.len() as u64 + 1) as usize;
-                for p in &node.pending[..keep] {
-                    apply(&mut data, p);
-                }
-                if let Some(Pending::Write(off, bytes)) = node.pending.get(keep) {
-                    tear(&mut data, *off, bytes, &mut rng);
-                }
-            }
-            inodes.insert(
-                *ino,
-                Inode {
-                    live: data.clone(),
-                    durable: data,
-                    pending: Vec::new(),
-                },
-            );
+            let data = node.after_crash(torn.then_some(&mut rng));
+            inodes.insert(*ino, DiskFile::from_durable(data));
         }
         SimState {
             inodes,
@@ -223,44 +156,6 @@ impl SimState {
             pending_dir: Vec::new(),
             next_ino: self.next_ino,
         }
-    }
-}
-
-/// Applies whole sectors of a write, then garbage over part of the next sector.
-fn tear(buf: &mut Vec<u8>, off: u64, bytes: &[u8], rng: &mut Rng) {
-    let off = usize::try_from(off).expect("offset fits memory");
-    let sectors = bytes.len().div_ceil(SECTOR_BYTES);
-    let whole = rng.below(sectors as u64) as usize;
-    let end = (whole * SECTOR_BYTES).min(bytes.len());
-    if buf.len() < off + end {
-        buf.resize(off + end, 0);
-    }
-    buf[off..off + end].copy_from_slice(&bytes[..end]);
-    let torn_len = (bytes.len() - end).min(SECTOR_BYTES);
-    let garbage_len = 1 + rng.below(torn_len as u64) as usize;
-    let start = off + end;
-    if buf.len() < start + garbage_len {
-        buf.resize(start + garbage_len, 0);
-    }
-    for b in &mut buf[start..start + garbage_len] {
-        *b = rng.next() as u8;
-    }
-}
-
-/// A small deterministic generator (splitmix64) so crashes replay from a seed.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
     }
 }
 
@@ -353,22 +248,17 @@ impl SimFs {
             return false;
         };
         let node = g.state.inodes.get_mut(&ino).expect("entry has an inode");
-        let byte = usize::try_from(bit / 8).expect("fits");
-        if byte >= node.live.len() {
+        if bit / 8 >= node.live().len() as u64 {
             return false;
         }
-        node.live[byte] ^= 1 << (bit % 8);
-        if byte < node.durable.len() {
-            node.durable[byte] ^= 1 << (bit % 8);
-        }
-        true
+        node.flip_bit(bit)
     }
 
     /// Live length of `path`, if it exists.
     pub fn file_len(&self, path: &Path) -> Option<u64> {
         let g = self.shared.lock();
         let ino = g.state.live_dir.get(path)?;
-        Some(g.state.inodes[ino].live.len() as u64)
+        Some(g.state.inodes[ino].live().len() as u64)
     }
 
     fn mutate(&self, op: SimOp) {
@@ -410,11 +300,11 @@ struct SimFile {
 impl LogFile for SimFile {
     fn len_bytes(&self) -> io::Result<u64> {
         let g = self.fs.shared.lock();
-        Ok(g.state.inodes[&self.ino].live.len() as u64)
+        Ok(g.state.inodes[&self.ino].live().len() as u64)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let g = self.fs.shared.lock();
-        let data = &g.state.inodes[&self.ino].live;
+        let data = g.state.inodes[&self.ino].live();
         let off = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(data.len());

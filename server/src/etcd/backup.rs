@@ -20,10 +20,10 @@ use std::path::Path;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::Member;
 use super::apply::{LEASE_PREFIX, parse_lease_row};
-use super::auth::{AUTH_PREFIX, AuthState};
 use super::bolt_writer::BoltWriter;
+use super::rbac::{AUTH_PREFIX, AuthState};
+use crate::member::identity::Member;
 use crate::mvcc::{Mvcc, keys, kv};
 use crate::pb::mvccpb;
 

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use prost::Message;
 use quorumkv_replication::{Entry, EntryKind};
 
-use super::auth::{AUTH_PREFIX, AuthState};
 use super::error::KvError;
 use super::range;
-use super::{Applied, Member, Shared};
+use super::rbac::{AUTH_PREFIX, AuthState};
+use super::{Applied, Shared};
+use crate::member::identity::Member;
+use crate::member::machine::Applier;
 use crate::mvcc::keys::{META_COMPACT, META_REV, REVISIONS};
 use crate::mvcc::{Event, KeyValue, MvccTxn, RangeOpts};
 use crate::pb::etcdserverpb::{
@@ -69,16 +71,16 @@ fn alarm_row(member: u64, alarm: i32) -> Vec<u8> {
 }
 
 /// Applies entries to the key space through one write transaction per batch.
-pub struct Applier {
+pub struct EtcdApplier {
     shared: Arc<Shared>,
 }
 
 type Outcome = (u64, Result<(Applied, i64), KvError>);
 
-impl Applier {
+impl EtcdApplier {
     /// An applier over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Applier {
-        Applier { shared }
+    pub fn new(shared: Arc<Shared>) -> EtcdApplier {
+        EtcdApplier { shared }
     }
 
     /// The shared state it applies to.
@@ -87,15 +89,15 @@ impl Applier {
     }
 
     /// Commits durably with nothing new (a checkpoint of earlier no-sync commits).
-    pub fn checkpoint(&mut self, applied: u64) -> Result<(), KvError> {
+    fn commit_durably(&mut self, applied: u64) -> Result<(), KvError> {
         self.shared.mvcc.write()?.commit(applied)?;
         Ok(())
     }
 
     /// Applies `entries` (in log order) in one transaction, committed without sync (the log
-    /// holds them durably; [`Applier::checkpoint`] makes the tree catch up); then wakes their
+    /// holds them durably; [`EtcdApplier::checkpoint`] makes the tree catch up); then wakes their
     /// waiters and publishes their events.
-    pub fn apply(&mut self, entries: &[Entry]) -> Result<(), KvError> {
+    fn apply_entries(&mut self, entries: &[Entry]) -> Result<(), KvError> {
         let Some(last) = entries.last() else {
             return Ok(());
         };
@@ -526,6 +528,47 @@ impl Applier {
             succeeded,
             responses,
         })
+    }
+}
+
+impl Applier for EtcdApplier {
+    type Error = KvError;
+
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), KvError> {
+        self.apply_entries(entries)
+    }
+
+    fn checkpoint(&mut self, applied: u64) -> Result<(), KvError> {
+        self.commit_durably(applied)
+    }
+
+    fn checkpoint_took(&self, took: std::time::Duration) {
+        self.shared.backend_commits.record(took);
+    }
+
+    fn stop(&self) {
+        self.shared.stop_apply();
+    }
+
+    fn before_install(&self) {
+        self.shared.forget_forwarded();
+    }
+
+    fn after_install(&mut self, applied: u64) -> Result<(), String> {
+        let shared = &self.shared;
+        let rev = shared
+            .mvcc
+            .snapshot()
+            .revision()
+            .map_err(|e| e.to_string())?;
+        shared.lessor.lock().clear();
+        shared.alarms.lock().clear();
+        load(shared).map_err(|e| e.to_string())?;
+        shared.members_changed();
+        shared.hub.reset(rev);
+        shared.applied.send_replace(applied);
+        shared.answered.send_replace(applied);
+        Ok(())
     }
 }
 

@@ -7,7 +7,20 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::kv::Member;
+/// One member of the cluster as clients see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Member id (the protocol's node id).
+    pub id: u64,
+    /// Human-readable name.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs (empty until the member publishes them).
+    pub client_urls: Vec<String>,
+    /// Learner.
+    pub is_learner: bool,
+}
 
 /// A member id: the first 8 bytes of SHA-256 over the sorted peer URLs and the token (as
 /// etcd derives its ids, with another hash), never 0.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 
 use super::kv::KvService;
-use crate::kv::KvServer;
+use crate::etcd::KvServer;
 use crate::pb::etcdserverpb::{
     self as pb, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest, kv_server::Kv,
 };

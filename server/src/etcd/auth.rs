@@ -11,8 +11,8 @@ use rand::Rng;
 use tonic::{Request, Response, Status};
 
 use super::token;
-use crate::kv::auth::{ROOT, root_permission};
-use crate::kv::{KvError, KvServer};
+use crate::etcd::rbac::{ROOT, root_permission};
+use crate::etcd::{KvError, KvServer};
 use crate::pb::etcdserverpb::{self as pb, auth_server::Auth};
 use crate::pb::quorumkv::InternalAuthenticate;
 use crate::pb::quorumkv::internal_request::Request as Req;

@@ -16,9 +16,9 @@ use quorumkv_btree::{Db, WriteTxn};
 use sha2::{Digest, Sha256};
 
 use super::apply::lease_row;
-use super::auth::AuthState;
+use super::backup::LeaseRecord;
 use super::bolt_reader::{BoltReader, BucketRoot};
-use super::etcd_snapshot::LeaseRecord;
+use super::rbac::AuthState;
 use crate::mvcc::{KeyValue, keys, kv};
 use crate::pb::{authpb, mvccpb};
 
@@ -169,7 +169,7 @@ fn load_tree(
     buckets: &HashMap<&[u8], BucketRoot<'_>>,
     db_path: &Path,
 ) -> Result<RestoreReport, String> {
-    let db = super::open_db(db_path).map_err(|e| e.to_string())?;
+    let db = crate::member::open_db(db_path).map_err(|e| e.to_string())?;
     let mut load = Loader {
         db: &db,
         txn: None,

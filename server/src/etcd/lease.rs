@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::kv::lessor::MAX_LEASE_TTL_SECS;
-use crate::kv::{Applied, KvError, KvServer};
+use crate::etcd::{Applied, KvError, KvServer};
+use crate::member::lessor::MAX_LEASE_TTL_SECS;
 use crate::pb::etcdserverpb::{self as pb, lease_client::LeaseClient, lease_server::Lease};
 use crate::pb::quorumkv::internal_request::Request as Req;
 

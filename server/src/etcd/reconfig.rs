@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use quorumkv_replication::NodeId;
 
-use crate::kv::{KvError, KvServer};
+use crate::etcd::{KvError, KvServer};
 
 /// A peer heard from within this long counts as connected (etcd's `HealthInterval`).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);

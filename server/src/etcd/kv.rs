@@ -6,7 +6,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::token;
-use crate::kv::{Applied, KvError, KvServer, range};
+use crate::etcd::{Applied, KvError, KvServer, range};
 use crate::pb::etcdserverpb::{self as pb, kv_server::Kv, request_op};
 use crate::pb::quorumkv::internal_request::Request as Req;
 
@@ -56,7 +56,7 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 /// compares it literally and so lets a put through beside a from-key delete: refusing it here
 /// keeps every transaction writing each key at most once.
 fn deleted(key: &[u8], (start, end): (&[u8], &[u8])) -> bool {
-    let upper = crate::kv::auth::upper(start, end);
+    let upper = crate::etcd::rbac::upper(start, end);
     key >= start && upper.as_deref().is_none_or(|u| key < u)
 }
 

@@ -1,6 +1,6 @@
 //! The snapshot file of the key space between members: a consistent copy of every row of the
 //! tree, written for peers that fell behind the compacted log and restored in place by a member
-//! installing one. (Clients get etcd's format instead: see `etcd_snapshot`.)
+//! installing one. (Clients get etcd's format instead: see `etcd::backup`.)
 //!
 //! Layout (see docs/format.md): the magic `QKVSNAP1`; each row as `u32 key length, key,
 //! u32 value length, value` (little-endian) in key order; `u32::MAX`; the `u64` applied log

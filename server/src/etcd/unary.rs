@@ -25,8 +25,8 @@ use tonic::body::Body;
 
 use super::kv::KvService;
 use super::{requires_leader, token_in};
-use crate::kv::KvError;
-use crate::metrics::{MethodCounts, Metrics};
+use crate::etcd::KvError;
+use crate::etcd::metrics::{MethodCounts, Metrics};
 
 /// gRPC's length-prefixed message header: a compression flag and a big-endian length.
 const MESSAGE_HEADER_BYTES: usize = 5;

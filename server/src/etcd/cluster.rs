@@ -11,8 +11,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::reconfig::Reconfig;
-use crate::kv::auth::Caller;
-use crate::kv::{Applied, KvError, KvServer, Member, node_error};
+use crate::etcd::rbac::Caller;
+use crate::etcd::{Applied, KvError, KvServer, node_error};
+use crate::member::identity::Member;
 use crate::pb::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
 use crate::pb::quorumkv::{MemberAttributes, internal_request::Request as Req};
 use quorumkv_replication::ConfChange;
@@ -85,7 +86,7 @@ impl ClusterService {
             return Err(KvError::MemberBadUrls.into());
         }
         for u in urls {
-            if let Err(why) = crate::cluster::parse_url(u) {
+            if let Err(why) = crate::member::identity::parse_url(u) {
                 tracing::info!(%why, "refused a member's peer URLs");
                 return Err(KvError::MemberBadUrls.into());
             }
@@ -131,7 +132,7 @@ impl Cluster for ClusterService {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         );
-        let id = crate::cluster::member_id(&r.peer_ur_ls, &salt);
+        let id = crate::member::identity::member_id(&r.peer_ur_ls, &salt);
         self.publish(MemberAttributes {
             id,
             name: String::new(),

@@ -8,15 +8,44 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use quorumkv_replication::Entry;
 
 use super::flusher::Flusher;
-use super::{Shared, apply, snapshot_file};
+use super::snapshot_file;
+use crate::mvcc::Mvcc;
 use crate::node::StateMachine;
+
+/// A client API's side of the apply thread: it applies that API's committed requests to the
+/// key space and answers their proposers, and keeps what lives beside the tree in memory. The
+/// apply thread owns batching, durable checkpoints, background flushes and snapshot installs.
+pub trait Applier: Send + 'static {
+    /// Why applying failed (a storage error: apply stops for good).
+    type Error: std::fmt::Display;
+
+    /// Applies `entries` (in log order) in one write transaction committed without sync (the
+    /// log holds them durably), then answers their proposers and wakes their watchers.
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), Self::Error>;
+
+    /// Commits the tree durably through `applied`, with nothing new.
+    fn checkpoint(&mut self, applied: u64) -> Result<(), Self::Error>;
+
+    /// How long a durable checkpoint took.
+    fn checkpoint_took(&self, took: Duration);
+
+    /// Apply stopped for good: every waiting proposer, and every later one, is told so.
+    fn stop(&self);
+
+    /// A snapshot is about to replace the key space.
+    fn before_install(&self);
+
+    /// The key space was replaced by a snapshot applied through `applied`: reload what lives
+    /// beside the tree in memory.
+    fn after_install(&mut self, applied: u64) -> Result<(), String>;
+}
 
 /// What the apply thread is asked to do, in order.
 pub enum ApplyMsg {
@@ -28,15 +57,18 @@ pub enum ApplyMsg {
 
 /// The key space behind a node.
 pub struct KvMachine {
-    shared: Arc<Shared>,
+    mvcc: Mvcc,
     tx: mpsc::Sender<ApplyMsg>,
     durable: Arc<AtomicU64>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl KvMachine {
-    /// Starts the apply thread over `shared`, which has applied through `applied`.
-    pub fn start(
-        shared: Arc<Shared>,
+    /// Starts the apply thread: `applier` applies to `mvcc`, which holds everything through
+    /// `applied`.
+    pub fn start<A: Applier>(
+        mvcc: Mvcc,
+        applier: A,
         applied: u64,
         checkpoint_entries: u64,
         checkpoint_interval: Duration,
@@ -44,14 +76,17 @@ impl KvMachine {
     ) -> Result<KvMachine, String> {
         let (tx, rx) = mpsc::channel();
         let durable = Arc::new(AtomicU64::new(applied));
-        let flusher = Flusher::start(shared.mvcc.db().clone(), format!("flush-{name}"))
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flusher = Flusher::start(mvcc.db().clone(), format!("flush-{name}"))
             .map_err(|e| e.to_string())?;
         let worker = ApplyThread {
             flusher,
-            applier: apply::Applier::new(Arc::clone(&shared)),
+            mvcc: mvcc.clone(),
+            applier,
             rx,
             applied,
             durable: Arc::clone(&durable),
+            stopped: Arc::clone(&stopped),
             every: checkpoint_entries,
             interval: checkpoint_interval,
         };
@@ -60,9 +95,10 @@ impl KvMachine {
             .spawn(move || worker.run())
             .map_err(|e| e.to_string())?;
         Ok(KvMachine {
-            shared,
+            mvcc,
             tx,
             durable,
+            stopped,
         })
     }
 }
@@ -77,7 +113,7 @@ impl StateMachine for KvMachine {
     }
 
     fn write_snapshot(&self, path: &Path) -> Result<u64, String> {
-        snapshot_file::write(&self.shared.mvcc, path)
+        snapshot_file::write(&self.mvcc, path)
             .map(|(applied, _)| applied)
             .map_err(|e| e.to_string())
     }
@@ -91,19 +127,20 @@ impl StateMachine for KvMachine {
     }
 
     fn failure(&self) -> Option<String> {
-        self.shared
-            .apply_stopped
+        self.stopped
             .load(Ordering::SeqCst)
             .then(|| "the key space stopped applying (its storage failed)".to_string())
     }
 }
 
-struct ApplyThread {
+struct ApplyThread<A> {
     flusher: Flusher,
-    applier: apply::Applier,
+    mvcc: Mvcc,
+    applier: A,
     rx: mpsc::Receiver<ApplyMsg>,
     applied: u64,
     durable: Arc<AtomicU64>,
+    stopped: Arc<AtomicBool>,
     every: u64,
     interval: Duration,
 }
@@ -113,7 +150,13 @@ struct ApplyThread {
 /// interval's pages: one burst on the disk that the log's fdatasyncs wait behind.
 const FLUSHES_PER_INTERVAL: u32 = 10;
 
-impl ApplyThread {
+impl<A: Applier> ApplyThread<A> {
+    /// Apply stops for good.
+    fn stop(&self) {
+        self.applier.stop();
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
     /// Whether the background flush failed; if so the key space stops (a checkpoint after it
     /// could report pages durable that the kernel dropped).
     fn flush_failed(&self) -> bool {
@@ -121,7 +164,7 @@ impl ApplyThread {
             return false;
         };
         tracing::error!(error = %e, "flush failed; apply stops");
-        self.applier.shared().stop_apply();
+        self.stop();
         true
     }
 
@@ -130,13 +173,10 @@ impl ApplyThread {
     fn checkpoint(&mut self) -> bool {
         let started = Instant::now();
         let result = self.applier.checkpoint(self.applied);
-        self.applier
-            .shared()
-            .backend_commits
-            .record(started.elapsed());
+        self.applier.checkpoint_took(started.elapsed());
         if let Err(e) = result {
             tracing::error!(error = %e, "checkpoint failed; apply stops");
-            self.applier.shared().stop_apply();
+            self.stop();
             return false;
         }
         self.durable.store(self.applied, Ordering::Release);
@@ -169,7 +209,7 @@ impl ApplyThread {
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => {
-                        self.applier.shared().stop_apply();
+                        self.stop();
                         return;
                     }
                 },
@@ -187,7 +227,7 @@ impl ApplyThread {
                     let _ = reply.send(result);
                     if failed {
                         // The tree is unchanged, but the node cannot go on without it.
-                        self.applier.shared().stop_apply();
+                        self.stop();
                         return;
                     }
                     since_durable = 0;
@@ -219,7 +259,7 @@ impl ApplyThread {
             // log already: the checkpoint only bounds what a restart replays.
             if let Err(e) = self.applier.apply(&batch) {
                 tracing::error!(error = %e, "apply failed; the key space stops");
-                self.applier.shared().stop_apply();
+                self.stop();
                 return;
             }
             self.applied = last;
@@ -239,28 +279,16 @@ impl ApplyThread {
 
     /// Replaces the key space with a snapshot and reloads what lives beside it in memory.
     fn install(&mut self, path: &Path) -> Result<u64, String> {
-        let shared = Arc::clone(self.applier.shared());
-        shared.forget_forwarded();
+        self.applier.before_install();
         // What the tree holds so far must be durable before it is replaced, so a failed
         // install leaves a consistent tree.
         self.applier
             .checkpoint(self.applied)
             .map_err(|e| e.to_string())?;
-        let applied = snapshot_file::restore(&shared.mvcc, path)?;
-        let rev = shared
-            .mvcc
-            .snapshot()
-            .revision()
-            .map_err(|e| e.to_string())?;
-        shared.lessor.lock().clear();
-        shared.alarms.lock().clear();
-        apply::load(&shared).map_err(|e| e.to_string())?;
-        shared.members_changed();
-        shared.hub.reset(rev);
+        let applied = snapshot_file::restore(&self.mvcc, path)?;
+        self.applier.after_install(applied)?;
         self.applied = applied;
         self.durable.store(applied, Ordering::Release);
-        shared.applied.send_replace(applied);
-        shared.answered.send_replace(applied);
         Ok(applied)
     }
 }

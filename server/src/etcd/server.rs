@@ -10,23 +10,6 @@
 //! The leader also runs the lease clock (expired leases are revoked through the log) and, when
 //! configured, the automatic compactor ([`compactor`]).
 
-pub mod apply;
-pub mod auth;
-pub mod bolt_format;
-pub mod bolt_reader;
-pub mod bolt_writer;
-pub mod compactor;
-pub mod corrupt;
-pub mod error;
-pub mod etcd_restore;
-pub mod etcd_snapshot;
-mod flusher;
-pub mod lessor;
-pub mod machine;
-pub mod range;
-pub mod snapshot_file;
-pub mod watch_hub;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,14 +18,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
-use quorumkv_btree::{BTreeOptions, Db};
 use quorumkv_replication::{NodeId, ProposeError};
 use tokio::sync::oneshot;
 
-use auth::{AuthStore, Caller};
-pub use error::KvError;
-use lessor::Lessor;
-use watch_hub::WatchHub;
+use super::error::KvError;
+use super::rbac::{AuthStore, Caller};
+use super::{apply, compactor, corrupt};
+use crate::member::identity::Member;
+use crate::member::lessor::Lessor;
+use crate::member::machine;
+pub use crate::member::open_db;
+use crate::member::watch_hub::WatchHub;
 
 use crate::duration_histogram::DurationHistogram;
 use crate::mvcc::Mvcc;
@@ -67,36 +53,7 @@ pub enum Applied {
     Done,
 }
 
-/// One member of the cluster as clients see it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Member {
-    /// Member id (the protocol's node id).
-    pub id: u64,
-    /// Human-readable name.
-    pub name: String,
-    /// Peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Client URLs (empty until the member publishes them).
-    pub client_urls: Vec<String>,
-    /// Learner.
-    pub is_learner: bool,
-}
-
 type Waiter = oneshot::Sender<Result<(Applied, i64), KvError>>;
-
-/// Opens (or creates) a member's key-space tree at `path`.
-pub fn open_db(path: &std::path::Path) -> quorumkv_btree::Result<Db> {
-    // 8 KiB pages keep entries up to 4 KiB inline (etcd's typical values are well below),
-    // so a put does not cost an overflow page per stored version, while a copied-on-write
-    // leaf stays small. 4 KiB pages measured no faster for 256 B keys and 1 KiB values.
-    Db::open(
-        path,
-        BTreeOptions {
-            page_size: 8 << 10,
-            ..BTreeOptions::default()
-        },
-    )
-}
 
 /// State shared by the apply thread, the API and the lease clock.
 pub struct Shared {
@@ -149,7 +106,7 @@ impl Shared {
 
     /// Apply stopped for good: every waiting proposer gets `Stopped`, and so does every
     /// later one.
-    fn stop_apply(&self) {
+    pub(crate) fn stop_apply(&self) {
         self.apply_stopped.store(true, Ordering::SeqCst);
         // Wakes reads waiting for apply to reach their index: it never will.
         self.applied.send_modify(|_| {});
@@ -162,7 +119,7 @@ impl Shared {
     /// A snapshot replaces the applied entries: whether a write handed to the leader is in it
     /// cannot be told, so each such proposer gets "request timed out", as the client of a
     /// stuck request would, and none is proposed again.
-    fn forget_forwarded(&self) {
+    pub(crate) fn forget_forwarded(&self) {
         let mut waiters = self.waiters.lock();
         let mut forwarded = self.forwarded.lock();
         self.installs.fetch_add(1, Ordering::SeqCst);
@@ -173,7 +130,7 @@ impl Shared {
         }
     }
 
-    fn members_changed(&self) {
+    pub(crate) fn members_changed(&self) {
         self.members_version.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -221,7 +178,7 @@ pub struct KvConfig {
     pub auto_compaction: Option<compactor::Retention>,
     /// The client port's connections and streams (keepalive pings, stream limits, watch
     /// progress notifications).
-    pub client_port: crate::api::ClientPortConfig,
+    pub client_port: crate::etcd::ClientPortConfig,
     /// etcd's corruption checks between members.
     pub corrupt_check: corrupt::CorruptCheckConfig,
 }
@@ -248,7 +205,7 @@ impl KvConfig {
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: bcrypt::DEFAULT_COST,
             auto_compaction: None,
-            client_port: crate::api::ClientPortConfig::default(),
+            client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: corrupt::CorruptCheckConfig::default(),
         }
     }
@@ -265,7 +222,7 @@ pub struct KvServer {
     next_id: AtomicU64,
     cluster_id: u64,
     channels: Mutex<HashMap<u64, tonic::transport::Channel>>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::etcd::metrics::Metrics>,
     /// Password hashings and checks allowed at once (bcrypt is slow on purpose).
     bcrypt_slots: tokio::sync::Semaphore,
 }
@@ -326,7 +283,8 @@ impl KvServer {
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
         let machine = machine::KvMachine::start(
-            Arc::clone(&shared),
+            shared.mvcc.clone(),
+            apply::EtcdApplier::new(Arc::clone(&shared)),
             applied,
             cfg.checkpoint_entries,
             cfg.checkpoint_interval,
@@ -344,7 +302,7 @@ impl KvServer {
                 machine: Some(Arc::new(machine)),
                 info: Some(Arc::new(move |conf: &quorumkv_replication::Conf| {
                     let members = current_members(&info_shared, conf);
-                    crate::cluster::encode_info(cluster_id, &members)
+                    crate::member::identity::encode_info(cluster_id, &members)
                 })),
                 calls: Some(calls_tx),
             },
@@ -363,7 +321,7 @@ impl KvServer {
             ),
         });
         let handle = server.node.handle();
-        handle.spawn(crate::api::serve_calls(Arc::clone(&server), calls_rx));
+        handle.spawn(crate::etcd::serve_calls(Arc::clone(&server), calls_rx));
         handle.spawn(publish_attributes(Arc::clone(&server)));
         handle.spawn(sync_peers(Arc::clone(&server)));
         handle.spawn(lease_clock(Arc::clone(&server)));
@@ -374,7 +332,7 @@ impl KvServer {
     }
 
     /// Counters for `/metrics`.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+    pub fn metrics(&self) -> &Arc<crate::etcd::metrics::Metrics> {
         &self.metrics
     }
 
@@ -539,7 +497,7 @@ impl KvServer {
         };
         let mut request = tonic::Request::new(msg);
         request.set_timeout(self.cfg.request_timeout);
-        crate::api::pass_token(caller, request.metadata_mut());
+        crate::etcd::pass_token(caller, request.metadata_mut());
         let resp = client.propose(request).await?.into_inner();
         let applied = match resp.result {
             Some(Fr::Put(p)) => Applied::Put(p),
@@ -592,7 +550,7 @@ impl KvServer {
 
     /// A gRPC channel to member `id` over member-to-member call connections on its peer port
     /// (never its client URLs: those are whatever its member row says), made once and kept.
-    /// The other end serves the calls of [`crate::api::serve_calls`].
+    /// The other end serves the calls of [`crate::etcd::serve_calls`].
     pub fn channel_to_member(&self, id: u64) -> tonic::transport::Channel {
         let mut cache = self.channels.lock();
         if let Some(c) = cache.get(&id) {
@@ -860,7 +818,7 @@ impl KvServer {
                 .map(|t| t.2)
                 .unwrap_or_default();
             for k in keys {
-                auth.check(&caller.user, &k, &[], auth::Access::Write)?;
+                auth.check(&caller.user, &k, &[], super::rbac::Access::Write)?;
             }
         }
         caller.revision = auth.revision();
@@ -878,7 +836,7 @@ impl KvServer {
         self.shared
             .auth
             .state()
-            .check(&caller.user, key, end, auth::Access::Read)
+            .check(&caller.user, key, end, super::rbac::Access::Read)
     }
 
     /// Checks the caller presenting `token` is the administrator.
@@ -1009,7 +967,7 @@ async fn sync_peers(server: Arc<KvServer>) {
                 if let Some(addr) = m
                     .peer_urls
                     .first()
-                    .and_then(|u| crate::cluster::parse_url(u).ok())
+                    .and_then(|u| crate::member::identity::parse_url(u).ok())
                 {
                     server.node.set_peer(m.id, addr);
                 }

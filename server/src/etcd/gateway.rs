@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 
 use super::{auth::AuthService, cluster::ClusterService, kv::KvService, lease::LeaseService};
 use super::{maintenance::MaintenanceService, watch};
-use crate::kv::KvServer;
+use crate::etcd::KvServer;
 use crate::pb::etcdserverpb::{
     self as pb, auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
     maintenance_server::Maintenance,

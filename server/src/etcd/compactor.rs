@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::pb::etcdserverpb as pb;
 
-use super::{KvError, KvServer, Request};
+use super::{KvError, KvServer};
+use crate::pb::quorumkv::internal_request::Request;
 
 /// The longest interval between periodic compactions (etcd compacts hourly at most).
 const PERIODIC_INTERVAL_MAX: Duration = Duration::from_secs(3600);

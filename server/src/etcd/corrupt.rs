@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::kv::{KvError, KvServer};
+use crate::etcd::{KvError, KvServer};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::quorumkv::internal_client::InternalClient;
 use crate::pb::quorumkv::internal_request::Request;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::kv::{check_put, check_size, check_txn};
-use crate::kv::lessor::MAX_LEASE_TTL_SECS;
-use crate::kv::{Applied, KvError, KvServer};
+use crate::etcd::{Applied, KvError, KvServer};
+use crate::member::lessor::MAX_LEASE_TTL_SECS;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::quorumkv::internal_request::Request as Req;
 use crate::pb::quorumkv::{

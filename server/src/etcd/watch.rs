@@ -13,8 +13,8 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::in_range;
-use crate::kv::range::to_pb;
-use crate::kv::{KvError, KvServer};
+use crate::etcd::range::to_pb;
+use crate::etcd::{KvError, KvServer};
 use crate::mvcc::{Event, KeyValue, Mvcc, MvccError};
 use crate::pb::etcdserverpb::{
     self as pb, watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 
-use crate::kv::KvServer;
+use crate::etcd::KvServer;
 
 /// Calls of one gRPC method: how many started, and how many ended by status code (index into
 /// [`CODES`]). A streaming call ends when its stream does.
@@ -112,7 +112,7 @@ fn well_formed(path: &str) -> bool {
     path.len() <= 128 && part(service) && part(method)
 }
 
-/// Counts each gRPC call by method and status (after [`crate::api::as_grpc_go_status`] has
+/// Counts each gRPC call by method and status (after [`crate::etcd::as_grpc_go_status`] has
 /// given a transport-level refusal the status etcd's gRPC server gives it), as etcd's
 /// go-grpc-prometheus does: started when it arrives, handled when it ends, which for a stream
 /// is when the stream does.
@@ -151,7 +151,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // Plain HTTP on the same port (`/metrics`, the JSON gateway) is not a gRPC call.
-        let counted = crate::api::is_grpc(req.headers()).then(|| {
+        let counted = crate::etcd::is_grpc(req.headers()).then(|| {
             let path = req.uri().path();
             let counts = self.metrics.method(path);
             counts.start();
@@ -161,7 +161,7 @@ where
         Box::pin(async move {
             let mut r = fut.await;
             if let (Ok(resp), Some((counts, stream))) = (&mut r, counted) {
-                crate::api::as_grpc_go_status(resp);
+                crate::etcd::as_grpc_go_status(resp);
                 // An error before any message travels in the headers ("trailers-only").
                 match grpc_status(resp.headers()) {
                     Some(code) => counts.handled(code),
@@ -386,7 +386,7 @@ pub fn render(server: &KvServer) -> String {
         "gauge",
         server.db_size_bytes() as f64,
     );
-    let version = crate::api::maintenance::API_VERSION;
+    let version = crate::etcd::maintenance::API_VERSION;
     let _ = writeln!(
         o,
         "# HELP etcd_server_id Which member this is.\n# TYPE etcd_server_id gauge\netcd_server_id{{server_id=\"{:x}\"}} 1",
@@ -565,7 +565,7 @@ pub fn router(server: Arc<KvServer>) -> axum::Router {
         .route(
             "/version",
             get(|| async {
-                let v = crate::api::maintenance::API_VERSION;
+                let v = crate::etcd::maintenance::API_VERSION;
                 format!("{{\"etcdserver\":\"{v}\",\"etcdcluster\":\"{v}\"}}")
             }),
         )

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use crate::kv::{KvError, KvServer};
+use crate::etcd::{KvError, KvServer};
 use crate::node::NodeError;
 use crate::pb::etcdserverpb::{
     self as pb, alarm_request::AlarmAction, maintenance_server::Maintenance,
@@ -216,7 +216,7 @@ impl Maintenance for MaintenanceService {
         let s = Arc::clone(&server);
         let size = tokio::task::spawn_blocking(move || {
             let members: Vec<_> = s.shared().members.read().values().cloned().collect();
-            crate::kv::etcd_snapshot::write(&s.shared().mvcc, &members, &p)
+            crate::etcd::backup::write(&s.shared().mvcc, &members, &p)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -269,7 +269,7 @@ impl Maintenance for MaintenanceService {
                 NodeError::Propose(quorumkv_replication::ProposeError::Unsupported(_)) => {
                     KvError::NotCapable
                 }
-                e => crate::kv::node_error(e),
+                e => crate::etcd::node_error(e),
             })?;
         // Wait (bounded) for the move to show.
         for _ in 0..50 {

@@ -1,30 +1,18 @@
-//! The client API: etcd's v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance, Auth),
-//! served with tonic on the client listener; and the member-to-member calls (the `Internal`
-//! service, and the Lease and Cluster calls a follower relays to its leader), served only on
-//! call connections of the peer port ([`serve_calls`]).
-
-pub mod auth;
-pub mod authority;
-pub mod cluster;
-pub mod gateway;
-pub mod internal;
-pub mod kv;
-pub mod lease;
-pub mod local;
-pub mod maintenance;
-mod port_config;
-mod reconfig;
-pub mod unary;
-pub mod watch;
-
-pub use port_config::ClientPortConfig;
+//! etcd's ports: the client port (etcd's v3 gRPC services, gRPC health, and beside them the
+//! plain-HTTP routes etcd serves: `/health`, `/version`, `/metrics`, the JSON gateway), and
+//! the member-to-member calls a peer port's call connections carry ([`serve_calls`]). Also the
+//! request metadata every service reads (the token, `hasleader`).
+//!
+//! Never serves a member-only call on the client port.
 
 use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
 
-use crate::kv::KvServer;
-use crate::kv::auth::Caller;
+use super::rbac::Caller;
+use super::{
+    KvServer, auth, authority, cluster, gateway, internal, kv, lease, maintenance, unary, watch,
+};
 use crate::pb::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer as KvGrpc,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -119,7 +107,7 @@ pub async fn serve(
         let server = Arc::clone(&server);
         move |req: tonic::Request<()>| {
             if requires_leader(req.metadata().as_ref()) && server.node().state().leader() == 0 {
-                return Err(tonic::Status::from(crate::kv::KvError::NoLeader));
+                return Err(tonic::Status::from(crate::etcd::KvError::NoLeader));
             }
             Ok(req)
         }
@@ -137,7 +125,7 @@ pub async fn serve(
     // etcd answers plain HTTP on its client port too (`/health`, `/version`, `/metrics` and the
     // JSON gateway under `/v3/`): those routes sit beside the gRPC services, and HTTP/1
     // connections are accepted for them.
-    let http = crate::metrics::router(Arc::clone(&server))
+    let http = crate::etcd::metrics::router(Arc::clone(&server))
         .merge(gateway::router(Arc::clone(&server), max_in));
     let routes = tonic::service::Routes::from(http)
         .add_service(service!(KvGrpc::new(kv::KvService {
@@ -184,7 +172,9 @@ pub async fn serve(
             Arc::clone(server.metrics()),
             max_in,
         ))
-        .layer(crate::metrics::CountLayer(Arc::clone(server.metrics())))
+        .layer(crate::etcd::metrics::CountLayer(Arc::clone(
+            server.metrics(),
+        )))
         .accept_http1(true)
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(keepalive_timeout)
