@@ -3,7 +3,8 @@
 //! raise and to clear an alarm, to write a lease checkpoint and to reach the member-to-member
 //! `Internal` service: every attempt is refused, and afterwards the member list, the alarms
 //! and the administrator's writes are as before. The peer port, where member-to-member calls
-//! do travel, refuses a connection that skips the handshake or names another cluster.
+//! do travel (a call connection gets a hash), still refuses a lease checkpoint, and refuses
+//! a connection that skips the handshake or names another cluster.
 
 mod common;
 
@@ -255,6 +256,44 @@ fn member_only_calls_are_refused_to_clients() {
                 .alarms;
             assert_eq!(acted.len(), 1, "{action:?}");
         }
+    });
+
+    // The peer port's call connections carry the member-to-member calls (a hash answers),
+    // yet even there a lease checkpoint, which no member ever proposes, is refused.
+    rt.block_on(async {
+        let ch = channel(&node.client).await;
+        let status = MaintenanceClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let header = status.header.unwrap();
+        let peer: std::net::SocketAddr = node.peer.parse().unwrap();
+        let (cluster, me) = (header.cluster_id, header.member_id);
+        let connector = tower::service_fn(move |_: http::Uri| async move {
+            let s = quorumkv_server::transport::tcp::dial_calls(peer, cluster, me).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+        });
+        let calls = tonic::transport::Endpoint::from_static("http://member.calls")
+            .connect_with_connector(connector)
+            .await
+            .unwrap();
+        let mut internal = InternalClient::new(calls);
+        let hash = internal.hash_kv(pb::HashKvRequest { revision: 0 }).await;
+        assert!(
+            hash.is_ok(),
+            "Internal.HashKv over a call connection: {hash:?}"
+        );
+        let e = internal
+            .propose(entry(Req::LeaseCheckpoint(pb::LeaseCheckpointRequest {
+                checkpoints: vec![pb::LeaseCheckpoint {
+                    id: 7,
+                    remaining_ttl: 1,
+                }],
+            })))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     });
 
     // The peer port: a gRPC client that skips the handshake is cut off, and so is a call

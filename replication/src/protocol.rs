@@ -148,6 +148,9 @@ pub trait Protocol: Send {
     /// term is committed before it, never. `NotLeader` when no leader is known; a leader
     /// proposes nothing through this (it returns `NotLeader` naming itself).
     fn forward(&mut self, batch: Vec<Vec<u8>>) -> Result<u64, ProposeError>;
+    /// The member [`Protocol::forward`] would hand data to now (`None`: it would refuse with
+    /// `NotLeader`), so a driver can hold data until there is one without giving it away.
+    fn forward_target(&self) -> Option<NodeId>;
     /// Proposes a single-server membership change (one at a time).
     fn propose_conf_change(&mut self, change: ConfChange) -> Result<u64, ProposeError>;
     /// Asks for a linearizable read point; answered through `Ready::read_states`.

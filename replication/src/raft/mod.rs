@@ -899,8 +899,12 @@ impl Protocol for Raft {
         Ok(self.append_local(EntryKind::Normal, data))
     }
 
+    fn forward_target(&self) -> Option<NodeId> {
+        (self.role != Role::Leader && self.leader != 0).then_some(self.leader)
+    }
+
     fn forward(&mut self, batch: Vec<Vec<u8>>) -> Result<u64, ProposeError> {
-        if self.role == Role::Leader || self.leader == 0 {
+        if self.forward_target().is_none() {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
             });

@@ -1155,8 +1155,12 @@ impl Protocol for Zab {
         Ok(self.append_local(EntryKind::Normal, data))
     }
 
+    fn forward_target(&self) -> Option<NodeId> {
+        (self.phase == Phase::FollowBroadcast).then_some(self.leader)
+    }
+
     fn forward(&mut self, batch: Vec<Vec<u8>>) -> Result<u64, ProposeError> {
-        if self.phase != Phase::FollowBroadcast {
+        if self.forward_target().is_none() {
             let leader = if self.is_established() { self.id } else { 0 };
             return Err(ProposeError::NotLeader { leader });
         }

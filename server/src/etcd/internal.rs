@@ -54,6 +54,13 @@ impl Internal for InternalService {
             Req::LeaseGrant(g) if g.id <= 0 => {
                 return Err(KvError::Other("lease id must be positive".into()).into());
             }
+            // No member proposes one (the lessor's checkpoints are not replicated), so none
+            // is taken from another.
+            Req::LeaseCheckpoint(_) => {
+                return Err(Status::invalid_argument(
+                    "lease checkpoints are not taken from other members",
+                ));
+            }
             _ => {}
         }
         // The follower's caller is checked again here, by the token it passed on.

@@ -40,25 +40,22 @@ impl Forwards {
         if self.batch.is_empty() {
             return;
         }
-        let bytes = std::mem::take(&mut self.bytes);
+        self.bytes = 0;
         let batch = std::mem::take(&mut self.batch);
         let waiting = std::mem::take(&mut self.waiting);
-        let (batch, waiting) = match proto.forward(batch.clone()) {
-            Err(ProposeError::NotLeader { leader: 0 }) => (batch, waiting),
-            r => {
-                for tx in waiting {
-                    let _ = tx.send(match &r {
-                        Ok(term) => Ok(Submitted::Forwarded { term: *term }),
-                        Err(e) => Err(e.clone().into()),
-                    });
-                }
-                return;
+        if proto.forward_target().is_none() {
+            for (data, tx) in batch.into_iter().zip(waiting) {
+                parked.park(data, tx, now);
             }
-        };
-        for (data, tx) in batch.into_iter().zip(waiting) {
-            parked.park(data, tx, now);
+            return;
         }
-        debug_assert!(parked.bytes <= PARKED_BYTES_MAX || bytes > PARKED_BYTES_MAX);
+        let r = proto.forward(batch);
+        for tx in waiting {
+            let _ = tx.send(match &r {
+                Ok(term) => Ok(Submitted::Forwarded { term: *term }),
+                Err(e) => Err(e.clone().into()),
+            });
+        }
     }
 }
 
@@ -122,13 +119,14 @@ impl Parked {
             }
             return;
         }
-        let batch = self.queue.iter().map(|(_, d, _)| d.clone()).collect();
-        let r = proto.forward(batch);
-        if matches!(r, Err(ProposeError::NotLeader { leader: 0 })) {
+        if proto.forward_target().is_none() {
             return;
         }
+        let (batch, waiting): (Vec<_>, Vec<_>) =
+            self.queue.drain(..).map(|(_, d, tx)| (d, tx)).unzip();
+        let r = proto.forward(batch);
         self.bytes = 0;
-        for (_, _, tx) in self.queue.drain(..) {
+        for tx in waiting {
             let _ = tx.send(match &r {
                 Ok(term) => Ok(Submitted::Forwarded { term: *term }),
                 Err(e) => Err(e.clone().into()),
