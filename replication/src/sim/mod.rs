@@ -15,6 +15,9 @@ pub mod kv;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+/// The simulator's generator: the seeded splitmix64 every test of the workspace uses.
+pub use quorumkv_simdisk::Rng;
+
 use crate::checker::{self, Op, OpKind, OpResult, Outcome};
 use crate::protocol::{Protocol, ProtocolMessage, Restored};
 use crate::raft::{Raft, RaftConfig};
@@ -97,7 +100,7 @@ pub struct SimConfig {
 impl SimConfig {
     /// The configuration a seed picks: 3 or 5 nodes, fault rates varying with the seed.
     pub fn for_seed(seed: u64) -> SimConfig {
-        let mut r = Rng(seed ^ 0x5eed);
+        let mut r = Rng::new(seed ^ 0x5eed);
         SimConfig {
             nodes: if r.below(3) == 0 { 5 } else { 3 },
             clients: 3 + r.below(3) as usize,
@@ -116,33 +119,6 @@ impl SimConfig {
             broken: false,
             check_budget: 2_000_000,
         }
-    }
-}
-
-/// A small deterministic generator (splitmix64).
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// Next value.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (0 when n is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-    /// Uniform in `lo..=hi`.
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo) + 1)
-    }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
     }
 }
 
@@ -260,7 +236,7 @@ impl<P: SimProtocol> Sim<P> {
     pub fn new(seed: u64, cfg: SimConfig) -> Sim<P> {
         let conf = Conf::new(1..=cfg.nodes as u64);
         let mut sim = Sim {
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             seed,
             now: 0,
             seq: 0,

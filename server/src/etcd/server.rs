@@ -1,4 +1,7 @@
-//! The replicated key space: etcd's KV, lease and watch model on top of the node.
+//! The running member that serves etcd's model (KV, leases, watches, auth, membership) on
+//! the replicated key space: it proposes requests, waits for their results, forwards to the
+//! leader, serves read barriers and runs the lease clock and membership sync. (These move to
+//! the API-neutral `member/` core as it takes over proposing; see ARCHITECTURE.md.)
 //!
 //! Requests that change state are proposed as log entries ([`InternalRequest`]) tagged with a
 //! random per-process id; the apply thread applies committed entries in order to the MVCC
@@ -8,7 +11,8 @@
 //! index from the protocol and for apply to reach it; serializable reads read the local tree.
 //!
 //! The leader also runs the lease clock (expired leases are revoked through the log) and, when
-//! configured, the automatic compactor ([`compactor`]).
+//! configured, the automatic compactor ([`super::compactor`]). It never applies a request
+//! itself: the apply thread does, through [`super::apply`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;

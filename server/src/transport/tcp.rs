@@ -2,9 +2,11 @@
 //! and re-established with backoff, and inbound connections whose frames are decoded into
 //! protocol messages. A third kind of connection carries member-to-member calls: after its
 //! handshake the accepted stream is handed, acknowledged and otherwise untouched, to whoever
-//! serves those calls (see [`dial_calls`]); the transport knows nothing of what they say. A connection that sends anything invalid (bad frame, bad handshake,
-//! undecodable or misattributed message) is closed with a logged reason; the process and the
-//! other connections carry on.
+//! serves those calls (see [`dial_calls`]); the transport knows nothing of what they say.
+//!
+//! A connection that sends anything invalid (bad frame, bad handshake, undecodable or
+//! misattributed message) is closed with a logged reason; the process and the other
+//! connections carry on.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
