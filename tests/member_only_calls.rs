@@ -52,8 +52,7 @@ async fn channel(addr: &str) -> tonic::transport::Channel {
         let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
         match ep.connect().await {
             Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("member never served clients: {e}"),

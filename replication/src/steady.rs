@@ -6,6 +6,8 @@
 //! was handed out, which is in flight, which is durable. It never decides anything a protocol
 //! decides: elections, commits and who is sent what stay in `raft/` and `zab/`.
 
+use std::collections::BTreeMap;
+
 use crate::confs::ConfHistory;
 use crate::log::MemLog;
 use crate::protocol::{Ready, Restored};
@@ -134,19 +136,25 @@ impl<M> Steady<M> {
         self.log.slice(lo, self.log.last_index(), usize::MAX)
     }
 
-    /// A [`Status`] with the log's figures filled in and the protocol's left for it to set.
-    pub(crate) fn status(&self, id: u64) -> Status {
+    /// The node's [`Status`]: the protocol's role, term and leader, the log's figures, and
+    /// (on a leader) what each peer has matched.
+    pub(crate) fn status(
+        &self,
+        id: NodeId,
+        (role, term, leader): (Role, u64, NodeId),
+        matched: BTreeMap<NodeId, u64>,
+    ) -> Status {
         Status {
             id,
-            role: Role::Follower,
-            term: 0,
-            leader: 0,
+            role,
+            term,
+            leader,
             commit: self.log.committed,
             applied: self.log.applied,
             last_index: self.log.last_index(),
             persisted: self.log.persisted,
             conf: self.confs.current().clone(),
-            matched: std::collections::BTreeMap::new(),
+            matched,
         }
     }
 

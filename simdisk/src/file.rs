@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::Rng;
 
 /// The unit a disk writes atomically, at best.
-pub const SECTOR_BYTES: usize = 512;
+const SECTOR_BYTES: usize = 512;
 
 /// What survives a simulated crash.
 #[derive(Debug, Clone, Copy)]

@@ -9,5 +9,5 @@
 mod file;
 mod rng;
 
-pub use file::{CrashMode, SECTOR_BYTES, SimFile};
+pub use file::{CrashMode, SimFile};
 pub use rng::Rng;

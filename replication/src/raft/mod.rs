@@ -1016,19 +1016,17 @@ impl Protocol for Raft {
     }
 
     fn status(&self) -> Status {
-        let mut st = self.st.status(self.id);
-        st.role = self.role;
-        st.term = self.term;
-        st.leader = self.leader;
-        if self.role == Role::Leader {
-            st.matched = self
-                .prs
+        let matched = if self.role == Role::Leader {
+            self.prs
                 .iter()
                 .filter(|(id, _)| **id != self.id)
                 .map(|(id, p)| (*id, p.matched))
-                .collect();
-        }
-        st
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        self.st
+            .status(self.id, (self.role, self.term, self.leader), matched)
     }
 
     fn log_entries(&self, lo: u64) -> Vec<Entry> {

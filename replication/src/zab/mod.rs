@@ -11,6 +11,8 @@
 //! message) re-registers with its leader and is synchronized again, as a ZooKeeper learner does
 //! after reconnecting.
 
+mod election;
+mod follower;
 mod message;
 
 use std::collections::BTreeMap;
@@ -230,173 +232,6 @@ impl Zab {
 
     fn pending_conf_index(&self) -> u64 {
         self.st.confs.pending_index()
-    }
-
-    // ---- fast leader election ------------------------------------------------------------
-
-    fn start_looking(&mut self) {
-        self.phase = Phase::Looking;
-        self.synced = false;
-        self.leader = 0;
-        self.round += 1;
-        self.vote = self.own_vote();
-        self.votes.clear();
-        if self.is_voter() {
-            self.votes.insert(self.id, self.vote);
-        }
-        self.finalize = None;
-        self.elapsed = 0;
-        self.peers.clear();
-        self.reads.clear();
-        self.reads_waiting.clear();
-        self.uncommitted_bytes = 0;
-        self.bcast_pending = false;
-        self.broadcast_notification();
-    }
-
-    fn broadcast_notification(&mut self) {
-        let voters: Vec<NodeId> = self.conf().voters.clone();
-        for v in voters {
-            if v != self.id {
-                let (round, vote) = (self.round, self.vote);
-                self.send(
-                    v,
-                    ZabBody::Notification {
-                        round,
-                        state: PeerState::Looking,
-                        vote,
-                    },
-                );
-            }
-        }
-    }
-
-    fn peer_state(&self) -> PeerState {
-        match self.phase {
-            Phase::Looking => PeerState::Looking,
-            Phase::FollowDiscovery | Phase::FollowSync | Phase::FollowBroadcast => {
-                PeerState::Following
-            }
-            _ => PeerState::Leading,
-        }
-    }
-
-    fn on_notification(&mut self, from: NodeId, round: u64, state: PeerState, v: Vote) {
-        if self.phase != Phase::Looking {
-            if state == PeerState::Looking && from == self.leader && from != self.id {
-                // Our leader is electing again: it no longer leads.
-                self.start_looking();
-                return;
-            }
-            if self.phase == Phase::LeadBroadcast
-                && state != PeerState::Looking
-                && v.epoch > self.accepted_epoch
-                && self.conf().is_voter(from)
-            {
-                // A voter accepted a newer epoch, which took a quorum that no longer acks
-                // this one: nothing more can commit here.
-                self.start_looking();
-                return;
-            }
-            if state == PeerState::Looking {
-                // Tell a looking peer who leads.
-                let vote = Vote {
-                    leader: self.leader,
-                    epoch: self.accepted_epoch,
-                    ..self.own_vote()
-                };
-                let my_state = self.peer_state();
-                self.send(
-                    from,
-                    ZabBody::Notification {
-                        round,
-                        state: my_state,
-                        vote,
-                    },
-                );
-            }
-            return;
-        }
-        match state {
-            PeerState::Looking => {
-                if round > self.round {
-                    self.round = round;
-                    self.votes.clear();
-                    self.vote = self.own_vote().max(v);
-                    if self.is_voter() {
-                        self.votes.insert(self.id, self.vote);
-                    }
-                    self.finalize = None;
-                    self.broadcast_notification();
-                } else if round < self.round {
-                    let (r, vote) = (self.round, self.vote);
-                    self.send(
-                        from,
-                        ZabBody::Notification {
-                            round: r,
-                            state: PeerState::Looking,
-                            vote,
-                        },
-                    );
-                    return;
-                } else if v > self.vote {
-                    self.vote = v;
-                    if self.is_voter() {
-                        self.votes.insert(self.id, self.vote);
-                    }
-                    self.finalize = None;
-                    self.broadcast_notification();
-                }
-                if self.conf().is_voter(from) {
-                    self.votes.insert(from, v);
-                }
-                let agree = self
-                    .votes
-                    .values()
-                    .filter(|x| x.leader == self.vote.leader && **x == self.vote)
-                    .count();
-                if agree >= self.conf().quorum() && self.finalize.is_none() {
-                    self.finalize = Some(self.cfg.finalize_ticks);
-                }
-            }
-            PeerState::Leading if v.leader == from => self.follow(from),
-            PeerState::Following | PeerState::Leading if v.leader != 0 && v.leader != self.id => {
-                // Ask the leader it names; it answers with a Leading notification.
-                let (r, vote) = (self.round, self.vote);
-                self.send(
-                    v.leader,
-                    ZabBody::Notification {
-                        round: r,
-                        state: PeerState::Looking,
-                        vote,
-                    },
-                );
-            }
-            _ => {}
-        }
-    }
-
-    fn decide(&mut self) {
-        let leader = self.vote.leader;
-        if leader == self.id {
-            if self.is_voter() {
-                self.lead();
-            } else {
-                self.start_looking();
-            }
-        } else {
-            self.follow(leader);
-        }
-    }
-
-    fn follow(&mut self, leader: NodeId) {
-        self.phase = Phase::FollowDiscovery;
-        self.synced = false;
-        self.leader = leader;
-        self.elapsed = 0;
-        self.peers.clear();
-        let h = self.history();
-        self.send(leader, ZabBody::FollowerInfo(h));
     }
 
     // ---- leader: discovery, synchronization, establishment --------------------------------
@@ -781,208 +616,6 @@ impl Zab {
             _ => {}
         }
     }
-
-    // ---- follower ---------------------------------------------------------------------------
-
-    fn resync(&mut self) {
-        self.phase = Phase::FollowDiscovery;
-        self.synced = false;
-        self.elapsed = 0;
-        let h = self.history();
-        let leader = self.leader;
-        self.send(leader, ZabBody::FollowerInfo(h));
-    }
-
-    fn step_follower(&mut self, m: ZabMessage) {
-        if m.from != self.leader {
-            return;
-        }
-        if !matches!(m.body, ZabBody::NewEpoch) && m.epoch != self.accepted_epoch {
-            return;
-        }
-        self.elapsed = 0;
-        match m.body {
-            ZabBody::NewEpoch => {
-                let e = m.epoch;
-                self.handshake_ticks = 0;
-                if e > self.accepted_epoch {
-                    self.accepted_epoch = e;
-                    self.phase = Phase::FollowSync;
-                    let history = self.history();
-                    self.send_after_persist(
-                        m.from,
-                        ZabBody::AckEpoch {
-                            fresh: true,
-                            history,
-                        },
-                    );
-                } else if e == self.accepted_epoch {
-                    self.phase = Phase::FollowSync;
-                    let history = self.history();
-                    self.send_after_persist(
-                        m.from,
-                        ZabBody::AckEpoch {
-                            fresh: false,
-                            history,
-                        },
-                    );
-                } else {
-                    self.start_looking();
-                }
-            }
-            ZabBody::Sync {
-                truncate_from,
-                snapshot,
-                entries,
-            } => {
-                if self.phase != Phase::FollowSync {
-                    return;
-                }
-                let stale = self.stale_sync(
-                    m.epoch,
-                    snapshot.as_ref().map(|(meta, _)| meta),
-                    truncate_from,
-                    &entries,
-                );
-                if !stale && !self.apply_sync(m.from, truncate_from, snapshot, &entries) {
-                    self.start_looking();
-                    return;
-                }
-                self.current_epoch = m.epoch;
-                self.synced = true;
-                self.handshake_ticks = 0;
-                let last_index = self.st.log.last_index();
-                self.send_after_persist(m.from, ZabBody::AckNewLeader { last_index });
-            }
-            ZabBody::UpToDate { commit } if self.phase == Phase::FollowSync && self.synced => {
-                self.phase = Phase::FollowBroadcast;
-                self.st.log.commit_to(commit.min(self.st.log.last_index()));
-            }
-            ZabBody::Proposal { entries, commit } => {
-                // Only a synchronized log may be extended: before SYNC it may hold stale
-                // entries that a proposal would seem to continue.
-                if !self.synced {
-                    return;
-                }
-                if entries
-                    .first()
-                    .is_some_and(|e| e.index > self.st.log.last_index() + 1)
-                {
-                    // A proposal went missing: register again and be synchronized.
-                    self.resync();
-                    return;
-                }
-                if !self.append(&entries) {
-                    self.resync();
-                    return;
-                }
-                if self.phase == Phase::FollowBroadcast {
-                    self.st.log.commit_to(commit.min(self.st.log.last_index()));
-                }
-                let index = self.st.log.last_index();
-                self.send_after_persist(m.from, ZabBody::Ack { index });
-            }
-            ZabBody::Commit { index } if self.phase == Phase::FollowBroadcast && self.synced => {
-                self.st.log.commit_to(index.min(self.st.log.last_index()));
-            }
-            ZabBody::Ping { commit, ctx } => {
-                if self.phase == Phase::FollowBroadcast && self.synced {
-                    self.st.log.commit_to(commit.min(self.st.log.last_index()));
-                }
-                self.send(m.from, ZabBody::PingResp { ctx });
-            }
-            ZabBody::ReadIndexResp { ctx, index } => {
-                self.st.read_states.push(ReadState { ctx, index })
-            }
-            _ => {}
-        }
-    }
-
-    /// Whether a SYNC of `epoch` is an older copy of one already applied (resent, and
-    /// delivered late): the log holds everything it carries, followed by entries of `epoch`.
-    /// Only this epoch's leader makes those, and its log only grows, so they belong; applying
-    /// the old SYNC would cut them after they may have been acknowledged.
-    fn stale_sync(
-        &self,
-        epoch: u64,
-        snapshot: Option<&SnapshotMeta>,
-        truncate_from: Option<u64>,
-        entries: &[Entry],
-    ) -> bool {
-        let end = match (entries.last(), snapshot, truncate_from) {
-            (Some(e), _, _) => e.index,
-            (None, Some(s), _) => s.index,
-            (None, None, Some(t)) => t.saturating_sub(1),
-            (None, None, None) => return false,
-        };
-        let holds = |index: u64, term: u64| self.st.log.term(index) == Some(term);
-        snapshot.is_none_or(|s| holds(s.index, s.term))
-            && entries.iter().all(|e| holds(e.index, e.term))
-            && self.st.log.term(end + 1) == Some(epoch)
-    }
-
-    /// Makes the log the leader's as a SYNC says (SNAP, TRUNC, DIFF); false when it cannot
-    /// (it would cut committed entries, or the entries do not fit).
-    fn apply_sync(
-        &mut self,
-        leader: NodeId,
-        truncate_from: Option<u64>,
-        snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-        entries: &[Entry],
-    ) -> bool {
-        let mut truncate_from = truncate_from;
-        if let Some((meta, data)) = snapshot
-            && meta.index > self.st.log.committed
-        {
-            self.st.log.reset_to_snapshot(meta.index, meta.term);
-            self.st.confs.reset(&meta);
-            self.st.snapshot = meta.clone();
-            self.st.install = Some((meta, data));
-            truncate_from = None;
-        }
-        if let Some(t) = truncate_from.filter(|&t| t <= self.st.log.last_index()) {
-            if t <= self.st.log.committed {
-                tracing::warn!(leader, t, "zab: refusing to truncate committed entries");
-                return false;
-            }
-            self.st.log.truncate_from(t);
-            self.after_truncation(t);
-        }
-        self.append(entries)
-    }
-
-    /// Appends the leader's entries (dense; duplicates skipped; a conflict truncates).
-    fn append(&mut self, entries: &[Entry]) -> bool {
-        let dense = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
-        if !dense
-            || entries
-                .first()
-                .is_some_and(|e| e.index > self.st.log.last_index() + 1)
-        {
-            return false;
-        }
-        let conflict_below_commit = entries.iter().any(|e| {
-            e.index <= self.st.log.committed
-                && self.st.log.term(e.index).is_some_and(|t| t != e.term)
-        });
-        if conflict_below_commit {
-            tracing::warn!("zab: leader sent entries that conflict with committed ones");
-            return false;
-        }
-        let old_last = self.st.log.last_index();
-        let conflict = self.st.log.append_after(entries);
-        let from = match conflict {
-            Some(c) => {
-                self.after_truncation(c);
-                c
-            }
-            None => old_last + 1,
-        };
-        for e in entries.iter().filter(|e| e.index >= from) {
-            self.note_conf_entry(e);
-        }
-        true
-    }
 }
 
 impl Protocol for Zab {
@@ -1251,21 +884,22 @@ impl Protocol for Zab {
             _ if self.conf().is_learner(self.id) => Role::Learner,
             _ => Role::Follower,
         };
-        let mut st = self.st.status(self.id);
-        st.role = role;
-        st.term = self.accepted_epoch;
-        if matches!(self.phase, Phase::FollowBroadcast | Phase::LeadBroadcast) {
-            st.leader = self.leader;
-        }
-        if role == Role::Leader {
-            st.matched = self
-                .peers
+        let leader = if matches!(self.phase, Phase::FollowBroadcast | Phase::LeadBroadcast) {
+            self.leader
+        } else {
+            0
+        };
+        let matched = if role == Role::Leader {
+            self.peers
                 .iter()
                 .filter(|(id, _)| **id != self.id)
                 .map(|(id, p)| (*id, p.matched))
-                .collect();
-        }
-        st
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        self.st
+            .status(self.id, (role, self.accepted_epoch, leader), matched)
     }
 
     fn log_entries(&self, lo: u64) -> Vec<Entry> {

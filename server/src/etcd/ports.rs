@@ -207,28 +207,23 @@ pub async fn serve_calls(
         tokio_stream::wrappers::ReceiverStream::new(calls),
         Ok::<_, std::io::Error>,
     );
+    // The size limits of the client port's services.
+    macro_rules! limited {
+        ($svc:expr) => {
+            $svc.max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out)
+        };
+    }
     let served = tonic::transport::Server::builder()
-        .add_service(
-            InternalServer::new(internal::InternalService {
-                server: Arc::clone(&server),
-            })
-            .max_decoding_message_size(max_in)
-            .max_encoding_message_size(max_out),
-        )
-        .add_service(
-            LeaseServer::new(lease::LeaseService {
-                server: Arc::clone(&server),
-            })
-            .max_decoding_message_size(max_in)
-            .max_encoding_message_size(max_out),
-        )
-        .add_service(
-            ClusterServer::new(cluster::ClusterService {
-                server: Arc::clone(&server),
-            })
-            .max_decoding_message_size(max_in)
-            .max_encoding_message_size(max_out),
-        )
+        .add_service(limited!(InternalServer::new(internal::InternalService {
+            server: Arc::clone(&server),
+        })))
+        .add_service(limited!(LeaseServer::new(lease::LeaseService {
+            server: Arc::clone(&server),
+        })))
+        .add_service(limited!(ClusterServer::new(cluster::ClusterService {
+            server: Arc::clone(&server),
+        })))
         .serve_with_incoming(incoming)
         .await;
     if let Err(e) = served {

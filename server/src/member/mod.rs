@@ -4,9 +4,9 @@
 //! watch hub ([`watch_hub`]), the lessor ([`lessor`]) and who the members are
 //! ([`identity`]).
 //!
-//! It must never import a client API's code or wire types: nothing here names `etcd`,
-//! `tonic` or a protobuf type of etcd's (a test of the crate checks it). A client API plugs in
-//! through [`machine::Applier`], which applies its committed requests.
+//! It must never import a client API's code, its RPC framework or its wire types
+//! (`server/tests/layering.rs` checks it). A client API plugs in through
+//! [`machine::Applier`], which applies its committed requests.
 
 pub mod flusher;
 pub mod identity;
