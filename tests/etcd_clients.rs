@@ -1803,8 +1803,8 @@ fn bench_load_generator_reconnects_after_a_restart() {
 /// moved in front: the member keeps its attributes, and puts fill leaves again.
 #[test]
 fn member_rows_of_the_older_layout_move_in_front_of_the_revisions() {
-    use quorumkv_server::etcd::apply::{MEMBER_PREFIX, OLD_MEMBER_PREFIX};
     use quorumkv_server::etcd::open_db;
+    use quorumkv_server::member::roster::{MEMBER_PREFIX, OLD_MEMBER_PREFIX};
     use quorumkv_server::mvcc::Mvcc;
     let _serial = serial();
     let mut c = Cluster::start(1, "raft");

@@ -78,6 +78,24 @@ fn append_retrying(nodes: &BTreeMap<u64, Node>, data: Vec<u8>) -> u64 {
     panic!("append never committed");
 }
 
+/// The index `data` committed at on `node`, which must be in `term`.
+fn committed_in(node: &Node, data: &[u8], term: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let applied = node.status().unwrap().applied;
+        let found = node
+            .committed(1, applied)
+            .into_iter()
+            .find(|e| e.data == data);
+        if let Some(e) = found {
+            assert_eq!(e.term, term, "committed in the term it was sent in");
+            return e.index;
+        }
+        assert!(Instant::now() < deadline, "submitted data never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn run(protocol: ProtocolKind) {
     let dir = tempfile::tempdir().unwrap();
     let (peers, mut nodes) = start_three(dir.path(), protocol);
@@ -107,21 +125,16 @@ fn run(protocol: ProtocolKind) {
         .block_on(on_follower.submit(data.clone()))
         .unwrap();
     assert_eq!(submitted, Submitted::Forwarded { term });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let index = loop {
-        let applied = on_follower.status().unwrap().applied;
-        let found = on_follower
-            .committed(1, applied)
-            .into_iter()
-            .find(|e| e.data == data);
-        if let Some(e) = found {
-            assert_eq!(e.term, term, "committed in the term it was sent in");
-            break e.index;
-        }
-        assert!(Instant::now() < deadline, "forwarded data never committed");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    acked.push((index, data));
+    acked.push((committed_in(on_follower, &data, term), data));
+    // Handed over on the leader, data is in its log in the current term at once: nothing
+    // waits for its commit there, and it commits in that term.
+    let data = b"handed to the leader".to_vec();
+    let handed = on_leader
+        .handle()
+        .block_on(on_leader.hand_over(data.clone()))
+        .unwrap();
+    assert_eq!(handed, Submitted::Proposed { term });
+    acked.push((committed_in(on_leader, &data, term), data));
     // Stop the leader; the others elect a new one and the log goes on.
     let old = wait_leader(&nodes);
     drop(nodes.remove(&old));

@@ -6,34 +6,29 @@
 //! reaches the same revision and hash. A request that fails validation (a missing lease, say)
 //! changes nothing and its error goes back to the waiting client.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message;
-use quorumkv_replication::{Entry, EntryKind};
 
 use super::error::KvError;
 use super::range;
 use super::rbac::{AUTH_PREFIX, AuthState};
+use super::server::EtcdAnswer;
 use super::{Applied, Shared};
-use crate::member::identity::Member;
+use crate::member::envelope::Envelope;
 use crate::member::machine::Applier;
+use crate::member::pending::Answer;
+use crate::member::roster::MEMBER_PREFIX;
 use crate::mvcc::keys::{META_COMPACT, META_REV, REVISIONS};
-use crate::mvcc::{Event, KeyValue, MvccTxn, RangeOpts};
+use crate::mvcc::{KeyValue, MvccTxn, RangeOpts};
 use crate::pb::etcdserverpb::{
     self as pb, Compare, DeleteRangeResponse, PutResponse, RequestOp, ResponseOp, TxnRequest,
     TxnResponse, compare, request_op, response_op,
 };
-use crate::pb::quorumkv::{InternalRequest, MemberAttributes, internal_request::Request};
+use crate::pb::quorumkv::{InternalRequest, internal_request::Request};
 
 /// Prefix of lease rows (`l <id be>` → TTL seconds, little-endian).
 pub const LEASE_PREFIX: u8 = b'l';
-/// Prefix of member rows (`M <id be>` → `MemberAttributes`).
-pub const MEMBER_PREFIX: u8 = b'M';
-/// Where member rows were kept before: after the revision rows, so every put landed in the
-/// leaf that also held them and split it in the middle, leaving leaves two-thirds full.
-/// [`load`] moves them.
-pub const OLD_MEMBER_PREFIX: u8 = b'u';
 /// Prefix of alarm rows (`a <member be> <type>`).
 pub const ALARM_PREFIX: u8 = b'a';
 
@@ -75,8 +70,6 @@ pub struct EtcdApplier {
     shared: Arc<Shared>,
 }
 
-type Outcome = (u64, Result<(Applied, i64), KvError>);
-
 impl EtcdApplier {
     /// An applier over `shared`.
     pub fn new(shared: Arc<Shared>) -> EtcdApplier {
@@ -88,102 +81,28 @@ impl EtcdApplier {
         &self.shared
     }
 
-    /// Commits durably with nothing new (a checkpoint of earlier no-sync commits).
-    fn commit_durably(&mut self, applied: u64) -> Result<(), KvError> {
-        self.shared.mvcc.write()?.commit(applied)?;
-        Ok(())
-    }
-
-    /// Applies `entries` (in log order) in one transaction, committed without sync (the log
-    /// holds them durably; [`EtcdApplier::checkpoint`] makes the tree catch up); then wakes their
-    /// waiters and publishes their events.
-    fn apply_entries(&mut self, entries: &[Entry]) -> Result<(), KvError> {
-        let Some(last) = entries.last() else {
-            return Ok(());
+    /// Applies one committed etcd request; its answer is an [`EtcdAnswer`]. A request that
+    /// fails validation changes nothing; a storage failure is the only `Err`.
+    fn apply_entry(&mut self, txn: &mut MvccTxn, entry: &[u8]) -> Result<EtcdAnswer, String> {
+        let req = match InternalRequest::decode(entry) {
+            Ok(r) => r,
+            Err(err) => return Ok(Err(KvError::Other(format!("undecodable request: {err}")))),
         };
-        let mut txn = self.shared.mvcc.write()?;
-        let compacted_before = txn.compact_revision();
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
-        let mut published: Vec<(i64, Vec<Event>)> = Vec::with_capacity(entries.len());
-        let mut members_changed = false;
-        for e in entries {
-            if e.kind != EntryKind::Normal || e.data.is_empty() {
-                continue;
-            }
-            let req = match InternalRequest::decode(e.data.as_slice()) {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::error!(index = e.index, error = %err, "undecodable log entry skipped");
-                    continue;
-                }
-            };
-            let id = req.id;
-            let result = match req.request {
-                Some(Request::MemberAttributes(m)) => {
-                    members_changed = true;
-                    self.member_attributes(&mut txn, m)
-                }
-                Some(r) => match self.recheck(&req.username, req.auth_revision, &r) {
-                    Ok(()) => self.request(&mut txn, r),
-                    Err(e) => Err(e),
-                },
-                None => Err(KvError::Other("empty request".into())),
-            };
-            // A failed request must leave nothing behind: validation happens before any
-            // change, so only storage errors can get here mid-way, and those stop apply.
-            if let Err(KvError::Storage(m)) = &result {
-                return Err(KvError::Storage(m.clone()));
-            }
-            txn.end_request();
-            let result = result.map(|a| (a, txn.current_revision()));
-            let events = txn.take_events();
-            if let Some(ev) = events.first() {
-                published.push((ev.kv.mod_revision, events));
-            }
-            if id != 0 {
-                outcomes.push((id, result));
-            }
+        let result = match req.request {
+            // Recorded by the member core from the same entry; never reaches an API.
+            Some(Request::MemberAttributes(_)) => Ok(Applied::Done),
+            Some(r) => match self.recheck(&req.username, req.auth_revision, &r) {
+                Ok(()) => self.request(txn, r),
+                Err(e) => Err(e),
+            },
+            None => Err(KvError::Other("empty request".into())),
+        };
+        // A failed request must leave nothing behind: validation happens before any change,
+        // so only storage errors can get here mid-way, and those stop apply.
+        if let Err(KvError::Storage(m)) = &result {
+            return Err(m.clone());
         }
-        let compacted_after = txn.compact_revision();
-        txn.commit_no_sync(last.index)?;
-        if members_changed {
-            self.shared.members_changed();
-        }
-        for (rev, events) in published {
-            self.shared.hub.publish(rev, events);
-        }
-        if compacted_after != compacted_before {
-            self.shared.hub.compacted(compacted_after);
-        }
-        self.shared.applied.send_replace(last.index);
-        // Waiters are taken out under the lock and answered after it: answering wakes their
-        // tasks, and proposers take the same lock to register.
-        let mut answers = Vec::with_capacity(outcomes.len());
-        let mut waiters = self.shared.waiters.lock();
-        for (id, result) in outcomes {
-            if let Some(tx) = waiters.remove(&id) {
-                answers.push((tx, result));
-            }
-        }
-        // Entries handed to the leader in an earlier term that are not applied by now never
-        // will be: log terms only grow, and a leader appends forwarded data in the sender's
-        // term or drops it. Their proposers may safely go again.
-        let mut forwarded = self.shared.forwarded.lock();
-        if forwarded.first().is_some_and(|&(term, _)| term < last.term) {
-            let later = forwarded.split_off(&(last.term, 0));
-            for (_, id) in std::mem::replace(&mut *forwarded, later) {
-                if let Some(tx) = waiters.remove(&id) {
-                    answers.push((tx, Err(KvError::LeaderChanged)));
-                }
-            }
-        }
-        drop(forwarded);
-        drop(waiters);
-        for (tx, result) in answers {
-            let _ = tx.send(result);
-        }
-        self.shared.answered.send_replace(last.index);
-        Ok(())
+        Ok(result.map(|a| (a, txn.current_revision())))
     }
 
     /// Checks a key-space write again when the auth store changed after the proposer checked
@@ -237,7 +156,7 @@ impl EtcdApplier {
                 Ok(Applied::Compact(txn.current_revision()))
             }
             Request::LeaseGrant(g) => {
-                let mut lessor = self.shared.lessor.lock();
+                let mut lessor = self.shared.core.lessor.lock();
                 if g.id <= 0 || lessor.contains(g.id) {
                     return Err(KvError::LeaseExists);
                 }
@@ -250,7 +169,7 @@ impl EtcdApplier {
             }
             Request::LeaseRevoke(r) => {
                 let keys = {
-                    let lessor = self.shared.lessor.lock();
+                    let lessor = self.shared.core.lessor.lock();
                     if !lessor.contains(r.id) {
                         return Err(KvError::LeaseNotFound);
                     }
@@ -260,7 +179,7 @@ impl EtcdApplier {
                     self.delete_one(txn, &k)?;
                 }
                 txn.tree().remove(&lease_row(r.id)).map_err(storage)?;
-                self.shared.lessor.lock().revoke(r.id);
+                self.shared.core.lessor.lock().revoke(r.id);
                 Ok(Applied::Done)
             }
             Request::LeaseCheckpoint(_) => Ok(Applied::Done),
@@ -281,31 +200,8 @@ impl EtcdApplier {
                 }
                 Ok(Applied::Done)
             }
-            Request::MemberAttributes(_) => unreachable!("handled by the caller"),
+            Request::MemberAttributes(_) => unreachable!("handled by the member core"),
         }
-    }
-
-    fn member_attributes(
-        &mut self,
-        txn: &mut MvccTxn,
-        m: MemberAttributes,
-    ) -> Result<Applied, KvError> {
-        let mut row = vec![MEMBER_PREFIX];
-        row.extend_from_slice(&m.id.to_be_bytes());
-        txn.tree()
-            .insert(&row, &m.encode_to_vec())
-            .map_err(storage)?;
-        let mut members = self.shared.members.write();
-        let e = members.entry(m.id).or_insert_with(|| Member {
-            id: m.id,
-            ..Member::default()
-        });
-        e.name = m.name;
-        e.client_urls = m.client_urls;
-        if !m.peer_urls.is_empty() {
-            e.peer_urls = m.peer_urls;
-        }
-        Ok(Applied::Done)
     }
 
     /// Checks a put against the state before it: the lease exists, and `ignore_*` find a key.
@@ -316,7 +212,7 @@ impl EtcdApplier {
         if (p.ignore_value || p.ignore_lease) && txn.current(&p.key).is_none() {
             return Err(KvError::KeyNotFound);
         }
-        if p.lease != 0 && !p.ignore_lease && !self.shared.lessor.lock().contains(p.lease) {
+        if p.lease != 0 && !p.ignore_lease && !self.shared.core.lessor.lock().contains(p.lease) {
             return Err(KvError::LeaseNotFound);
         }
         Ok(())
@@ -342,7 +238,7 @@ impl EtcdApplier {
         let lease = (!p.ignore_lease).then_some(p.lease);
         let (replaced, lease) = txn.put_at(&p.key, &value, lease, prev)?;
         let prev_lease = replaced.map(|c| c.meta.lease);
-        let mut lessor = self.shared.lessor.lock();
+        let mut lessor = self.shared.core.lessor.lock();
         if let Some(old) = prev_lease
             && old != lease
         {
@@ -357,7 +253,7 @@ impl EtcdApplier {
 
     fn delete_one(&mut self, txn: &mut MvccTxn, key: &[u8]) -> Result<Vec<KeyValue>, KvError> {
         let gone = txn.delete_range(key, &[])?;
-        let mut lessor = self.shared.lessor.lock();
+        let mut lessor = self.shared.core.lessor.lock();
         for kv in &gone {
             lessor.detach(kv.lease, &kv.key);
         }
@@ -370,7 +266,7 @@ impl EtcdApplier {
         d: pb::DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, KvError> {
         let gone = txn.delete_range(&d.key, &d.range_end)?;
-        let mut lessor = self.shared.lessor.lock();
+        let mut lessor = self.shared.core.lessor.lock();
         for kv in &gone {
             lessor.detach(kv.lease, &kv.key);
         }
@@ -532,43 +428,14 @@ impl EtcdApplier {
 }
 
 impl Applier for EtcdApplier {
-    type Error = KvError;
-
-    fn apply(&mut self, entries: &[Entry]) -> Result<(), KvError> {
-        self.apply_entries(entries)
+    fn apply(&mut self, txn: &mut MvccTxn, _: &Envelope, entry: &[u8]) -> Result<Answer, String> {
+        Ok(Box::new(self.apply_entry(txn, entry)?))
     }
 
-    fn checkpoint(&mut self, applied: u64) -> Result<(), KvError> {
-        self.commit_durably(applied)
-    }
-
-    fn checkpoint_took(&self, took: std::time::Duration) {
-        self.shared.backend_commits.record(took);
-    }
-
-    fn stop(&self) {
-        self.shared.stop_apply();
-    }
-
-    fn before_install(&self) {
-        self.shared.forget_forwarded();
-    }
-
-    fn after_install(&mut self, applied: u64) -> Result<(), String> {
-        let shared = &self.shared;
-        let rev = shared
-            .mvcc
-            .snapshot()
-            .revision()
-            .map_err(|e| e.to_string())?;
-        shared.lessor.lock().clear();
-        shared.alarms.lock().clear();
-        load(shared).map_err(|e| e.to_string())?;
-        shared.members_changed();
-        shared.hub.reset(rev);
-        shared.applied.send_replace(applied);
-        shared.answered.send_replace(applied);
-        Ok(())
+    fn reload(&mut self) -> Result<(), String> {
+        self.shared.core.lessor.lock().clear();
+        self.shared.alarms.lock().clear();
+        load(&self.shared).map_err(|e| e.to_string())
     }
 }
 
@@ -576,16 +443,12 @@ fn storage(e: quorumkv_btree::Error) -> KvError {
     KvError::Storage(e.to_string())
 }
 
-/// Loads leases (with their keys), members, alarms and the auth store from the tree (at start
-/// and after a snapshot install), first moving member rows kept where older versions kept them.
+/// Loads leases (with their keys), alarms and the auth store from the tree (at start and after
+/// a snapshot install).
 pub fn load(shared: &Shared) -> Result<(), KvError> {
-    let moved = shared.mvcc.move_prefix(OLD_MEMBER_PREFIX, MEMBER_PREFIX)?;
-    if moved > 0 {
-        tracing::info!(rows = moved, "member rows moved before the revision rows");
-    }
-    let snap = shared.mvcc.snapshot();
+    let snap = shared.core.mvcc.snapshot();
     let txn = snap.txn();
-    let mut lessor = shared.lessor.lock();
+    let mut lessor = shared.core.lessor.lock();
     for item in txn.prefix(&[LEASE_PREFIX]) {
         let (k, v) = item.map_err(storage)?;
         let (id, ttl) = parse_lease_row(k, v).ok_or(KvError::Corrupt)?;
@@ -605,25 +468,6 @@ pub fn load(shared: &Shared) -> Result<(), KvError> {
         }
     }
     drop(lessor);
-    let mut members = shared.members.write();
-    let mut known = BTreeMap::new();
-    for item in txn.prefix(&[MEMBER_PREFIX]) {
-        let (_, v) = item.map_err(storage)?;
-        let m = MemberAttributes::decode(v).map_err(|_| KvError::Corrupt)?;
-        known.insert(m.id, m);
-    }
-    for (id, m) in known {
-        let e = members.entry(id).or_insert_with(|| Member {
-            id,
-            ..Member::default()
-        });
-        e.name = m.name;
-        e.client_urls = m.client_urls;
-        if !m.peer_urls.is_empty() {
-            e.peer_urls = m.peer_urls;
-        }
-    }
-    drop(members);
     let rows = txn
         .prefix(&[AUTH_PREFIX])
         .collect::<Result<Vec<_>, _>>()
@@ -639,4 +483,61 @@ pub fn load(shared: &Shared) -> Result<(), KvError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::envelope::MemberAttributes as CoreAttributes;
+    use crate::pb::quorumkv::MemberAttributes;
+
+    /// etcd's entries and the core's envelope are one message read two ways: the core finds
+    /// its fields in etcd's entries, and etcd's decoder reads the core's member attributes
+    /// (as entries written before the envelope was named hold them).
+    #[test]
+    fn etcd_entries_and_the_member_envelope_share_their_fields() {
+        let put = InternalRequest {
+            id: 9,
+            time_ms: 7,
+            request: Some(Request::Put(pb::PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+            username: "u".into(),
+            auth_revision: 3,
+        };
+        let env = Envelope::decode(put.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((env.id, env.time_ms, env.member_attributes), (9, 7, None));
+
+        let attrs = CoreAttributes {
+            id: 1,
+            name: "m1".into(),
+            client_urls: vec!["http://127.0.0.1:2379".into()],
+            peer_urls: vec!["http://127.0.0.1:2380".into()],
+        };
+        let older = InternalRequest {
+            id: 5,
+            time_ms: 6,
+            request: Some(Request::MemberAttributes(MemberAttributes {
+                id: attrs.id,
+                name: attrs.name.clone(),
+                client_urls: attrs.client_urls.clone(),
+                peer_urls: attrs.peer_urls.clone(),
+            })),
+            ..Default::default()
+        };
+        let env = Envelope::decode(older.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(env.id, 5);
+        assert_eq!(env.member_attributes.as_ref(), Some(&attrs));
+        let core = Envelope {
+            id: 5,
+            time_ms: 6,
+            member_attributes: Some(attrs),
+        };
+        assert_eq!(
+            InternalRequest::decode(core.encode_to_vec().as_slice()).unwrap(),
+            older
+        );
+    }
 }

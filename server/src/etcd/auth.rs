@@ -60,7 +60,7 @@ impl AuthService {
     }
 
     fn header(&self) -> Option<pb::ResponseHeader> {
-        Some(self.server.header(self.server.shared().hub.revision()))
+        Some(self.server.header(self.server.shared().core.hub.revision()))
     }
 }
 

@@ -12,10 +12,11 @@ use tonic::{Request, Response, Status};
 
 use super::reconfig::Reconfig;
 use crate::etcd::rbac::Caller;
-use crate::etcd::{Applied, KvError, KvServer, node_error};
+use crate::etcd::{KvError, KvServer, node_error};
+use crate::member::envelope::MemberAttributes;
 use crate::member::identity::Member;
+use crate::member::roster;
 use crate::pb::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
-use crate::pb::quorumkv::{MemberAttributes, internal_request::Request as Req};
 use quorumkv_replication::ConfChange;
 
 /// The Cluster service of one member.
@@ -75,10 +76,9 @@ impl ClusterService {
 
     /// Records a member's attributes through the log.
     async fn publish(&self, m: MemberAttributes) -> Result<(), Status> {
-        match self.server.propose(Req::MemberAttributes(m)).await? {
-            (Applied::Done, _) => Ok(()),
-            _ => Err(Status::internal("unexpected apply result")),
-        }
+        roster::publish(self.server.proposer(), m)
+            .await
+            .map_err(|e| KvError::from(e).into())
     }
 
     fn check_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {

@@ -237,7 +237,7 @@ pub(crate) async fn run(server: Arc<KvServer>, retention: Retention) {
         if server.node().state().stopped() {
             return;
         }
-        let snap = server.shared().mvcc.snapshot();
+        let snap = server.shared().core.mvcc.snapshot();
         let (Ok(revision), Ok(compacted)) = (snap.revision(), snap.compact_revision()) else {
             continue;
         };

@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::member::error::Error as MemberError;
 use crate::mvcc::MvccError;
 
 /// Why a key-space request failed.
@@ -221,6 +222,23 @@ impl From<MvccError> for KvError {
             MvccError::FutureRevision => KvError::FutureRevision,
             MvccError::Corrupt(_) => KvError::Corrupt,
             MvccError::Storage(e) => KvError::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<MemberError> for KvError {
+    fn from(e: MemberError) -> KvError {
+        match e {
+            MemberError::NotLeader => KvError::NotLeader,
+            MemberError::NoLeader => KvError::NoLeader,
+            MemberError::LeaderChanged => KvError::LeaderChanged,
+            MemberError::Timeout => KvError::Timeout,
+            MemberError::Stopped => KvError::Stopped,
+            MemberError::TooManyRequests => KvError::TooManyRequests,
+            MemberError::RequestTooLarge => KvError::RequestTooLarge,
+            MemberError::NotCapable => KvError::NotCapable,
+            MemberError::Unhealthy => KvError::Unhealthy,
+            MemberError::Other(m) => KvError::Other(m),
         }
     }
 }

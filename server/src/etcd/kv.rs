@@ -162,7 +162,7 @@ impl KvService {
         if !r.serializable {
             self.server.read_barrier().await?;
         }
-        let snap = self.server.shared().mvcc.snapshot();
+        let snap = self.server.shared().core.mvcc.snapshot();
         let rev = snap.revision()?;
         let mut resp = range::range(&r, |o| snap.range(&r.key, &r.range_end, o))?;
         resp.header = Some(self.server.header(rev));

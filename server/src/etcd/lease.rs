@@ -31,9 +31,16 @@ impl LeaseService {
     ) -> Result<pb::LeaseKeepAliveResponse, KvError> {
         let state = self.server.node().state();
         if state.is_leader() {
-            let ttl = self.server.shared().lessor.lock().renew(id).unwrap_or(0);
+            let ttl = self
+                .server
+                .shared()
+                .core
+                .lessor
+                .lock()
+                .renew(id)
+                .unwrap_or(0);
             return Ok(pb::LeaseKeepAliveResponse {
-                header: Some(self.server.header(self.server.shared().hub.revision())),
+                header: Some(self.server.header(self.server.shared().core.hub.revision())),
                 id,
                 ttl,
             });
@@ -123,8 +130,8 @@ impl Lease for LeaseService {
             let mut client = self.leader_client().await?;
             return client.lease_time_to_live(r).await;
         }
-        let header = Some(self.server.header(self.server.shared().hub.revision()));
-        let found = self.server.shared().lessor.lock().time_to_live(r.id);
+        let header = Some(self.server.header(self.server.shared().core.hub.revision()));
+        let found = self.server.shared().core.lessor.lock().time_to_live(r.id);
         Ok(Response::new(match found {
             Some((ttl, granted, keys)) => pb::LeaseTimeToLiveResponse {
                 header,
@@ -147,9 +154,9 @@ impl Lease for LeaseService {
         &self,
         _req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let ids = self.server.shared().lessor.lock().ids();
+        let ids = self.server.shared().core.lessor.lock().ids();
         Ok(Response::new(pb::LeaseLeasesResponse {
-            header: Some(self.server.header(self.server.shared().hub.revision())),
+            header: Some(self.server.header(self.server.shared().core.hub.revision())),
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
         }))
     }

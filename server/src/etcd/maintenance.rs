@@ -61,7 +61,7 @@ impl Maintenance for MaintenanceService {
         let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
         if action == AlarmAction::Get {
             return Ok(Response::new(pb::AlarmResponse {
-                header: Some(self.server.header(self.server.shared().hub.revision())),
+                header: Some(self.server.header(self.server.shared().core.hub.revision())),
                 alarms: self.alarms(),
             }));
         }
@@ -120,20 +120,17 @@ impl Maintenance for MaintenanceService {
         if state.stopped() {
             errors.push("storage failed; not accepting writes".into());
         }
-        if shared
-            .apply_stopped
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if shared.core.pending.stopped() {
             errors.push("apply stopped after a storage error; not accepting writes".into());
         }
         Ok(Response::new(pb::StatusResponse {
-            header: Some(self.server.header(shared.hub.revision())),
+            header: Some(self.server.header(shared.core.hub.revision())),
             version: API_VERSION.into(),
             db_size: self.server.db_size_bytes() as i64,
             leader: state.leader(),
             raft_index: state.commit(),
             raft_term: state.term(),
-            raft_applied_index: *shared.applied.borrow(),
+            raft_applied_index: shared.core.pending.applied(),
             errors,
             db_size_in_use: self.server.db_in_use_bytes() as i64,
             is_learner: false,
@@ -153,14 +150,14 @@ impl Maintenance for MaintenanceService {
         let server = Arc::clone(&self.server);
         let size = tokio::task::spawn_blocking(move || {
             let _one_at_a_time = DEFRAGMENTING.lock();
-            server.shared().mvcc.db().defragment()
+            server.shared().core.mvcc.db().defragment()
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| KvError::Storage(e.to_string()))?;
         tracing::info!(file_bytes = size, "defragmented");
         Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.server.header(self.server.shared().hub.revision())),
+            header: Some(self.server.header(self.server.shared().core.hub.revision())),
         }))
     }
 
@@ -172,7 +169,7 @@ impl Maintenance for MaintenanceService {
         // The whole tree is read: on a blocking thread, not a runtime worker.
         let server = Arc::clone(&self.server);
         tokio::task::spawn_blocking(move || {
-            let snap = server.shared().mvcc.snapshot();
+            let snap = server.shared().core.mvcc.snapshot();
             let mut h = 0u32;
             for item in snap.txn().iter() {
                 let (k, v) = item.map_err(|e| Status::internal(e.to_string()))?;
@@ -211,12 +208,12 @@ impl Maintenance for MaintenanceService {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
-        let header = server.header(server.shared().hub.revision());
+        let header = server.header(server.shared().core.hub.revision());
         let p = path.clone();
         let s = Arc::clone(&server);
         let size = tokio::task::spawn_blocking(move || {
-            let members: Vec<_> = s.shared().members.read().values().cloned().collect();
-            crate::etcd::backup::write(&s.shared().mvcc, &members, &p)
+            let members: Vec<_> = s.shared().core.roster.all();
+            crate::etcd::backup::write(&s.shared().core.mvcc, &members, &p)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -299,7 +299,7 @@ pub fn render(server: &KvServer) -> String {
         "gauge",
         st.commit() as f64,
     );
-    let applied = *shared.applied.borrow();
+    let applied = shared.core.pending.applied();
     gauge(
         &mut o,
         "etcd_server_proposals_applied_total",
@@ -319,7 +319,7 @@ pub fn render(server: &KvServer) -> String {
         "etcd_server_proposals_pending",
         "Proposals waiting to be applied.",
         "gauge",
-        shared.waiters.lock().len() as f64,
+        shared.core.pending.len() as f64,
     );
     gauge(
         &mut o,
@@ -354,9 +354,9 @@ pub fn render(server: &KvServer) -> String {
         "etcd_mvcc_current_revision",
         "Current revision.",
         "gauge",
-        shared.hub.revision() as f64,
+        shared.core.hub.revision() as f64,
     );
-    let (keys, compacted) = shared.mvcc.index_stats();
+    let (keys, compacted) = shared.core.mvcc.index_stats();
     gauge(
         &mut o,
         "etcd_debugging_mvcc_keys_total",
@@ -377,7 +377,7 @@ pub fn render(server: &KvServer) -> String {
         "etcd_debugging_mvcc_current_revision",
         "Current revision.",
         "gauge",
-        shared.hub.revision() as f64,
+        shared.core.hub.revision() as f64,
     );
     gauge(
         &mut o,
@@ -401,7 +401,7 @@ pub fn render(server: &KvServer) -> String {
         "etcd_debugging_mvcc_watcher_total",
         "Watchers open.",
         "gauge",
-        shared.hub.watchers() as f64,
+        shared.core.hub.watchers() as f64,
     );
     gauge(
         &mut o,
@@ -415,9 +415,9 @@ pub fn render(server: &KvServer) -> String {
         "quorumkv_lease_total",
         "Leases.",
         "gauge",
-        shared.lessor.lock().len() as f64,
+        shared.core.lessor.lock().len() as f64,
     );
-    shared.backend_commits.render(
+    shared.core.backend_commits.render(
         &mut o,
         "etcd_disk_backend_commit_duration_seconds",
         "Durable commits (checkpoints) of the backend tree.",

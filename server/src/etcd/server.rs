@@ -1,7 +1,8 @@
 //! The running member that serves etcd's model (KV, leases, watches, auth, membership) on
-//! the replicated key space: it proposes requests, waits for their results, forwards to the
-//! leader, serves read barriers and runs the lease clock and membership sync. (These move to
-//! the API-neutral `member/` core as it takes over proposing; see ARCHITECTURE.md.)
+//! the replicated key space: it checks and prepares etcd's requests (alarms, quota, secrets)
+//! before the member core's [`Proposer`] carries them through the log, hands requests that
+//! need the leader (passwords to check or hash) to it over a member-to-member call, and starts
+//! the core's lease clock (revoking through etcd's requests) and roster tasks.
 //!
 //! Requests that change state are proposed as log entries ([`InternalRequest`]) tagged with a
 //! random per-process id; the apply thread applies committed entries in order to the MVCC
@@ -14,31 +15,30 @@
 //! configured, the automatic compactor ([`super::compactor`]). It never applies a request
 //! itself: the apply thread does, through [`super::apply`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use prost::Message;
-use quorumkv_replication::{NodeId, ProposeError};
-use tokio::sync::oneshot;
+use quorumkv_replication::NodeId;
 
 use super::error::KvError;
 use super::rbac::{AuthStore, Caller};
 use super::{apply, compactor, corrupt};
+use crate::member::core::{Core, CoreLimits};
 use crate::member::identity::Member;
-use crate::member::lessor::Lessor;
 use crate::member::machine;
 pub use crate::member::open_db;
-use crate::member::watch_hub::WatchHub;
+use crate::member::proposer::{Failed, Proposer};
+use crate::member::{lease_clock, roster};
 
-use crate::duration_histogram::DurationHistogram;
 use crate::mvcc::Mvcc;
-use crate::node::{Node, NodeConfig, NodeError, StartOptions, Submitted};
+use crate::node::{Node, NodeConfig, NodeError, StartOptions};
 use crate::pb::etcdserverpb as pb;
-use crate::pb::quorumkv::{InternalRequest, MemberAttributes, internal_request::Request};
+use crate::pb::quorumkv::{InternalRequest, internal_request::Request};
 
 /// What applying one request produced.
 #[derive(Debug, Clone)]
@@ -57,41 +57,17 @@ pub enum Applied {
     Done,
 }
 
-type Waiter = oneshot::Sender<Result<(Applied, i64), KvError>>;
+/// What the apply thread answers an etcd request with: its result and the revision after it.
+pub type EtcdAnswer = Result<(Applied, i64), KvError>;
 
-/// State shared by the apply thread, the API and the lease clock.
+/// State shared by etcd's services, its applier and the lease clock.
 pub struct Shared {
-    /// The key space.
-    pub mvcc: Mvcc,
-    /// Leases.
-    pub lessor: Mutex<Lessor>,
-    /// Committed events for watchers.
-    pub hub: WatchHub,
-    /// Proposers waiting for their entry's result, by request id.
-    pub waiters: Mutex<HashMap<u64, Waiter>>,
-    /// Waiters whose entry was handed to the leader, as (term sent in, request id): once an
-    /// entry of a later term is applied without theirs, theirs never will be (lock order:
-    /// after `waiters`).
-    pub forwarded: Mutex<BTreeSet<(u64, u64)>>,
-    /// Snapshots installed (changed under the `forwarded` lock).
-    pub installs: AtomicU64,
-    /// Members by id.
-    pub members: RwLock<BTreeMap<u64, Member>>,
+    /// What every client API of the member shares.
+    pub core: Arc<Core>,
     /// Raised alarms: (member, alarm type).
     pub alarms: Mutex<BTreeSet<(u64, i32)>>,
-    /// Highest log index applied.
-    pub applied: tokio::sync::watch::Sender<u64>,
-    /// Highest log index applied whose proposers have their answers (a proposal at or below
-    /// it still unanswered was not in the log there).
-    pub answered: tokio::sync::watch::Sender<u64>,
-    /// Bumped when members change.
-    pub members_version: AtomicU64,
-    /// Set when apply stopped on a storage error: nothing more is accepted.
-    pub apply_stopped: std::sync::atomic::AtomicBool,
     /// Users, roles and this member's tokens.
     pub auth: AuthStore,
-    /// How long the tree's durable checkpoints took (etcd's backend commit).
-    pub backend_commits: DurationHistogram,
 }
 
 impl std::fmt::Debug for Shared {
@@ -105,37 +81,7 @@ impl Shared {
     /// 19 bytes, counting each zero byte twice.
     pub fn key_fits(&self, key: &[u8]) -> bool {
         let escaped = key.len() + key.iter().filter(|b| **b == 0).count();
-        escaped + 19 <= self.mvcc.db().key_bytes_max()
-    }
-
-    /// Apply stopped for good: every waiting proposer gets `Stopped`, and so does every
-    /// later one.
-    pub(crate) fn stop_apply(&self) {
-        self.apply_stopped.store(true, Ordering::SeqCst);
-        // Wakes reads waiting for apply to reach their index: it never will.
-        self.applied.send_modify(|_| {});
-        self.answered.send_modify(|_| {});
-        for (_, tx) in self.waiters.lock().drain() {
-            let _ = tx.send(Err(KvError::Stopped));
-        }
-    }
-
-    /// A snapshot replaces the applied entries: whether a write handed to the leader is in it
-    /// cannot be told, so each such proposer gets "request timed out", as the client of a
-    /// stuck request would, and none is proposed again.
-    pub(crate) fn forget_forwarded(&self) {
-        let mut waiters = self.waiters.lock();
-        let mut forwarded = self.forwarded.lock();
-        self.installs.fetch_add(1, Ordering::SeqCst);
-        for (_, id) in std::mem::take(&mut *forwarded) {
-            if let Some(tx) = waiters.remove(&id) {
-                let _ = tx.send(Err(KvError::Timeout));
-            }
-        }
-    }
-
-    pub(crate) fn members_changed(&self) {
-        self.members_version.fetch_add(1, Ordering::Relaxed);
+        escaped + 19 <= self.core.mvcc.db().key_bytes_max()
     }
 }
 
@@ -220,10 +166,9 @@ const CALL_CONNECTIONS_QUEUED: usize = 64;
 
 /// A running member of the replicated key space.
 pub struct KvServer {
-    node: Node,
+    proposer: Proposer,
     shared: Arc<Shared>,
     cfg: KvConfig,
-    next_id: AtomicU64,
     cluster_id: u64,
     channels: Mutex<HashMap<u64, tonic::transport::Channel>>,
     metrics: Arc<crate::etcd::metrics::Metrics>,
@@ -257,45 +202,32 @@ impl KvServer {
             .map_err(|e| format!("data dir {}: {e}", cfg.node.data_dir.display()))?;
         let db = open_db(&db_path).map_err(|e| format!("opening {}: {e}", db_path.display()))?;
         let mvcc = Mvcc::open(db).map_err(|e| format!("opening {}: {e}", db_path.display()))?;
-        let snap = mvcc.snapshot();
-        let applied = snap.applied_index();
-        let rev = snap.revision().map_err(|e| e.to_string())?;
-        drop(snap);
         // etcd's minimum lease TTL: one and a half election timeouts, rounded up to seconds.
         let election = cfg.node.tick * cfg.node.election_ticks;
         let min_ttl = ((election.as_millis() as u64 * 3 / 2).div_ceil(1000)) as i64;
-        let members = cfg
-            .members
-            .iter()
-            .map(|m| (m.id, m.clone()))
-            .collect::<BTreeMap<_, _>>();
+        let limits = CoreLimits {
+            lease_ttl_min_secs: min_ttl,
+            watch_ring_bytes: cfg.watch_ring_bytes,
+            pending_max: cfg.pending_max,
+        };
+        let core = Core::open(mvcc, &cfg.members, limits)
+            .map_err(|e| format!("loading the key space: {e}"))?;
+        let applied = core.applied();
         let shared = Arc::new(Shared {
-            mvcc,
-            lessor: Mutex::new(Lessor::new(min_ttl)),
-            hub: WatchHub::new(rev, cfg.watch_ring_bytes),
-            waiters: Mutex::new(HashMap::new()),
-            forwarded: Mutex::new(BTreeSet::new()),
-            installs: AtomicU64::new(0),
-            members: RwLock::new(members),
+            core: Arc::new(core),
             alarms: Mutex::new(BTreeSet::new()),
-            applied: tokio::sync::watch::channel(applied).0,
-            answered: tokio::sync::watch::channel(applied).0,
-            members_version: AtomicU64::new(0),
-            apply_stopped: std::sync::atomic::AtomicBool::new(false),
             auth: AuthStore::new(cfg.auth_token_ttl),
-            backend_commits: DurationHistogram::default(),
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
         let machine = machine::KvMachine::start(
-            shared.mvcc.clone(),
+            Arc::clone(&shared.core),
             apply::EtcdApplier::new(Arc::clone(&shared)),
-            applied,
             cfg.checkpoint_entries,
             cfg.checkpoint_interval,
             format!("apply-{}", cfg.node.id),
         )?;
         let cluster_id = cfg.node.cluster_id;
-        let info_shared = Arc::clone(&shared);
+        let info_roster = Arc::clone(&shared.core.roster);
         // Member-to-member calls arrive on the peer port, identified by its handshake.
         let (calls_tx, calls_rx) = tokio::sync::mpsc::channel(CALL_CONNECTIONS_QUEUED);
         let node = Node::start_with(
@@ -305,18 +237,26 @@ impl KvServer {
                 applied,
                 machine: Some(Arc::new(machine)),
                 info: Some(Arc::new(move |conf: &quorumkv_replication::Conf| {
-                    let members = current_members(&info_shared, conf);
+                    let members = info_roster.current(conf);
                     crate::member::identity::encode_info(cluster_id, &members)
                 })),
                 calls: Some(calls_tx),
             },
         )?;
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.node.id.rotate_left(17);
-        let server = Arc::new(KvServer {
+        let proposer = Proposer::new(
             node,
+            Arc::clone(&shared.core.pending),
+            seed,
+            cfg.request_timeout,
+            cfg.node.tick * cfg.node.election_ticks,
+            // Room for the envelope around a request of the largest size taken.
+            cfg.max_request_bytes + 4096,
+        );
+        let server = Arc::new(KvServer {
+            proposer,
             shared,
             cfg,
-            next_id: AtomicU64::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             cluster_id,
             channels: Mutex::new(HashMap::new()),
             metrics: Arc::default(),
@@ -324,11 +264,42 @@ impl KvServer {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
         });
-        let handle = server.node.handle();
+        let handle = server.node().handle();
         handle.spawn(crate::etcd::serve_calls(Arc::clone(&server), calls_rx));
-        handle.spawn(publish_attributes(Arc::clone(&server)));
-        handle.spawn(sync_peers(Arc::clone(&server)));
-        handle.spawn(lease_clock(Arc::clone(&server)));
+        let s = Arc::clone(&server);
+        handle.spawn(async move {
+            let (name, urls) = (s.cfg.name.clone(), s.cfg.client_urls.clone());
+            roster::publish_own(
+                &s.proposer,
+                &s.shared.core.roster,
+                s.member_id(),
+                name,
+                urls,
+            )
+            .await;
+        });
+        let s = Arc::clone(&server);
+        handle.spawn(async move {
+            roster::sync_peers(s.node(), Arc::clone(&s.shared.core.roster)).await
+        });
+        let s = Arc::downgrade(&server);
+        handle.spawn(lease_clock::run(
+            Arc::clone(server.node().state()),
+            Arc::clone(&server.shared.core),
+            move |id| {
+                let Some(s) = s.upgrade() else { return };
+                tokio::spawn(async move {
+                    let r = s
+                        .propose(Request::LeaseRevoke(pb::LeaseRevokeRequest { id }))
+                        .await;
+                    if let Err(e) = r
+                        && e != KvError::LeaseNotFound
+                    {
+                        tracing::debug!(lease = id, error = %e, "revoking an expired lease");
+                    }
+                });
+            },
+        ));
         if let Some(retention) = server.cfg.auto_compaction {
             handle.spawn(compactor::run(Arc::clone(&server), retention));
         }
@@ -342,7 +313,12 @@ impl KvServer {
 
     /// The node underneath.
     pub fn node(&self) -> &Node {
-        &self.node
+        self.proposer.node()
+    }
+
+    /// The member core's proposer.
+    pub fn proposer(&self) -> &Proposer {
+        &self.proposer
     }
 
     /// Shared state (key space, leases, hub, members).
@@ -371,7 +347,7 @@ impl KvServer {
             cluster_id: self.cluster_id,
             member_id: self.cfg.node.id,
             revision,
-            raft_term: self.node.state().term(),
+            raft_term: self.node().state().term(),
         }
     }
 
@@ -401,17 +377,17 @@ impl KvServer {
     /// Whether this member has stopped for good: its storage failed (fail-stop) or it was
     /// removed from the cluster.
     pub fn stopped(&self) -> bool {
-        self.node.state().stopped() || self.shared.apply_stopped.load(Ordering::SeqCst)
+        self.node().state().stopped() || self.shared.core.pending.stopped()
     }
 
     /// Physical size of the tree file.
     pub fn db_size_bytes(&self) -> u64 {
-        self.shared.mvcc.db().stats().file_bytes
+        self.shared.core.mvcc.db().stats().file_bytes
     }
 
     /// Bytes of the tree in use (pages not free).
     pub fn db_in_use_bytes(&self) -> u64 {
-        let s = self.shared.mvcc.db().stats();
+        let s = self.shared.core.mvcc.db().stats();
         (s.page_count.saturating_sub(s.free_pages)) * s.page_size as u64
     }
 
@@ -467,24 +443,17 @@ impl KvServer {
 
     /// The protocol's election timeout.
     pub fn election_timeout(&self) -> Duration {
-        self.cfg.node.tick * self.cfg.node.election_ticks
+        self.proposer.election_timeout()
     }
 
-    /// Whether this member has known no leader for three election timeouts: longer than an
-    /// election takes, so it is likely cut off from its quorum (etcd's `monitorLeader` gives up
-    /// on the same count).
+    /// Whether this member has known no leader for three election timeouts (see
+    /// [`Proposer::leader_lost`]).
     pub fn leader_lost(&self) -> bool {
-        self.node
-            .state()
-            .leaderless_for()
-            .is_some_and(|d| d >= self.election_timeout() * 3)
+        self.proposer.leader_lost()
     }
 
-    /// Whether a request due by `deadline` should go on waiting for a leader: only while an
-    /// election is likely under way. A member that lost its leader answers "no leader" at
-    /// once, so the client moves on to another member.
     fn wait_for_leader(&self, deadline: Instant) -> bool {
-        Instant::now() < deadline && !self.leader_lost()
+        self.proposer.wait_for_leader(deadline)
     }
 
     /// Hands `req` to the leader's `Internal.Propose`, with the caller's token.
@@ -530,7 +499,7 @@ impl KvServer {
     /// etcd's HashKV: a hash of every stored version up to `revision` (0: the current one),
     /// with the compaction point it starts from.
     pub fn hash_kv(&self, revision: i64) -> Result<pb::HashKvResponse, KvError> {
-        let snap = self.shared.mvcc.snapshot();
+        let snap = self.shared.core.mvcc.snapshot();
         let (hash, compact_revision, hash_revision) = snap.hash(revision)?;
         Ok(pb::HashKvResponse {
             header: Some(self.header(snap.revision()?)),
@@ -560,7 +529,7 @@ impl KvServer {
         if let Some(c) = cache.get(&id) {
             return c.clone();
         }
-        let outbound = Arc::clone(self.node.outbound());
+        let outbound = Arc::clone(self.node().outbound());
         let connector = tower::service_fn(move |_: http::Uri| {
             let outbound = Arc::clone(&outbound);
             async move {
@@ -577,7 +546,7 @@ impl KvServer {
 
     /// A gRPC channel to the current leader (see [`KvServer::channel_to_member`]).
     pub fn leader_channel(&self) -> Result<tonic::transport::Channel, KvError> {
-        match self.node.state().leader() {
+        match self.node().state().leader() {
             0 => Err(KvError::NoLeader),
             leader => Ok(self.channel_to_member(leader)),
         }
@@ -590,6 +559,13 @@ impl KvServer {
         req: Request,
         caller: &Caller,
     ) -> Result<(Applied, i64), (KvError, Option<Request>)> {
+        if let Request::MemberAttributes(_) = req {
+            // Recorded only by the member core (see `roster::publish`).
+            return Err((
+                KvError::Other("member attributes are not a client request".into()),
+                None,
+            ));
+        }
         let req = self.prepare_secret(req).await?;
         let writes = matches!(
             req,
@@ -613,7 +589,7 @@ impl KvServer {
             let _ = Box::pin(self.propose(Request::Alarm(alarm))).await;
             return Err((KvError::NoSpace, None));
         }
-        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
+        let id = self.proposer.fresh_id();
         let mut msg = InternalRequest {
             id,
             time_ms: now_ms(),
@@ -623,102 +599,15 @@ impl KvServer {
         };
         let entry = msg.encode_to_vec();
         let req = msg.request.take();
-        if entry.len() > self.cfg.max_request_bytes + 4096 {
-            return Err((KvError::RequestTooLarge, None));
-        }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut w = self.shared.waiters.lock();
-            // Checked under the waiters' lock, so a stop either sees this waiter or this
-            // proposal sees the stop.
-            if self.shared.apply_stopped.load(Ordering::SeqCst) {
-                return Err((KvError::Stopped, None));
-            }
-            if w.len() >= self.cfg.pending_max {
-                return Err((KvError::TooManyRequests, None));
-            }
-            w.insert(id, tx);
-        }
-        // Commit is bounded by the request timeout; once committed, the entry will be
-        // applied (a large delete may take a while), so its result is awaited in full.
-        let started = Instant::now();
-        let installs = self.shared.installs.load(Ordering::SeqCst);
-        // Whoever answers a waiter takes it out of `waiters` first.
-        let mut answered = false;
-        let submitted = tokio::time::timeout(self.cfg.request_timeout, self.node.submit(entry))
-            .await
-            .map_err(|_| KvError::Timeout)
-            .and_then(|r| r.map_err(node_error));
-        let out = match submitted {
-            Ok(Submitted::Committed(_)) => match rx.await {
-                Ok(r) => {
-                    answered = true;
-                    r.map_err(|e| (e, None))
-                }
-                Err(_) => Err((KvError::Stopped, None)),
+        match self.proposer.propose(id, entry).await {
+            Ok(answer) => match answer.downcast::<EtcdAnswer>() {
+                Ok(answer) => answer.map_err(|e| (e, None)),
+                Err(_) => unreachable!("etcd's entries are answered by etcd's applier"),
             },
-            Ok(Submitted::Forwarded { term }) => {
-                {
-                    let mut forwarded = self.shared.forwarded.lock();
-                    if self.shared.installs.load(Ordering::SeqCst) != installs {
-                        // A snapshot came in meanwhile: its fate is unknown from here.
-                        drop(forwarded);
-                        self.shared.waiters.lock().remove(&id);
-                        return Err((KvError::Timeout, None));
-                    }
-                    forwarded.insert((term, id));
-                }
-                let left = self.cfg.request_timeout.saturating_sub(started.elapsed());
-                let r = match self.await_forwarded(rx, left).await {
-                    // The leader never proposed it (see `Applier::apply`): safe to go again.
-                    Some(Ok(Err(KvError::LeaderChanged))) => {
-                        answered = true;
-                        Err((KvError::LeaderChanged, req))
-                    }
-                    Some(Ok(r)) => {
-                        answered = true;
-                        r.map_err(|e| (e, None))
-                    }
-                    Some(Err(())) => Err((KvError::Stopped, None)),
-                    None => Err((KvError::Timeout, None)),
-                };
-                self.shared.forwarded.lock().remove(&(term, id));
-                r
-            }
-            Err(e @ (KvError::NotLeader | KvError::NoLeader)) => Err((e, req)),
-            Err(e) => Err((e, None)),
-        };
-        if !answered {
-            // Nobody answered, so the waiter may still be registered.
-            self.shared.waiters.lock().remove(&id);
-        }
-        out
-    }
-
-    /// The result of a write handed to the leader, as this member applies it; `None` if it did
-    /// not commit within `within`, `Err` if apply stopped. Like the leader's own proposals, a
-    /// write that committed in time is awaited until applied, however long that takes (a
-    /// large delete, say): at the deadline, apply is awaited up to what is committed then,
-    /// which holds the write if it committed at all by then.
-    async fn await_forwarded(
-        &self,
-        mut rx: oneshot::Receiver<Result<(Applied, i64), KvError>>,
-        within: Duration,
-    ) -> Option<Result<Result<(Applied, i64), KvError>, ()>> {
-        if let Ok(r) = tokio::time::timeout(within, &mut rx).await {
-            return Some(r.map_err(|_| ()));
-        }
-        let commit = self.node.state().commit();
-        let mut answered = self.shared.answered.subscribe();
-        let stopped = &self.shared.apply_stopped;
-        tokio::select! {
-            r = &mut rx => return Some(r.map_err(|_| ())),
-            _ = answered.wait_for(|a| *a >= commit || stopped.load(Ordering::SeqCst)) => {}
-        }
-        match rx.try_recv() {
-            Ok(r) => Some(Ok(r)),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(())),
+            Err(Failed {
+                error,
+                never_applied,
+            }) => Err((error.into(), req.filter(|_| never_applied))),
         }
     }
 
@@ -737,7 +626,7 @@ impl KvServer {
         if !secret {
             return Ok(req);
         }
-        let state = self.node.state();
+        let state = self.node().state();
         if !state.is_leader() {
             let e = if state.leader() == 0 {
                 KvError::NoLeader
@@ -816,6 +705,7 @@ impl KvServer {
         {
             let keys = self
                 .shared
+                .core
                 .lessor
                 .lock()
                 .time_to_live(r.id)
@@ -853,51 +743,21 @@ impl KvServer {
     }
 
     /// Waits until everything committed before the call is applied here (linearizable read
-    /// point). `NotLeader` means no leader could be reached.
+    /// point).
     pub async fn read_barrier(&self) -> Result<(), KvError> {
-        let deadline = Instant::now() + self.cfg.request_timeout;
-        let index = loop {
-            let r = tokio::time::timeout_at(deadline.into(), self.node.read_index())
-                .await
-                .map_err(|_| KvError::Timeout)?
-                .map_err(node_error);
-            match r {
-                // An election is on: wait for its outcome rather than fail the read.
-                Err(KvError::NoLeader) if self.wait_for_leader(deadline) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                r => break r?,
-            }
-        };
-        self.wait_applied(index).await
+        Ok(self.proposer.read_barrier().await?)
     }
 
     /// Waits until apply reaches `index`; fails at once when apply stopped short of it.
     pub async fn wait_applied(&self, index: u64) -> Result<(), KvError> {
-        let mut rx = self.shared.applied.subscribe();
-        let stopped = &self.shared.apply_stopped;
-        let applied = tokio::time::timeout(
-            self.cfg.request_timeout,
-            rx.wait_for(|a| *a >= index || stopped.load(Ordering::SeqCst)),
-        )
-        .await
-        .map_err(|_| KvError::Timeout)?
-        .map_err(|_| KvError::Stopped)?;
-        if *applied < index {
-            return Err(KvError::Stopped);
-        }
-        Ok(())
+        Ok(self.proposer.wait_applied(index).await?)
     }
 
     /// A fresh lease id no live lease has.
     pub fn new_lease_id(&self) -> i64 {
         loop {
-            let id = (self
-                .next_id
-                .fetch_add(2, Ordering::Relaxed)
-                .wrapping_mul(0x2545_f491_4f6c_dd1d)
-                >> 1) as i64;
-            if id > 0 && !self.shared.lessor.lock().contains(id) {
+            let id = (self.proposer.fresh_id().wrapping_mul(0x2545_f491_4f6c_dd1d) >> 1) as i64;
+            if id > 0 && !self.shared.core.lessor.lock().contains(id) {
                 return id;
             }
         }
@@ -905,7 +765,7 @@ impl KvServer {
 
     /// Members, in id order.
     pub fn members(&self) -> Vec<Member> {
-        current_members(&self.shared, &self.node.state().conf())
+        self.shared.core.roster.current(&self.node().state().conf())
     }
 }
 
@@ -920,130 +780,5 @@ fn refused_unsent(code: i32, message: &str) -> bool {
 
 /// Maps a node refusal to what a client sees.
 pub fn node_error(e: NodeError) -> KvError {
-    match e {
-        NodeError::Propose(ProposeError::NotLeader { leader: 0 }) => KvError::NoLeader,
-        NodeError::Propose(ProposeError::NotLeader { .. }) => KvError::NotLeader,
-        NodeError::Propose(ProposeError::Overloaded) => KvError::TooManyRequests,
-        NodeError::Propose(ProposeError::Transferring) => KvError::LeaderChanged,
-        NodeError::Propose(ProposeError::Unsupported(_)) => KvError::NotCapable,
-        NodeError::Propose(ProposeError::ConfChangePending) => KvError::Unhealthy,
-        NodeError::Propose(e) => KvError::Other(e.to_string()),
-        NodeError::Lost => KvError::LeaderChanged,
-        NodeError::Stopped(_) => KvError::Stopped,
-    }
-}
-
-/// The members of the membership in effect, learners marked (every known member while the
-/// node has not reported a membership yet).
-fn current_members(shared: &Shared, conf: &quorumkv_replication::Conf) -> Vec<Member> {
-    let members = shared.members.read();
-    if conf.voters.is_empty() {
-        return members.values().cloned().collect();
-    }
-    let mut out: Vec<Member> = conf
-        .voters
-        .iter()
-        .chain(&conf.learners)
-        .map(|id| {
-            let mut m = members.get(id).cloned().unwrap_or(Member {
-                id: *id,
-                ..Member::default()
-            });
-            m.is_learner = conf.learners.contains(id);
-            m
-        })
-        .collect();
-    // Learners too in id order, as etcd lists members.
-    out.sort_unstable_by_key(|m| m.id);
-    out
-}
-
-/// Keeps the node's peer addresses in step with the members' peer URLs (members added or
-/// moved at runtime, and those loaded from the tree at start).
-async fn sync_peers(server: Arc<KvServer>) {
-    let mut seen = u64::MAX;
-    loop {
-        let version = server.shared.members_version.load(Ordering::Relaxed);
-        if version != seen {
-            seen = version;
-            let members: Vec<Member> = server.shared.members.read().values().cloned().collect();
-            for m in members {
-                if let Some(addr) = m
-                    .peer_urls
-                    .first()
-                    .and_then(|u| crate::member::identity::parse_url(u).ok())
-                {
-                    server.node.set_peer(m.id, addr);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Publishes this member's name and client URLs through the log once a leader exists (like
-/// etcd's publish), retrying until it sticks.
-async fn publish_attributes(server: Arc<KvServer>) {
-    let me = server.member_id();
-    for _ in 0..600 {
-        let current = server.shared.members.read().get(&me).cloned();
-        if current
-            .as_ref()
-            .is_some_and(|m| m.client_urls == server.cfg.client_urls && m.name == server.cfg.name)
-        {
-            return;
-        }
-        if server.node.state().leader() != 0 {
-            let attrs = MemberAttributes {
-                id: me,
-                name: server.cfg.name.clone(),
-                client_urls: server.cfg.client_urls.clone(),
-                peer_urls: current.map(|m| m.peer_urls).unwrap_or_default(),
-            };
-            match server.propose(Request::MemberAttributes(attrs)).await {
-                Ok(_) => return,
-                Err(e) => tracing::debug!(error = %e, "publishing member attributes"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The leader's lease clock: promotes or demotes the lessor with leadership and revokes
-/// expired leases through the log.
-async fn lease_clock(server: Arc<KvServer>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        if server.node.state().stopped() {
-            return;
-        }
-        let leading = server.node.state().is_leader();
-        let expired = {
-            let mut l = server.shared.lessor.lock();
-            if leading && !l.is_primary() {
-                l.promote();
-            } else if !leading && l.is_primary() {
-                l.demote();
-            }
-            if leading {
-                l.take_expired(500, Duration::from_secs(3))
-            } else {
-                Vec::new()
-            }
-        };
-        for id in expired {
-            let s = Arc::clone(&server);
-            tokio::spawn(async move {
-                let r = s
-                    .propose(Request::LeaseRevoke(pb::LeaseRevokeRequest { id }))
-                    .await;
-                if let Err(e) = r
-                    && e != KvError::LeaseNotFound
-                {
-                    tracing::debug!(lease = id, error = %e, "revoking an expired lease");
-                }
-            });
-        }
-    }
+    crate::member::error::Error::from(e).into()
 }

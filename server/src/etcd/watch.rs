@@ -97,7 +97,7 @@ fn denial_reason(e: &KvError) -> String {
 
 impl StreamState {
     fn header(&self) -> pb::ResponseHeader {
-        self.server.header(self.server.shared().hub.revision())
+        self.server.header(self.server.shared().core.hub.revision())
     }
 
     async fn send(&self, r: pb::WatchResponse) -> bool {
@@ -105,7 +105,7 @@ impl StreamState {
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest) -> bool {
-        let hub = &self.server.shared().hub;
+        let hub = &self.server.shared().core.hub;
         // As etcd: an empty key is the smallest key, "\0".
         let key = if c.key.is_empty() { vec![0] } else { c.key };
         // A refused watch carries etcd's id for "no watch", -1.
@@ -176,7 +176,7 @@ impl StreamState {
 
     async fn cancel(&mut self, id: i64, compact_revision: i64, reason: &str) -> bool {
         if self.watchers.remove(&id).is_some() {
-            self.server.shared().hub.watcher_removed();
+            self.server.shared().core.hub.watcher_removed();
             return self
                 .send(pb::WatchResponse {
                     header: Some(self.header()),
@@ -197,7 +197,7 @@ impl StreamState {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
             loop {
-                let current = shared.hub.revision();
+                let current = shared.core.hub.revision();
                 let Some(w) = self.watchers.get(&id) else {
                     break;
                 };
@@ -206,7 +206,7 @@ impl StreamState {
                 }
                 let from = w.next_rev;
                 // The ring first; the tree for anything older.
-                let (events, next) = match shared.hub.read(from, EVENTS_PER_RESPONSE) {
+                let (events, next) = match shared.core.hub.read(from, EVENTS_PER_RESPONSE) {
                     Some(revs) => {
                         let next = revs.last().map_or(current + 1, |r| r.rev + 1);
                         let evs: Vec<Event> =
@@ -214,7 +214,7 @@ impl StreamState {
                         (evs, next)
                     }
                     None => {
-                        let snap = shared.mvcc.snapshot();
+                        let snap = shared.core.mvcc.snapshot();
                         match snap.events(from, current, EVENTS_PER_RESPONSE) {
                             Ok(evs) => {
                                 let next = match evs.last() {
@@ -258,12 +258,12 @@ impl StreamState {
                 w.sent_since_progress = true;
                 let fragment = w.fragment;
                 let picked = if w.prev_kv {
-                    match with_prev(&shared.mvcc, &wanted) {
+                    match with_prev(&shared.core.mvcc, &wanted) {
                         Ok(picked) => picked,
                         Err(e) => {
                             let (compacted, reason) = match e {
                                 MvccError::Compacted => {
-                                    let snap = shared.mvcc.snapshot();
+                                    let snap = shared.core.mvcc.snapshot();
                                     (snap.compact_revision().unwrap_or(0), "")
                                 }
                                 e => {
@@ -298,7 +298,7 @@ impl StreamState {
     }
 
     async fn progress(&mut self, only_idle: bool) -> bool {
-        let rev = self.server.shared().hub.revision();
+        let rev = self.server.shared().core.hub.revision();
         if only_idle {
             let ids: Vec<i64> = self
                 .watchers
@@ -364,7 +364,7 @@ fn fragments(resp: pb::WatchResponse, fragment: bool, limit: usize) -> Vec<pb::W
 impl Drop for StreamState {
     fn drop(&mut self) {
         for _ in 0..self.watchers.len() {
-            self.server.shared().hub.watcher_removed();
+            self.server.shared().core.hub.watcher_removed();
         }
     }
 }
@@ -385,7 +385,7 @@ pub(crate) async fn run(
 ) {
     let mut inbound_open = true;
     let mut leader_check = tokio::time::interval(server.election_timeout());
-    let mut rev_rx = server.shared().hub.subscribe();
+    let mut rev_rx = server.shared().core.hub.subscribe();
     let every = server
         .config()
         .client_port

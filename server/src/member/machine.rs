@@ -10,41 +10,38 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quorumkv_replication::Entry;
 
+use super::apply_thread::ApplyThread;
+use super::core::Core;
+use super::envelope::Envelope;
 use super::flusher::Flusher;
+use super::pending::Answer;
 use super::snapshot_file;
-use crate::mvcc::Mvcc;
+use crate::mvcc::MvccTxn;
 use crate::node::StateMachine;
 
 /// A client API's side of the apply thread: it applies that API's committed requests to the
-/// key space and answers their proposers, and keeps what lives beside the tree in memory. The
-/// apply thread owns batching, durable checkpoints, background flushes and snapshot installs.
+/// key space and keeps what lives beside the tree in memory. The apply thread owns batching,
+/// the member-level operations of the envelope, answering proposers, publishing events,
+/// durable checkpoints, background flushes and snapshot installs.
 pub trait Applier: Send + 'static {
-    /// Why applying failed (a storage error: apply stops for good).
-    type Error: std::fmt::Display;
+    /// Applies one committed request of this API (the whole entry, whose envelope the core
+    /// has read) inside the batch's write transaction, and returns its proposer's answer. A
+    /// request it refuses changes nothing and is answered with the refusal; `Err` is for a
+    /// storage failure only, and stops apply for good.
+    fn apply(
+        &mut self,
+        txn: &mut MvccTxn,
+        envelope: &Envelope,
+        entry: &[u8],
+    ) -> Result<Answer, String>;
 
-    /// Applies `entries` (in log order) in one write transaction committed without sync (the
-    /// log holds them durably), then answers their proposers and wakes their watchers.
-    fn apply(&mut self, entries: &[Entry]) -> Result<(), Self::Error>;
-
-    /// Commits the tree durably through `applied`, with nothing new.
-    fn checkpoint(&mut self, applied: u64) -> Result<(), Self::Error>;
-
-    /// How long a durable checkpoint took.
-    fn checkpoint_took(&self, took: Duration);
-
-    /// Apply stopped for good: every waiting proposer, and every later one, is told so.
-    fn stop(&self);
-
-    /// A snapshot is about to replace the key space.
-    fn before_install(&self);
-
-    /// The key space was replaced by a snapshot applied through `applied`: reload what lives
-    /// beside the tree in memory.
-    fn after_install(&mut self, applied: u64) -> Result<(), String>;
+    /// The key space was replaced by a snapshot: reload what this API keeps beside the tree
+    /// in memory.
+    fn reload(&mut self) -> Result<(), String>;
 }
 
 /// What the apply thread is asked to do, in order.
@@ -57,31 +54,31 @@ pub enum ApplyMsg {
 
 /// The key space behind a node.
 pub struct KvMachine {
-    mvcc: Mvcc,
+    core: Arc<Core>,
     tx: mpsc::Sender<ApplyMsg>,
     durable: Arc<AtomicU64>,
     stopped: Arc<AtomicBool>,
 }
 
 impl KvMachine {
-    /// Starts the apply thread: `applier` applies to `mvcc`, which holds everything through
-    /// `applied`.
+    /// Starts the apply thread: `applier` applies its API's requests to the key space of
+    /// `core`, which holds everything through its applied index.
     pub fn start<A: Applier>(
-        mvcc: Mvcc,
+        core: Arc<Core>,
         applier: A,
-        applied: u64,
         checkpoint_entries: u64,
         checkpoint_interval: Duration,
         name: String,
     ) -> Result<KvMachine, String> {
         let (tx, rx) = mpsc::channel();
+        let applied = core.applied();
         let durable = Arc::new(AtomicU64::new(applied));
         let stopped = Arc::new(AtomicBool::new(false));
-        let flusher = Flusher::start(mvcc.db().clone(), format!("flush-{name}"))
+        let flusher = Flusher::start(core.mvcc.db().clone(), format!("flush-{name}"))
             .map_err(|e| e.to_string())?;
         let worker = ApplyThread {
             flusher,
-            mvcc: mvcc.clone(),
+            core: Arc::clone(&core),
             applier,
             rx,
             applied,
@@ -95,7 +92,7 @@ impl KvMachine {
             .spawn(move || worker.run())
             .map_err(|e| e.to_string())?;
         Ok(KvMachine {
-            mvcc,
+            core,
             tx,
             durable,
             stopped,
@@ -113,7 +110,7 @@ impl StateMachine for KvMachine {
     }
 
     fn write_snapshot(&self, path: &Path) -> Result<u64, String> {
-        snapshot_file::write(&self.mvcc, path)
+        snapshot_file::write(&self.core.mvcc, path)
             .map(|(applied, _)| applied)
             .map_err(|e| e.to_string())
     }
@@ -130,165 +127,5 @@ impl StateMachine for KvMachine {
         self.stopped
             .load(Ordering::SeqCst)
             .then(|| "the key space stopped applying (its storage failed)".to_string())
-    }
-}
-
-struct ApplyThread<A> {
-    flusher: Flusher,
-    mvcc: Mvcc,
-    applier: A,
-    rx: mpsc::Receiver<ApplyMsg>,
-    applied: u64,
-    durable: Arc<AtomicU64>,
-    stopped: Arc<AtomicBool>,
-    every: u64,
-    interval: Duration,
-}
-
-/// Background flushes per checkpoint interval: each carries about a tenth of an interval's
-/// pages. Flushing only from halfway through the interval would leave the first flush half an
-/// interval's pages: one burst on the disk that the log's fdatasyncs wait behind.
-const FLUSHES_PER_INTERVAL: u32 = 10;
-
-impl<A: Applier> ApplyThread<A> {
-    /// Apply stops for good.
-    fn stop(&self) {
-        self.applier.stop();
-        self.stopped.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the background flush failed; if so the key space stops (a checkpoint after it
-    /// could report pages durable that the kernel dropped).
-    fn flush_failed(&self) -> bool {
-        let Some(e) = self.flusher.failure() else {
-            return false;
-        };
-        tracing::error!(error = %e, "flush failed; apply stops");
-        self.stop();
-        true
-    }
-
-    /// Makes the tree durable through `applied` and publishes that; false when it failed
-    /// and apply has stopped.
-    fn checkpoint(&mut self) -> bool {
-        let started = Instant::now();
-        let result = self.applier.checkpoint(self.applied);
-        self.applier.checkpoint_took(started.elapsed());
-        if let Err(e) = result {
-            tracing::error!(error = %e, "checkpoint failed; apply stops");
-            self.stop();
-            return false;
-        }
-        self.durable.store(self.applied, Ordering::Release);
-        true
-    }
-
-    fn run(mut self) {
-        use mpsc::RecvTimeoutError;
-        let mut since_durable = 0u64;
-        let mut last_durable = Instant::now();
-        let mut last_flush = Instant::now();
-        let flush_every = self.interval / FLUSHES_PER_INTERVAL;
-        let mut held: Option<ApplyMsg> = None;
-        loop {
-            let msg = match held.take() {
-                Some(m) => m,
-                None => match self.rx.recv_timeout(self.interval) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if since_durable > 0 {
-                            if self.flush_failed() {
-                                return;
-                            }
-                            if !self.checkpoint() {
-                                return;
-                            }
-                            since_durable = 0;
-                            last_durable = Instant::now();
-                        }
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        self.stop();
-                        return;
-                    }
-                },
-            };
-            let mut batch = match msg {
-                ApplyMsg::Entries(b) => b,
-                ApplyMsg::Install(path, reply) => {
-                    // The install starts with a checkpoint, which a failed flush forbids.
-                    if self.flush_failed() {
-                        let _ = reply.send(Err("the key space's storage failed".into()));
-                        return;
-                    }
-                    let result = self.install(&path);
-                    let failed = result.is_err();
-                    let _ = reply.send(result);
-                    if failed {
-                        // The tree is unchanged, but the node cannot go on without it.
-                        self.stop();
-                        return;
-                    }
-                    since_durable = 0;
-                    last_durable = Instant::now();
-                    continue;
-                }
-            };
-            while batch.len() < 8192 {
-                match self.rx.try_recv() {
-                    Ok(ApplyMsg::Entries(more)) => batch.extend(more),
-                    Ok(other) => {
-                        held = Some(other);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // After a restart or a snapshot install, entries the tree already holds come again.
-            batch.retain(|e| e.index > self.applied);
-            let Some(last) = batch.last() else { continue };
-            let last = last.index;
-            since_durable += batch.len() as u64;
-            let durable = since_durable >= self.every || last_durable.elapsed() >= self.interval;
-            if durable && self.flush_failed() {
-                return;
-            }
-            // The batch commits without sync and its proposers get their answers; the
-            // checkpoint's fsync comes after, off their path. Their entries are durable in the
-            // log already: the checkpoint only bounds what a restart replays.
-            if let Err(e) = self.applier.apply(&batch) {
-                tracing::error!(error = %e, "apply failed; the key space stops");
-                self.stop();
-                return;
-            }
-            self.applied = last;
-            if durable {
-                if !self.checkpoint() {
-                    return;
-                }
-                since_durable = 0;
-                last_durable = Instant::now();
-                last_flush = last_durable;
-            } else if last_flush.elapsed() >= flush_every {
-                self.flusher.request();
-                last_flush = Instant::now();
-            }
-        }
-    }
-
-    /// Replaces the key space with a snapshot and reloads what lives beside it in memory.
-    fn install(&mut self, path: &Path) -> Result<u64, String> {
-        self.applier.before_install();
-        // What the tree holds so far must be durable before it is replaced, so a failed
-        // install leaves a consistent tree.
-        self.applier
-            .checkpoint(self.applied)
-            .map_err(|e| e.to_string())?;
-        let applied = snapshot_file::restore(&self.mvcc, path)?;
-        self.applier.after_install(applied)?;
-        self.applied = applied;
-        self.durable.store(applied, Ordering::Release);
-        Ok(applied)
     }
 }

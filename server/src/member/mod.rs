@@ -1,17 +1,29 @@
 //! The API-neutral member core: what every client API of a member shares, whatever it
-//! speaks. It owns the apply thread and its durable checkpoints ([`machine`]), background
-//! flushes of the tree ([`flusher`]), snapshots of the key space ([`snapshot_file`]), the
-//! watch hub ([`watch_hub`]), the lessor ([`lessor`]) and who the members are
-//! ([`identity`]).
+//! speaks. It owns proposing a request and waiting for its result ([`proposer`], one waiter
+//! per request in [`pending`]), the read barrier, the refusals every API shares ([`error`]),
+//! the log envelope ([`envelope`]), the apply thread and its durable checkpoints
+//! ([`machine`]), background flushes of the tree ([`flusher`]), snapshots of the key space
+//! ([`snapshot_file`]), the watch hub ([`watch_hub`]), the lessor and its clock ([`lessor`],
+//! [`lease_clock`]), who the members are ([`roster`], [`identity`]), and the state these
+//! share with the APIs ([`core`]).
 //!
 //! It must never import a client API's code, its RPC framework or its wire types
 //! (`server/tests/layering.rs` checks it). A client API plugs in through
-//! [`machine::Applier`], which applies its committed requests.
+//! [`machine::Applier`], which applies its committed requests, and proposes through
+//! [`proposer::Proposer`].
 
+mod apply_thread;
+pub mod core;
+pub mod envelope;
+pub mod error;
 pub mod flusher;
 pub mod identity;
+pub mod lease_clock;
 pub mod lessor;
 pub mod machine;
+pub mod pending;
+pub mod proposer;
+pub mod roster;
 pub mod snapshot_file;
 pub mod watch_hub;
 

@@ -22,7 +22,8 @@ use super::forwards::{Forwards, Parked};
 use super::shipper::Shipper;
 use super::storage::{StorageDone, StorageJob};
 use super::{
-    Cmd, FORWARD_BATCH_BYTES, NodeConfig, NodeError, NodeState, PeerStatus, StateMachine, Submitted,
+    Cmd, FORWARD_BATCH_BYTES, NodeConfig, NodeError, NodeState, PeerStatus, StateMachine,
+    SubmitMode, Submitted,
 };
 use crate::transport::{frame, tcp};
 use quorumkv_replication::Entry;
@@ -30,22 +31,48 @@ use quorumkv_replication::Entry;
 /// Proposals waiting for their index to commit: index → (term proposed in, who waits).
 pub(super) type Waiters = BTreeMap<u64, (u64, Waiter)>;
 
-/// Who waits for a proposal's index to commit.
+/// Who waits for a proposal's index to commit, or (`Handed`) only to hear where it went.
 pub(super) enum Waiter {
     Appended(oneshot::Sender<Result<u64, NodeError>>),
     Submitted(oneshot::Sender<Result<Submitted, NodeError>>),
+    Handed(oneshot::Sender<Result<Submitted, NodeError>>),
 }
 
 impl Waiter {
+    /// A submit waiter in `mode`.
+    pub(super) fn submit(
+        mode: SubmitMode,
+        tx: oneshot::Sender<Result<Submitted, NodeError>>,
+    ) -> Waiter {
+        match mode {
+            SubmitMode::UntilCommitted => Waiter::Submitted(tx),
+            SubmitMode::Handed => Waiter::Handed(tx),
+        }
+    }
+
     pub(super) fn send(self, r: Result<u64, NodeError>) {
         // A caller that gave up is no longer listening.
         match self {
             Waiter::Appended(tx) => {
                 let _ = tx.send(r);
             }
-            Waiter::Submitted(tx) => {
+            Waiter::Submitted(tx) | Waiter::Handed(tx) => {
                 let _ = tx.send(r.map(Submitted::Committed));
             }
+        }
+    }
+
+    /// The data was handed to the leader in `term` (or refused): only a submit waits for that.
+    pub(super) fn forwarded(self, r: &Result<u64, ProposeError>) {
+        let r = match r {
+            Ok(term) => Ok(Submitted::Forwarded { term: *term }),
+            Err(e) => Err(e.clone().into()),
+        };
+        match self {
+            Waiter::Submitted(tx) | Waiter::Handed(tx) => {
+                let _ = tx.send(r);
+            }
+            Waiter::Appended(_) => unreachable!("only submitted data is forwarded"),
         }
     }
 }
@@ -74,7 +101,15 @@ pub(super) fn propose_tracked<P: Protocol>(
     match propose(proto) {
         Ok(index) => {
             let term = proto.log_entries(index).first().map_or(0, |e| e.term);
-            waiters.insert(index, (term, w));
+            match w {
+                // Its caller follows the applied log itself: nothing waits here.
+                Waiter::Handed(tx) => {
+                    let _ = tx.send(Ok(Submitted::Proposed { term }));
+                }
+                w => {
+                    waiters.insert(index, (term, w));
+                }
+            }
         }
         Err(e) => w.send(Err(e.into())),
     }
@@ -301,14 +336,14 @@ impl<P: Protocol> NodeLoop<P> {
                     p.propose(data)
                 });
             }
-            Cmd::Submit(data, tx) if stopped.is_some() || self.io.state.is_leader() => {
-                let w = Waiter::Submitted(tx);
+            Cmd::Submit(data, mode, tx) if stopped.is_some() || self.io.state.is_leader() => {
+                let w = Waiter::submit(mode, tx);
                 propose_tracked(&mut self.proto, &mut self.waiters, stopped, w, |p| {
                     p.propose(data)
                 });
             }
-            Cmd::Submit(data, tx) => {
-                forwards.push(data, tx);
+            Cmd::Submit(data, mode, tx) => {
+                forwards.push(data, Waiter::submit(mode, tx));
                 if forwards.bytes >= FORWARD_BATCH_BYTES {
                     forwards.flush(&mut self.proto, &mut self.parked, Instant::now());
                 }

@@ -8,25 +8,19 @@
 use std::time::{Duration, Instant};
 
 use quorumkv_replication::{ProposeError, Protocol};
-use tokio::sync::oneshot;
 
 use super::event_loop::{Waiter, Waiters, propose_tracked};
-use super::{NodeError, Submitted};
 
 /// Data to hand to the leader, gathered from the commands taken at once.
 #[derive(Default)]
 pub(super) struct Forwards {
     batch: Vec<Vec<u8>>,
     pub(super) bytes: usize,
-    waiting: Vec<oneshot::Sender<Result<Submitted, NodeError>>>,
+    waiting: Vec<Waiter>,
 }
 
 impl Forwards {
-    pub(super) fn push(
-        &mut self,
-        data: Vec<u8>,
-        tx: oneshot::Sender<Result<Submitted, NodeError>>,
-    ) {
+    pub(super) fn push(&mut self, data: Vec<u8>, tx: Waiter) {
         self.bytes += data.len();
         self.batch.push(data);
         self.waiting.push(tx);
@@ -50,11 +44,8 @@ impl Forwards {
             return;
         }
         let r = proto.forward(batch);
-        for tx in waiting {
-            let _ = tx.send(match &r {
-                Ok(term) => Ok(Submitted::Forwarded { term: *term }),
-                Err(e) => Err(e.clone().into()),
-            });
+        for w in waiting {
+            w.forwarded(&r);
         }
     }
 }
@@ -62,20 +53,17 @@ impl Forwards {
 /// Most bytes of submitted data held while no leader is known; past it, submits fail at once.
 const PARKED_BYTES_MAX: usize = 16 << 20;
 
-/// Who waits to hear what became of submitted data.
-type SubmitReply = oneshot::Sender<Result<Submitted, NodeError>>;
-
 /// Submitted data waiting for this member to learn a leader, oldest first.
 #[derive(Default)]
 pub(super) struct Parked {
-    queue: std::collections::VecDeque<(Instant, Vec<u8>, SubmitReply)>,
+    queue: std::collections::VecDeque<(Instant, Vec<u8>, Waiter)>,
     bytes: usize,
 }
 
 impl Parked {
-    fn park(&mut self, data: Vec<u8>, tx: SubmitReply, now: Instant) {
+    fn park(&mut self, data: Vec<u8>, tx: Waiter, now: Instant) {
         if self.bytes + data.len() > PARKED_BYTES_MAX {
-            let _ = tx.send(Err(ProposeError::NotLeader { leader: 0 }.into()));
+            tx.send(Err(ProposeError::NotLeader { leader: 0 }.into()));
             return;
         }
         self.bytes += data.len();
@@ -92,7 +80,7 @@ impl Parked {
             }
             let (_, data, tx) = self.queue.pop_front().expect("front exists");
             self.bytes -= data.len();
-            let _ = tx.send(Err(ProposeError::NotLeader { leader: 0 }.into()));
+            tx.send(Err(ProposeError::NotLeader { leader: 0 }.into()));
         }
     }
 
@@ -113,8 +101,7 @@ impl Parked {
         }
         if stopped.is_some() || st.leader == st.id {
             self.bytes = 0;
-            for (_, data, tx) in self.queue.drain(..) {
-                let w = Waiter::Submitted(tx);
+            for (_, data, w) in self.queue.drain(..) {
                 propose_tracked(proto, waiters, stopped, w, |p| p.propose(data));
             }
             return;
@@ -126,11 +113,8 @@ impl Parked {
             self.queue.drain(..).map(|(_, d, tx)| (d, tx)).unzip();
         let r = proto.forward(batch);
         self.bytes = 0;
-        for tx in waiting {
-            let _ = tx.send(match &r {
-                Ok(term) => Ok(Submitted::Forwarded { term: *term }),
-                Err(e) => Err(e.clone().into()),
-            });
+        for w in waiting {
+            w.forwarded(&r);
         }
     }
 }

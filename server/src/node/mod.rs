@@ -250,7 +250,11 @@ impl NodeState {
 
 enum Cmd {
     Propose(Vec<u8>, oneshot::Sender<Result<u64, NodeError>>),
-    Submit(Vec<u8>, oneshot::Sender<Result<Submitted, NodeError>>),
+    Submit(
+        Vec<u8>,
+        SubmitMode,
+        oneshot::Sender<Result<Submitted, NodeError>>,
+    ),
     ConfChange(ConfChange, oneshot::Sender<Result<u64, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
     ReadIndex(oneshot::Sender<Result<u64, NodeError>>),
@@ -260,11 +264,26 @@ enum Cmd {
     WalStats(oneshot::Sender<WalStats>),
 }
 
-/// Where [`Node::submit`] put data.
+/// Whether the node loop waits for submitted data to commit on the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubmitMode {
+    /// Answer once it committed ([`Node::submit`]).
+    UntilCommitted,
+    /// Answer once it is in the log ([`Node::hand_over`]).
+    Handed,
+}
+
+/// Where [`Node::submit`] and [`Node::hand_over`] put data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
     /// This node leads: the data committed at this index.
     Committed(u64),
+    /// This node leads: the data is in its log in this term, and commits in that term or
+    /// never (as for [`Submitted::Forwarded`]). Only [`Node::hand_over`] answers so.
+    Proposed {
+        /// The term it was appended in.
+        term: u64,
+    },
     /// Handed to the leader in this term (epoch). It commits in that term or never; once an
     /// entry of a later term is committed before it, it never will.
     Forwarded {
@@ -514,7 +533,20 @@ impl Node {
     /// etcd followers forward proposals): resolves once it committed here, or once it was
     /// sent. The caller of a forwarded one learns its fate from the committed log.
     pub async fn submit(&self, data: Vec<u8>) -> Result<Submitted, NodeError> {
-        let rx = self.ask_wait(|tx| Cmd::Submit(data, tx)).await?;
+        let rx = self
+            .ask_wait(|tx| Cmd::Submit(data, SubmitMode::UntilCommitted, tx))
+            .await?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("node loop gone".into()))?
+    }
+
+    /// Like [`Node::submit`], but the leader answers as soon as the data is in its log
+    /// ([`Submitted::Proposed`]) and keeps no waiter for it: a caller that tags its data and
+    /// watches the applied log for the tag learns its fate there, wherever it was submitted.
+    pub async fn hand_over(&self, data: Vec<u8>) -> Result<Submitted, NodeError> {
+        let rx = self
+            .ask_wait(|tx| Cmd::Submit(data, SubmitMode::Handed, tx))
+            .await?;
         rx.await
             .map_err(|_| NodeError::Stopped("node loop gone".into()))?
     }

@@ -1,0 +1,48 @@
+//! The part of every log entry the member core reads: who waits for it, when it was proposed,
+//! and the member-level operation it carries, if it is one. Everything else in an entry
+//! belongs to the client API that proposed it, opaque to the core.
+//!
+//! An entry is one protobuf message, so the core and the API each decode the same bytes and
+//! skip the fields the other owns. Field numbers are fixed forever (entries stay in logs and
+//! snapshots): 1 and 2 are the envelope's, 11 the member attributes, 3–10 and 12–31 etcd's
+//! request (these are the fields entries had before the envelope was named, so older logs
+//! replay unchanged), and each further client API takes a range of its own from 40.
+
+/// What the core reads of a log entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    /// The proposer's request id (0: nobody waits).
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The proposer's wall-clock time, in milliseconds since the epoch.
+    #[prost(uint64, tag = "2")]
+    pub time_ms: u64,
+    /// A member's name and URLs, recorded by the core itself.
+    #[prost(message, optional, tag = "11")]
+    pub member_attributes: Option<MemberAttributes>,
+}
+
+/// A member's name and URLs as the log records them (also the value of its member row).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MemberAttributes {
+    /// The member's id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Its name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// The URLs it serves clients on.
+    #[prost(string, repeated, tag = "3")]
+    pub client_urls: Vec<String>,
+    /// The URLs its peers reach it on (empty: unchanged).
+    #[prost(string, repeated, tag = "4")]
+    pub peer_urls: Vec<String>,
+}
+
+/// The answer to a member-level operation: the key space's revision after it (unchanged by
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberApplied {
+    /// The key space's revision.
+    pub revision: i64,
+}

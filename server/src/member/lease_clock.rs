@@ -1,0 +1,46 @@
+//! The leader's lease clock: promotes or demotes the lessor as leadership comes and goes, and
+//! hands each expired lease to the client API that owns it, to be revoked through the log.
+//!
+//! It never revokes a lease itself (a revoke is a committed request, applied like any other)
+//! and never expires one while this member does not lead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::core::Core;
+use crate::node::NodeState;
+
+/// How often the clock looks for expired leases.
+const TICK: Duration = Duration::from_millis(250);
+/// Most leases handed over per tick.
+const EXPIRED_PER_TICK_MAX: usize = 500;
+/// How long a lease handed over waits before it is handed over again, if still alive.
+const REVOKE_RETRY: Duration = Duration::from_secs(3);
+
+/// Runs until the node stops; `revoke` is called with each expired lease's id.
+pub async fn run(state: Arc<NodeState>, core: Arc<Core>, revoke: impl Fn(i64) + Send + 'static) {
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        if state.stopped() {
+            return;
+        }
+        let leading = state.is_leader();
+        let expired = {
+            let mut l = core.lessor.lock();
+            if leading && !l.is_primary() {
+                l.promote();
+            } else if !leading && l.is_primary() {
+                l.demote();
+            }
+            if leading {
+                l.take_expired(EXPIRED_PER_TICK_MAX, REVOKE_RETRY)
+            } else {
+                Vec::new()
+            }
+        };
+        for id in expired {
+            revoke(id);
+        }
+    }
+}
