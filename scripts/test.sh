@@ -21,6 +21,18 @@ if ! command -v etcd >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
 fi
+# The ZooKeeper codec is checked against ZooKeeper's own classes: Debian's zookeeper (its jars,
+# zkCli.sh) and a JDK to compile the check.
+if [ ! -e /usr/share/java/zookeeper-jute.jar ]; then
+    echo "== installing zookeeper"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+fi
+if ! command -v javac >/dev/null 2>&1; then
+    echo "== installing default-jdk-headless"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null
+fi
 # Benchmark charts need a TrueType font for their labels.
 if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] &&
     [ ! -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then

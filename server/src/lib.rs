@@ -3,8 +3,9 @@
 //! Layers, each importing only those below it:
 //! - [`etcd`]: the etcd v3 personality (gRPC services, JSON gateway, RBAC, etcd's errors,
 //!   backups, corruption checks, compactor, metrics) and the member that serves it;
-//! - [`member`]: the API-neutral core every client API shares (apply thread, snapshots,
-//!   watch hub, lessor, member identity);
+//! - [`zk`]: the ZooKeeper personality (so far its wire format);
+//! - [`member`]: the API-neutral core every client API shares (proposing and waiting, the
+//!   apply thread, snapshots, watch hub, lessor, roster, the key space's partition);
 //! - [`node`] and [`transport`]: the protocol driver, its storage thread and the peers;
 //! - [`mvcc`]: revisions and history over the B+tree.
 
@@ -17,6 +18,7 @@ pub mod pb;
 pub mod process_stats;
 pub mod serve;
 pub mod transport;
+pub mod zk;
 
 /// Whether this build has the storage-path failpoints compiled in (feature `failpoints`).
 pub const FAILPOINTS_COMPILED: bool = cfg!(feature = "failpoints");

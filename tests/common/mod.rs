@@ -28,7 +28,17 @@ impl OneMember {
             format!("127.0.0.1:{}", free_port()),
             format!("127.0.0.1:{}", free_port()),
         );
-        let log = std::fs::File::create(dir.join("node.log")).unwrap();
+        OneMember::start_on(dir, name, client, peer)
+    }
+
+    /// Starts member `name` as [`OneMember::start`] does, on the given addresses (the same
+    /// ones again restart a member on its data).
+    pub fn start_on(dir: &std::path::Path, name: &str, client: String, peer: String) -> OneMember {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
             .args(["serve", "--name", name, "--data-dir"])
             .arg(dir.join("data"))

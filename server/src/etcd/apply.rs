@@ -16,6 +16,7 @@ use super::rbac::{AUTH_PREFIX, AuthState};
 use super::server::EtcdAnswer;
 use super::{Applied, Shared};
 use crate::member::envelope::Envelope;
+use crate::member::keyspace;
 use crate::member::machine::Applier;
 use crate::member::pending::Answer;
 use crate::member::roster::MEMBER_PREFIX;
@@ -209,6 +210,9 @@ impl EtcdApplier {
         if !self.shared.key_fits(&p.key) {
             return Err(KvError::KeyTooLarge);
         }
+        if keyspace::is_reserved(&p.key) {
+            return Err(KvError::ReservedKey);
+        }
         if (p.ignore_value || p.ignore_lease) && txn.current(&p.key).is_none() {
             return Err(KvError::KeyNotFound);
         }
@@ -265,7 +269,10 @@ impl EtcdApplier {
         txn: &mut MvccTxn,
         d: pb::DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, KvError> {
-        let gone = txn.delete_range(&d.key, &d.range_end)?;
+        let gone = match keyspace::clamp_end(&d.key, &d.range_end) {
+            Some(end) => txn.delete_range(&d.key, end)?,
+            None => Vec::new(),
+        };
         let mut lessor = self.shared.core.lessor.lock();
         for kv in &gone {
             lessor.detach(kv.lease, &kv.key);
@@ -288,7 +295,10 @@ impl EtcdApplier {
     fn compare(&self, txn: &MvccTxn, c: &Compare) -> Result<bool, KvError> {
         use compare::{CompareResult, CompareTarget, TargetUnion};
         let target = CompareTarget::try_from(c.target).ok();
-        let kvs = txn.range(&c.key, &c.range_end, 0)?;
+        let kvs = match keyspace::clamp_end(&c.key, &c.range_end) {
+            Some(end) => txn.range(&c.key, end, 0)?,
+            None => Vec::new(),
+        };
         if kvs.is_empty() && target == Some(CompareTarget::Value) {
             return Ok(false);
         }
@@ -394,7 +404,7 @@ impl EtcdApplier {
             let resp = match op.request {
                 Some(request_op::Request::RequestRange(r)) => {
                     let mut resp =
-                        range::range(&r, |o: RangeOpts| txn.range_opts(&r.key, &r.range_end, o))?;
+                        range::range(&r, |key, end, o: RangeOpts| txn.range_opts(key, end, o))?;
                     resp.header = seen(txn);
                     response_op::Response::ResponseRange(resp)
                 }
@@ -534,6 +544,7 @@ mod tests {
             id: 5,
             time_ms: 6,
             member_attributes: Some(attrs),
+            zookeeper: None,
         };
         assert_eq!(
             InternalRequest::decode(core.encode_to_vec().as_slice()).unwrap(),

@@ -73,6 +73,10 @@ pub enum KvError {
     /// Leadership cannot move there.
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    /// The key lies in the part of the key space other client APIs keep (see
+    /// `member::keyspace`).
+    #[error("etcdserver: key is reserved for another client API")]
+    ReservedKey,
     /// The request exceeds `--max-request-bytes`.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
@@ -173,8 +177,8 @@ impl KvError {
     pub fn code(&self) -> Code {
         use KvError::*;
         match self {
-            EmptyKey | KeyTooLarge | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps
-            | DuplicateKey | RequestTooLarge | UserEmpty | RoleEmpty | AuthFailed
+            EmptyKey | KeyTooLarge | ReservedKey | KeyNotFound | ValueProvided | LeaseProvided
+            | TooManyOps | DuplicateKey | RequestTooLarge | UserEmpty | RoleEmpty | AuthFailed
             | MemberBadUrls | PermissionNotGiven | InvalidAuthMgmt => Code::InvalidArgument,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::token;
 use crate::etcd::{Applied, KvError, KvServer, range};
+use crate::member::keyspace;
 use crate::pb::etcdserverpb::{self as pb, kv_server::Kv, request_op};
 use crate::pb::quorumkv::internal_request::Request as Req;
 
@@ -29,6 +30,9 @@ pub(crate) fn check_put(p: &pb::PutRequest) -> Result<(), KvError> {
     }
     if p.key.len() > 1 << 20 {
         return Err(KvError::KeyTooLarge);
+    }
+    if keyspace::is_reserved(&p.key) {
+        return Err(KvError::ReservedKey);
     }
     if p.ignore_value && !p.value.is_empty() {
         return Err(KvError::ValueProvided);
@@ -164,7 +168,7 @@ impl KvService {
         }
         let snap = self.server.shared().core.mvcc.snapshot();
         let rev = snap.revision()?;
-        let mut resp = range::range(&r, |o| snap.range(&r.key, &r.range_end, o))?;
+        let mut resp = range::range(&r, |key, end, o| snap.range(key, end, o))?;
         resp.header = Some(self.server.header(rev));
         Ok(resp)
     }

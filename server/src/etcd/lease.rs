@@ -9,6 +9,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::etcd::{Applied, KvError, KvServer};
+use crate::member::keyspace;
 use crate::member::lessor::MAX_LEASE_TTL_SECS;
 use crate::pb::etcdserverpb::{self as pb, lease_client::LeaseClient, lease_server::Lease};
 use crate::pb::quorumkv::internal_request::Request as Req;
@@ -138,7 +139,14 @@ impl Lease for LeaseService {
                 id: r.id,
                 ttl,
                 granted_ttl: granted,
-                keys: if r.keys { keys } else { Vec::new() },
+                keys: if r.keys {
+                    // Rows of other client APIs attached to the lease stay out of etcd's view.
+                    keys.into_iter()
+                        .filter(|k| !keyspace::is_reserved(k))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             },
             None => pb::LeaseTimeToLiveResponse {
                 header,

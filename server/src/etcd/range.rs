@@ -1,6 +1,7 @@
 //! etcd's Range semantics (sorting, revision filters, limits) over the MVCC key space, for
 //! reads served from a snapshot and for ranges inside a transaction alike.
 
+use crate::member::keyspace;
 use crate::mvcc::{KeyValue, RangeOpts, RangeResult, Result};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, range_request};
 use crate::pb::mvccpb;
@@ -17,11 +18,11 @@ pub fn to_pb(kv: KeyValue) -> mvccpb::KeyValue {
     }
 }
 
-/// Runs `r` through `read` (which reads the key space with the given options). The header is
-/// left for the caller.
+/// Runs `r` through `read` (which reads `[key, end)` of the key space with the given options),
+/// never past etcd's part of the key space. The header is left for the caller.
 pub fn range(
     r: &RangeRequest,
-    read: impl FnOnce(RangeOpts) -> Result<RangeResult>,
+    read: impl FnOnce(&[u8], &[u8], RangeOpts) -> Result<RangeResult>,
 ) -> Result<RangeResponse> {
     use range_request::{SortOrder, SortTarget};
     let order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
@@ -49,7 +50,10 @@ pub fn range(
         keys_only: r.keys_only,
         count_only: r.count_only,
     };
-    let res = read(opts)?;
+    let res = match keyspace::clamp_end(&r.key, &r.range_end) {
+        Some(end) => read(&r.key, end, opts)?,
+        None => RangeResult::default(),
+    };
     let mut kvs = res.kvs;
     let mut more = res.more;
     if filtered {
@@ -108,7 +112,7 @@ mod tests {
             ..RangeRequest::default()
         };
         let all = vec![kv("a", 2), kv("b", 1), kv("c", 1), kv("d", 3)];
-        let resp = range(&r, |_| {
+        let resp = range(&r, |_, _, _| {
             Ok(RangeResult {
                 count: all.len(),
                 kvs: all,

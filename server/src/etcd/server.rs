@@ -34,6 +34,7 @@ use crate::member::machine;
 pub use crate::member::open_db;
 use crate::member::proposer::{Failed, Proposer};
 use crate::member::{lease_clock, roster};
+use crate::zk::apply::ZkApplier;
 
 use crate::mvcc::Mvcc;
 use crate::node::{Node, NodeConfig, NodeError, StartOptions};
@@ -219,9 +220,14 @@ impl KvServer {
             auth: AuthStore::new(cfg.auth_token_ttl),
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
+        ZkApplier::load(&shared.core).map_err(|e| format!("loading ZooKeeper's sessions: {e}"))?;
+        let appliers = machine::Appliers {
+            base: Box::new(apply::EtcdApplier::new(Arc::clone(&shared))),
+            zookeeper: Box::new(ZkApplier::new(Arc::clone(&shared.core))),
+        };
         let machine = machine::KvMachine::start(
             Arc::clone(&shared.core),
-            apply::EtcdApplier::new(Arc::clone(&shared)),
+            appliers,
             cfg.checkpoint_entries,
             cfg.checkpoint_interval,
             format!("apply-{}", cfg.node.id),

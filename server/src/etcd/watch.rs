@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::kv::in_range;
 use crate::etcd::range::to_pb;
 use crate::etcd::{KvError, KvServer};
+use crate::member::keyspace;
 use crate::mvcc::{Event, KeyValue, Mvcc, MvccError};
 use crate::pb::etcdserverpb::{
     self as pb, watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
@@ -152,9 +153,20 @@ impl StreamState {
             c.start_revision
         };
         let filters: Vec<i32> = c.filters.clone();
+        // A watch never sees the reserved part of the key space: one wholly inside it watches
+        // an empty range.
+        let end = match keyspace::clamp_end(&key, &c.range_end) {
+            Some(end) => end.to_vec(),
+            None => keyspace::RESERVED_START.to_vec(),
+        };
+        let key = if keyspace::is_reserved(&key) {
+            keyspace::RESERVED_START.to_vec()
+        } else {
+            key
+        };
         let w = Watcher {
             key,
-            end: c.range_end,
+            end,
             next_rev,
             prev_kv: c.prev_kv,
             no_put: filters.contains(&(FilterType::Noput as i32)),

@@ -19,16 +19,16 @@ use quorumkv_replication::{Entry, EntryKind};
 use super::core::Core;
 use super::envelope::{Envelope, MemberApplied};
 use super::flusher::Flusher;
-use super::machine::{Applier, ApplyMsg};
+use super::machine::{Appliers, ApplyMsg};
 use super::pending::Answer;
 use super::snapshot_file;
 use crate::mvcc::{Event, MvccError};
 
 /// The apply thread's state.
-pub(super) struct ApplyThread<A> {
+pub(super) struct ApplyThread {
     pub(super) flusher: Flusher,
     pub(super) core: Arc<Core>,
-    pub(super) applier: A,
+    pub(super) appliers: Appliers,
     pub(super) rx: mpsc::Receiver<ApplyMsg>,
     /// Highest log index applied.
     pub(super) applied: u64,
@@ -46,7 +46,7 @@ pub(super) struct ApplyThread<A> {
 /// interval's pages: one burst on the disk that the log's fdatasyncs wait behind.
 const FLUSHES_PER_INTERVAL: u32 = 10;
 
-impl<A: Applier> ApplyThread<A> {
+impl ApplyThread {
     /// Apply stops for good.
     fn stop(&self) {
         self.core.pending.stop();
@@ -211,7 +211,10 @@ impl<A: Applier> ApplyThread<A> {
                         revision: txn.current_revision(),
                     }) as Answer
                 }
-                None => self.applier.apply(&mut txn, &envelope, &e.data)?,
+                None => self
+                    .appliers
+                    .of(&envelope)
+                    .apply(&mut txn, &envelope, &e.data)?,
             };
             txn.end_request();
             let events = txn.take_events();
@@ -244,7 +247,8 @@ impl<A: Applier> ApplyThread<A> {
         let applied = snapshot_file::restore(&core.mvcc, path)?;
         let rev = core.mvcc.snapshot().revision().map_err(|e| e.to_string())?;
         core.roster.load(&core.mvcc).map_err(|e| e.to_string())?;
-        self.applier.reload()?;
+        self.appliers.base.reload()?;
+        self.appliers.zookeeper.reload()?;
         core.hub.reset(rev);
         core.pending.installed(applied);
         self.applied = applied;

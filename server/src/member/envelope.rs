@@ -6,7 +6,8 @@
 //! skip the fields the other owns. Field numbers are fixed forever (entries stay in logs and
 //! snapshots): 1 and 2 are the envelope's, 11 the member attributes, 3–10 and 12–31 etcd's
 //! request (these are the fields entries had before the envelope was named, so older logs
-//! replay unchanged), and each further client API takes a range of its own from 40.
+//! replay unchanged), 40 ZooKeeper's request; each further client API takes a number of its
+//! own after 40.
 
 /// What the core reads of a log entry.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -20,6 +21,9 @@ pub struct Envelope {
     /// A member's name and URLs, recorded by the core itself.
     #[prost(message, optional, tag = "11")]
     pub member_attributes: Option<MemberAttributes>,
+    /// A ZooKeeper request, opaque to the core (its applier reads it).
+    #[prost(bytes = "vec", optional, tag = "40")]
+    pub zookeeper: Option<Vec<u8>>,
 }
 
 /// A member's name and URLs as the log records them (also the value of its member row).

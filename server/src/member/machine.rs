@@ -44,6 +44,26 @@ pub trait Applier: Send + 'static {
     fn reload(&mut self) -> Result<(), String>;
 }
 
+/// The appliers of the client APIs, by the envelope field their requests use. Every member
+/// has all of them, whichever APIs it serves: the state they apply is replicated.
+pub struct Appliers {
+    /// Requests in no other API's field (etcd's, fields 3–31).
+    pub base: Box<dyn Applier>,
+    /// Requests in field 40 (ZooKeeper's).
+    pub zookeeper: Box<dyn Applier>,
+}
+
+impl Appliers {
+    /// The applier of `envelope`'s request.
+    pub(super) fn of(&mut self, envelope: &Envelope) -> &mut dyn Applier {
+        if envelope.zookeeper.is_some() {
+            self.zookeeper.as_mut()
+        } else {
+            self.base.as_mut()
+        }
+    }
+}
+
 /// What the apply thread is asked to do, in order.
 pub enum ApplyMsg {
     /// Apply committed entries.
@@ -61,11 +81,11 @@ pub struct KvMachine {
 }
 
 impl KvMachine {
-    /// Starts the apply thread: `applier` applies its API's requests to the key space of
+    /// Starts the apply thread: `appliers` apply their APIs' requests to the key space of
     /// `core`, which holds everything through its applied index.
-    pub fn start<A: Applier>(
+    pub fn start(
         core: Arc<Core>,
-        applier: A,
+        appliers: Appliers,
         checkpoint_entries: u64,
         checkpoint_interval: Duration,
         name: String,
@@ -79,7 +99,7 @@ impl KvMachine {
         let worker = ApplyThread {
             flusher,
             core: Arc::clone(&core),
-            applier,
+            appliers,
             rx,
             applied,
             durable: Arc::clone(&durable),

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod error;
 pub mod flusher;
 pub mod identity;
+pub mod keyspace;
 pub mod lease_clock;
 pub mod lessor;
 pub mod machine;

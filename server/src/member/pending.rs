@@ -5,13 +5,16 @@
 //!
 //! A waiter is *tracked* by the term its entry entered the log in (appended by this member
 //! as leader, or handed to the leader): log terms only grow, so once an entry of a later term
-//! is applied without it, it never will be, and its proposer may safely propose again.
+//! is applied without it, it never will be, and its proposer may safely propose again. The
+//! term lives in the waiter itself, so a request costs one map entry under one lock; the map
+//! is searched for passed-over waiters only when apply reaches a term later than the oldest
+//! one tracked.
 //!
 //! It never holds more than its `max` waiters, and never answers a waiter twice: whoever
 //! answers one takes it out of the map first.
 
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,13 +29,20 @@ pub type Answer = Box<dyn Any + Send>;
 /// What a proposer hears.
 pub type Reply = Result<Answer, Error>;
 
+/// Who waits for one request's result.
+struct Waiter {
+    /// The term its entry entered the log in; 0 until known.
+    term: u64,
+    tx: oneshot::Sender<Reply>,
+}
+
 /// The requests waiting for their results on this member.
 pub struct Pending {
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    /// Waiters whose entry went into the log (or to the leader) in a known term, as
-    /// (term, request id) (lock order: after `waiters`).
-    tracked: Mutex<BTreeSet<(u64, u64)>>,
-    /// Snapshots installed (changed under the `tracked` lock).
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    /// At most the lowest term of a tracked waiter (`u64::MAX`: none tracked), changed under
+    /// the `waiters` lock.
+    oldest_term: AtomicU64,
+    /// Snapshots installed (changed under the `waiters` lock).
     installs: AtomicU64,
     /// Highest log index applied.
     applied: watch::Sender<u64>,
@@ -58,7 +68,7 @@ impl Pending {
     pub fn new(applied: u64, max: usize) -> Pending {
         Pending {
             waiters: Mutex::new(HashMap::new()),
-            tracked: Mutex::new(BTreeSet::new()),
+            oldest_term: AtomicU64::new(u64::MAX),
             installs: AtomicU64::new(0),
             applied: watch::channel(applied).0,
             answered: watch::channel(applied).0,
@@ -104,7 +114,7 @@ impl Pending {
         if w.len() >= self.max {
             return Err(Error::TooManyRequests);
         }
-        let fresh = w.insert(id, tx).is_none();
+        let fresh = w.insert(id, Waiter { term: 0, tx }).is_none();
         assert!(fresh, "request id {id} registered twice");
         Ok(rx)
     }
@@ -117,19 +127,18 @@ impl Pending {
     /// Tracks request `id` as entered in `term`; false (and the waiter is gone) when a
     /// snapshot was installed since `installs` was read: its fate cannot be told from here.
     pub fn track(&self, term: u64, id: u64, installs: u64) -> bool {
-        let mut tracked = self.tracked.lock();
+        assert!(term > 0, "a log entry's term is at least 1");
+        let mut waiters = self.waiters.lock();
         if self.installs() != installs {
-            drop(tracked);
-            self.forget(id);
+            waiters.remove(&id);
             return false;
         }
-        tracked.insert((term, id));
+        // Answered already when missing.
+        if let Some(w) = waiters.get_mut(&id) {
+            w.term = term;
+            self.oldest_term.fetch_min(term, Ordering::Relaxed);
+        }
         true
-    }
-
-    /// Stops tracking request `id` of `term`.
-    pub fn untrack(&self, term: u64, id: u64) {
-        self.tracked.lock().remove(&(term, id));
     }
 
     /// Entries through `index` (the last of term `term`) are applied, with `answers` for their
@@ -142,20 +151,24 @@ impl Pending {
         let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(answers.len());
         let mut waiters = self.waiters.lock();
         for (id, answer) in answers {
-            if let Some(tx) = waiters.remove(&id) {
-                replies.push((tx, Ok(answer)));
+            if let Some(w) = waiters.remove(&id) {
+                replies.push((w.tx, Ok(answer)));
             }
         }
-        let mut tracked = self.tracked.lock();
-        if tracked.first().is_some_and(|&(t, _)| t < term) {
-            let later = tracked.split_off(&(term, 0));
-            for (_, id) in std::mem::replace(&mut *tracked, later) {
-                if let Some(tx) = waiters.remove(&id) {
-                    replies.push((tx, Err(Error::LeaderChanged)));
-                }
+        if self.oldest_term.load(Ordering::Relaxed) < term {
+            let passed: Vec<u64> = waiters
+                .iter()
+                .filter(|(_, w)| w.term != 0 && w.term < term)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in passed {
+                let w = waiters.remove(&id).expect("listed above");
+                replies.push((w.tx, Err(Error::LeaderChanged)));
             }
+            let oldest = waiters.values().map(|w| w.term).filter(|t| *t != 0).min();
+            self.oldest_term
+                .store(oldest.unwrap_or(u64::MAX), Ordering::Relaxed);
         }
-        drop(tracked);
         drop(waiters);
         for (tx, reply) in replies {
             let _ = tx.send(reply);
@@ -168,13 +181,17 @@ impl Pending {
     /// none is proposed again.
     pub fn forget_tracked(&self) {
         let mut waiters = self.waiters.lock();
-        let mut tracked = self.tracked.lock();
         self.installs.fetch_add(1, Ordering::SeqCst);
-        for (_, id) in std::mem::take(&mut *tracked) {
-            if let Some(tx) = waiters.remove(&id) {
-                let _ = tx.send(Err(Error::Timeout));
-            }
+        let tracked: Vec<u64> = waiters
+            .iter()
+            .filter(|(_, w)| w.term != 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in tracked {
+            let w = waiters.remove(&id).expect("listed above");
+            let _ = w.tx.send(Err(Error::Timeout));
         }
+        self.oldest_term.store(u64::MAX, Ordering::Relaxed);
     }
 
     /// A snapshot through `index` was installed.
@@ -190,8 +207,8 @@ impl Pending {
         // Wakes reads waiting for apply to reach their index: it never will.
         self.applied.send_modify(|_| {});
         self.answered.send_modify(|_| {});
-        for (_, tx) in self.waiters.lock().drain() {
-            let _ = tx.send(Err(Error::Stopped));
+        for (_, w) in self.waiters.lock().drain() {
+            let _ = w.tx.send(Err(Error::Stopped));
         }
     }
 

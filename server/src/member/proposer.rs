@@ -161,7 +161,6 @@ impl Proposer {
             .pending
             .reply(rx, left, || self.node.state().commit())
             .await;
-        self.pending.untrack(term, id);
         match reply {
             Ok(answer) => Ok(answer),
             // Gone from the map once answered; an unanswered waiter may still be there.

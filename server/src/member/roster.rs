@@ -152,6 +152,7 @@ pub async fn publish(proposer: &Proposer, attrs: MemberAttributes) -> Result<(),
         id,
         time_ms: now_ms(),
         member_attributes: Some(attrs),
+        zookeeper: None,
     }
     .encode_to_vec();
     proposer
