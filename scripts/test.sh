@@ -49,6 +49,12 @@ if ! PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python python3 -c "import etcd3" >/d
     python3 -m pip install -q etcd3 || python3 -m pip install -q --break-system-packages etcd3
 fi
 
+# The ZooKeeper port is checked with kazoo, the Python ZooKeeper client.
+if ! python3 -c "import kazoo" >/dev/null 2>&1; then
+    echo "== installing python kazoo"
+    python3 -m pip install -q kazoo || python3 -m pip install -q --break-system-packages kazoo
+fi
+
 # ... and the Node.js etcd3 client (npm), kept under target/ so it is fetched once per clone.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "== installing nodejs and npm"

@@ -9,6 +9,7 @@ use quorumkv::server::etcd::compactor::Retention;
 use quorumkv::server::etcd::corrupt::CorruptCheckConfig;
 use quorumkv::server::node::ProtocolKind;
 use quorumkv::server::serve::{self, ServeOptions};
+use quorumkv::server::zk::session::ZkConfig;
 use quorumkv::wal::Backend;
 
 /// Replication protocol choice.
@@ -122,6 +123,18 @@ pub struct ServeArgs {
     /// URLs to serve /metrics and /health on (comma-separated).
     #[arg(long, default_value = "")]
     pub(crate) listen_metrics_urls: String,
+    /// Addresses (host:port, comma-separated) to serve ZooKeeper clients on; empty: none.
+    #[arg(long, default_value = "")]
+    pub(crate) listen_zookeeper_urls: String,
+    /// ZooKeeper's tickTime, in ms: session timeouts are granted between 2 and 20 ticks.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) zookeeper_tick_ms: u64,
+    /// Largest ZooKeeper frame taken, in bytes (jute.maxbuffer).
+    #[arg(long, default_value_t = 0xfffff)]
+    pub(crate) zookeeper_max_buffer: usize,
+    /// ZooKeeper connections one client address may hold (maxClientCnxns).
+    #[arg(long, default_value_t = 60)]
+    pub(crate) zookeeper_max_client_cnxns: usize,
     /// WAL io backend.
     #[arg(long, value_enum, default_value = "pwrite")]
     pub(crate) wal_backend: WalBackend,
@@ -372,6 +385,18 @@ impl ServeArgs {
             corrupt_check: CorruptCheckConfig {
                 initial: self.experimental_initial_corrupt_check,
                 interval: self.experimental_corrupt_check_time,
+            },
+            listen_zookeeper_urls: list(&self.listen_zookeeper_urls),
+            zookeeper: {
+                let tick = Duration::from_millis(self.zookeeper_tick_ms.max(1));
+                ZkConfig {
+                    tick,
+                    session_timeout_min: tick * 2,
+                    session_timeout_max: tick * 20,
+                    frame_bytes_max: self.zookeeper_max_buffer,
+                    connections_per_address_max: self.zookeeper_max_client_cnxns,
+                    ..ZkConfig::default()
+                }
             },
             ..ServeOptions::default()
         };

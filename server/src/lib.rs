@@ -3,7 +3,7 @@
 //! Layers, each importing only those below it:
 //! - [`etcd`]: the etcd v3 personality (gRPC services, JSON gateway, RBAC, etcd's errors,
 //!   backups, corruption checks, compactor, metrics) and the member that serves it;
-//! - [`zk`]: the ZooKeeper personality (so far its wire format);
+//! - [`zk`]: the ZooKeeper personality (its wire format, znodes, sessions and client port);
 //! - [`member`]: the API-neutral core every client API shares (proposing and waiting, the
 //!   apply thread, snapshots, watch hub, lessor, roster, the key space's partition);
 //! - [`node`] and [`transport`]: the protocol driver, its storage thread and the peers;

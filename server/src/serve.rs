@@ -80,6 +80,10 @@ pub struct ServeOptions {
     pub client_port: crate::etcd::ClientPortConfig,
     /// Corruption checks between members.
     pub corrupt_check: crate::etcd::corrupt::CorruptCheckConfig,
+    /// Addresses (`host:port`) to serve ZooKeeper clients on; none: not served.
+    pub listen_zookeeper_urls: Vec<String>,
+    /// ZooKeeper's settings.
+    pub zookeeper: crate::zk::session::ZkConfig,
 }
 
 impl Default for ServeOptions {
@@ -114,6 +118,8 @@ impl Default for ServeOptions {
             auto_compaction: None,
             client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: crate::etcd::corrupt::CorruptCheckConfig::default(),
+            listen_zookeeper_urls: Vec::new(),
+            zookeeper: crate::zk::session::ZkConfig::default(),
         }
     }
 }
@@ -126,6 +132,10 @@ pub struct Prepared {
     pub client_listeners: Vec<(String, std::net::TcpListener)>,
     /// Bound metrics listeners.
     pub metrics_listeners: Vec<(String, std::net::TcpListener)>,
+    /// Bound ZooKeeper listeners.
+    pub zookeeper_listeners: Vec<(String, std::net::TcpListener)>,
+    /// ZooKeeper's settings.
+    pub zookeeper: crate::zk::session::ZkConfig,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -215,6 +225,16 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         .iter()
         .map(|u| Ok((u.clone(), bind(u, "metrics")?)))
         .collect::<Result<Vec<_>, String>>()?;
+    let zookeeper_listeners = o
+        .listen_zookeeper_urls
+        .iter()
+        .map(|u| {
+            // ZooKeeper addresses are `host:port`; the parser takes them as URLs.
+            let hostport = u.strip_prefix("tcp://").unwrap_or(u);
+            let url = format!("http://{hostport}");
+            Ok((u.clone(), bind(&url, "ZooKeeper clients")?))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let mut peers = BTreeMap::new();
     for m in &members {
         let url = m.peer_urls.first().expect("a member has a URL");
@@ -257,6 +277,8 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         server,
         client_listeners,
         metrics_listeners,
+        zookeeper_listeners,
+        zookeeper: o.zookeeper,
     })
 }
 
@@ -448,6 +470,18 @@ pub fn run(
                 let _ = rx.wait_for(|s| *s).await;
             };
             crate::etcd::metrics::serve(server, l, stop).await;
+        }));
+    }
+    for (url, l) in p.zookeeper_listeners {
+        let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+        let mut rx = stop_rx.clone();
+        let ctx = Arc::new(p.server.zk_context(p.zookeeper));
+        tracing::info!(%url, "serving ZooKeeper clients");
+        tasks.push(handle.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            crate::zk::port::serve(ctx, l, stop).await;
         }));
     }
     let gone = removed(Arc::clone(&p.server));

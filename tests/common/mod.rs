@@ -34,6 +34,17 @@ impl OneMember {
     /// Starts member `name` as [`OneMember::start`] does, on the given addresses (the same
     /// ones again restart a member on its data).
     pub fn start_on(dir: &std::path::Path, name: &str, client: String, peer: String) -> OneMember {
+        OneMember::start_with(dir, name, client, peer, &[])
+    }
+
+    /// Starts member `name` as [`OneMember::start_on`] does, with `extra` flags.
+    pub fn start_with(
+        dir: &std::path::Path,
+        name: &str,
+        client: String,
+        peer: String,
+        extra: &[&str],
+    ) -> OneMember {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -54,6 +65,7 @@ impl OneMember {
                 "--initial-cluster",
                 &format!("{name}=http://{peer}"),
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

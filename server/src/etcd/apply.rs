@@ -169,6 +169,11 @@ impl EtcdApplier {
                 Ok(Applied::LeaseGrant(g.id, ttl))
             }
             Request::LeaseRevoke(r) => {
+                // A ZooKeeper session's lease ends only through ZooKeeper's close, which also
+                // updates the parents of its ephemerals.
+                if txn.get(&crate::zk::znode::session_key(r.id))?.is_some() {
+                    return Err(KvError::LeaseNotFound);
+                }
                 let keys = {
                     let lessor = self.shared.core.lessor.lock();
                     if !lessor.contains(r.id) {

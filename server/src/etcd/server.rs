@@ -167,7 +167,7 @@ const CALL_CONNECTIONS_QUEUED: usize = 64;
 
 /// A running member of the replicated key space.
 pub struct KvServer {
-    proposer: Proposer,
+    proposer: Arc<Proposer>,
     shared: Arc<Shared>,
     cfg: KvConfig,
     cluster_id: u64,
@@ -250,7 +250,7 @@ impl KvServer {
             },
         )?;
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.node.id.rotate_left(17);
-        let proposer = Proposer::new(
+        let proposer = Arc::new(Proposer::new(
             node,
             Arc::clone(&shared.core.pending),
             seed,
@@ -258,7 +258,7 @@ impl KvServer {
             cfg.node.tick * cfg.node.election_ticks,
             // Room for the envelope around a request of the largest size taken.
             cfg.max_request_bytes + 4096,
-        );
+        ));
         let server = Arc::new(KvServer {
             proposer,
             shared,
@@ -294,6 +294,16 @@ impl KvServer {
             Arc::clone(&server.shared.core),
             move |id| {
                 let Some(s) = s.upgrade() else { return };
+                // A ZooKeeper session closes through ZooKeeper's applier, ephemerals and all.
+                if crate::zk::session::stored(&s.shared.core, id).is_some() {
+                    let ctx = s.zk_context(crate::zk::session::ZkConfig::default());
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::zk::session::close(&ctx, id).await {
+                            tracing::debug!(session = id, error = %e, "expiring a session");
+                        }
+                    });
+                    return;
+                }
                 tokio::spawn(async move {
                     let r = s
                         .propose(Request::LeaseRevoke(pb::LeaseRevokeRequest { id }))
@@ -312,6 +322,16 @@ impl KvServer {
         Ok(server)
     }
 
+    /// What a ZooKeeper port needs of this member.
+    pub fn zk_context(&self, cfg: crate::zk::session::ZkConfig) -> crate::zk::session::ZkContext {
+        crate::zk::session::ZkContext {
+            proposer: Arc::clone(&self.proposer),
+            core: Arc::clone(&self.shared.core),
+            cfg,
+            member_id: self.member_id(),
+        }
+    }
+
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> &Arc<crate::etcd::metrics::Metrics> {
         &self.metrics
@@ -323,7 +343,7 @@ impl KvServer {
     }
 
     /// The member core's proposer.
-    pub fn proposer(&self) -> &Proposer {
+    pub fn proposer(&self) -> &Arc<Proposer> {
         &self.proposer
     }
 

@@ -153,6 +153,12 @@ impl ZkApplier {
 
     fn apply_txn(&mut self, txn: &mut MvccTxn, time_ms: i64, t: &ZkTxn) -> Step<ZkDone> {
         let mut r = Reader::new(&t.body);
+        // The system nodes are shown, never stored: no write reaches them.
+        if matches!(t.op, op::DELETE | op::SET_DATA | op::SET_ACL)
+            && znode::is_system(&Reader::new(&t.body).ustring()?)
+        {
+            return Err(Fail::Code(err::BAD_ARGUMENTS));
+        }
         match t.op {
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER => {
                 let req: CreateRequest = r.record()?;
@@ -229,6 +235,9 @@ impl ZkApplier {
         let Some(parent_path) = znode::parent(&path).map(str::to_string) else {
             return Err(Fail::Code(err::NODE_EXISTS));
         };
+        if znode::is_system(&path) {
+            return Err(Fail::Code(err::NODE_EXISTS));
+        }
         let parent_path = parent_path.as_str();
         if !valid_acl(acl) {
             return Err(Fail::Code(err::INVALID_ACL));
@@ -435,7 +444,9 @@ impl ZkApplier {
 
     fn create_session(&mut self, txn: &mut MvccTxn, t: &ZkTxn) -> Step<ZkDone> {
         let key = znode::session_key(t.session);
-        if t.session == 0 || txn.get(&key)?.is_some() {
+        // An id taken by a session or by an etcd lease is refused; the proposer picks another.
+        if t.session <= 0 || txn.get(&key)?.is_some() || self.core.lessor.lock().contains(t.session)
+        {
             return Err(Fail::Code(err::SESSION_EXPIRED));
         }
         let rec = SessionRecord {

@@ -103,6 +103,14 @@ pub struct SessionRecord {
     pub password: Vec<u8>,
 }
 
+/// The nodes every ZooKeeper shows and no client may change: `/zookeeper` and its children.
+pub const SYSTEM: &[&str] = &["/zookeeper", "/zookeeper/config", "/zookeeper/quota"];
+
+/// Whether `path` is one of the [`SYSTEM`] nodes.
+pub fn is_system(path: &str) -> bool {
+    SYSTEM.contains(&path)
+}
+
 /// How many `/`-separated names `path` has ("/" has none).
 pub fn depth(path: &str) -> u16 {
     if path == "/" {

@@ -1,0 +1,285 @@
+//! One ZooKeeper client connection: the connect handshake, then requests answered one at a
+//! time in the order they came (so replies keep their order), pings, and the session's close.
+//!
+//! A frame over `jute.maxbuffer`, a record that does not decode, or a silence longer than the
+//! session's timeout closes this connection only. Writes go through the log; reads are served
+//! from the member's current snapshot. Watches are not served yet: a read asking for one is
+//! answered UNIMPLEMENTED rather than left silently unwatched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::codes::{err, op, xid};
+use super::jute::{Buffer, Jute, JuteError, Reader, Writer};
+use super::read;
+use super::records::*;
+use super::session::{self, ZkContext};
+use super::txn::{ZkDone, ZkTxn};
+
+/// Why a connection ends.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The socket failed or closed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame longer than the limit.
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// A record that does not decode.
+    #[error("bad record: {0}")]
+    Bad(#[from] JuteError),
+    /// The session is unknown or its password wrong.
+    #[error("session expired")]
+    Expired,
+    /// The client has seen a later zxid than this member has applied.
+    #[error("the client is ahead of this member")]
+    Ahead,
+    /// The member could not take a write whose fate is then unknown.
+    #[error("member: {0}")]
+    Member(#[from] crate::member::error::Error),
+    /// The client closed its session.
+    #[error("session closed")]
+    Closed,
+}
+
+/// Reads one length-prefixed frame.
+async fn frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    len: u32,
+) -> Result<Vec<u8>, ConnError> {
+    let len = len as usize;
+    if len > max {
+        return Err(ConnError::TooLarge(len));
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Sends `parts` as one frame.
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> Result<(), ConnError> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    w.write_all(&out).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+async fn reply<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    xid: i32,
+    zxid: i64,
+    result: Result<Vec<u8>, i32>,
+) -> Result<(), ConnError> {
+    let (code, body) = match result {
+        Ok(body) => (err::OK, body),
+        Err(code) => (code, Vec::new()),
+    };
+    let header = ReplyHeader {
+        xid,
+        zxid,
+        err: code,
+    }
+    .to_bytes();
+    send(w, &[&header, &body]).await
+}
+
+/// Serves one connection whose first four bytes (a frame length) were read already.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: Arc<ZkContext>,
+    stream: S,
+    first: u32,
+) -> Result<(), ConnError> {
+    let (mut r, mut w) = tokio::io::split(stream);
+    let max = ctx.cfg.frame_bytes_max;
+    let hello = frame(&mut r, max, first).await?;
+    let mut rd = Reader::new(&hello);
+    let req: ConnectRequest = rd.record()?;
+    // A 3.4+ client appends its read-only flag.
+    let _read_only = if rd.remaining() > 0 {
+        rd.boolean()?
+    } else {
+        false
+    };
+    let applied = ctx.core.mvcc.snapshot().revision().unwrap_or(0);
+    if req.last_zxid_seen > applied {
+        return Err(ConnError::Ahead);
+    }
+    let timeout_ms = ctx.cfg.negotiate_ms(req.time_out);
+    let (id, password) = if req.session_id == 0 {
+        let id = session::new_session_id(&ctx);
+        let password = session::new_password(&ctx);
+        let t = ZkTxn {
+            session: id,
+            op: op::CREATE_SESSION,
+            timeout_ms,
+            password: password.clone(),
+            ..ZkTxn::default()
+        };
+        let answer = session::propose(&ctx, &t).await?;
+        if answer.result.is_err() {
+            return Err(ConnError::Expired);
+        }
+        (id, password)
+    } else {
+        match session::stored(&ctx.core, req.session_id) {
+            Some(s) if s.password == req.passwd.0 => (req.session_id, s.password),
+            _ => {
+                let expired = ConnectResponse {
+                    passwd: Buffer(vec![0; 16]),
+                    ..ConnectResponse::default()
+                };
+                send(&mut w, &[&expired.to_bytes(), &[0]]).await?;
+                return Err(ConnError::Expired);
+            }
+        }
+    };
+    session::touch(&ctx.core, id);
+    let resp = ConnectResponse {
+        protocol_version: 0,
+        time_out: timeout_ms,
+        session_id: id,
+        passwd: Buffer(password),
+    };
+    send(&mut w, &[&resp.to_bytes(), &[0]]).await?;
+    // A client silent for its whole timeout is gone (it pings at a third of it).
+    let silence = Duration::from_millis(timeout_ms as u64);
+    loop {
+        let mut head = [0u8; 4];
+        match tokio::time::timeout(silence, r.read_exact(&mut head)).await {
+            Ok(r) => {
+                r?;
+            }
+            Err(_) => return Ok(()),
+        }
+        let body = frame(&mut r, max, u32::from_be_bytes(head)).await?;
+        session::touch(&ctx.core, id);
+        let mut rd = Reader::new(&body);
+        let header: RequestHeader = rd.record()?;
+        let rest = &body[body.len() - rd.remaining()..];
+        if header.kind == op::CLOSE_SESSION {
+            let answer = session::close(&ctx, id).await?;
+            reply(&mut w, header.xid, answer.zxid, Ok(Vec::new())).await?;
+            return Err(ConnError::Closed);
+        }
+        let (zxid, result) = handle(&ctx, id, &header, rest).await?;
+        reply(&mut w, header.xid, zxid, result).await?;
+    }
+}
+
+/// One request's zxid and reply body (or error code).
+async fn handle(
+    ctx: &ZkContext,
+    session: i64,
+    header: &RequestHeader,
+    body: &[u8],
+) -> Result<(i64, Result<Vec<u8>, i32>), ConnError> {
+    let mut rd = Reader::new(body);
+    let snap_zxid = || ctx.core.mvcc.snapshot().revision().unwrap_or(0);
+    match header.kind {
+        op::PING => Ok((snap_zxid(), Ok(Vec::new()))),
+        op::CREATE
+        | op::CREATE2
+        | op::CREATE_CONTAINER
+        | op::CREATE_TTL
+        | op::DELETE
+        | op::SET_DATA
+        | op::SET_ACL => {
+            let t = ZkTxn {
+                session,
+                op: header.kind,
+                body: body.to_vec(),
+                ..ZkTxn::default()
+            };
+            let answer = session::propose(ctx, &t).await?;
+            let out = answer.result.map(|done| match (header.kind, done) {
+                (op::CREATE, ZkDone::Created { path, .. }) => CreateResponse { path }.to_bytes(),
+                (_, ZkDone::Created { path, stat }) => Create2Response { path, stat }.to_bytes(),
+                (_, ZkDone::Set(stat)) => StatResponse { stat }.to_bytes(),
+                (_, ZkDone::Done) => Vec::new(),
+            });
+            Ok((answer.zxid, out))
+        }
+        op::EXISTS | op::GET_DATA | op::GET_CHILDREN | op::GET_CHILDREN2 => {
+            let path = rd.ustring()?;
+            let watch = rd.boolean()?;
+            if watch {
+                return Ok((snap_zxid(), Err(err::UNIMPLEMENTED)));
+            }
+            let snap = ctx.core.mvcc.snapshot();
+            let zxid = snap.revision().unwrap_or(0);
+            let Some(found) = read::node(&snap, &path).map_err(storage)? else {
+                return Ok((zxid, Err(err::NO_NODE)));
+            };
+            let out = match header.kind {
+                op::EXISTS => StatResponse { stat: found.stat }.to_bytes(),
+                op::GET_DATA => GetDataResponse {
+                    data: Buffer(found.record.data),
+                    stat: found.stat,
+                }
+                .to_bytes(),
+                op::GET_CHILDREN => GetChildrenResponse {
+                    children: read::children(&snap, &path).map_err(storage)?,
+                }
+                .to_bytes(),
+                _ => GetChildren2Response {
+                    children: read::children(&snap, &path).map_err(storage)?,
+                    stat: found.stat,
+                }
+                .to_bytes(),
+            };
+            Ok((zxid, Ok(out)))
+        }
+        op::GET_ACL => {
+            let path = rd.ustring()?;
+            let snap = ctx.core.mvcc.snapshot();
+            let zxid = snap.revision().unwrap_or(0);
+            Ok(match read::node(&snap, &path).map_err(storage)? {
+                Some(found) => (
+                    zxid,
+                    Ok(GetAclResponse {
+                        acl: super::znode::wire_acl(&found.record.acl),
+                        stat: found.stat,
+                    }
+                    .to_bytes()),
+                ),
+                None => (zxid, Err(err::NO_NODE)),
+            })
+        }
+        op::GET_ALL_CHILDREN_NUMBER => {
+            let path = rd.ustring()?;
+            let snap = ctx.core.mvcc.snapshot();
+            let zxid = snap.revision().unwrap_or(0);
+            if read::node(&snap, &path).map_err(storage)?.is_none() {
+                return Ok((zxid, Err(err::NO_NODE)));
+            }
+            let n = read::descendants(&snap, &path).map_err(storage)?;
+            let total_number = i32::try_from(n).unwrap_or(i32::MAX);
+            Ok((
+                zxid,
+                Ok(GetAllChildrenNumberResponse { total_number }.to_bytes()),
+            ))
+        }
+        op::SYNC => {
+            let path = rd.ustring()?;
+            ctx.proposer.read_barrier().await?;
+            let mut w = Writer::default();
+            w.ustring(&path);
+            Ok((snap_zxid(), Ok(w.bytes)))
+        }
+        op::RECONFIG => Ok((snap_zxid(), Err(err::RECONFIG_DISABLED))),
+        _ if header.xid == xid::AUTH => Ok((snap_zxid(), Err(err::AUTH_FAILED))),
+        _ => Ok((snap_zxid(), Err(err::UNIMPLEMENTED))),
+    }
+}
+
+fn storage(e: crate::mvcc::MvccError) -> ConnError {
+    ConnError::Member(crate::member::error::Error::Other(e.to_string()))
+}

@@ -1,0 +1,124 @@
+//! The ZooKeeper client port: accepts connections (at most `connections_max`, and
+//! `connections_per_address_max` per client address, as `maxClientCnxns`), answers the
+//! four-letter words, and hands every other connection to [`super::conn`].
+//!
+//! Never lets one connection's failure reach another, and never holds a connection past the
+//! limits: one over them is closed at once.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::session::ZkContext;
+
+/// The version a ZooKeeper client is told (`envi`, `srvr`).
+pub const VERSION: &str = "3.8.0-quorumkv";
+
+/// Connections open, by client address.
+#[derive(Debug, Default)]
+struct Open {
+    by_address: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// Takes a connection from `address` if the limits allow; released when dropped.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    address: IpAddr,
+}
+
+impl Slot {
+    fn take(open: &Arc<Mutex<Open>>, address: IpAddr, ctx: &ZkContext) -> Option<Slot> {
+        let mut o = open.lock();
+        let mine = o.by_address.get(&address).copied().unwrap_or(0);
+        if o.total >= ctx.cfg.connections_max || mine >= ctx.cfg.connections_per_address_max {
+            return None;
+        }
+        o.total += 1;
+        *o.by_address.entry(address).or_default() += 1;
+        Some(Slot {
+            open: Arc::clone(open),
+            address,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self.open.lock();
+        o.total -= 1;
+        if let Some(n) = o.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                o.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The answer to a four-letter word, if `word` is one served here.
+fn four_letter(word: &[u8; 4], ctx: &ZkContext) -> Option<String> {
+    let zxid = ctx.core.mvcc.snapshot().revision().unwrap_or(0);
+    let mode = if ctx.proposer.node().state().is_leader() {
+        "leader"
+    } else {
+        "follower"
+    };
+    Some(match word {
+        b"ruok" => "imok".to_string(),
+        b"isro" => "rw".to_string(),
+        b"envi" => format!("Environment:\nzookeeper.version={VERSION}\n"),
+        b"srvr" | b"stat" => format!(
+            "Zookeeper version: {VERSION}\nZxid: 0x{zxid:x}\nMode: {mode}\nNode count: {}\n",
+            zxid.max(0)
+        ),
+        _ => return None,
+    })
+}
+
+/// Serves ZooKeeper clients on `listener` until `stop` resolves.
+pub async fn serve(
+    ctx: Arc<ZkContext>,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    tokio::pin!(stop);
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            () = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting a ZooKeeper client");
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = Slot::take(&open, peer.ip(), &ctx) else {
+            tracing::debug!(%peer, "ZooKeeper connection over the limits closed");
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            let mut head = [0u8; 4];
+            if stream.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            if let Some(text) = four_letter(&head, &ctx) {
+                let _ = stream.write_all(text.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            if let Err(e) = super::conn::serve(ctx, stream, u32::from_be_bytes(head)).await {
+                tracing::debug!(%peer, error = %e, "ZooKeeper connection ended");
+            }
+        });
+    }
+}

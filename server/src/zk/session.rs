@@ -1,0 +1,168 @@
+//! ZooKeeper sessions on a member: the settings that bound them, how a new one is made (an id
+//! and a password chosen here, agreed through the log), how a returning one is checked, and
+//! how one is closed or expired (through the log, removing its ephemerals).
+//!
+//! Only the leader's lessor keeps session deadlines; a member touches a session on every
+//! request and ping it hears. Touches heard by a follower do not reach the leader yet, so a
+//! session is kept alive only through the leader's port.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+
+use super::codes::op;
+use super::txn::{ZkAnswer, ZkTxn};
+use super::znode::{self, SessionRecord};
+use crate::member::core::Core;
+use crate::member::envelope::Envelope;
+use crate::member::error::Error;
+use crate::member::proposer::{Failed, Proposer};
+use crate::mvcc::RangeOpts;
+
+/// ZooKeeper's settings (`zoo.cfg`), under their etcd-style flag names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZkConfig {
+    /// `tickTime`.
+    pub tick: Duration,
+    /// Shortest session timeout granted (`minSessionTimeout`, default 2 ticks).
+    pub session_timeout_min: Duration,
+    /// Longest session timeout granted (`maxSessionTimeout`, default 20 ticks).
+    pub session_timeout_max: Duration,
+    /// Largest frame taken (`jute.maxbuffer`).
+    pub frame_bytes_max: usize,
+    /// Connections one client address may hold (`maxClientCnxns`).
+    pub connections_per_address_max: usize,
+    /// Connections the port holds in all.
+    pub connections_max: usize,
+}
+
+impl Default for ZkConfig {
+    fn default() -> ZkConfig {
+        let tick = Duration::from_millis(2000);
+        ZkConfig {
+            tick,
+            session_timeout_min: tick * 2,
+            session_timeout_max: tick * 20,
+            frame_bytes_max: 0xfffff,
+            connections_per_address_max: 60,
+            connections_max: 10_000,
+        }
+    }
+}
+
+impl ZkConfig {
+    /// The timeout granted for the `asked_ms` a client asked for.
+    pub fn negotiate_ms(&self, asked_ms: i32) -> i32 {
+        let min = self.session_timeout_min.as_millis() as i32;
+        let max = self.session_timeout_max.as_millis() as i32;
+        asked_ms.clamp(min, max.max(min))
+    }
+}
+
+/// What a ZooKeeper port needs of its member.
+pub struct ZkContext {
+    /// Proposes writes.
+    pub proposer: Arc<Proposer>,
+    /// The key space and the lessor.
+    pub core: Arc<Core>,
+    /// The settings.
+    pub cfg: ZkConfig,
+    /// This member's id (its low byte marks the sessions it creates).
+    pub member_id: u64,
+}
+
+impl std::fmt::Debug for ZkContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZkContext")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Proposes `t` and waits for the ZooKeeper applier's answer, trying again (until the request
+/// timeout) only while it provably never reached the log.
+pub async fn propose(ctx: &ZkContext, t: &ZkTxn) -> Result<ZkAnswer, Error> {
+    let deadline = Instant::now() + ctx.proposer.request_timeout();
+    let body = t.encode_to_vec();
+    loop {
+        let id = ctx.proposer.fresh_id();
+        let entry = Envelope {
+            id,
+            time_ms: now_ms(),
+            member_attributes: None,
+            zookeeper: Some(body.clone()),
+        }
+        .encode_to_vec();
+        match ctx.proposer.propose(id, entry).await {
+            Ok(answer) => {
+                return Ok(*answer
+                    .downcast::<ZkAnswer>()
+                    .expect("ZooKeeper's entries are answered by its applier"));
+            }
+            Err(Failed {
+                never_applied: true,
+                error,
+            }) if ctx.proposer.wait_for_leader(deadline) => {
+                tracing::debug!(%error, "a ZooKeeper write goes again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(f) => return Err(f.error),
+        }
+    }
+}
+
+/// A new session id: this member's low byte on top, as ZooKeeper puts its server id there,
+/// and a number never used before below (kept positive).
+pub fn new_session_id(ctx: &ZkContext) -> i64 {
+    let top = ((ctx.member_id & 0x7f) as i64) << 56;
+    let low = (ctx.proposer.fresh_id() >> 8) as i64 & ((1 << 56) - 1);
+    (top | low).max(1)
+}
+
+/// A fresh 16-byte password.
+pub fn new_password(ctx: &ZkContext) -> Vec<u8> {
+    let a = ctx.proposer.fresh_id().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ now_ms();
+    let b = ctx
+        .proposer
+        .fresh_id()
+        .wrapping_mul(0xd1b5_4a32_d192_ed03)
+        .rotate_left(29)
+        ^ u64::from(std::process::id());
+    let mut pw = a.to_be_bytes().to_vec();
+    pw.extend_from_slice(&b.to_be_bytes());
+    pw
+}
+
+/// The stored session `id`, if it is alive.
+pub fn stored(core: &Core, id: i64) -> Option<SessionRecord> {
+    let snap = core.mvcc.snapshot();
+    let kv = snap
+        .range(&znode::session_key(id), &[], RangeOpts::default())
+        .ok()?
+        .kvs
+        .into_iter()
+        .next()?;
+    SessionRecord::decode(kv.value.as_slice()).ok()
+}
+
+/// Marks session `id` active (on the leader, its deadline moves).
+pub fn touch(core: &Core, id: i64) {
+    core.lessor.lock().renew(id);
+}
+
+/// Closes session `id` through the log: its ephemerals go in the same revision.
+pub async fn close(ctx: &ZkContext, id: i64) -> Result<ZkAnswer, Error> {
+    let t = ZkTxn {
+        session: id,
+        op: op::CLOSE_SESSION,
+        ..ZkTxn::default()
+    };
+    propose(ctx, &t).await
+}
