@@ -2,10 +2,12 @@
 
 Usage: zk_kazoo.py HOST:PORT
 Checks what the member serves so far: sessions, creates of every mode, data and versions,
-children and Stat counters, sequential names, deletes, errors, the system nodes, and that a
-closed session's ephemerals are gone with their parent's Stat updated. Prints "ok" last.
+children and Stat counters, sequential names, deletes, errors, one-shot watches, the system
+nodes, and that a closed session's ephemerals are gone with their parent's Stat updated. Prints "ok" last.
 """
 import sys
+import threading
+import time
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (BadVersionError, NoChildrenForEphemeralsError,
@@ -63,6 +65,44 @@ raises(NotEmptyError, zk.delete, root)
 raises(BadVersionError, zk.delete, second, version=7)
 assert zk.exists(root + "/nope") is None
 raises(NoNodeError, zk.get, root + "/nope")
+
+# One-shot watches: each fires once, for its kind of change.
+seen = []
+fired = threading.Semaphore(0)
+
+
+def watcher(event):
+    seen.append((event.type, event.path))
+    fired.release()
+
+
+def expect(*events):
+    for _ in events:
+        assert fired.acquire(timeout=10), "no event; seen %r" % seen
+    assert seen == list(events), seen
+    del seen[:]
+
+
+w = root + "/watched"
+assert zk.exists(w, watch=watcher) is None
+zk.create(w, b"a")
+expect(("CREATED", w))
+zk.get(w, watch=watcher)
+zk.set(w, b"b")
+zk.set(w, b"c")
+expect(("CHANGED", w))
+zk.get_children(root, watch=watcher)
+zk.create(w + "2", b"")
+expect(("CHILD", root))
+zk.exists(w, watch=watcher)
+zk.delete(w)
+zk.delete(w + "2")
+expect(("DELETED", w))
+raises(NoNodeError, zk.get, w, watch=watcher)
+zk.create(w, b"")
+zk.delete(w)
+time.sleep(0.5)
+assert seen == [], seen
 
 # The system nodes are there, as on a real server.
 assert "zookeeper" in zk.get_children("/")

@@ -35,6 +35,7 @@ pub use crate::member::open_db;
 use crate::member::proposer::{Failed, Proposer};
 use crate::member::{lease_clock, roster};
 use crate::zk::apply::ZkApplier;
+use crate::zk::watches::Watches;
 
 use crate::mvcc::Mvcc;
 use crate::node::{Node, NodeConfig, NodeError, StartOptions};
@@ -168,6 +169,8 @@ const CALL_CONNECTIONS_QUEUED: usize = 64;
 /// A running member of the replicated key space.
 pub struct KvServer {
     proposer: Arc<Proposer>,
+    /// ZooKeeper's watches, fired by its applier.
+    zk_watches: Arc<Watches>,
     shared: Arc<Shared>,
     cfg: KvConfig,
     cluster_id: u64,
@@ -221,9 +224,19 @@ impl KvServer {
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
         ZkApplier::load(&shared.core).map_err(|e| format!("loading ZooKeeper's sessions: {e}"))?;
+        let revision = shared
+            .core
+            .mvcc
+            .snapshot()
+            .revision()
+            .map_err(|e| e.to_string())?;
+        let zk_watches = Arc::new(Watches::new(revision));
         let appliers = machine::Appliers {
             base: Box::new(apply::EtcdApplier::new(Arc::clone(&shared))),
-            zookeeper: Box::new(ZkApplier::new(Arc::clone(&shared.core))),
+            zookeeper: Box::new(ZkApplier::new(
+                Arc::clone(&shared.core),
+                Arc::clone(&zk_watches),
+            )),
         };
         let machine = machine::KvMachine::start(
             Arc::clone(&shared.core),
@@ -261,6 +274,7 @@ impl KvServer {
         ));
         let server = Arc::new(KvServer {
             proposer,
+            zk_watches,
             shared,
             cfg,
             cluster_id,
@@ -327,6 +341,7 @@ impl KvServer {
         crate::zk::session::ZkContext {
             proposer: Arc::clone(&self.proposer),
             core: Arc::clone(&self.shared.core),
+            watches: Arc::clone(&self.zk_watches),
             cfg,
             member_id: self.member_id(),
         }

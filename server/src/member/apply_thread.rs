@@ -226,7 +226,9 @@ impl ApplyThread {
             }
         }
         let compacted_after = txn.compact_revision();
-        txn.commit_no_sync(last.index).map_err(|e| e.to_string())?;
+        let (revision, _) = txn.commit_no_sync(last.index).map_err(|e| e.to_string())?;
+        self.appliers.base.committed(revision);
+        self.appliers.zookeeper.committed(revision);
         for (rev, events) in published {
             core.hub.publish(rev, events);
         }
@@ -249,6 +251,8 @@ impl ApplyThread {
         core.roster.load(&core.mvcc).map_err(|e| e.to_string())?;
         self.appliers.base.reload()?;
         self.appliers.zookeeper.reload()?;
+        self.appliers.base.committed(rev);
+        self.appliers.zookeeper.committed(rev);
         core.hub.reset(rev);
         core.pending.installed(applied);
         self.applied = applied;

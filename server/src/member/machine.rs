@@ -42,6 +42,12 @@ pub trait Applier: Send + 'static {
     /// The key space was replaced by a snapshot: reload what this API keeps beside the tree
     /// in memory.
     fn reload(&mut self) -> Result<(), String>;
+
+    /// A batch (or a snapshot) is in the tree through `revision`, and its proposers are about
+    /// to hear: the moment to tell this API's watchers what it changed.
+    fn committed(&mut self, revision: i64) {
+        let _ = revision;
+    }
 }
 
 /// The appliers of the client APIs, by the envelope field their requests use. Every member

@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::codes::{err, mode, op};
+use super::codes::{err, event, mode, op};
 use super::jute::{JuteError, Reader};
 use super::records::SetDataRequest;
 use super::records::{Acl, CreateRequest, CreateTtlRequest, DeleteRequest, SetAclRequest};
 use super::txn::{ZkAnswer, ZkDone, ZkTxn};
+use super::watches::{Event, Watches};
 use super::znode::{self, ChildMeta, MetaRow, NodeRecord, NodeRow, SessionRecord, kind};
 use crate::member::core::Core;
 use crate::member::envelope::Envelope;
@@ -59,12 +60,26 @@ struct Node {
 /// Applies ZooKeeper's writes to the key space of `core`.
 pub struct ZkApplier {
     core: Arc<Core>,
+    watches: Arc<Watches>,
+    /// Events of the batch being applied, fired once it is committed.
+    events: Vec<Event>,
 }
 
 impl ZkApplier {
-    /// An applier over `core`.
-    pub fn new(core: Arc<Core>) -> ZkApplier {
-        ZkApplier { core }
+    /// An applier over `core`, firing `watches`.
+    pub fn new(core: Arc<Core>, watches: Arc<Watches>) -> ZkApplier {
+        ZkApplier {
+            core,
+            watches,
+            events: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, kind: i32, path: &str) {
+        self.events.push(Event {
+            kind,
+            path: path.to_string(),
+        });
     }
 
     /// Grants every stored session its lease and attaches its ephemerals (at start and after
@@ -293,6 +308,8 @@ impl ZkApplier {
             &parent_meta.encode_to_vec(),
             0,
         )?;
+        self.event(event::NODE_CREATED, &path);
+        self.event(event::NODE_CHILDREN_CHANGED, parent_path);
         let stat = znode::stat(
             NodeRow {
                 czxid: zxid,
@@ -339,6 +356,8 @@ impl ZkApplier {
         let parent_path = znode::parent(path).expect("never the root");
         self.delete(txn, &znode::node_key(path))?;
         self.delete(txn, &znode::meta_key(path))?;
+        self.event(event::NODE_DELETED, path);
+        self.event(event::NODE_CHILDREN_CHANGED, parent_path);
         let meta = match parents.get(parent_path) {
             Some(m) => *m,
             None => Self::meta(txn, parent_path)?.1,
@@ -391,6 +410,7 @@ impl ZkApplier {
             version: node.rec.version.wrapping_add(1),
             ..node.rec
         };
+        self.event(event::NODE_DATA_CHANGED, path);
         self.rewrite(txn, path, &node.kv, rec)
     }
 
@@ -547,6 +567,11 @@ impl Applier for ZkApplier {
     fn reload(&mut self) -> Result<(), String> {
         Self::load(&self.core).map_err(|e| e.to_string())
     }
+
+    fn committed(&mut self, revision: i64) {
+        let events = std::mem::take(&mut self.events);
+        self.watches.fire(revision, &events);
+    }
 }
 
 #[cfg(test)]
@@ -556,6 +581,7 @@ mod tests {
     use crate::zk::jute::Buffer;
     use crate::zk::jute::Jute;
     use crate::zk::records::{Id, Stat};
+    use crate::zk::watches::Kind;
 
     const SESSION: i64 = 0x0100_0000_0000_0001;
 
@@ -592,7 +618,8 @@ mod tests {
         fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
             let core = open(dir.path());
-            let applier = ZkApplier::new(Arc::clone(&core));
+            let watches = Arc::new(Watches::new(1));
+            let applier = ZkApplier::new(Arc::clone(&core), watches);
             Fixture {
                 _dir: dir,
                 core,
@@ -612,7 +639,8 @@ mod tests {
             let mut txn = self.core.mvcc.write().unwrap();
             let answer = self.applier.apply(&mut txn, &envelope, &[]).unwrap();
             txn.end_request();
-            txn.commit_no_sync(self.index).unwrap();
+            let (revision, _) = txn.commit_no_sync(self.index).unwrap();
+            self.applier.committed(revision);
             *answer.downcast::<ZkAnswer>().unwrap()
         }
 
@@ -865,6 +893,15 @@ mod tests {
         };
         assert!(f.write(other).result.is_ok());
         let before = f.revision();
+        let watches = Arc::clone(&f.applier.watches);
+        let (conn, notes) = watches.connect();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut g = watches.read_at(conn, before).await;
+                assert!(g.watch(Kind::Data, "/p/e1") && g.watch(Kind::Child, "/q"));
+            });
         let close = f.write(ZkTxn {
             session: SESSION,
             op: op::CLOSE_SESSION,
@@ -880,6 +917,14 @@ mod tests {
         assert_eq!((q.num_children, q.pzxid), (1, close.zxid));
         assert!(f.stat("/q/theirs").is_some());
         assert!(!f.core.lessor.lock().contains(SESSION));
+        // Watchers armed before the close heard it once it committed.
+        let mut notes = notes;
+        let mut heard = Vec::new();
+        while let Ok(n) = notes.try_recv() {
+            heard.push(n);
+        }
+        assert_eq!(heard.len(), 2, "a deletion and a parent's children");
+        assert!(heard[0].ends_with(b"/p/e1") && heard[1].ends_with(b"/q"));
         // A closed session is gone: closing it again, or creating an ephemeral for it, fails.
         let again = f.write(ZkTxn {
             session: SESSION,

@@ -3,8 +3,8 @@
 //!
 //! A frame over `jute.maxbuffer`, a record that does not decode, or a silence longer than the
 //! session's timeout closes this connection only. Writes go through the log; reads are served
-//! from the member's current snapshot. Watches are not served yet: a read asking for one is
-//! answered UNIMPLEMENTED rather than left silently unwatched.
+//! from the member's current snapshot, and arm one-shot watches (see [`super::watches`] for
+//! the ordering of notifications and replies).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use super::read;
 use super::records::*;
 use super::session::{self, ZkContext};
 use super::txn::{ZkDone, ZkTxn};
+use super::watches::Kind;
 
 /// Why a connection ends.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum ConnError {
     /// The client closed its session.
     #[error("session closed")]
     Closed,
+    /// The connection holds as many watches as it may.
+    #[error("too many watches")]
+    TooManyWatches,
 }
 
 /// Reads one length-prefixed frame.
@@ -92,7 +96,7 @@ async fn reply<W: AsyncWrite + Unpin>(
 }
 
 /// Serves one connection whose first four bytes (a frame length) were read already.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     ctx: Arc<ZkContext>,
     stream: S,
     first: u32,
@@ -151,33 +155,91 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     send(&mut w, &[&resp.to_bytes(), &[0]]).await?;
     // A client silent for its whole timeout is gone (it pings at a third of it).
     let silence = Duration::from_millis(timeout_ms as u64);
-    loop {
-        let mut head = [0u8; 4];
-        match tokio::time::timeout(silence, r.read_exact(&mut head)).await {
-            Ok(r) => {
-                r?;
+    // Frames are read by a task of their own, so waiting for one never loses half of it
+    // while a notification goes out.
+    let (frames_tx, mut frames) = tokio::sync::mpsc::channel::<Result<Vec<u8>, ConnError>>(16);
+    let reader = tokio::spawn(async move {
+        loop {
+            let mut head = [0u8; 4];
+            let next = match r.read_exact(&mut head).await {
+                Ok(_) => frame(&mut r, max, u32::from_be_bytes(head)).await,
+                Err(e) => Err(e.into()),
+            };
+            let failed = next.is_err();
+            if frames_tx.send(next).await.is_err() || failed {
+                return;
             }
-            Err(_) => return Ok(()),
         }
-        let body = frame(&mut r, max, u32::from_be_bytes(head)).await?;
+    });
+    let _reader = AbortOnDrop(reader);
+    let (conn, mut notes) = ctx.watches.connect();
+    let _watching = Disconnect(&ctx, conn);
+    loop {
+        let body = tokio::select! {
+            next = tokio::time::timeout(silence, frames.recv()) => match next {
+                Ok(Some(body)) => body?,
+                Ok(None) | Err(_) => return Ok(()),
+            },
+            note = notes.recv() => match note {
+                Some(n) => {
+                    send(&mut w, &[&n]).await?;
+                    continue;
+                }
+                // Cut off: its queue overflowed.
+                None => return Ok(()),
+            },
+        };
         session::touch(&ctx.core, id);
         let mut rd = Reader::new(&body);
         let header: RequestHeader = rd.record()?;
         let rest = &body[body.len() - rd.remaining()..];
         if header.kind == op::CLOSE_SESSION {
             let answer = session::close(&ctx, id).await?;
+            drain(&mut w, &mut notes).await?;
             reply(&mut w, header.xid, answer.zxid, Ok(Vec::new())).await?;
             return Err(ConnError::Closed);
         }
-        let (zxid, result) = handle(&ctx, id, &header, rest).await?;
+        let (zxid, result) = handle(&ctx, id, conn, &header, rest).await?;
+        // Every event up to what this reply reflects goes out before it.
+        drain(&mut w, &mut notes).await?;
         reply(&mut w, header.xid, zxid, result).await?;
     }
+}
+
+/// Aborts the frame reader when the connection ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Forgets the connection's watches when it ends.
+struct Disconnect<'a>(&'a ZkContext, u64);
+
+impl Drop for Disconnect<'_> {
+    fn drop(&mut self) {
+        self.0.watches.disconnect(self.1);
+    }
+}
+
+/// Sends the notifications queued so far.
+async fn drain<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    notes: &mut super::watches::Notifications,
+) -> Result<(), ConnError> {
+    while let Ok(n) = notes.try_recv() {
+        send(w, &[&n]).await?;
+    }
+    Ok(())
 }
 
 /// One request's zxid and reply body (or error code).
 async fn handle(
     ctx: &ZkContext,
     session: i64,
+    conn: u64,
     header: &RequestHeader,
     body: &[u8],
 ) -> Result<(i64, Result<Vec<u8>, i32>), ConnError> {
@@ -210,12 +272,30 @@ async fn handle(
         op::EXISTS | op::GET_DATA | op::GET_CHILDREN | op::GET_CHILDREN2 => {
             let path = rd.ustring()?;
             let watch = rd.boolean()?;
-            if watch {
-                return Ok((snap_zxid(), Err(err::UNIMPLEMENTED)));
-            }
             let snap = ctx.core.mvcc.snapshot();
             let zxid = snap.revision().unwrap_or(0);
-            let Some(found) = read::node(&snap, &path).map_err(storage)? else {
+            let guard = ctx.watches.read_at(conn, zxid).await;
+            let (found, armed) = {
+                let mut guard = guard;
+                let found = read::node(&snap, &path).map_err(storage)?;
+                // As ZooKeeper: exists watches a missing node for its creation; getData and
+                // getChildren on a missing node leave no watch.
+                let kind = match (header.kind, found.is_some()) {
+                    (op::EXISTS, true) | (op::GET_DATA, true) => Some(Kind::Data),
+                    (op::EXISTS, false) => Some(Kind::Exist),
+                    (op::GET_CHILDREN | op::GET_CHILDREN2, true) => Some(Kind::Child),
+                    _ => None,
+                };
+                let armed = match kind {
+                    Some(k) if watch => guard.watch(k, &path),
+                    _ => true,
+                };
+                (found, armed)
+            };
+            if !armed {
+                return Err(ConnError::TooManyWatches);
+            }
+            let Some(found) = found else {
                 return Ok((zxid, Err(err::NO_NODE)));
             };
             let out = match header.kind {

@@ -66,6 +66,8 @@ pub struct ZkContext {
     pub proposer: Arc<Proposer>,
     /// The key space and the lessor.
     pub core: Arc<Core>,
+    /// The watch table its applier fires.
+    pub watches: Arc<super::watches::Watches>,
     /// The settings.
     pub cfg: ZkConfig,
     /// This member's id (its low byte marks the sessions it creates).
