@@ -127,14 +127,16 @@ impl Pending {
     /// Tracks request `id` as entered in `term`; false (and the waiter is gone) when a
     /// snapshot was installed since `installs` was read: its fate cannot be told from here.
     pub fn track(&self, term: u64, id: u64, installs: u64) -> bool {
-        assert!(term > 0, "a log entry's term is at least 1");
         let mut waiters = self.waiters.lock();
         if self.installs() != installs {
             waiters.remove(&id);
             return false;
         }
-        // Answered already when missing.
-        if let Some(w) = waiters.get_mut(&id) {
+        // Answered already when missing. A term of 0 (none known) leaves it untracked: it is
+        // then answered when applied, or times out.
+        if let Some(w) = waiters.get_mut(&id)
+            && term != 0
+        {
             w.term = term;
             self.oldest_term.fetch_min(term, Ordering::Relaxed);
         }
