@@ -38,6 +38,9 @@ fn list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Where ZooKeeper clients are served unless `--listen-zookeeper-urls` says otherwise.
+pub(crate) const DEFAULT_ZOOKEEPER_URL: &str = "127.0.0.1:2181";
+
 /// `serve` flags. Each can also be set as an `ETCD_<FLAG>` environment variable, or in a
 /// configuration file (see `serve_settings`).
 #[derive(Debug, Args)]
@@ -124,11 +127,26 @@ pub struct ServeArgs {
     #[arg(long, default_value = "")]
     pub(crate) listen_metrics_urls: String,
     /// Addresses (host:port, comma-separated) to serve ZooKeeper clients on; empty: none.
-    #[arg(long, default_value = "")]
-    pub(crate) listen_zookeeper_urls: String,
-    /// ZooKeeper's tickTime, in ms: session timeouts are granted between 2 and 20 ticks.
+    /// Unset: 127.0.0.1:2181, skipped with a warning when that port is taken.
+    #[arg(long)]
+    pub(crate) listen_zookeeper_urls: Option<String>,
+    /// ZooKeeper's tickTime, in ms.
     #[arg(long, default_value_t = 2000)]
     pub(crate) zookeeper_tick_ms: u64,
+    /// Shortest ZooKeeper session timeout granted, in ms (minSessionTimeout); 0: 2 ticks.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) zookeeper_min_session_timeout_ms: u64,
+    /// Longest ZooKeeper session timeout granted, in ms (maxSessionTimeout); 0: 20 ticks.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) zookeeper_max_session_timeout_ms: u64,
+    /// The ZooKeeper super-user's digest, `super:<base64 sha1 of super:password>`
+    /// (zookeeper.DigestAuthenticationProvider.superDigest).
+    #[arg(long)]
+    pub(crate) zookeeper_super_digest: Option<String>,
+    /// How often the leader deletes emptied containers and expired TTL nodes, in ms
+    /// (znode.container.checkIntervalMs).
+    #[arg(long, default_value_t = 60_000)]
+    pub(crate) zookeeper_container_check_interval_ms: u64,
     /// Largest ZooKeeper frame taken, in bytes (jute.maxbuffer).
     #[arg(long, default_value_t = 0xfffff)]
     pub(crate) zookeeper_max_buffer: usize,
@@ -386,15 +404,30 @@ impl ServeArgs {
                 initial: self.experimental_initial_corrupt_check,
                 interval: self.experimental_corrupt_check_time,
             },
-            listen_zookeeper_urls: list(&self.listen_zookeeper_urls),
+            listen_zookeeper_urls: list(
+                self.listen_zookeeper_urls
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ZOOKEEPER_URL),
+            ),
+            zookeeper_port_optional: self.listen_zookeeper_urls.is_none(),
             zookeeper: {
                 let tick = Duration::from_millis(self.zookeeper_tick_ms.max(1));
+                let or_ticks = |ms: u64, ticks: u32| match ms {
+                    0 => tick * ticks,
+                    ms => Duration::from_millis(ms),
+                };
+                let session_timeout_min = or_ticks(self.zookeeper_min_session_timeout_ms, 2);
                 ZkConfig {
                     tick,
-                    session_timeout_min: tick * 2,
-                    session_timeout_max: tick * 20,
+                    session_timeout_min,
+                    session_timeout_max: or_ticks(self.zookeeper_max_session_timeout_ms, 20)
+                        .max(session_timeout_min),
                     frame_bytes_max: self.zookeeper_max_buffer,
                     connections_per_address_max: self.zookeeper_max_client_cnxns,
+                    super_digest: self.zookeeper_super_digest.clone(),
+                    reap_interval: Duration::from_millis(
+                        self.zookeeper_container_check_interval_ms.max(10),
+                    ),
                     ..ZkConfig::default()
                 }
             },

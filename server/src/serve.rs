@@ -82,6 +82,9 @@ pub struct ServeOptions {
     pub corrupt_check: crate::etcd::corrupt::CorruptCheckConfig,
     /// Addresses (`host:port`) to serve ZooKeeper clients on; none: not served.
     pub listen_zookeeper_urls: Vec<String>,
+    /// The ZooKeeper addresses are a default, not asked for: one that cannot be bound (a
+    /// ZooKeeper already serving there) is skipped with a warning instead of failing start.
+    pub zookeeper_port_optional: bool,
     /// ZooKeeper's settings.
     pub zookeeper: crate::zk::session::ZkConfig,
 }
@@ -119,6 +122,7 @@ impl Default for ServeOptions {
             client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: crate::etcd::corrupt::CorruptCheckConfig::default(),
             listen_zookeeper_urls: Vec::new(),
+            zookeeper_port_optional: false,
             zookeeper: crate::zk::session::ZkConfig::default(),
         }
     }
@@ -225,16 +229,22 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         .iter()
         .map(|u| Ok((u.clone(), bind(u, "metrics")?)))
         .collect::<Result<Vec<_>, String>>()?;
-    let zookeeper_listeners = o
-        .listen_zookeeper_urls
-        .iter()
-        .map(|u| {
-            // ZooKeeper addresses are `host:port`; the parser takes them as URLs.
-            let hostport = u.strip_prefix("tcp://").unwrap_or(u);
-            let url = format!("http://{hostport}");
-            Ok((u.clone(), bind(&url, "ZooKeeper clients")?))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let mut zookeeper_listeners = Vec::new();
+    for u in &o.listen_zookeeper_urls {
+        // ZooKeeper addresses are `host:port`; the parser takes them as URLs.
+        let hostport = u.strip_prefix("tcp://").unwrap_or(u);
+        let url = format!("http://{hostport}");
+        match bind(&url, "ZooKeeper clients") {
+            Ok(l) => zookeeper_listeners.push((u.clone(), l)),
+            Err(e) if o.zookeeper_port_optional => {
+                tracing::warn!(
+                    error = %e,
+                    "ZooKeeper clients are not served on {u} (pass --listen-zookeeper-urls to choose an address); etcd clients are"
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let mut peers = BTreeMap::new();
     for m in &members {
         let url = m.peer_urls.first().expect("a member has a URL");
@@ -278,7 +288,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         client_listeners,
         metrics_listeners,
         zookeeper_listeners,
-        zookeeper: o.zookeeper,
+        zookeeper: o.zookeeper.clone(),
     })
 }
 
@@ -472,10 +482,36 @@ pub fn run(
             crate::etcd::metrics::serve(server, l, stop).await;
         }));
     }
+    let zk = Arc::new(p.server.zk_context(p.zookeeper.clone()));
+    {
+        // Every member runs the reaper; only the leader's proposes.
+        let (zk, reapable) = (Arc::clone(&zk), Arc::clone(p.server.zk_reapable()));
+        let mut rx = stop_rx.clone();
+        let every = zk.cfg.reap_interval;
+        tasks.push(handle.spawn(async move {
+            tokio::select! {
+                () = crate::zk::reaper::run(zk, reapable, every) => {}
+                _ = rx.wait_for(|s| *s) => {}
+            }
+        }));
+    }
+    if !p.zookeeper_listeners.is_empty() {
+        let relay = Arc::new(crate::etcd::internal::TouchRelayClient {
+            server: Arc::downgrade(&p.server),
+        });
+        let zk = Arc::clone(&zk);
+        let mut rx = stop_rx.clone();
+        tasks.push(handle.spawn(async move {
+            tokio::select! {
+                () = crate::zk::session::relay_touches(zk, relay) => {}
+                _ = rx.wait_for(|s| *s) => {}
+            }
+        }));
+    }
     for (url, l) in p.zookeeper_listeners {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
         let mut rx = stop_rx.clone();
-        let ctx = Arc::new(p.server.zk_context(p.zookeeper));
+        let ctx = Arc::clone(&zk);
         tracing::info!(%url, "serving ZooKeeper clients");
         tasks.push(handle.spawn(async move {
             let stop = async move {

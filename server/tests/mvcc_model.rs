@@ -317,3 +317,40 @@ fn the_revision_survives_compacting_its_own_tombstone() {
     drop(store);
     assert_eq!(open(&storage).snapshot().revision().unwrap(), 5);
 }
+
+/// A request rolled back to a savepoint keeps what it did before it and nothing after: no
+/// version, no row, no event, and the revision it would have taken stays free.
+#[test]
+fn a_savepoint_takes_back_only_what_followed_it() {
+    let storage = Arc::new(SimStorage::new(64 << 20));
+    let store = open(&storage);
+    let mut t = store.write().unwrap();
+    t.put(b"a", b"1", 0).unwrap();
+    t.end_request();
+    t.put(b"kept", b"k", 0).unwrap();
+    let sp = t.savepoint();
+    t.put(b"a", b"2", 0).unwrap();
+    t.put(b"gone", b"g", 0).unwrap();
+    t.delete_range(b"kept", b"").unwrap();
+    t.rollback_to(sp).unwrap();
+    assert_eq!(t.get(b"a").unwrap().unwrap().value, b"1");
+    assert!(t.get(b"gone").unwrap().is_none());
+    assert_eq!(t.get(b"kept").unwrap().unwrap().value, b"k");
+    // Going back to the start of the request leaves it empty: it takes no revision.
+    let start = {
+        t.end_request();
+        t.savepoint()
+    };
+    t.put(b"late", b"l", 0).unwrap();
+    t.rollback_to(start).unwrap();
+    let events = t.take_events();
+    assert_eq!(events.len(), 2, "the put of a, and kept");
+    assert_eq!(t.commit(1).unwrap().0, 3);
+    drop(store);
+    let store = open(&storage);
+    let snap = store.snapshot();
+    assert_eq!(snap.revision().unwrap(), 3);
+    let all = snap.range(b"a", b"z", Default::default()).unwrap().kvs;
+    let keys: Vec<&[u8]> = all.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, vec![&b"a"[..], b"kept"]);
+}

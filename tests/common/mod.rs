@@ -5,6 +5,8 @@
 #[path = "../../src/chaos/port.rs"]
 mod port;
 
+pub mod cluster;
+
 /// A loopback port free at the time of asking, from below the ephemeral range and never the
 /// same twice in one process (the fault tests' own, [`port::free_port`]).
 pub fn free_port() -> u16 {

@@ -10,7 +10,8 @@ use crate::member::lessor::MAX_LEASE_TTL_SECS;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::quorumkv::internal_request::Request as Req;
 use crate::pb::quorumkv::{
-    ForwardResponse, InternalRequest, forward_response::Result as Fr, internal_server::Internal,
+    ForwardResponse, InternalRequest, TouchSessionsRequest, TouchSessionsResponse,
+    forward_response::Result as Fr, internal_server::Internal,
 };
 
 /// The Internal service of one member.
@@ -27,6 +28,21 @@ impl Internal for InternalService {
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         let revision = req.get_ref().revision;
         Ok(Response::new(self.server.hash_kv_blocking(revision).await?))
+    }
+
+    async fn touch_sessions(
+        &self,
+        req: Request<TouchSessionsRequest>,
+    ) -> Result<Response<TouchSessionsResponse>, Status> {
+        if !self.server.node().state().is_leader() {
+            return Err(KvError::NotLeader.into());
+        }
+        let ids = req.into_inner().ids;
+        if ids.len() > crate::zk::session::TOUCHES_PER_CALL_MAX {
+            return Err(Status::invalid_argument("too many sessions in one call"));
+        }
+        let unknown = crate::zk::session::touch_all(&self.server.shared().core, &ids);
+        Ok(Response::new(TouchSessionsResponse { unknown }))
     }
 
     async fn propose(
@@ -87,5 +103,36 @@ impl Internal for InternalService {
             revision,
             result: Some(result),
         }))
+    }
+}
+
+/// Carries a follower's ZooKeeper session touches to the leader's `TouchSessions`.
+#[derive(Debug)]
+pub struct TouchRelayClient {
+    /// The member (weak: the relay task must not keep it alive).
+    pub server: std::sync::Weak<KvServer>,
+}
+
+impl crate::zk::session::TouchRelay for TouchRelayClient {
+    fn relay(
+        &self,
+        ids: Vec<i64>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<i64>, crate::member::error::Error>> + Send>,
+    > {
+        let server = self.server.clone();
+        Box::pin(async move {
+            let fail = |e: String| crate::member::error::Error::Other(e);
+            let server = server.upgrade().ok_or_else(|| fail("stopped".into()))?;
+            let channel = server.leader_channel().map_err(|e| fail(e.to_string()))?;
+            let mut client = crate::pb::quorumkv::internal_client::InternalClient::new(channel);
+            let mut request = tonic::Request::new(TouchSessionsRequest { ids });
+            request.set_timeout(server.config().request_timeout);
+            let resp = client
+                .touch_sessions(request)
+                .await
+                .map_err(|s| fail(s.message().to_string()))?;
+            Ok(resp.into_inner().unknown)
+        })
     }
 }

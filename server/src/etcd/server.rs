@@ -171,6 +171,7 @@ pub struct KvServer {
     proposer: Arc<Proposer>,
     /// ZooKeeper's watches, fired by its applier.
     zk_watches: Arc<Watches>,
+    zk_reapable: Arc<crate::zk::reaper::Reapable>,
     shared: Arc<Shared>,
     cfg: KvConfig,
     cluster_id: u64,
@@ -223,7 +224,9 @@ impl KvServer {
             auth: AuthStore::new(cfg.auth_token_ttl),
         });
         apply::load(&shared).map_err(|e| format!("loading the key space: {e}"))?;
-        ZkApplier::load(&shared.core).map_err(|e| format!("loading ZooKeeper's sessions: {e}"))?;
+        let zk_reapable = Arc::new(crate::zk::reaper::Reapable::default());
+        ZkApplier::load(&shared.core, &zk_reapable)
+            .map_err(|e| format!("loading ZooKeeper's sessions: {e}"))?;
         let revision = shared
             .core
             .mvcc
@@ -236,6 +239,7 @@ impl KvServer {
             zookeeper: Box::new(ZkApplier::new(
                 Arc::clone(&shared.core),
                 Arc::clone(&zk_watches),
+                Arc::clone(&zk_reapable),
             )),
         };
         let machine = machine::KvMachine::start(
@@ -275,6 +279,7 @@ impl KvServer {
         let server = Arc::new(KvServer {
             proposer,
             zk_watches,
+            zk_reapable,
             shared,
             cfg,
             cluster_id,
@@ -344,7 +349,13 @@ impl KvServer {
             watches: Arc::clone(&self.zk_watches),
             cfg,
             member_id: self.member_id(),
+            touched: Default::default(),
         }
+    }
+
+    /// The containers and TTL nodes ZooKeeper's applier keeps for the reaper.
+    pub fn zk_reapable(&self) -> &Arc<crate::zk::reaper::Reapable> {
+        &self.zk_reapable
     }
 
     /// Counters for `/metrics`.

@@ -28,7 +28,7 @@ use index::{KeyIndex, Revision, Version};
 
 pub use kv::{Event, KeyValue};
 pub use snapshot::Snapshot;
-pub use txn::MvccTxn;
+pub use txn::{MvccTxn, Savepoint};
 
 /// Errors of the key space, worded as etcd words them where etcd has the case.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,15 @@ enum Undo {
     Compacted { before: u64, saved: Saved },
 }
 
+/// A point inside the open request that [`MvccTxn::rollback_to`] returns to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint {
+    undo: usize,
+    events: usize,
+    sub: u64,
+    base_rev: u64,
+}
+
 /// One B+tree transaction on the key space, carrying one or more requests: every
 /// modification of one request shares one main revision ([`MvccTxn::end_request`] closes it).
 /// Its versions go to the key index as they are written; if it does not commit, they are
@@ -99,6 +108,42 @@ impl MvccTxn {
             self.base_rev += 1;
             self.sub = 0;
         }
+    }
+
+    /// A point the open request can return to (a request made of steps that must all
+    /// succeed or leave nothing).
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            undo: self.undo.len(),
+            events: self.events.len(),
+            sub: self.sub,
+            base_rev: self.base_rev,
+        }
+    }
+
+    /// Takes out every change the open request made after `sp`: its versions, their rows and
+    /// their events.
+    pub fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
+        assert_eq!(
+            sp.base_rev, self.base_rev,
+            "a savepoint holds only inside its request"
+        );
+        assert!(sp.undo <= self.undo.len() && sp.sub <= self.sub);
+        let main = self.base_rev + 1;
+        for sub in sp.sub..self.sub {
+            self.tree().remove(&keys::revision(main, sub))?;
+        }
+        let mut ix = self.index.write();
+        for u in self.undo.drain(sp.undo..).rev() {
+            match u {
+                Undo::Pushed(key) => ix.pop(&key),
+                Undo::Compacted { .. } => unreachable!("compaction is a request of its own"),
+            }
+        }
+        drop(ix);
+        self.events.truncate(sp.events);
+        self.sub = sp.sub;
+        Ok(())
     }
 
     /// Records an event of the open request. Most requests change one key, and the watch ring

@@ -2,24 +2,26 @@
 //! apply thread's write transaction: one request, one revision, so the revision is the zxid.
 //!
 //! Everything is decided from the entry and the rows before it (sequential names from the
-//! parent's stored cversion, times from the proposer's clock), so every member reaches the
-//! same rows. Checks run in ZooKeeper's order (`PrepRequestProcessor`), so the error that wins
-//! when several apply is ZooKeeper's, and a refused write changes nothing. Closing a session
-//! deletes its ephemerals and updates their parents in the same revision.
-//!
-//! Not yet here: ACL enforcement (ACLs are validated and stored), multi, and the reaping of
-//! containers and TTL nodes.
+//! parent's stored cversion, times from the proposer's clock, ACLs against the identities the
+//! entry carries), so every member reaches the same rows. Checks run in ZooKeeper's order
+//! (`PrepRequestProcessor`), so the error that wins when several apply is ZooKeeper's, and a
+//! refused write changes nothing. A multi applies all its operations in one revision or, when
+//! one fails, none (the transaction goes back to a savepoint). Closing a session deletes its
+//! ephemerals and updates their parents in the same revision. Lessor changes and the set of
+//! reapable nodes follow a request only once it is applied whole.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message;
 
-use super::codes::{err, event, mode, op};
+use super::acl;
+use super::codes::{err, event, mode, op, perm};
 use super::jute::{JuteError, Reader};
-use super::records::SetDataRequest;
-use super::records::{Acl, CreateRequest, CreateTtlRequest, DeleteRequest, SetAclRequest};
-use super::txn::{ZkAnswer, ZkDone, ZkTxn};
+use super::ops::{self, Multi, WriteOp};
+use super::reaper::Reapable;
+use super::records::{Acl, CheckVersionRequest, SetAclRequest};
+use super::txn::{OpResult, ZkAnswer, ZkDone, ZkTxn};
 use super::watches::{Event, Watches};
 use super::znode::{self, ChildMeta, MetaRow, NodeRecord, NodeRow, SessionRecord, kind};
 use crate::member::core::Core;
@@ -51,6 +53,19 @@ impl From<JuteError> for Fail {
 
 type Step<T> = Result<T, Fail>;
 
+fn refuse<T>(code: i32) -> Step<T> {
+    Err(Fail::Code(code))
+}
+
+/// A change outside the key space, made once its request is applied whole.
+enum After {
+    Attach(i64, Vec<u8>),
+    Detach(i64, Vec<u8>),
+    Grant(i64, i64),
+    Revoke(i64),
+    Reapable(String, bool),
+}
+
 /// A znode read inside the transaction.
 struct Node {
     kv: KeyValue,
@@ -61,30 +76,36 @@ struct Node {
 pub struct ZkApplier {
     core: Arc<Core>,
     watches: Arc<Watches>,
+    reapable: Arc<Reapable>,
     /// Events of the batch being applied, fired once it is committed.
     events: Vec<Event>,
+    /// Changes of the request being applied, made once it is.
+    after: Vec<After>,
 }
 
 impl ZkApplier {
-    /// An applier over `core`, firing `watches`.
-    pub fn new(core: Arc<Core>, watches: Arc<Watches>) -> ZkApplier {
+    /// An applier over `core`, firing `watches` and keeping `reapable`.
+    pub fn new(core: Arc<Core>, watches: Arc<Watches>, reapable: Arc<Reapable>) -> ZkApplier {
         ZkApplier {
             core,
             watches,
+            reapable,
             events: Vec::new(),
+            after: Vec::new(),
         }
     }
 
-    fn event(&mut self, kind: i32, path: &str) {
+    fn event(&mut self, kind: i32, path: &str, acl: &[znode::StoredAcl]) {
         self.events.push(Event {
             kind,
             path: path.to_string(),
+            acl: acl.to_vec(),
         });
     }
 
-    /// Grants every stored session its lease and attaches its ephemerals (at start and after
-    /// a snapshot install).
-    pub fn load(core: &Core) -> Result<(), MvccError> {
+    /// Grants every stored session its lease, attaches its ephemerals and lists the
+    /// containers and TTL nodes (at start and after a snapshot install).
+    pub fn load(core: &Core, reapable: &Reapable) -> Result<(), MvccError> {
         let snap = core.mvcc.snapshot();
         let (start, end) = znode::sessions_range();
         let sessions = snap.range(&start, &end, Default::default())?;
@@ -103,17 +124,21 @@ impl ZkApplier {
         nodes_start.push(b'n');
         let mut nodes_end = znode::PREFIX.to_vec();
         nodes_end.push(b'n' + 1);
-        let nodes = snap.range(
-            &nodes_start,
-            &nodes_end,
-            crate::mvcc::RangeOpts {
-                keys_only: true,
-                ..Default::default()
-            },
-        )?;
-        for kv in nodes.kvs.iter().filter(|kv| kv.lease != 0) {
-            lessor.attach(kv.lease, &kv.key);
+        let nodes = snap.range(&nodes_start, &nodes_end, Default::default())?;
+        let mut reap = Vec::new();
+        for kv in &nodes.kvs {
+            if kv.lease != 0 {
+                lessor.attach(kv.lease, &kv.key);
+            }
+            let rec = NodeRecord::decode(kv.value.as_slice())
+                .map_err(|_| MvccError::Corrupt(kv.key.clone()))?;
+            if matches!(rec.kind, kind::CONTAINER | kind::TTL)
+                && let Some(path) = znode::path_of(&kv.key)
+            {
+                reap.push(path.to_string());
+            }
         }
+        reapable.replace(reap);
         Ok(())
     }
 
@@ -134,6 +159,10 @@ impl ZkApplier {
         Ok(Some(Node { kv, rec }))
     }
 
+    fn existing(txn: &MvccTxn, path: &str) -> Step<Node> {
+        Self::node(txn, path)?.ok_or(Fail::Code(err::NO_NODE))
+    }
+
     fn meta(txn: &MvccTxn, path: &str) -> Step<(MetaRow, ChildMeta)> {
         let key = znode::meta_key(path);
         let Some(kv) = txn.get(&key)? else {
@@ -151,58 +180,131 @@ impl ZkApplier {
         ))
     }
 
-    fn put(&self, txn: &mut MvccTxn, key: &[u8], value: &[u8], lease: i64) -> Step<()> {
+    fn put(&mut self, txn: &mut MvccTxn, key: &[u8], value: &[u8], lease: i64) -> Step<()> {
         txn.put(key, value, lease)?;
         if lease != 0 {
-            self.core.lessor.lock().attach(lease, key);
+            self.after.push(After::Attach(lease, key.to_vec()));
         }
         Ok(())
     }
 
-    fn delete(&self, txn: &mut MvccTxn, key: &[u8]) -> Step<()> {
+    fn delete(&mut self, txn: &mut MvccTxn, key: &[u8]) -> Step<()> {
         for kv in txn.delete_range(key, &[])? {
-            self.core.lessor.lock().detach(kv.lease, &kv.key);
+            if kv.lease != 0 {
+                self.after.push(After::Detach(kv.lease, kv.key));
+            }
         }
         Ok(())
+    }
+
+    /// Makes the changes the applied request left for after it.
+    fn settle(&mut self) {
+        if self.after.is_empty() {
+            return;
+        }
+        let mut lessor = self.core.lessor.lock();
+        for a in self.after.drain(..) {
+            match a {
+                After::Attach(lease, key) => lessor.attach(lease, &key),
+                After::Detach(lease, key) => lessor.detach(lease, &key),
+                After::Grant(id, ttl) => lessor.grant(id, ttl),
+                After::Revoke(id) => {
+                    lessor.revoke(id);
+                }
+                After::Reapable(path, on) => self.reapable.set(path, on),
+            }
+        }
     }
 
     fn apply_txn(&mut self, txn: &mut MvccTxn, time_ms: i64, t: &ZkTxn) -> Step<ZkDone> {
         let mut r = Reader::new(&t.body);
-        // The system nodes are shown, never stored: no write reaches them.
-        if matches!(t.op, op::DELETE | op::SET_DATA | op::SET_ACL)
-            && znode::is_system(&Reader::new(&t.body).ustring()?)
-        {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
-        }
         match t.op {
-            op::CREATE | op::CREATE2 | op::CREATE_CONTAINER => {
-                let req: CreateRequest = r.record()?;
-                self.create(
-                    txn, t, time_ms, req.path, req.data.0, &req.acl, req.flags, 0,
-                )
-            }
-            op::CREATE_TTL => {
-                let req: CreateTtlRequest = r.record()?;
-                self.create(
-                    txn, t, time_ms, req.path, req.data.0, &req.acl, req.flags, req.ttl,
-                )
-            }
-            op::DELETE => {
-                let req: DeleteRequest = r.record()?;
-                self.delete_node(txn, &req.path, req.version)
-            }
-            op::SET_DATA => {
-                let req: SetDataRequest = r.record()?;
-                self.set_data(txn, time_ms, &req.path, req.data.0, req.version)
-            }
-            op::SET_ACL => {
-                let req: SetAclRequest = r.record()?;
-                self.set_acl(txn, &req.path, &req.acl, req.version)
-            }
             op::CREATE_SESSION => self.create_session(txn, t),
             op::CLOSE_SESSION => self.close_session(txn, t.session),
-            _ => Err(Fail::Code(err::UNIMPLEMENTED)),
+            op::MULTI => match ops::decode(&t.body)? {
+                Multi::Write(ops) => self.multi(txn, t, time_ms, ops),
+                Multi::Read(_) => refuse(err::MARSHALLING_ERROR),
+            },
+            op::DELETE_CONTAINER => self.reap(txn, time_ms, &r.ustring()?),
+            op::SET_ACL => {
+                let req: SetAclRequest = r.record()?;
+                self.set_acl(txn, t, &req.path, &req.acl, req.version)
+            }
+            // A check is a multi's operation only.
+            op::CHECK => refuse(err::UNIMPLEMENTED),
+            kind => match WriteOp::read(kind, &mut r)? {
+                Some(w) => self.write(txn, t, time_ms, w),
+                None => refuse(err::UNIMPLEMENTED),
+            },
         }
+    }
+
+    fn write(&mut self, txn: &mut MvccTxn, t: &ZkTxn, time_ms: i64, w: WriteOp) -> Step<ZkDone> {
+        match w {
+            WriteOp::Create { op, req } => self.create(
+                txn, t, op, time_ms, req.path, req.data.0, &req.acl, req.flags, 0,
+            ),
+            WriteOp::CreateTtl(req) => self.create(
+                txn,
+                t,
+                op::CREATE_TTL,
+                time_ms,
+                req.path,
+                req.data.0,
+                &req.acl,
+                req.flags,
+                req.ttl,
+            ),
+            WriteOp::Delete(req) => self.delete_node(txn, t, &req.path, req.version),
+            WriteOp::SetData(req) => {
+                self.set_data(txn, t, time_ms, &req.path, req.data.0, req.version)
+            }
+            WriteOp::Check(req) => self.check(txn, t, &req),
+        }
+    }
+
+    /// Applies `ops` in one revision, or none of them.
+    fn multi(
+        &mut self,
+        txn: &mut MvccTxn,
+        t: &ZkTxn,
+        time_ms: i64,
+        ops: Vec<WriteOp>,
+    ) -> Step<ZkDone> {
+        let start = txn.savepoint();
+        let (events, after) = (self.events.len(), self.after.len());
+        let kinds: Vec<i32> = ops.iter().map(WriteOp::op).collect();
+        let mut results = Vec::with_capacity(ops.len());
+        for w in ops {
+            let kind = w.op();
+            match self.write(txn, t, time_ms, w) {
+                Ok(done) => results.push(OpResult {
+                    op: kind,
+                    result: Ok(done),
+                }),
+                Err(Fail::Code(code)) => {
+                    txn.rollback_to(start)?;
+                    self.events.truncate(events);
+                    self.after.truncate(after);
+                    let failed = results.len();
+                    let results = kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, op)| OpResult {
+                            op: *op,
+                            result: Err(match i.cmp(&failed) {
+                                std::cmp::Ordering::Less => err::OK,
+                                std::cmp::Ordering::Equal => code,
+                                std::cmp::Ordering::Greater => err::RUNTIME_INCONSISTENCY,
+                            }),
+                        })
+                        .collect();
+                    return Ok(ZkDone::Multi(results));
+                }
+                Err(storage) => return Err(storage),
+            }
+        }
+        Ok(ZkDone::Multi(results))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -210,6 +312,7 @@ impl ZkApplier {
         &mut self,
         txn: &mut MvccTxn,
         t: &ZkTxn,
+        create_op: i32,
         time_ms: i64,
         path: String,
         data: Vec<u8>,
@@ -228,7 +331,7 @@ impl ZkApplier {
             mode::EPHEMERAL | mode::EPHEMERAL_SEQUENTIAL => kind::EPHEMERAL,
             mode::CONTAINER => kind::CONTAINER,
             mode::PERSISTENT_WITH_TTL | mode::PERSISTENT_SEQUENTIAL_WITH_TTL => kind::TTL,
-            _ => return Err(Fail::Code(err::BAD_ARGUMENTS)),
+            _ => return refuse(err::BAD_ARGUMENTS),
         };
         // The path as given (with a digit for the suffix to come) must be valid.
         let probe = if sequential {
@@ -237,29 +340,26 @@ impl ZkApplier {
             path.clone()
         };
         if znode::invalid_path(&probe).is_some() {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
+            return refuse(err::BAD_ARGUMENTS);
         }
         // Containers only through createContainer, TTL nodes only through createTTL.
-        let ttl_op = t.op == op::CREATE_TTL;
-        if (node_kind == kind::CONTAINER) != (t.op == op::CREATE_CONTAINER)
+        let ttl_op = create_op == op::CREATE_TTL;
+        if (node_kind == kind::CONTAINER) != (create_op == op::CREATE_CONTAINER)
             || (node_kind == kind::TTL) != ttl_op
             || (ttl_op && !(1..=TTL_MAX_MS).contains(&ttl_ms))
         {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
+            return refuse(err::BAD_ARGUMENTS);
         }
         let Some(parent_path) = znode::parent(&path).map(str::to_string) else {
-            return Err(Fail::Code(err::NODE_EXISTS));
+            return refuse(err::NODE_EXISTS);
         };
         if znode::is_system(&path) {
-            return Err(Fail::Code(err::NODE_EXISTS));
+            return refuse(err::NODE_EXISTS);
         }
         let parent_path = parent_path.as_str();
-        if !valid_acl(acl) {
-            return Err(Fail::Code(err::INVALID_ACL));
-        }
-        let Some(parent) = Self::node(txn, parent_path)? else {
-            return Err(Fail::Code(err::NO_NODE));
-        };
+        let stored_acl = acl::fixup(acl, &t.auth).map_err(Fail::Code)?;
+        let parent = Self::existing(txn, parent_path)?;
+        acl::check(&parent.rec.acl, &t.auth, perm::CREATE).map_err(Fail::Code)?;
         let (_, parent_meta) = Self::meta(txn, parent_path)?;
         let path = if sequential {
             format!("{path}{:010}", parent_meta.cversion)
@@ -267,17 +367,17 @@ impl ZkApplier {
             path
         };
         if znode::invalid_path(&path).is_some() {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
+            return refuse(err::BAD_ARGUMENTS);
         }
         if Self::node(txn, &path)?.is_some() {
-            return Err(Fail::Code(err::NODE_EXISTS));
+            return refuse(err::NODE_EXISTS);
         }
         if parent.rec.kind == kind::EPHEMERAL {
-            return Err(Fail::Code(err::NO_CHILDREN_FOR_EPHEMERALS));
+            return refuse(err::NO_CHILDREN_FOR_EPHEMERALS);
         }
         let owner = if node_kind == kind::EPHEMERAL {
             if txn.get(&znode::session_key(t.session))?.is_none() {
-                return Err(Fail::Code(err::SESSION_EXPIRED));
+                return refuse(err::SESSION_EXPIRED);
             }
             t.session
         } else {
@@ -286,7 +386,7 @@ impl ZkApplier {
         let zxid = txn.revision();
         let rec = NodeRecord {
             data,
-            acl: znode::store_acl(acl),
+            acl: stored_acl,
             ctime: time_ms,
             mtime: time_ms,
             mzxid: zxid,
@@ -308,8 +408,11 @@ impl ZkApplier {
             &parent_meta.encode_to_vec(),
             0,
         )?;
-        self.event(event::NODE_CREATED, &path);
-        self.event(event::NODE_CHILDREN_CHANGED, parent_path);
+        if matches!(node_kind, kind::CONTAINER | kind::TTL) {
+            self.after.push(After::Reapable(path.clone(), true));
+        }
+        self.event(event::NODE_CREATED, &path, &rec.acl);
+        self.event(event::NODE_CHILDREN_CHANGED, parent_path, &parent.rec.acl);
         let stat = znode::stat(
             NodeRow {
                 czxid: zxid,
@@ -322,25 +425,53 @@ impl ZkApplier {
         Ok(ZkDone::Created { path, stat })
     }
 
-    fn delete_node(&mut self, txn: &mut MvccTxn, path: &str, version: i32) -> Step<ZkDone> {
-        if znode::invalid_path(path).is_some() {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
+    fn delete_node(
+        &mut self,
+        txn: &mut MvccTxn,
+        t: &ZkTxn,
+        path: &str,
+        version: i32,
+    ) -> Step<ZkDone> {
+        if znode::invalid_path(path).is_some() || znode::is_system(path) {
+            return refuse(err::BAD_ARGUMENTS);
         }
-        if znode::parent(path).is_none() {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
-        }
-        let Some(node) = Self::node(txn, path)? else {
-            return Err(Fail::Code(err::NO_NODE));
+        let Some(parent_path) = znode::parent(path) else {
+            return refuse(err::BAD_ARGUMENTS);
         };
+        let parent = Self::existing(txn, parent_path)?;
+        let node = Self::existing(txn, path)?;
+        acl::check(&parent.rec.acl, &t.auth, perm::DELETE).map_err(Fail::Code)?;
         if version != -1 && version != node.rec.version {
-            return Err(Fail::Code(err::BAD_VERSION));
+            return refuse(err::BAD_VERSION);
         }
         let (_, meta) = Self::meta(txn, path)?;
         if meta.num_children > 0 {
-            return Err(Fail::Code(err::NOT_EMPTY));
+            return refuse(err::NOT_EMPTY);
         }
         let mut parents = BTreeMap::new();
-        self.remove(txn, path, &mut parents)?;
+        self.remove(txn, path, &node.rec, &mut parents)?;
+        self.write_parents(txn, &parents)?;
+        Ok(ZkDone::Done)
+    }
+
+    /// Removes an emptied container or an expired TTL node, as the leader's reaper asks; any
+    /// other node, or one that changed since, stays.
+    fn reap(&mut self, txn: &mut MvccTxn, time_ms: i64, path: &str) -> Step<ZkDone> {
+        let node = Self::existing(txn, path)?;
+        let (_, meta) = Self::meta(txn, path)?;
+        if meta.num_children > 0 {
+            return refuse(err::NOT_EMPTY);
+        }
+        let due = match node.rec.kind {
+            kind::CONTAINER => meta.cversion > 0,
+            kind::TTL => node.rec.mtime.saturating_add(node.rec.ttl_ms) < time_ms,
+            _ => false,
+        };
+        if !due {
+            return refuse(err::BAD_VERSION);
+        }
+        let mut parents = BTreeMap::new();
+        self.remove(txn, path, &node.rec, &mut parents)?;
         self.write_parents(txn, &parents)?;
         Ok(ZkDone::Done)
     }
@@ -351,23 +482,35 @@ impl ZkApplier {
         &mut self,
         txn: &mut MvccTxn,
         path: &str,
-        parents: &mut BTreeMap<String, ChildMeta>,
+        rec: &NodeRecord,
+        parents: &mut BTreeMap<String, (ChildMeta, Vec<znode::StoredAcl>)>,
     ) -> Step<()> {
         let parent_path = znode::parent(path).expect("never the root");
         self.delete(txn, &znode::node_key(path))?;
         self.delete(txn, &znode::meta_key(path))?;
-        self.event(event::NODE_DELETED, path);
-        self.event(event::NODE_CHILDREN_CHANGED, parent_path);
-        let meta = match parents.get(parent_path) {
-            Some(m) => *m,
-            None => Self::meta(txn, parent_path)?.1,
+        if matches!(rec.kind, kind::CONTAINER | kind::TTL) {
+            self.after.push(After::Reapable(path.to_string(), false));
+        }
+        let (meta, parent_acl) = match parents.remove(parent_path) {
+            Some(m) => m,
+            None => {
+                let acl = Self::node(txn, parent_path)?
+                    .map(|n| n.rec.acl)
+                    .unwrap_or_default();
+                (Self::meta(txn, parent_path)?.1, acl)
+            }
         };
+        self.event(event::NODE_DELETED, path, &rec.acl);
+        self.event(event::NODE_CHILDREN_CHANGED, parent_path, &parent_acl);
         parents.insert(
             parent_path.to_string(),
-            ChildMeta {
-                num_children: meta.num_children - 1,
-                ..meta
-            },
+            (
+                ChildMeta {
+                    num_children: meta.num_children - 1,
+                    ..meta
+                },
+                parent_acl,
+            ),
         );
         Ok(())
     }
@@ -375,9 +518,9 @@ impl ZkApplier {
     fn write_parents(
         &mut self,
         txn: &mut MvccTxn,
-        parents: &BTreeMap<String, ChildMeta>,
+        parents: &BTreeMap<String, (ChildMeta, Vec<znode::StoredAcl>)>,
     ) -> Step<()> {
-        for (parent, meta) in parents {
+        for (parent, (meta, _)) in parents {
             // A parent deleted in the same request keeps no meta.
             if Self::node(txn, parent)?.is_some() {
                 self.put(txn, &znode::meta_key(parent), &meta.encode_to_vec(), 0)?;
@@ -389,19 +532,19 @@ impl ZkApplier {
     fn set_data(
         &mut self,
         txn: &mut MvccTxn,
+        t: &ZkTxn,
         time_ms: i64,
         path: &str,
         data: Vec<u8>,
         version: i32,
     ) -> Step<ZkDone> {
-        if znode::invalid_path(path).is_some() {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
+        if znode::invalid_path(path).is_some() || znode::is_system(path) {
+            return refuse(err::BAD_ARGUMENTS);
         }
-        let Some(node) = Self::node(txn, path)? else {
-            return Err(Fail::Code(err::NO_NODE));
-        };
+        let node = Self::existing(txn, path)?;
+        acl::check(&node.rec.acl, &t.auth, perm::WRITE).map_err(Fail::Code)?;
         if version != -1 && version != node.rec.version {
-            return Err(Fail::Code(err::BAD_VERSION));
+            return refuse(err::BAD_VERSION);
         }
         let rec = NodeRecord {
             data,
@@ -410,31 +553,41 @@ impl ZkApplier {
             version: node.rec.version.wrapping_add(1),
             ..node.rec
         };
-        self.event(event::NODE_DATA_CHANGED, path);
+        self.event(event::NODE_DATA_CHANGED, path, &rec.acl);
         self.rewrite(txn, path, &node.kv, rec)
+    }
+
+    fn check(&mut self, txn: &mut MvccTxn, t: &ZkTxn, req: &CheckVersionRequest) -> Step<ZkDone> {
+        if znode::invalid_path(&req.path).is_some() {
+            return refuse(err::BAD_ARGUMENTS);
+        }
+        let node = Self::existing(txn, &req.path)?;
+        acl::check(&node.rec.acl, &t.auth, perm::READ).map_err(Fail::Code)?;
+        if req.version != -1 && req.version != node.rec.version {
+            return refuse(err::BAD_VERSION);
+        }
+        Ok(ZkDone::Done)
     }
 
     fn set_acl(
         &mut self,
         txn: &mut MvccTxn,
+        t: &ZkTxn,
         path: &str,
         acl: &[Acl],
         version: i32,
     ) -> Step<ZkDone> {
-        if znode::invalid_path(path).is_some() {
-            return Err(Fail::Code(err::BAD_ARGUMENTS));
+        if znode::invalid_path(path).is_some() || znode::is_system(path) {
+            return refuse(err::BAD_ARGUMENTS);
         }
-        if !valid_acl(acl) {
-            return Err(Fail::Code(err::INVALID_ACL));
-        }
-        let Some(node) = Self::node(txn, path)? else {
-            return Err(Fail::Code(err::NO_NODE));
-        };
+        let stored = acl::fixup(acl, &t.auth).map_err(Fail::Code)?;
+        let node = Self::existing(txn, path)?;
+        acl::check(&node.rec.acl, &t.auth, perm::ADMIN).map_err(Fail::Code)?;
         if version != -1 && version != node.rec.aversion {
-            return Err(Fail::Code(err::BAD_VERSION));
+            return refuse(err::BAD_VERSION);
         }
         let rec = NodeRecord {
-            acl: znode::store_acl(acl),
+            acl: stored,
             aversion: node.rec.aversion.wrapping_add(1),
             ..node.rec
         };
@@ -467,17 +620,15 @@ impl ZkApplier {
         // An id taken by a session or by an etcd lease is refused; the proposer picks another.
         if t.session <= 0 || txn.get(&key)?.is_some() || self.core.lessor.lock().contains(t.session)
         {
-            return Err(Fail::Code(err::SESSION_EXPIRED));
+            return refuse(err::SESSION_EXPIRED);
         }
         let rec = SessionRecord {
             timeout_ms: t.timeout_ms,
             password: t.password.clone(),
         };
         self.put(txn, &key, &rec.encode_to_vec(), 0)?;
-        self.core
-            .lessor
-            .lock()
-            .grant(t.session, ttl_secs(t.timeout_ms));
+        self.after
+            .push(After::Grant(t.session, ttl_secs(t.timeout_ms)));
         Ok(ZkDone::Done)
     }
 
@@ -485,7 +636,7 @@ impl ZkApplier {
     fn close_session(&mut self, txn: &mut MvccTxn, session: i64) -> Step<ZkDone> {
         let key = znode::session_key(session);
         if txn.get(&key)?.is_none() {
-            return Err(Fail::Code(err::SESSION_EXPIRED));
+            return refuse(err::SESSION_EXPIRED);
         }
         let owned: Vec<String> = self
             .core
@@ -499,11 +650,13 @@ impl ZkApplier {
             .collect();
         let mut parents = BTreeMap::new();
         for path in &owned {
-            self.remove(txn, path, &mut parents)?;
+            if let Some(node) = Self::node(txn, path)? {
+                self.remove(txn, path, &node.rec, &mut parents)?;
+            }
         }
         self.write_parents(txn, &parents)?;
         self.delete(txn, &key)?;
-        self.core.lessor.lock().revoke(session);
+        self.after.push(After::Revoke(session));
         Ok(ZkDone::Done)
     }
 }
@@ -513,36 +666,6 @@ fn ttl_secs(timeout_ms: i32) -> i64 {
     (i64::from(timeout_ms.max(1)) + 999) / 1000
 }
 
-/// Whether `acl` is one ZooKeeper stores (`fixupACL`): not empty, every scheme known and every
-/// id well formed for it. `auth` entries need the session's identities, which are not kept
-/// yet, so they are refused as ZooKeeper refuses them for a session without any.
-fn valid_acl(acl: &[Acl]) -> bool {
-    !acl.is_empty()
-        && acl.iter().all(|a| match a.id.scheme.as_str() {
-            "world" => a.id.id == "anyone",
-            "digest" => {
-                a.id.id
-                    .split_once(':')
-                    .is_some_and(|(u, h)| !u.is_empty() && !h.is_empty())
-            }
-            "ip" => valid_ip(&a.id.id),
-            _ => false,
-        })
-}
-
-/// An `ip` ACL id: an address, or an address and a prefix length.
-fn valid_ip(id: &str) -> bool {
-    let (addr, bits) = match id.split_once('/') {
-        Some((a, b)) => (a, Some(b)),
-        None => (id, None),
-    };
-    let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    bits.is_none_or(|b| b.parse::<u32>().is_ok_and(|b| b <= max))
-}
-
 impl Applier for ZkApplier {
     fn apply(
         &mut self,
@@ -550,14 +673,23 @@ impl Applier for ZkApplier {
         envelope: &Envelope,
         _: &[u8],
     ) -> Result<Answer, String> {
+        let start = txn.savepoint();
+        let events = self.events.len();
         let result = match envelope.zookeeper.as_deref().map(ZkTxn::decode) {
             Some(Ok(t)) => match self.apply_txn(txn, envelope.time_ms as i64, &t) {
                 Ok(done) => Ok(done),
-                Err(Fail::Code(code)) => Err(code),
+                Err(Fail::Code(code)) => {
+                    // A refused write leaves nothing, whatever step refused it.
+                    txn.rollback_to(start).map_err(|e| e.to_string())?;
+                    self.events.truncate(events);
+                    self.after.clear();
+                    Err(code)
+                }
                 Err(Fail::Storage(e)) => return Err(e.to_string()),
             },
             _ => Err(err::MARSHALLING_ERROR),
         };
+        self.settle();
         Ok(Box::new(ZkAnswer {
             result,
             zxid: txn.current_revision(),
@@ -565,7 +697,7 @@ impl Applier for ZkApplier {
     }
 
     fn reload(&mut self) -> Result<(), String> {
-        Self::load(&self.core).map_err(|e| e.to_string())
+        Self::load(&self.core, &self.reapable).map_err(|e| e.to_string())
     }
 
     fn committed(&mut self, revision: i64) {
@@ -580,7 +712,9 @@ mod tests {
     use crate::member::core::CoreLimits;
     use crate::zk::jute::Buffer;
     use crate::zk::jute::Jute;
-    use crate::zk::records::{Id, Stat};
+    use crate::zk::records::{
+        CreateRequest, CreateTtlRequest, DeleteRequest, Id, SetDataRequest, Stat,
+    };
     use crate::zk::watches::Kind;
 
     const SESSION: i64 = 0x0100_0000_0000_0001;
@@ -619,7 +753,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let core = open(dir.path());
             let watches = Arc::new(Watches::new(1));
-            let applier = ZkApplier::new(Arc::clone(&core), watches);
+            let reapable = Arc::new(Reapable::default());
+            let applier = ZkApplier::new(Arc::clone(&core), watches, reapable);
             Fixture {
                 _dir: dir,
                 core,
@@ -899,7 +1034,7 @@ mod tests {
             .build()
             .unwrap()
             .block_on(async {
-                let mut g = watches.read_at(conn, before).await;
+                let (mut g, ()) = watches.read(conn, || ((), before)).await;
                 assert!(g.watch(Kind::Data, "/p/e1") && g.watch(Kind::Child, "/q"));
             });
         let close = f.write(ZkTxn {
@@ -946,8 +1081,184 @@ mod tests {
         // What a restart or a snapshot install starts from: a lessor with nothing.
         let core = Arc::clone(&f.core);
         core.lessor.lock().clear();
-        ZkApplier::load(&core).unwrap();
+        ZkApplier::load(&core, &Reapable::default()).unwrap();
         let (_, _, keys) = core.lessor.lock().time_to_live(SESSION).unwrap();
         assert_eq!(keys, vec![znode::node_key("/e")]);
+    }
+
+    fn multi_body(ops: &[(i32, Vec<u8>)]) -> Vec<u8> {
+        use crate::zk::records::MultiHeader;
+        let mut body = Vec::new();
+        for (kind, rec) in ops {
+            body.extend(
+                MultiHeader {
+                    kind: *kind,
+                    done: false,
+                    err: -1,
+                }
+                .to_bytes(),
+            );
+            body.extend_from_slice(rec);
+        }
+        body.extend(
+            MultiHeader {
+                kind: -1,
+                done: true,
+                err: -1,
+            }
+            .to_bytes(),
+        );
+        body
+    }
+
+    fn create_rec(path: &str) -> Vec<u8> {
+        CreateRequest {
+            path: path.into(),
+            acl: world(),
+            ..CreateRequest::default()
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn a_multi_is_one_revision_or_nothing() {
+        use crate::zk::records::CheckVersionRequest;
+        let mut f = Fixture::new();
+        f.created("/a", mode::PERSISTENT);
+        let before = f.revision();
+        let check = |version| {
+            CheckVersionRequest {
+                path: "/a".into(),
+                version,
+            }
+            .to_bytes()
+        };
+        let ok = f.write(ZkTxn {
+            op: op::MULTI,
+            body: multi_body(&[
+                (op::CHECK, check(0)),
+                (op::CREATE, create_rec("/a/x")),
+                (op::CREATE2, create_rec("/a/y")),
+            ]),
+            ..ZkTxn::default()
+        });
+        let Ok(ZkDone::Multi(results)) = ok.result else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(ok.zxid, before + 1, "one revision for the whole multi");
+        assert!(results.iter().all(|r| r.result.is_ok()));
+        assert_eq!(f.stat("/a").unwrap().num_children, 2);
+        // The second op fails: nothing applies, and the results say where.
+        let failed = f.write(ZkTxn {
+            op: op::MULTI,
+            body: multi_body(&[
+                (op::CREATE, create_rec("/a/z")),
+                (op::CHECK, check(7)),
+                (op::CREATE, create_rec("/a/w")),
+            ]),
+            ..ZkTxn::default()
+        });
+        let Ok(ZkDone::Multi(results)) = failed.result else {
+            panic!("{failed:?}")
+        };
+        let codes: Vec<_> = results.iter().map(|r| r.result.clone().err()).collect();
+        assert_eq!(
+            codes,
+            [
+                Some(err::OK),
+                Some(err::BAD_VERSION),
+                Some(err::RUNTIME_INCONSISTENCY)
+            ]
+        );
+        assert_eq!(failed.zxid, before + 1, "a failed multi takes no revision");
+        assert_eq!(f.stat("/a/z"), None);
+        assert_eq!(f.stat("/a").unwrap().num_children, 2);
+    }
+
+    #[test]
+    fn acls_are_enforced_with_the_entrys_identities() {
+        let mut f = Fixture::new();
+        let me = crate::zk::acl::authenticate("digest", b"me:pw", None).unwrap();
+        let locked = ZkTxn {
+            op: op::CREATE,
+            body: CreateRequest {
+                path: "/mine".into(),
+                acl: vec![Acl {
+                    perms: crate::zk::codes::perm::ALL,
+                    id: Id {
+                        scheme: "auth".into(),
+                        id: String::new(),
+                    },
+                }],
+                ..CreateRequest::default()
+            }
+            .to_bytes(),
+            auth: me.clone(),
+            ..ZkTxn::default()
+        };
+        assert!(f.write(locked).result.is_ok());
+        // Anyone else: no create below it, no set, no delete; an unknown path is NO_NODE first.
+        assert_eq!(f.create("/mine/x", mode::PERSISTENT), Err(err::NO_AUTH));
+        let set = SetDataRequest {
+            path: "/mine".into(),
+            data: Buffer(b"x".to_vec()),
+            version: 9,
+        };
+        assert_eq!(f.op(op::SET_DATA, set.clone()).result, Err(err::NO_AUTH));
+        assert_eq!(f.create("/mine/x/y", mode::PERSISTENT), Err(err::NO_NODE));
+        let mut mine = ZkTxn {
+            op: op::SET_DATA,
+            body: set.to_bytes(),
+            auth: me,
+            ..ZkTxn::default()
+        };
+        assert_eq!(f.write(mine.clone()).result, Err(err::BAD_VERSION));
+        mine.body = SetDataRequest { version: -1, ..set }.to_bytes();
+        assert!(matches!(f.write(mine).result, Ok(ZkDone::Set(_))));
+    }
+
+    #[test]
+    fn only_due_containers_and_ttl_nodes_are_reaped() {
+        let mut f = Fixture::new();
+        let container = CreateRequest {
+            path: "/c".into(),
+            acl: world(),
+            flags: mode::CONTAINER,
+            ..CreateRequest::default()
+        };
+        assert!(f.op(op::CREATE_CONTAINER, container).result.is_ok());
+        let ttl = CreateTtlRequest {
+            path: "/t".into(),
+            acl: world(),
+            flags: mode::PERSISTENT_WITH_TTL,
+            ttl: 1_000_000,
+            ..CreateTtlRequest::default()
+        };
+        assert!(f.op(op::CREATE_TTL, ttl).result.is_ok());
+        assert_eq!(f.applier.reapable.list(), ["/c", "/t"]);
+        let reap = |f: &mut Fixture, path: &str| {
+            let mut w = crate::zk::jute::Writer::default();
+            w.ustring(path);
+            f.write(ZkTxn {
+                op: op::DELETE_CONTAINER,
+                body: w.bytes,
+                ..ZkTxn::default()
+            })
+            .result
+        };
+        // A container never given a child stays; so does a TTL node within its TTL.
+        assert_eq!(reap(&mut f, "/c"), Err(err::BAD_VERSION));
+        assert_eq!(reap(&mut f, "/t"), Err(err::BAD_VERSION));
+        f.created("/c/child", mode::PERSISTENT);
+        assert_eq!(reap(&mut f, "/c"), Err(err::NOT_EMPTY));
+        let del = DeleteRequest {
+            path: "/c/child".into(),
+            version: -1,
+        };
+        assert!(f.op(op::DELETE, del).result.is_ok());
+        assert_eq!(reap(&mut f, "/c"), Ok(ZkDone::Done));
+        assert_eq!(f.stat("/c"), None);
+        assert_eq!(f.applier.reapable.list(), ["/t"]);
+        assert_eq!(reap(&mut f, "/a"), Err(err::NO_NODE));
     }
 }

@@ -2,22 +2,22 @@
 //! time in the order they came (so replies keep their order), pings, and the session's close.
 //!
 //! A frame over `jute.maxbuffer`, a record that does not decode, or a silence longer than the
-//! session's timeout closes this connection only. Writes go through the log; reads are served
-//! from the member's current snapshot, and arm one-shot watches (see [`super::watches`] for
-//! the ordering of notifications and replies).
+//! session's timeout closes this connection only. Each request is answered by
+//! [`super::request`]; notifications queued for the connection go out before every reply (see
+//! [`super::watches`] for why that orders them).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::codes::{err, op, xid};
-use super::jute::{Buffer, Jute, JuteError, Reader, Writer};
-use super::read;
+use super::acl::AuthId;
+use super::codes::{err, op};
+use super::jute::{Buffer, Jute, JuteError, Reader};
 use super::records::*;
+use super::request::{self, Client, Fatal};
 use super::session::{self, ZkContext};
-use super::txn::{ZkDone, ZkTxn};
-use super::watches::Kind;
+use super::txn::ZkTxn;
 
 /// Why a connection ends.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +43,12 @@ pub enum ConnError {
     /// The client closed its session.
     #[error("session closed")]
     Closed,
-    /// The connection holds as many watches as it may.
-    #[error("too many watches")]
-    TooManyWatches,
+    /// A request that ends the connection.
+    #[error("{0}")]
+    Request(#[from] Fatal),
+    /// Credentials of a scheme not served.
+    #[error("authentication failed")]
+    AuthFailed,
 }
 
 /// Reads one length-prefixed frame.
@@ -99,6 +102,7 @@ async fn reply<W: AsyncWrite + Unpin>(
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     ctx: Arc<ZkContext>,
     stream: S,
+    peer: std::net::IpAddr,
     first: u32,
 ) -> Result<(), ConnError> {
     let (mut r, mut w) = tokio::io::split(stream);
@@ -145,7 +149,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             }
         }
     };
-    session::touch(&ctx.core, id);
+    session::touch(&ctx, id);
     let resp = ConnectResponse {
         protocol_version: 0,
         time_out: timeout_ms,
@@ -174,6 +178,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let _reader = AbortOnDrop(reader);
     let (conn, mut notes) = ctx.watches.connect();
     let _watching = Disconnect(&ctx, conn);
+    let mut client = Client {
+        session: id,
+        conn,
+        ids: vec![AuthId::ip(peer)],
+    };
+    ctx.watches.identify(conn, client.ids.clone());
     loop {
         let body = tokio::select! {
             next = tokio::time::timeout(silence, frames.recv()) => match next {
@@ -189,7 +199,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 None => return Ok(()),
             },
         };
-        session::touch(&ctx.core, id);
+        session::touch(&ctx, id);
         let mut rd = Reader::new(&body);
         let header: RequestHeader = rd.record()?;
         let rest = &body[body.len() - rd.remaining()..];
@@ -199,10 +209,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             reply(&mut w, header.xid, answer.zxid, Ok(Vec::new())).await?;
             return Err(ConnError::Closed);
         }
-        let (zxid, result) = handle(&ctx, id, conn, &header, rest).await?;
+        let answer = request::handle(&ctx, &mut client, &header, rest).await?;
         // Every event up to what this reply reflects goes out before it.
         drain(&mut w, &mut notes).await?;
-        reply(&mut w, header.xid, zxid, result).await?;
+        reply(&mut w, header.xid, answer.zxid, answer.result).await?;
+        if answer.close {
+            return Err(ConnError::AuthFailed);
+        }
     }
 }
 
@@ -233,133 +246,4 @@ async fn drain<W: AsyncWrite + Unpin>(
         send(w, &[&n]).await?;
     }
     Ok(())
-}
-
-/// One request's zxid and reply body (or error code).
-async fn handle(
-    ctx: &ZkContext,
-    session: i64,
-    conn: u64,
-    header: &RequestHeader,
-    body: &[u8],
-) -> Result<(i64, Result<Vec<u8>, i32>), ConnError> {
-    let mut rd = Reader::new(body);
-    let snap_zxid = || ctx.core.mvcc.snapshot().revision().unwrap_or(0);
-    match header.kind {
-        op::PING => Ok((snap_zxid(), Ok(Vec::new()))),
-        op::CREATE
-        | op::CREATE2
-        | op::CREATE_CONTAINER
-        | op::CREATE_TTL
-        | op::DELETE
-        | op::SET_DATA
-        | op::SET_ACL => {
-            let t = ZkTxn {
-                session,
-                op: header.kind,
-                body: body.to_vec(),
-                ..ZkTxn::default()
-            };
-            let answer = session::propose(ctx, &t).await?;
-            let out = answer.result.map(|done| match (header.kind, done) {
-                (op::CREATE, ZkDone::Created { path, .. }) => CreateResponse { path }.to_bytes(),
-                (_, ZkDone::Created { path, stat }) => Create2Response { path, stat }.to_bytes(),
-                (_, ZkDone::Set(stat)) => StatResponse { stat }.to_bytes(),
-                (_, ZkDone::Done) => Vec::new(),
-            });
-            Ok((answer.zxid, out))
-        }
-        op::EXISTS | op::GET_DATA | op::GET_CHILDREN | op::GET_CHILDREN2 => {
-            let path = rd.ustring()?;
-            let watch = rd.boolean()?;
-            let snap = ctx.core.mvcc.snapshot();
-            let zxid = snap.revision().unwrap_or(0);
-            let guard = ctx.watches.read_at(conn, zxid).await;
-            let (found, armed) = {
-                let mut guard = guard;
-                let found = read::node(&snap, &path).map_err(storage)?;
-                // As ZooKeeper: exists watches a missing node for its creation; getData and
-                // getChildren on a missing node leave no watch.
-                let kind = match (header.kind, found.is_some()) {
-                    (op::EXISTS, true) | (op::GET_DATA, true) => Some(Kind::Data),
-                    (op::EXISTS, false) => Some(Kind::Exist),
-                    (op::GET_CHILDREN | op::GET_CHILDREN2, true) => Some(Kind::Child),
-                    _ => None,
-                };
-                let armed = match kind {
-                    Some(k) if watch => guard.watch(k, &path),
-                    _ => true,
-                };
-                (found, armed)
-            };
-            if !armed {
-                return Err(ConnError::TooManyWatches);
-            }
-            let Some(found) = found else {
-                return Ok((zxid, Err(err::NO_NODE)));
-            };
-            let out = match header.kind {
-                op::EXISTS => StatResponse { stat: found.stat }.to_bytes(),
-                op::GET_DATA => GetDataResponse {
-                    data: Buffer(found.record.data),
-                    stat: found.stat,
-                }
-                .to_bytes(),
-                op::GET_CHILDREN => GetChildrenResponse {
-                    children: read::children(&snap, &path).map_err(storage)?,
-                }
-                .to_bytes(),
-                _ => GetChildren2Response {
-                    children: read::children(&snap, &path).map_err(storage)?,
-                    stat: found.stat,
-                }
-                .to_bytes(),
-            };
-            Ok((zxid, Ok(out)))
-        }
-        op::GET_ACL => {
-            let path = rd.ustring()?;
-            let snap = ctx.core.mvcc.snapshot();
-            let zxid = snap.revision().unwrap_or(0);
-            Ok(match read::node(&snap, &path).map_err(storage)? {
-                Some(found) => (
-                    zxid,
-                    Ok(GetAclResponse {
-                        acl: super::znode::wire_acl(&found.record.acl),
-                        stat: found.stat,
-                    }
-                    .to_bytes()),
-                ),
-                None => (zxid, Err(err::NO_NODE)),
-            })
-        }
-        op::GET_ALL_CHILDREN_NUMBER => {
-            let path = rd.ustring()?;
-            let snap = ctx.core.mvcc.snapshot();
-            let zxid = snap.revision().unwrap_or(0);
-            if read::node(&snap, &path).map_err(storage)?.is_none() {
-                return Ok((zxid, Err(err::NO_NODE)));
-            }
-            let n = read::descendants(&snap, &path).map_err(storage)?;
-            let total_number = i32::try_from(n).unwrap_or(i32::MAX);
-            Ok((
-                zxid,
-                Ok(GetAllChildrenNumberResponse { total_number }.to_bytes()),
-            ))
-        }
-        op::SYNC => {
-            let path = rd.ustring()?;
-            ctx.proposer.read_barrier().await?;
-            let mut w = Writer::default();
-            w.ustring(&path);
-            Ok((snap_zxid(), Ok(w.bytes)))
-        }
-        op::RECONFIG => Ok((snap_zxid(), Err(err::RECONFIG_DISABLED))),
-        _ if header.xid == xid::AUTH => Ok((snap_zxid(), Err(err::AUTH_FAILED))),
-        _ => Ok((snap_zxid(), Err(err::UNIMPLEMENTED))),
-    }
-}
-
-fn storage(e: crate::mvcc::MvccError) -> ConnError {
-    ConnError::Member(crate::member::error::Error::Other(e.to_string()))
 }

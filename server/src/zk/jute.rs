@@ -27,6 +27,9 @@ pub enum JuteError {
     /// A boolean byte other than 0 or 1.
     #[error("bad boolean at byte {0}")]
     BadBool(usize),
+    /// Well-formed fields that make no request.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// Reads jute fields from one frame's bytes.

@@ -9,13 +9,17 @@
 //!
 //! Like every client API it may build on `member/` and below, never on `etcd/`.
 
+pub mod acl;
 pub mod apply;
 pub mod codes;
 pub mod conn;
 pub mod jute;
+pub mod ops;
 pub mod port;
 pub mod read;
+pub mod reaper;
 pub mod records;
+pub mod request;
 pub mod session;
 pub mod txn;
 pub mod watches;

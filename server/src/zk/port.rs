@@ -116,7 +116,9 @@ pub async fn serve(
                 let _ = stream.shutdown().await;
                 return;
             }
-            if let Err(e) = super::conn::serve(ctx, stream, u32::from_be_bytes(head)).await {
+            if let Err(e) =
+                super::conn::serve(ctx, stream, peer.ip(), u32::from_be_bytes(head)).await
+            {
                 tracing::debug!(%peer, error = %e, "ZooKeeper connection ended");
             }
         });

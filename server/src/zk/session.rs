@@ -3,9 +3,13 @@
 //! how one is closed or expired (through the log, removing its ephemerals).
 //!
 //! Only the leader's lessor keeps session deadlines; a member touches a session on every
-//! request and ping it hears. Touches heard by a follower do not reach the leader yet, so a
-//! session is kept alive only through the leader's port.
+//! request and ping it hears. A follower gathers the sessions it heard from and tells the
+//! leader in one call every half tick ([`relay_touches`], over a [`TouchRelay`] the member
+//! wiring provides), as a ZooKeeper follower reports its sessions with its pings.
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +25,7 @@ use crate::member::proposer::{Failed, Proposer};
 use crate::mvcc::RangeOpts;
 
 /// ZooKeeper's settings (`zoo.cfg`), under their etcd-style flag names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZkConfig {
     /// `tickTime`.
     pub tick: Duration,
@@ -35,6 +39,12 @@ pub struct ZkConfig {
     pub connections_per_address_max: usize,
     /// Connections the port holds in all.
     pub connections_max: usize,
+    /// The super-user's digest, `super:<base64 sha1>`
+    /// (`zookeeper.DigestAuthenticationProvider.superDigest`).
+    pub super_digest: Option<String>,
+    /// How often the leader looks for emptied containers and expired TTL nodes
+    /// (`znode.container.checkIntervalMs`).
+    pub reap_interval: Duration,
 }
 
 impl Default for ZkConfig {
@@ -47,6 +57,8 @@ impl Default for ZkConfig {
             frame_bytes_max: 0xfffff,
             connections_per_address_max: 60,
             connections_max: 10_000,
+            super_digest: None,
+            reap_interval: Duration::from_secs(60),
         }
     }
 }
@@ -72,6 +84,50 @@ pub struct ZkContext {
     pub cfg: ZkConfig,
     /// This member's id (its low byte marks the sessions it creates).
     pub member_id: u64,
+    /// Sessions heard from since the leader was last told.
+    pub touched: parking_lot::Mutex<HashSet<i64>>,
+}
+
+/// Most sessions one touch call carries.
+pub const TOUCHES_PER_CALL_MAX: usize = 100_000;
+
+/// Tells the leader which sessions a follower heard from; answers the ones it does not know.
+pub trait TouchRelay: Send + Sync {
+    /// Sends `ids` to the leader.
+    fn relay(&self, ids: Vec<i64>)
+    -> Pin<Box<dyn Future<Output = Result<Vec<i64>, Error>> + Send>>;
+}
+
+/// On the leader: renews every session of `ids` it keeps; answers those it does not.
+pub fn touch_all(core: &Core, ids: &[i64]) -> Vec<i64> {
+    let mut unknown = Vec::new();
+    for &id in ids {
+        if stored(core, id).is_none() || core.lessor.lock().renew(id).is_none() {
+            unknown.push(id);
+        }
+    }
+    unknown
+}
+
+/// Every half tick, while this member follows, hands the sessions its clients kept alive to
+/// the leader through `relay`.
+pub async fn relay_touches(ctx: Arc<ZkContext>, relay: Arc<dyn TouchRelay>) {
+    let mut tick = tokio::time::interval(ctx.cfg.tick / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ids: Vec<i64> = std::mem::take(&mut *ctx.touched.lock())
+            .into_iter()
+            .collect();
+        if ids.is_empty() || ctx.proposer.node().state().is_leader() {
+            continue;
+        }
+        for chunk in ids.chunks(TOUCHES_PER_CALL_MAX) {
+            if let Err(e) = relay.relay(chunk.to_vec()).await {
+                tracing::debug!(error = %e, "telling the leader of live sessions");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ZkContext {
@@ -82,7 +138,8 @@ impl std::fmt::Debug for ZkContext {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch by this member's clock.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -154,9 +211,15 @@ pub fn stored(core: &Core, id: i64) -> Option<SessionRecord> {
     SessionRecord::decode(kv.value.as_slice()).ok()
 }
 
-/// Marks session `id` active (on the leader, its deadline moves).
-pub fn touch(core: &Core, id: i64) {
-    core.lessor.lock().renew(id);
+/// Marks session `id` active: its deadline moves here, and the leader hears of it.
+pub fn touch(ctx: &ZkContext, id: i64) {
+    ctx.core.lessor.lock().renew(id);
+    if !ctx.proposer.node().state().is_leader() {
+        let mut touched = ctx.touched.lock();
+        if touched.len() < TOUCHES_PER_CALL_MAX {
+            touched.insert(id);
+        }
+    }
 }
 
 /// Closes session `id` through the log: its ephemerals go in the same revision.

@@ -6,6 +6,7 @@
 
 use prost::Message;
 
+use super::acl::AuthId;
 use super::records::Stat;
 
 /// One ZooKeeper write in the log.
@@ -26,6 +27,9 @@ pub struct ZkTxn {
     /// createSession: the password a reconnect must present.
     #[prost(bytes = "vec", tag = "5")]
     pub password: Vec<u8>,
+    /// Who the connection that sent it is: ACLs are checked against these.
+    #[prost(message, repeated, tag = "6")]
+    pub auth: Vec<AuthId>,
 }
 
 /// What a write did, for its reply.
@@ -42,6 +46,18 @@ pub enum ZkDone {
     Set(Stat),
     /// A node was deleted, a version checked, a session created or closed.
     Done,
+    /// A multi's results, one per operation. When one failed, nothing was applied: the ones
+    /// before it say OK (0), it says its error, the ones after RUNTIME_INCONSISTENCY.
+    Multi(Vec<OpResult>),
+}
+
+/// One operation's result inside a multi.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpResult {
+    /// Its operation code.
+    pub op: i32,
+    /// What it did, or its error code.
+    pub result: Result<ZkDone, i32>,
 }
 
 /// A write's answer: what it did or ZooKeeper's error code, and the revision (zxid) after it.

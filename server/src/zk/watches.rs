@@ -1,10 +1,13 @@
-//! ZooKeeper's one-shot watches on a member: data, exist and child watches by path, each held
-//! for one connection, fired by the events of applied writes and then forgotten.
+//! ZooKeeper's watches on a member, each held for one connection: one-shot data, exist and
+//! child watches by path, fired by the events of applied writes and then forgotten, and
+//! persistent ones (`addWatch`) that stay: on a path (every event of that path) or recursive
+//! (creations, deletions and data changes anywhere under it, each delivered only to a
+//! connection that may read the node, as ZooKeeper 3.8.4 does).
 //!
 //! Two rules give ZooKeeper's ordering. The apply thread fires a revision's events under the
-//! table's lock before that revision's writers are answered, and a read registers its watch
-//! under the same lock at the revision the table has fired through (see [`Watches::read_at`]),
-//! so no event falls between a read and its watch. Each connection has one queue of
+//! table's lock before that revision's writers are answered, and a read takes its view of the
+//! key space and registers its watch under the same lock, once the table has fired through the
+//! view's revision (see [`Watches::read`]), so no event falls between a read and its watch. Each connection has one queue of
 //! notifications, drained before every reply it sends, so an event reaches the client before
 //! any reply that reflects it.
 //!
@@ -18,9 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
-use super::codes::{event, state, xid};
+use super::acl::{self, AuthId};
+use super::codes::{event, perm, state, xid};
 use super::jute::Jute;
 use super::records::{ReplyHeader, WatcherEvent};
+use super::znode::StoredAcl;
 
 /// Most watches one connection holds.
 pub const WATCHES_PER_CONNECTION_MAX: usize = 65_536;
@@ -36,6 +41,45 @@ pub enum Kind {
     Exist,
     /// Its children change or it is deleted (getChildren).
     Child,
+    /// Every event of the path, until removed (addWatch PERSISTENT).
+    Persistent,
+    /// Creations, deletions and data changes of the path and below, until removed (addWatch
+    /// PERSISTENT_RECURSIVE).
+    Recursive,
+}
+
+/// Which watches removeWatches and checkWatches name (ZooKeeper's `WatcherType`).
+pub mod watcher_type {
+    /// One-shot child watches.
+    pub const CHILDREN: i32 = 1;
+    /// One-shot data and exist watches.
+    pub const DATA: i32 = 2;
+    /// Every kind.
+    pub const ANY: i32 = 3;
+    /// Persistent watches.
+    pub const PERSISTENT: i32 = 4;
+    /// Persistent recursive watches.
+    pub const PERSISTENT_RECURSIVE: i32 = 5;
+}
+
+impl Kind {
+    /// The kinds a `watcher_type` names; None for a type ZooKeeper does not know.
+    pub fn of_type(t: i32) -> Option<&'static [Kind]> {
+        Some(match t {
+            watcher_type::CHILDREN => &[Kind::Child],
+            watcher_type::DATA => &[Kind::Data, Kind::Exist],
+            watcher_type::ANY => &[
+                Kind::Data,
+                Kind::Exist,
+                Kind::Child,
+                Kind::Persistent,
+                Kind::Recursive,
+            ],
+            watcher_type::PERSISTENT => &[Kind::Persistent],
+            watcher_type::PERSISTENT_RECURSIVE => &[Kind::Recursive],
+            _ => return None,
+        })
+    }
 }
 
 /// A change applied to one path.
@@ -45,19 +89,57 @@ pub struct Event {
     pub kind: i32,
     /// The path it happened to.
     pub path: String,
+    /// That node's ACL (for a deletion, the one it had), checked before a recursive watch
+    /// delivers it.
+    pub acl: Vec<StoredAcl>,
 }
 
 /// A connection's notifications.
 pub type Notifications = mpsc::Receiver<Vec<u8>>;
 
+/// One connection's entry.
+#[derive(Debug)]
+struct Conn {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// How many watches it holds.
+    count: usize,
+    /// Who it is (for recursive deliveries).
+    ids: Vec<AuthId>,
+}
+
 #[derive(Debug, Default)]
 struct Table {
     /// Watchers by (kind, path).
     by_path: HashMap<(Kind, String), HashSet<u64>>,
-    /// Each connection's queue and its watch count.
-    conns: HashMap<u64, (mpsc::Sender<Vec<u8>>, usize)>,
+    /// Each connection.
+    conns: HashMap<u64, Conn>,
+    /// How many recursive watches are held (none: no ancestor walk per event).
+    recursive: usize,
     /// The revision fired through.
     revision: i64,
+}
+
+impl Table {
+    /// Takes `conn`'s watch of `kind` on `path` out; whether it held one.
+    fn remove(&mut self, conn: u64, kind: Kind, path: &str) -> bool {
+        let key = (kind, path.to_string());
+        let Some(set) = self.by_path.get_mut(&key) else {
+            return false;
+        };
+        if !set.remove(&conn) {
+            return false;
+        }
+        if set.is_empty() {
+            self.by_path.remove(&key);
+        }
+        if kind == Kind::Recursive {
+            self.recursive -= 1;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.count -= 1;
+        }
+        true
+    }
 }
 
 /// The watch table of a member.
@@ -77,10 +159,10 @@ pub struct ReadGuard<'a> {
 impl ReadGuard<'_> {
     /// Arms a watch of `kind` on `path`; false when the connection holds too many already.
     pub fn watch(&mut self, kind: Kind, path: &str) -> bool {
-        let Some((_, count)) = self.table.conns.get_mut(&self.conn) else {
+        let Some(c) = self.table.conns.get_mut(&self.conn) else {
             return false;
         };
-        if *count >= WATCHES_PER_CONNECTION_MAX {
+        if c.count >= WATCHES_PER_CONNECTION_MAX {
             return false;
         }
         if self
@@ -90,13 +172,26 @@ impl ReadGuard<'_> {
             .or_default()
             .insert(self.conn)
         {
-            self.table.conns.get_mut(&self.conn).expect("checked").1 += 1;
+            self.table.conns.get_mut(&self.conn).expect("checked").count += 1;
+            if kind == Kind::Recursive {
+                self.table.recursive += 1;
+            }
         }
         true
     }
+
+    /// Queues a notification of `kind` on `path` for this connection now (setWatches'
+    /// events for what the client missed); false when its queue is full.
+    pub fn notify(&mut self, kind: i32, path: &str) -> bool {
+        let frame = notification(kind, path);
+        self.table
+            .conns
+            .get(&self.conn)
+            .is_some_and(|c| c.tx.try_send(frame).is_ok())
+    }
 }
 
-fn notification(e: &Event) -> Vec<u8> {
+fn notification(kind: i32, path: &str) -> Vec<u8> {
     let mut out = ReplyHeader {
         xid: xid::NOTIFICATION,
         zxid: -1,
@@ -105,9 +200,9 @@ fn notification(e: &Event) -> Vec<u8> {
     .to_bytes();
     out.extend(
         WatcherEvent {
-            kind: e.kind,
+            kind,
             state: state::SYNC_CONNECTED,
-            path: e.path.clone(),
+            path: path.to_string(),
         }
         .to_bytes(),
     );
@@ -126,41 +221,83 @@ impl Watches {
     pub fn connect(&self) -> (u64, Notifications) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUED_PER_CONNECTION_MAX);
-        self.table.lock().conns.insert(id, (tx, 0));
+        let c = Conn {
+            tx,
+            count: 0,
+            ids: Vec::new(),
+        };
+        self.table.lock().conns.insert(id, c);
         (id, rx)
+    }
+
+    /// `conn` is now `ids`.
+    pub fn identify(&self, conn: u64, ids: Vec<AuthId>) {
+        if let Some(c) = self.table.lock().conns.get_mut(&conn) {
+            c.ids = ids;
+        }
     }
 
     /// The connection is gone: its watches go too.
     pub fn disconnect(&self, conn: u64) {
         let mut t = self.table.lock();
         t.conns.remove(&conn);
-        t.by_path.retain(|_, set| {
-            set.remove(&conn);
+        let mut recursive = 0;
+        t.by_path.retain(|(kind, _), set| {
+            if set.remove(&conn) && *kind == Kind::Recursive {
+                recursive += 1;
+            }
             !set.is_empty()
         });
+        t.recursive -= recursive;
     }
 
-    /// Waits until the table has fired through `revision`, then holds it: a read made at
-    /// that revision and the watches registered through the guard see no event in between.
-    pub async fn read_at(&self, conn: u64, revision: i64) -> ReadGuard<'_> {
+    /// Takes out `conn`'s watches of `kinds` on `path` (`remove`), or only looks; whether it
+    /// held any.
+    pub fn unwatch(&self, conn: u64, kinds: &[Kind], path: &str, remove: bool) -> bool {
+        let mut t = self.table.lock();
+        let mut held = false;
+        for kind in kinds {
+            if remove {
+                held |= t.remove(conn, *kind, path);
+            } else {
+                held |= t
+                    .by_path
+                    .get(&(*kind, path.to_string()))
+                    .is_some_and(|s| s.contains(&conn));
+            }
+        }
+        held
+    }
+
+    /// A read and the hold on the table its watches are armed through: `take` reads (under
+    /// the table's lock) a view of the key space and its revision, again until the table has
+    /// fired every event up to that revision. So a watch armed through the guard misses no
+    /// event after the view, and hears none the view already reflects.
+    pub async fn read<T>(
+        &self,
+        conn: u64,
+        mut take: impl FnMut() -> (T, i64),
+    ) -> (ReadGuard<'_>, T) {
         loop {
             let notified = self.fired.notified();
             {
                 let table = self.table.lock();
+                let (view, revision) = take();
                 if table.revision >= revision {
-                    return ReadGuard { table, conn };
+                    return (ReadGuard { table, conn }, view);
                 }
             }
             notified.await;
         }
     }
 
-    /// Fires `events`, applied through `revision`: each watcher hears once and is forgotten.
-    /// A connection whose queue is full is cut off (its notifications stop; it is closed).
+    /// Fires `events`, applied through `revision`: each connection watching hears each event
+    /// once; one-shot watches are then forgotten. A connection whose queue is full is cut off
+    /// (its notifications stop; it is closed).
     pub fn fire(&self, revision: i64, events: &[Event]) {
         let mut t = self.table.lock();
         for e in events {
-            let kinds: &[Kind] = match e.kind {
+            let once: &[Kind] = match e.kind {
                 event::NODE_CREATED => &[Kind::Exist],
                 event::NODE_DATA_CHANGED => &[Kind::Data, Kind::Exist],
                 event::NODE_CHILDREN_CHANGED => &[Kind::Child],
@@ -168,24 +305,43 @@ impl Watches {
                 _ => &[],
             };
             let mut hearers = HashSet::new();
-            for k in kinds {
+            for k in once {
                 if let Some(set) = t.by_path.remove(&(*k, e.path.clone())) {
                     for conn in set {
-                        if let Some((_, count)) = t.conns.get_mut(&conn) {
-                            *count -= 1;
+                        if let Some(c) = t.conns.get_mut(&conn) {
+                            c.count -= 1;
                         }
                         hearers.insert(conn);
+                    }
+                }
+            }
+            if let Some(set) = t.by_path.get(&(Kind::Persistent, e.path.clone())) {
+                hearers.extend(set.iter().copied());
+            }
+            if t.recursive > 0 && e.kind != event::NODE_CHILDREN_CHANGED {
+                for at in ancestors(&e.path) {
+                    let Some(set) = t.by_path.get(&(Kind::Recursive, at.to_string())) else {
+                        continue;
+                    };
+                    for conn in set {
+                        let may_read = at == e.path
+                            || t.conns
+                                .get(conn)
+                                .is_some_and(|c| acl::allows(&e.acl, &c.ids, perm::READ));
+                        if may_read {
+                            hearers.insert(*conn);
+                        }
                     }
                 }
             }
             if hearers.is_empty() {
                 continue;
             }
-            let frame = notification(e);
+            let frame = notification(e.kind, &e.path);
             let mut full = Vec::new();
             for conn in hearers {
-                if let Some((tx, _)) = t.conns.get(&conn)
-                    && tx.try_send(frame.clone()).is_err()
+                if let Some(c) = t.conns.get(&conn)
+                    && c.tx.try_send(frame.clone()).is_err()
                 {
                     full.push(conn);
                 }
@@ -201,6 +357,21 @@ impl Watches {
     }
 }
 
+/// `path` and every ancestor up to the root.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let at = next?;
+        next = match at.rfind('/') {
+            _ if at == "/" => None,
+            Some(0) => Some("/"),
+            Some(i) => Some(&at[..i]),
+            None => None,
+        };
+        Some(at)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +380,7 @@ mod tests {
         Event {
             kind,
             path: path.into(),
+            acl: Vec::new(),
         }
     }
 
@@ -217,7 +389,7 @@ mod tests {
         let w = Watches::new(1);
         let (c, mut rx) = w.connect();
         {
-            let mut g = w.read_at(c, 1).await;
+            let (mut g, ()) = w.read(c, || ((), 1)).await;
             assert!(g.watch(Kind::Exist, "/a"));
             assert!(g.watch(Kind::Child, "/"));
         }
@@ -241,7 +413,7 @@ mod tests {
         let (c, _rx) = w.connect();
         let w2 = std::sync::Arc::clone(&w);
         let read = tokio::spawn(async move {
-            let _g = w2.read_at(c, 3).await;
+            let _g = w2.read(c, || ((), 3)).await;
         });
         tokio::task::yield_now().await;
         assert!(!read.is_finished());
@@ -253,9 +425,56 @@ mod tests {
     async fn a_gone_connection_holds_no_watch() {
         let w = Watches::new(1);
         let (c, rx) = w.connect();
-        assert!(w.read_at(c, 1).await.watch(Kind::Data, "/a"));
+        assert!(w.read(c, || ((), 1)).await.0.watch(Kind::Data, "/a"));
+        assert!(w.read(c, || ((), 1)).await.0.watch(Kind::Recursive, "/a"));
         drop(rx);
         w.disconnect(c);
-        assert!(w.table.lock().by_path.is_empty());
+        let t = w.table.lock();
+        assert!(t.by_path.is_empty() && t.recursive == 0);
+    }
+
+    #[test]
+    fn ancestors_reach_the_root() {
+        assert_eq!(ancestors("/a/b").collect::<Vec<_>>(), ["/a/b", "/a", "/"]);
+        assert_eq!(ancestors("/").collect::<Vec<_>>(), ["/"]);
+    }
+
+    #[tokio::test]
+    async fn persistent_watches_stay_and_recursive_ones_check_read_access() {
+        let w = Watches::new(1);
+        let (c, mut rx) = w.connect();
+        {
+            let (mut g, ()) = w.read(c, || ((), 1)).await;
+            assert!(g.watch(Kind::Persistent, "/p"));
+            assert!(g.watch(Kind::Recursive, "/r"));
+        }
+        let locked = vec![StoredAcl {
+            perms: perm::ALL,
+            scheme: "digest".into(),
+            id: "someone:hash".into(),
+        }];
+        let mut secret = ev(event::NODE_CREATED, "/r/secret");
+        secret.acl = locked;
+        w.fire(
+            2,
+            &[
+                ev(event::NODE_CHILDREN_CHANGED, "/p"),
+                ev(event::NODE_DATA_CHANGED, "/p"),
+                ev(event::NODE_CREATED, "/r/a/b"),
+                ev(event::NODE_CHILDREN_CHANGED, "/r/a"),
+                secret,
+                ev(event::NODE_DELETED, "/r"),
+            ],
+        );
+        w.fire(3, &[ev(event::NODE_DATA_CHANGED, "/p")]);
+        let mut heard = Vec::new();
+        while let Ok(n) = rx.try_recv() {
+            heard.push(String::from_utf8_lossy(&n[n.len() - 6..]).to_string());
+        }
+        assert_eq!(heard.len(), 5, "{heard:?}");
+        assert!(heard.iter().all(|h| !h.contains("secret")));
+        assert!(w.unwatch(c, &[Kind::Persistent], "/p", false));
+        assert!(w.unwatch(c, Kind::of_type(watcher_type::ANY).unwrap(), "/p", true));
+        assert!(!w.unwatch(c, &[Kind::Persistent], "/p", false));
     }
 }

@@ -1,0 +1,267 @@
+//! A cluster of `quorumkv serve` processes on loopback for the integration tests: members
+//! started, killed, stopped and added; etcdctl to ask them; one cluster at a time per test
+//! binary ([`serial`]). Each member serves ZooKeeper clients on a port of its own.
+
+use super::free_port;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Clusters run one at a time: several at once on two cores make elections flap.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=15s")
+        .args(args)
+        .output()
+        .expect("etcdctl not found: run ./scripts/test.sh, which installs Debian's etcd-client")
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "etcdctl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Member {
+    pub name: String,
+    pub client: String,
+    /// Its ZooKeeper client address.
+    pub zk: String,
+    pub peer: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    /// For a member added at runtime: the `--initial-cluster` it joins with.
+    pub join: Option<String>,
+    /// Storage failpoints armed in its process (FAILPOINTS).
+    pub failpoints: Option<String>,
+}
+
+/// Asks `child` to stop cleanly (SIGTERM).
+pub fn sigterm(child: &Child) {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+}
+
+pub struct Cluster {
+    pub members: Vec<Member>,
+    pub initial: String,
+    pub protocol: &'static str,
+    pub extra: Vec<&'static str>,
+    pub _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(n: usize, protocol: &'static str) -> Cluster {
+        Cluster::start_with(n, protocol, &[])
+    }
+
+    /// A cluster whose members get `extra` flags besides the usual ones.
+    pub fn start_with(n: usize, protocol: &'static str, extra: &[&'static str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: format!("127.0.0.1:{}", free_port()),
+                zk: format!("127.0.0.1:{}", free_port()),
+                peer: format!("127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("m{i}")),
+                child: None,
+                join: None,
+                failpoints: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            members,
+            initial,
+            protocol,
+            extra: extra.to_vec(),
+            _tmp: tmp,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_healthy();
+        c
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.dir.with_extension("log"))
+            .unwrap();
+        let initial = m.join.as_deref().unwrap_or(&self.initial);
+        let state = if m.join.is_some() { "existing" } else { "new" };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
+        if let Some(fp) = &m.failpoints {
+            cmd.env("FAILPOINTS", fp);
+        }
+        let child = cmd
+            .args([
+                "serve",
+                "--name",
+                &m.name,
+                "--data-dir",
+                m.dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", m.peer),
+                "--initial-cluster",
+                initial,
+                "--initial-cluster-state",
+                state,
+                "--replication",
+                self.protocol,
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+                "--listen-zookeeper-urls",
+                &m.zk,
+            ])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.members[i].child = Some(child);
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = etcdctl(&self.endpoints(), &["endpoint", "health"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster never became healthy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Index of the member that leads, by asking every live member.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for (i, m) in self.members.iter().enumerate() {
+                if m.child.is_none() {
+                    continue;
+                }
+                let out = etcdctl(&m.client, &["endpoint", "status", "-w", "json"]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                let v: serde_json::Value = match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                let st = &v[0]["Status"];
+                if st["leader"] == st["header"]["member_id"] && st["leader"].as_u64() != Some(0) {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Adds a member with `etcdctl member add` through `via`, then starts it joining the
+    /// running cluster; returns its index and id.
+    pub fn add_member(&mut self, via: &str, learner: bool) -> (usize, String) {
+        let i = self.members.len();
+        let m = Member {
+            name: format!("m{}", i + 1),
+            client: format!("127.0.0.1:{}", free_port()),
+            zk: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            dir: self._tmp.path().join(format!("m{}", i + 1)),
+            child: None,
+            join: None,
+            failpoints: None,
+        };
+        let peer_url = format!("http://{}", m.peer);
+        let mut args = vec!["member", "add", &m.name, "--peer-urls", &peer_url];
+        if learner {
+            args.push("--learner");
+        }
+        let out = ok(&etcdctl(via, &args));
+        let id = out
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("member add said {out}"))
+            .to_string();
+        let join = out
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+            .unwrap_or_else(|| panic!("member add printed no initial cluster: {out}"))
+            .trim_matches('"')
+            .to_string();
+        self.members.push(Member {
+            join: Some(join),
+            ..m
+        });
+        self.spawn(i);
+        (i, id)
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Stops member `i` with SIGTERM, as an operator would, and waits for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            sigterm(&c);
+            assert!(
+                c.wait().unwrap().success(),
+                "member {i} failed to stop cleanly"
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
