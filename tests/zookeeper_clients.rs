@@ -1,36 +1,58 @@
-//! ZooKeeper clients against a member's ZooKeeper port (`--listen-zookeeper-urls`): kazoo's
-//! operations, a session expiring when its client dies without closing it, the four-letter
-//! words, and hostile bytes that close only their own connection.
+//! ZooKeeper clients against members' ZooKeeper ports: kazoo's operations, transactions,
+//! ACLs and recipes; ZooKeeper's own Java client and zkCli.sh for what kazoo does not send; a
+//! session expiring when its client dies; sessions moving between the members of a cluster
+//! on Raft and on ZAB; the four-letter words; the default port; and hostile bytes that close
+//! only their own connection.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{Cluster, serial};
 use common::{OneMember, free_port};
+use quorumkv_server::zk::jute::{Jute, Reader};
+use quorumkv_server::zk::records::*;
+
+/// The super-user's digest for the password `test` (ZooKeeper's documented example).
+const SUPER_DIGEST: &str = "super:D/InIHSb7yEEbrWz8b9l71RjZJU=";
 
 /// A member serving ZooKeeper clients on a port of its own, with a half-second tick (so
-/// sessions may be as short as a second).
-fn start(dir: &std::path::Path) -> (OneMember, String) {
+/// sessions may be as short as a second), containers reaped every 200 ms, and a super-user.
+fn start(dir: &Path) -> (OneMember, String) {
     let zk = format!("127.0.0.1:{}", free_port());
     let node = OneMember::start_with(
         dir,
         "z1",
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
-        &["--listen-zookeeper-urls", &zk, "--zookeeper-tick-ms", "500"],
+        &[
+            "--listen-zookeeper-urls",
+            &zk,
+            "--zookeeper-tick-ms",
+            "500",
+            "--zookeeper-container-check-interval-ms",
+            "200",
+            "--zookeeper-super-digest",
+            SUPER_DIGEST,
+        ],
     );
+    wait_ruok(&zk);
+    (node, zk)
+}
+
+fn wait_ruok(zk: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while four_letter(&zk, b"ruok").as_deref() != Some("imok") {
+    while four_letter(zk, b"ruok").as_deref() != Some("imok") {
         assert!(
             Instant::now() < deadline,
-            "the ZooKeeper port never answered"
+            "the ZooKeeper port {zk} never answered"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (node, zk)
 }
 
 fn four_letter(addr: &str, word: &[u8; 4]) -> Option<String> {
@@ -63,6 +85,516 @@ fn kazoo_works_against_the_zookeeper_port() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/zk_kazoo.py");
     let out = python(&[script, &zk]);
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
+}
+
+#[test]
+fn kazoo_transactions_acls_and_recipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start(dir.path());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/zk_kazoo_recipes.py"
+    );
+    let out = python(&[script, &zk]);
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+}
+
+const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+/// Compiles `tests/clients/ZkJava.java` against Debian's ZooKeeper client and runs it.
+fn java_client(zk: &str) -> std::process::Output {
+    assert!(
+        Path::new(ZOOKEEPER_JAR).exists(),
+        "{ZOOKEEPER_JAR} is missing: install Debian's zookeeper (scripts/test.sh does)"
+    );
+    let classes = tempfile::tempdir().unwrap();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ZkJava.java");
+    let javac = Command::new("javac")
+        .args(["-nowarn", "-cp", ZOOKEEPER_JAR, "-d"])
+        .arg(classes.path())
+        .arg(src)
+        .output()
+        .expect("javac is missing: install a JDK (scripts/test.sh does)");
+    assert!(
+        javac.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let classpath = format!("{ZOOKEEPER_JAR}:{}", classes.path().display());
+    Command::new("timeout")
+        .args(["120", "java", "-cp", &classpath, "ZkJava", zk])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn zookeepers_java_client_multi_acls_watches_and_reaping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start(dir.path());
+    let out = java_client(&zk);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().last() == Some("ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Java client's checks bite: a member without the super-user fails the super-user's
+/// read, and one that never reaps fails the reaping check.
+#[test]
+fn the_java_clients_checks_fail_on_a_member_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = format!("127.0.0.1:{}", free_port());
+    let _node = OneMember::start_with(
+        dir.path(),
+        "z1",
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        &["--listen-zookeeper-urls", &zk],
+    );
+    wait_ruok(&zk);
+    let out = java_client(&zk);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "passed without reaping or a super-user"
+    );
+    assert!(stderr.contains("never reaped"), "{stderr}");
+}
+
+fn zkcli(zk: &str, commands: &str) -> String {
+    let mut child = Command::new("/usr/share/zookeeper/bin/zkCli.sh")
+        .args(["-server", zk])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("zkCli.sh is missing: install Debian's zookeeper (scripts/test.sh does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{commands}\nquit\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    // zkCli.sh says some results ("Created ...") on stderr.
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn zkcli_sh_works_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start(dir.path());
+    let out = zkcli(
+        &zk,
+        "create /cli hello\ncreate -e -s /cli/e- x\ncreate -c /box\nset /cli world\n\
+         get -s /cli\nls /\naddauth digest u:p\nwhoami\ngetAcl /cli\n\
+         create /locked x digest:u:Jq7wMyA/w2Vd5WIDAKdu4OIIFEQ=:cdrwa\nget /locked\n\
+         deleteall /cli\nls /cli",
+    );
+    for want in [
+        "Created /cli",
+        "Created /cli/e-0000000000",
+        "Created /box",
+        "world\ncZxid = 0x",
+        "dataVersion = 1",
+        "numChildren = 1",
+        "[box, cli, zookeeper]",
+        "digest: u",
+        "ip: 127.0.0.1",
+        "'world,'anyone\n: cdrwa",
+        "Node does not exist: /cli",
+        "\nx\n",
+    ] {
+        assert!(out.contains(want), "zkCli.sh printed no {want:?}:\n{out}");
+    }
+    let out = zkcli(&zk, "get /locked");
+    assert!(out.contains("Insufficient permission"), "{out}");
+}
+
+/// A connection speaking the protocol by hand, for what no client library sends as is.
+struct Raw {
+    s: TcpStream,
+    xid: i32,
+}
+
+impl Raw {
+    fn connect(zk: &str) -> Raw {
+        Raw::resume(zk, 0, vec![0; 16], 0).0
+    }
+
+    /// Connects as session `id` (0: a new one) having seen `zxid`; answers its response.
+    fn resume(zk: &str, id: i64, passwd: Vec<u8>, zxid: i64) -> (Raw, ConnectResponse) {
+        let mut s = TcpStream::connect(zk).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let hello = ConnectRequest {
+            time_out: 10_000,
+            session_id: id,
+            last_zxid_seen: zxid,
+            passwd: quorumkv_server::zk::jute::Buffer(passwd),
+            ..ConnectRequest::default()
+        };
+        let mut body = hello.to_bytes();
+        body.push(0);
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend(body);
+        s.write_all(&out).unwrap();
+        let mut raw = Raw { s, xid: 0 };
+        let resp = Reader::new(&raw.frame()).record().unwrap();
+        (raw, resp)
+    }
+
+    fn frame(&mut self) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).unwrap();
+        let mut body = vec![0; u32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut body).unwrap();
+        body
+    }
+
+    /// Sends `kind` with `body`; answers the reply's error code and body.
+    fn call(&mut self, kind: i32, body: &[u8]) -> (i32, Vec<u8>) {
+        self.xid += 1;
+        let mut req = RequestHeader {
+            xid: self.xid,
+            kind,
+        }
+        .to_bytes();
+        req.extend_from_slice(body);
+        let mut out = (req.len() as u32).to_be_bytes().to_vec();
+        out.extend(req);
+        self.s.write_all(&out).unwrap();
+        loop {
+            let f = self.frame();
+            let mut r = Reader::new(&f);
+            let h: ReplyHeader = r.record().unwrap();
+            if h.xid == self.xid {
+                return (h.err, f[16..].to_vec());
+            }
+        }
+    }
+}
+
+#[test]
+fn whoami_and_the_servers_own_watch_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start(dir.path());
+    let mut c = Raw::connect(&zk);
+    let auth = AuthPacket {
+        kind: 0,
+        scheme: "digest".into(),
+        auth: quorumkv_server::zk::jute::Buffer(b"super:test".to_vec()),
+    };
+    // An auth packet carries xid -4; the reply says it back.
+    c.xid = -5;
+    assert_eq!(c.call(100, &auth.to_bytes()).0, 0);
+    c.xid = 0;
+    let (code, body) = c.call(107, &[]);
+    assert_eq!(code, 0);
+    let who: WhoAmIResponse = Reader::new(&body).record().unwrap();
+    let schemes: Vec<_> = who
+        .client_info
+        .iter()
+        .map(|i| (i.auth_scheme.as_str(), i.user.as_str()))
+        .collect();
+    assert_eq!(
+        schemes,
+        [("ip", "127.0.0.1"), ("super", ""), ("digest", "super")]
+    );
+    // addWatch, then the server's own checkWatches and removeWatches (types: 3 is Any).
+    let path = |p: &str, kind: i32| WatchesRequest {
+        path: p.into(),
+        kind,
+    };
+    let add = AddWatchRequest {
+        path: "/w".into(),
+        mode: 1,
+    };
+    assert_eq!(c.call(106, &add.to_bytes()), (0, vec![0, 0, 0, 0]));
+    assert_eq!(c.call(17, &path("/w", 3).to_bytes()).0, 0);
+    assert_eq!(
+        c.call(17, &path("/w", 1).to_bytes()).0,
+        -121,
+        "no child watch"
+    );
+    assert_eq!(c.call(18, &path("/w", 3).to_bytes()).0, 0);
+    assert_eq!(c.call(18, &path("/w", 3).to_bytes()).0, -121, "removed");
+    assert_eq!(c.call(17, &path("/w", 9).to_bytes()).0, -8, "no such type");
+    // A multi mixing reads and writes is refused whole.
+    let mut mixed = MultiHeader {
+        kind: 4,
+        done: false,
+        err: -1,
+    }
+    .to_bytes();
+    mixed.extend(
+        GetDataRequest {
+            path: "/".into(),
+            watch: false,
+        }
+        .to_bytes(),
+    );
+    mixed.extend(
+        MultiHeader {
+            kind: 2,
+            done: false,
+            err: -1,
+        }
+        .to_bytes(),
+    );
+    mixed.extend(
+        DeleteRequest {
+            path: "/zz".into(),
+            version: -1,
+        }
+        .to_bytes(),
+    );
+    mixed.extend(
+        MultiHeader {
+            kind: -1,
+            done: true,
+            err: -1,
+        }
+        .to_bytes(),
+    );
+    assert_eq!(c.call(14, &mixed).0, -5);
+    // A scheme not served fails the auth and closes the connection.
+    let sasl = AuthPacket {
+        kind: 0,
+        scheme: "kerberos".into(),
+        auth: quorumkv_server::zk::jute::Buffer(b"x".to_vec()),
+    };
+    c.xid = -5;
+    assert_eq!(c.call(100, &sasl.to_bytes()).0, -115);
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(c.s.read(&mut buf), Ok(0)),
+        "closed after a failed auth"
+    );
+}
+
+fn create(c: &mut Raw, path: &str) -> i64 {
+    let req = CreateRequest {
+        path: path.into(),
+        acl: vec![Acl {
+            perms: 31,
+            id: Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        }],
+        ..CreateRequest::default()
+    };
+    let (code, body) = c.call(15, &req.to_bytes());
+    assert_eq!(code, 0, "create {path}");
+    Reader::new(&body)
+        .record::<Create2Response>()
+        .unwrap()
+        .stat
+        .czxid
+}
+
+/// A client back after missing changes re-arms its watches with setWatches and hears at once
+/// of what changed since the zxid it last saw (ZooKeeper's `DataTree.setWatches`), before the
+/// reply; what did not change stays armed.
+#[test]
+fn set_watches_tells_what_a_returning_client_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start(dir.path());
+    let (mut a, hello) = Raw::resume(&zk, 0, vec![0; 16], 0);
+    for p in ["/sw", "/sw/data", "/sw/gone", "/sw/kids", "/sw/still"] {
+        create(&mut a, p);
+    }
+    let seen = create(&mut a, "/sw/kids/first");
+    drop(a);
+    // While it is away: a set, a delete, a create, a new child.
+    let mut b = Raw::connect(&zk);
+    let set = SetDataRequest {
+        path: "/sw/data".into(),
+        data: quorumkv_server::zk::jute::Buffer(b"x".to_vec()),
+        version: -1,
+    };
+    assert_eq!(b.call(5, &set.to_bytes()).0, 0);
+    let del = DeleteRequest {
+        path: "/sw/gone".into(),
+        version: -1,
+    };
+    assert_eq!(b.call(2, &del.to_bytes()).0, 0);
+    create(&mut b, "/sw/born");
+    create(&mut b, "/sw/kids/second");
+    let (mut a, back) = Raw::resume(&zk, hello.session_id, hello.passwd.0.clone(), seen);
+    assert_eq!(back.session_id, hello.session_id);
+    let watches = SetWatches {
+        relative_zxid: seen,
+        data_watches: vec!["/sw/data".into(), "/sw/gone".into(), "/sw/still".into()],
+        exist_watches: vec!["/sw/born".into(), "/sw/unborn".into()],
+        child_watches: vec!["/sw/kids".into()],
+    };
+    let mut req = RequestHeader { xid: -8, kind: 101 }.to_bytes();
+    req.extend(watches.to_bytes());
+    let mut out = (req.len() as u32).to_be_bytes().to_vec();
+    out.extend(req);
+    a.s.write_all(&out).unwrap();
+    let mut told = Vec::new();
+    loop {
+        let f = a.frame();
+        let mut r = Reader::new(&f);
+        let h: ReplyHeader = r.record().unwrap();
+        if h.xid == -8 {
+            assert_eq!(h.err, 0);
+            break;
+        }
+        let e: WatcherEvent = r.record().unwrap();
+        told.push((e.kind, e.path));
+    }
+    told.sort();
+    let want = [
+        (1, "/sw/born".to_string()),
+        (2, "/sw/gone".to_string()),
+        (3, "/sw/data".to_string()),
+        (4, "/sw/kids".to_string()),
+    ];
+    assert_eq!(told, want);
+    // What did not change stays armed: a later set of it is heard.
+    let still = SetDataRequest {
+        path: "/sw/still".into(),
+        ..set
+    };
+    assert_eq!(b.call(5, &still.to_bytes()).0, 0);
+    let f = a.frame();
+    let mut r = Reader::new(&f);
+    let h: ReplyHeader = r.record().unwrap();
+    let e: WatcherEvent = r.record().unwrap();
+    assert_eq!((h.xid, e.kind, e.path.as_str()), (-1, 3, "/sw/still"));
+}
+
+/// Kills the member a kazoo session is connected to; the session must come back on another
+/// member with its ephemeral and watches (see `tests/clients/zk_kazoo_failover.py`).
+fn sessions_move_between_members(protocol: &'static str) {
+    let _serial = serial();
+    let mut c = Cluster::start_with(3, protocol, &["--zookeeper-tick-ms", "500"]);
+    for m in &c.members {
+        wait_ruok(&m.zk);
+    }
+    let hosts = c
+        .members
+        .iter()
+        .map(|m| m.zk.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/zk_kazoo_failover.py"
+    );
+    let mut child = Command::new("python3")
+        .args([script, &hosts])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let port = first
+        .strip_prefix("connected ")
+        .unwrap_or_else(|| panic!("the script said {first:?}"));
+    let victim = c
+        .members
+        .iter()
+        .position(|m| m.zk.ends_with(&format!(":{port}")))
+        .expect("connected to a member");
+    c.kill(victim);
+    let alive = c
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, m)| m.zk.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{alive}").unwrap();
+    drop(stdin);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() && rest.last().map(String::as_str) == Some("ok"),
+        "{protocol}: {rest:?}\n{stderr}"
+    );
+}
+
+#[test]
+fn sessions_move_between_members_on_raft() {
+    sessions_move_between_members("raft");
+}
+
+#[test]
+fn sessions_move_between_members_on_zab() {
+    sessions_move_between_members("zab");
+}
+
+/// With no flag, ZooKeeper clients are served on 127.0.0.1:2181, or, when that port is taken
+/// (a ZooKeeper beside it), etcd clients alone; an address asked for that cannot be bound
+/// stops the start.
+#[test]
+fn the_default_port_steps_aside_and_an_explicit_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:2181");
+    for d in ["a", "b", "c"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let member = OneMember::start(&dir.path().join("a"), "d1");
+    let health = format!("http://{}/health", member.client);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("curl")
+            .args(["-sf", &health])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member never served etcd clients"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.path().join("a/node.log")).unwrap();
+    assert!(
+        log.contains("ZooKeeper clients are not served on 127.0.0.1:2181"),
+        "{log}"
+    );
+    drop(member);
+    if held.is_ok() {
+        let dir_b = dir.path().join("b");
+        let mut explicit = OneMember::start_with(
+            &dir_b,
+            "d2",
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+            &["--listen-zookeeper-urls", "127.0.0.1:2181"],
+        );
+        let status = explicit.child.wait().unwrap();
+        assert!(!status.success(), "started without its ZooKeeper address");
+        // Free, the default is served.
+        drop(held);
+        let dir_c = dir.path().join("c");
+        let _member = OneMember::start(&dir_c, "d3");
+        wait_ruok("127.0.0.1:2181");
+    }
 }
 
 #[test]

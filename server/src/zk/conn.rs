@@ -122,19 +122,26 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
     let timeout_ms = ctx.cfg.negotiate_ms(req.time_out);
     let (id, password) = if req.session_id == 0 {
-        let id = session::new_session_id(&ctx);
-        let password = session::new_password(&ctx);
-        let t = ZkTxn {
-            session: id,
-            op: op::CREATE_SESSION,
-            timeout_ms,
-            password: password.clone(),
-            ..ZkTxn::default()
-        };
-        let answer = session::propose(&ctx, &t).await?;
-        if answer.result.is_err() {
-            return Err(ConnError::Expired);
+        // An id someone holds already (an etcd lease's) is refused: another is tried.
+        let mut made = None;
+        for _ in 0..3 {
+            let id = session::new_session_id(&ctx);
+            let password = session::new_password();
+            let t = ZkTxn {
+                session: id,
+                op: op::CREATE_SESSION,
+                timeout_ms,
+                password: password.clone(),
+                ..ZkTxn::default()
+            };
+            if session::propose(&ctx, &t).await?.result.is_ok() {
+                made = Some((id, password));
+                break;
+            }
         }
+        let Some((id, password)) = made else {
+            return Err(ConnError::Expired);
+        };
         (id, password)
     } else {
         match session::stored(&ctx.core, req.session_id) {

@@ -1,11 +1,10 @@
 //! The ZooKeeper personality: ZooKeeper 3.8's client protocol on the member core, beside
-//! etcd's. So far: its wire format (the jute codec [`jute`], the protocol's records
-//! [`records`] and its numbers [`codes`]), where znodes live in the key space ([`znode`]),
-//! the log entry of a write ([`txn`]), the applier of writes ([`apply`]), reads ([`read`]),
-//! sessions ([`session`]), one-shot watches ([`watches`]) and the client port ([`port`],
-//! [`conn`]), served when `--listen-zookeeper-urls` names an address. Still to come:
-//! persistent watches and setWatches, multi, ACL enforcement and auth, and session touches
-//! heard by followers.
+//! etcd's. Its wire format (the jute codec [`jute`], the protocol's records [`records`], its
+//! numbers [`codes`], typed operations and multi bodies [`ops`]); where znodes live in the key
+//! space ([`znode`]); the log entry of a write ([`txn`]) and its applier ([`apply`]); access
+//! control ([`acl`]); reads ([`read`]); sessions ([`session`]); watches ([`watches`]); the
+//! reaper of containers and TTL nodes ([`reaper`]); and the client port ([`port`], [`conn`],
+//! [`request`]).
 //!
 //! Like every client API it may build on `member/` and below, never on `etcd/`.
 

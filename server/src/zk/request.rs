@@ -219,7 +219,8 @@ pub async fn handle(
                 return Err(Fatal::TooManyWatches);
             }
             drop(g);
-            Ok(answer(zxid, Ok(Vec::new())))
+            // Its answer is an error record saying OK (ZooKeeper's client reads one).
+            Ok(answer(zxid, Ok(ErrorResponse { err: err::OK }.to_bytes())))
         }
         op::CHECK_WATCHES | op::REMOVE_WATCHES => {
             let req: WatchesRequest = rd.record()?;

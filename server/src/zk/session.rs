@@ -181,22 +181,15 @@ pub async fn propose(ctx: &ZkContext, t: &ZkTxn) -> Result<ZkAnswer, Error> {
 /// and a number never used before below (kept positive).
 pub fn new_session_id(ctx: &ZkContext) -> i64 {
     let top = ((ctx.member_id & 0x7f) as i64) << 56;
-    let low = (ctx.proposer.fresh_id() >> 8) as i64 & ((1 << 56) - 1);
+    // Request ids are odd and step by two: halved, they are consecutive and unique.
+    let low = (ctx.proposer.fresh_id() >> 1) as i64 & ((1 << 56) - 1);
     (top | low).max(1)
 }
 
-/// A fresh 16-byte password.
-pub fn new_password(ctx: &ZkContext) -> Vec<u8> {
-    let a = ctx.proposer.fresh_id().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ now_ms();
-    let b = ctx
-        .proposer
-        .fresh_id()
-        .wrapping_mul(0xd1b5_4a32_d192_ed03)
-        .rotate_left(29)
-        ^ u64::from(std::process::id());
-    let mut pw = a.to_be_bytes().to_vec();
-    pw.extend_from_slice(&b.to_be_bytes());
-    pw
+/// A fresh 16-byte password from the operating system's random source: whoever holds a
+/// session's id and password may take the session over, so neither is guessable together.
+pub fn new_password() -> Vec<u8> {
+    rand::random::<[u8; 16]>().to_vec()
 }
 
 /// The stored session `id`, if it is alive.
