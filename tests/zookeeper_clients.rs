@@ -81,10 +81,52 @@ fn python(args: &[&str]) -> String {
 #[test]
 fn kazoo_works_against_the_zookeeper_port() {
     let dir = tempfile::tempdir().unwrap();
-    let (_node, zk) = start(dir.path());
+    let (node, zk) = start(dir.path());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/zk_kazoo.py");
     let out = python(&[script, &zk]);
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    // The four-letter words, with a client connected and watching.
+    let mut c = Raw::connect(&zk);
+    let exists = ExistsRequest {
+        path: "/nobody".into(),
+        watch: true,
+    };
+    assert_eq!(c.call(3, &exists.to_bytes()).0, -101);
+    let word = |w: &[u8; 4]| four_letter(&zk, w).unwrap_or_default();
+    assert!(word(b"srvr").contains("Mode: leader"), "{}", word(b"srvr"));
+    assert!(word(b"stat").contains("Clients:\n /127.0.0.1:"));
+    assert!(word(b"conf").contains("tickTime=500\nmaxClientCnxns=60\nminSessionTimeout=1000"));
+    let mntr = word(b"mntr");
+    for key in [
+        "zk_version\t",
+        "zk_server_state\tleader",
+        "zk_znode_count\t",
+        "zk_watch_count\t1",
+    ] {
+        assert!(mntr.contains(key), "{key} in {mntr}");
+    }
+    assert_eq!(
+        word(b"wchs"),
+        "1 connections watching 1 paths\nTotal watches:1\n"
+    );
+    assert!(
+        word(b"cons").contains("recved=1,sent=1,sid=0x"),
+        "{}",
+        word(b"cons")
+    );
+    assert_eq!(word(b"envi").lines().next(), Some("Environment:"));
+    assert_eq!(word(b"isro"), "rw");
+    // Sessions are leases underneath, but etcd's clients are not shown them.
+    let leases = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", node.client))
+        .args(["lease", "list"])
+        .output()
+        .expect("etcdctl is missing: run ./scripts/test.sh");
+    assert_eq!(
+        String::from_utf8_lossy(&leases.stdout).trim(),
+        "found 0 leases"
+    );
 }
 
 #[test]
@@ -471,6 +513,47 @@ fn set_watches_tells_what_a_returning_client_missed() {
     let h: ReplyHeader = r.record().unwrap();
     let e: WatcherEvent = r.record().unwrap();
     assert_eq!((h.xid, e.kind, e.path.as_str()), (-1, 3, "/sw/still"));
+    // The session is refused to a wrong password, and to a client that has seen a zxid this
+    // member has not reached (it must look for another member).
+    let mut wrong = hello.passwd.0.clone();
+    wrong[0] ^= 1;
+    let (_, refused) = Raw::resume(&zk, hello.session_id, wrong, seen);
+    assert_eq!(refused.session_id, 0, "a wrong password takes no session");
+    let mut ahead = TcpStream::connect(&zk).unwrap();
+    ahead
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let hello_ahead = ConnectRequest {
+        time_out: 10_000,
+        session_id: hello.session_id,
+        last_zxid_seen: 1 << 40,
+        passwd: hello.passwd.clone(),
+        ..ConnectRequest::default()
+    }
+    .to_bytes();
+    let mut out = ((hello_ahead.len() + 1) as u32).to_be_bytes().to_vec();
+    out.extend(hello_ahead);
+    out.push(0);
+    ahead.write_all(&out).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(ahead.read(&mut buf), Ok(0)),
+        "closed without a session"
+    );
+    // The session itself is untouched by both.
+    assert!(
+        b.call(
+            3,
+            &ExistsRequest {
+                path: "/sw".into(),
+                watch: false
+            }
+            .to_bytes()
+        )
+        .0 == 0
+    );
+    let (_, again) = Raw::resume(&zk, hello.session_id, hello.passwd.0.clone(), seen);
+    assert_eq!(again.session_id, hello.session_id);
 }
 
 /// Kills the member a kazoo session is connected to; the session must come back on another
@@ -677,4 +760,56 @@ fn hostile_bytes_close_only_their_connection() {
     assert_eq!(four_letter(&zk, b"ruok").as_deref(), Some("imok"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/zk_kazoo.py");
     assert_eq!(python(&[script, &zk]).lines().last(), Some("ok"));
+}
+
+/// Znodes live in the key space, so an etcd snapshot carries them: saved with etcdctl from
+/// one member, restored with `quorumkv snapshot restore`, served by a new member with their
+/// data and Stat.
+#[test]
+fn znodes_survive_snapshot_save_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, zk) = start(dir.path());
+    let program = format!(
+        "from kazoo.client import KazooClient\n\
+         zk = KazooClient(hosts='{zk}', timeout=10)\nzk.start(timeout=15)\n\
+         zk.create('/kept/deep', b'payload', makepath=True)\nzk.set('/kept/deep', b'v2')\n\
+         s = zk.exists('/kept/deep')\nprint(s.czxid, s.mzxid, s.version)\nzk.stop()\n"
+    );
+    let before = python(&["-c", &program]);
+    let snap = dir.path().join("backup.db");
+    let saved = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", node.client))
+        .args(["snapshot", "save"])
+        .arg(&snap)
+        .output()
+        .expect("etcdctl is missing: run ./scripts/test.sh");
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    drop(node);
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args(["snapshot", "restore"])
+        .arg(&snap)
+        .arg("--data-dir")
+        .arg(restored.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_again, zk) = start(&restored);
+    let check = format!(
+        "from kazoo.client import KazooClient\n\
+         zk = KazooClient(hosts='{zk}', timeout=10)\nzk.start(timeout=15)\n\
+         data, s = zk.get('/kept/deep')\nassert data == b'v2', data\n\
+         print(s.czxid, s.mzxid, s.version)\nzk.stop()\n"
+    );
+    assert_eq!(python(&["-c", &check]), before);
 }

@@ -162,10 +162,25 @@ impl Lease for LeaseService {
         &self,
         _req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let ids = self.server.shared().core.lessor.lock().ids();
+        let core = &self.server.shared().core;
+        let ids = core.lessor.lock().ids();
+        // ZooKeeper's sessions are leases underneath, but no etcd client's business.
+        let snap = core.mvcc.snapshot();
+        let count = crate::mvcc::RangeOpts {
+            count_only: true,
+            ..Default::default()
+        };
+        let leases = ids
+            .into_iter()
+            .filter(|id| {
+                snap.range(&crate::zk::znode::session_key(*id), &[], count)
+                    .is_ok_and(|r| r.count == 0)
+            })
+            .map(|id| pb::LeaseStatus { id })
+            .collect();
         Ok(Response::new(pb::LeaseLeasesResponse {
-            header: Some(self.server.header(self.server.shared().core.hub.revision())),
-            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+            header: Some(self.server.header(core.hub.revision())),
+            leases,
         }))
     }
 }

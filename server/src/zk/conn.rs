@@ -7,12 +7,14 @@
 //! [`super::watches`] for why that orders them).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::acl::AuthId;
 use super::codes::{err, op};
+use super::four_letter::ConnStats;
 use super::jute::{Buffer, Jute, JuteError, Reader};
 use super::records::*;
 use super::request::{self, Client, Fatal};
@@ -102,7 +104,7 @@ async fn reply<W: AsyncWrite + Unpin>(
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     ctx: Arc<ZkContext>,
     stream: S,
-    peer: std::net::IpAddr,
+    stats: Arc<ConnStats>,
     first: u32,
 ) -> Result<(), ConnError> {
     let (mut r, mut w) = tokio::io::split(stream);
@@ -157,6 +159,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
     };
     session::touch(&ctx, id);
+    stats.session.store(id, Ordering::Relaxed);
     let resp = ConnectResponse {
         protocol_version: 0,
         time_out: timeout_ms,
@@ -188,7 +191,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let mut client = Client {
         session: id,
         conn,
-        ids: vec![AuthId::ip(peer)],
+        ids: vec![AuthId::ip(stats.peer.ip())],
     };
     ctx.watches.identify(conn, client.ids.clone());
     loop {
@@ -200,6 +203,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             note = notes.recv() => match note {
                 Some(n) => {
                     send(&mut w, &[&n]).await?;
+                    stats.sent.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 // Cut off: its queue overflowed.
@@ -207,6 +211,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             },
         };
         session::touch(&ctx, id);
+        stats.received.fetch_add(1, Ordering::Relaxed);
         let mut rd = Reader::new(&body);
         let header: RequestHeader = rd.record()?;
         let rest = &body[body.len() - rd.remaining()..];
@@ -218,8 +223,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
         let answer = request::handle(&ctx, &mut client, &header, rest).await?;
         // Every event up to what this reply reflects goes out before it.
-        drain(&mut w, &mut notes).await?;
+        let drained = drain(&mut w, &mut notes).await?;
         reply(&mut w, header.xid, answer.zxid, answer.result).await?;
+        stats.sent.fetch_add(drained + 1, Ordering::Relaxed);
         if answer.close {
             return Err(ConnError::AuthFailed);
         }
@@ -248,9 +254,11 @@ impl Drop for Disconnect<'_> {
 async fn drain<W: AsyncWrite + Unpin>(
     w: &mut W,
     notes: &mut super::watches::Notifications,
-) -> Result<(), ConnError> {
+) -> Result<u64, ConnError> {
+    let mut sent = 0;
     while let Ok(n) = notes.try_recv() {
         send(w, &[&n]).await?;
+        sent += 1;
     }
-    Ok(())
+    Ok(sent)
 }

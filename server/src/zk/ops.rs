@@ -249,4 +249,21 @@ mod tests {
         unknown.extend(Writer::default().bytes);
         assert!(decode(&unknown).is_err());
     }
+
+    proptest::proptest! {
+        /// Hostile bytes: decoding answers operations or an error, never a panic; what
+        /// decodes as writes encodes results without a panic too.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)
+        ) {
+            if let Ok(Multi::Write(ops)) = decode(&bytes) {
+                let results: Vec<OpResult> = ops
+                    .iter()
+                    .map(|w| OpResult { op: w.op(), result: Err(err::OK) })
+                    .collect();
+                let _ = encode_writes(&results);
+            }
+        }
+    }
 }

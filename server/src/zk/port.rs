@@ -13,10 +13,8 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::four_letter::{self, Connections};
 use super::session::ZkContext;
-
-/// The version a ZooKeeper client is told (`envi`, `srvr`).
-pub const VERSION: &str = "3.8.0-quorumkv";
 
 /// Connections open, by client address.
 #[derive(Debug, Default)]
@@ -60,26 +58,6 @@ impl Drop for Slot {
     }
 }
 
-/// The answer to a four-letter word, if `word` is one served here.
-fn four_letter(word: &[u8; 4], ctx: &ZkContext) -> Option<String> {
-    let zxid = ctx.core.mvcc.snapshot().revision().unwrap_or(0);
-    let mode = if ctx.proposer.node().state().is_leader() {
-        "leader"
-    } else {
-        "follower"
-    };
-    Some(match word {
-        b"ruok" => "imok".to_string(),
-        b"isro" => "rw".to_string(),
-        b"envi" => format!("Environment:\nzookeeper.version={VERSION}\n"),
-        b"srvr" | b"stat" => format!(
-            "Zookeeper version: {VERSION}\nZxid: 0x{zxid:x}\nMode: {mode}\nNode count: {}\n",
-            zxid.max(0)
-        ),
-        _ => return None,
-    })
-}
-
 /// Serves ZooKeeper clients on `listener` until `stop` resolves.
 pub async fn serve(
     ctx: Arc<ZkContext>,
@@ -87,6 +65,7 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let open = Arc::new(Mutex::new(Open::default()));
+    let conns = Arc::new(Connections::default());
     tokio::pin!(stop);
     loop {
         let (mut stream, peer) = tokio::select! {
@@ -104,6 +83,7 @@ pub async fn serve(
             continue;
         };
         let ctx = Arc::clone(&ctx);
+        let conns = Arc::clone(&conns);
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
@@ -111,14 +91,14 @@ pub async fn serve(
             if stream.read_exact(&mut head).await.is_err() {
                 return;
             }
-            if let Some(text) = four_letter(&head, &ctx) {
+            if let Some(text) = four_letter::answer(&head, &ctx, &conns) {
                 let _ = stream.write_all(text.as_bytes()).await;
                 let _ = stream.shutdown().await;
                 return;
             }
-            if let Err(e) =
-                super::conn::serve(ctx, stream, peer.ip(), u32::from_be_bytes(head)).await
-            {
+            let registered = conns.register(peer);
+            let stats = Arc::clone(&registered.stats);
+            if let Err(e) = super::conn::serve(ctx, stream, stats, u32::from_be_bytes(head)).await {
                 tracing::debug!(%peer, error = %e, "ZooKeeper connection ended");
             }
         });

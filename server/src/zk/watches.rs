@@ -251,6 +251,15 @@ impl Watches {
         t.recursive -= recursive;
     }
 
+    /// For `wchs`: connections holding watches, paths watched, watches held.
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let t = self.table.lock();
+        let watching = t.conns.values().filter(|c| c.count > 0).count();
+        let paths: HashSet<&str> = t.by_path.keys().map(|(_, p)| p.as_str()).collect();
+        let total = t.by_path.values().map(HashSet::len).sum();
+        (watching, paths.len(), total)
+    }
+
     /// Takes out `conn`'s watches of `kinds` on `path` (`remove`), or only looks; whether it
     /// held any.
     pub fn unwatch(&self, conn: u64, kinds: &[Kind], path: &str, remove: bool) -> bool {
