@@ -556,7 +556,8 @@ fn set_watches_tells_what_a_returning_client_missed() {
     assert_eq!(again.session_id, hello.session_id);
 }
 
-/// Kills the member a kazoo session is connected to; the session must come back on another
+/// kazoo's checks, transactions, ACLs and recipes and zkCli.sh against three members; then
+/// kills the member a kazoo session is connected to: the session must come back on another
 /// member with its ephemeral and watches (see `tests/clients/zk_kazoo_failover.py`).
 fn sessions_move_between_members(protocol: &'static str) {
     let _serial = serial();
@@ -570,6 +571,22 @@ fn sessions_move_between_members(protocol: &'static str) {
         .map(|m| m.zk.clone())
         .collect::<Vec<_>>()
         .join(",");
+    // Everything kazoo does, with its sessions spread over the members.
+    for script in ["zk_kazoo.py", "zk_kazoo_recipes.py"] {
+        let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+        let out = python(&[&path, &hosts]);
+        assert_eq!(out.lines().last(), Some("ok"), "{protocol} {script}: {out}");
+    }
+    // zkCli.sh on a follower: its write goes through the leader, its read is its own.
+    let follower = (c.leader() + 1) % c.members.len();
+    let out = zkcli(
+        &c.members[follower].zk,
+        "create /via-follower x\nsync /\nget /via-follower",
+    );
+    assert!(
+        out.contains("Created /via-follower") && out.contains("\nx\n"),
+        "{protocol}: {out}"
+    );
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/zk_kazoo_failover.py"

@@ -53,6 +53,8 @@ assert a.exists(root + "/t3") is None and a.exists(root + "/t2") is not None
 acl = make_digest_acl("alice", "pw", all=True)
 a.add_auth("digest", "alice:pw")
 a.create(root + "/secret", b"s", acl=[acl])
+# Reads are the member's own: a session on another member syncs to see another's writes.
+b.sync(root)
 # (Deleting it needs DELETE on its parent, which is open, as in ZooKeeper.)
 for fn, args in ((b.get, ()), (b.set, (b"x",)), (b.get_children, ())):
     try:
@@ -76,6 +78,7 @@ a.delete(root + "/secret")
 order = []
 lock_a, lock_b = a.Lock(root + "/lock", "a"), b.Lock(root + "/lock", "b")
 assert lock_a.acquire(timeout=10)
+b.sync(root)
 got = threading.Event()
 
 
@@ -112,6 +115,7 @@ c_leading_done = threading.Event()
 election_c = c.Election(root + "/election", "c")
 threading.Thread(target=election_c.run, args=(lead_c,), daemon=True).start()
 time.sleep(0.5)
+b.sync(root)
 election_b = b.Election(root + "/election", "b")
 assert election_b.contenders()[0] == "c", election_b.contenders()
 c.stop()
@@ -131,16 +135,21 @@ assert elected[0] == "c" and elected[-1] == "b", elected
 counter = a.Counter(root + "/counter")
 counter += 5
 b.Counter(root + "/counter").__add__(2)
+a.sync(root)
 assert a.Counter(root + "/counter").value == 7
 party_a, party_b = a.Party(root + "/party", "a"), b.Party(root + "/party", "b")
 party_a.join()
 party_b.join()
+a.sync(root)
+b.sync(root)
 assert sorted(party_a) == ["a", "b"] and len(party_b) == 2
 party_b.leave()
+a.sync(root)
 assert list(party_a) == ["a"]
 q = a.Queue(root + "/queue")
 for item in (b"1", b"2", b"3"):
     q.put(item)
+b.sync(root)
 assert [b.Queue(root + "/queue").get() for _ in range(3)] == [b"1", b"2", b"3"]
 
 a.stop()

@@ -1,8 +1,8 @@
 //! ZooKeeper's watches on a member, each held for one connection: one-shot data, exist and
 //! child watches by path, fired by the events of applied writes and then forgotten, and
 //! persistent ones (`addWatch`) that stay: on a path (every event of that path) or recursive
-//! (creations, deletions and data changes anywhere under it, each delivered only to a
-//! connection that may read the node, as ZooKeeper 3.8.4 does).
+//! (creations, deletions and data changes anywhere under it), each delivered only to a
+//! connection that may read the node.
 //!
 //! Two rules give ZooKeeper's ordering. The apply thread fires a revision's events under the
 //! table's lock before that revision's writers are answered, and a read takes its view of the
@@ -324,23 +324,22 @@ impl Watches {
                     }
                 }
             }
+            // A watch that stays hears only while its connection may read the node (the
+            // one-shot ones were armed by reads that needed READ, or by exists).
+            let may_read = |t: &Table, conn: &u64| {
+                t.conns
+                    .get(conn)
+                    .is_some_and(|c| acl::allows(&e.acl, &c.ids, perm::READ))
+            };
             if let Some(set) = t.by_path.get(&(Kind::Persistent, e.path.clone())) {
-                hearers.extend(set.iter().copied());
+                hearers.extend(set.iter().filter(|c| may_read(&t, c)).copied());
             }
             if t.recursive > 0 && e.kind != event::NODE_CHILDREN_CHANGED {
                 for at in ancestors(&e.path) {
                     let Some(set) = t.by_path.get(&(Kind::Recursive, at.to_string())) else {
                         continue;
                     };
-                    for conn in set {
-                        let may_read = at == e.path
-                            || t.conns
-                                .get(conn)
-                                .is_some_and(|c| acl::allows(&e.acl, &c.ids, perm::READ));
-                        if may_read {
-                            hearers.insert(*conn);
-                        }
-                    }
+                    hearers.extend(set.iter().filter(|c| may_read(&t, c)).copied());
                 }
             }
             if hearers.is_empty() {
