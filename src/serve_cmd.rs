@@ -139,6 +139,9 @@ pub struct ServeArgs {
     /// Longest ZooKeeper session timeout granted, in ms (maxSessionTimeout); 0: 20 ticks.
     #[arg(long, default_value_t = 0)]
     pub(crate) zookeeper_max_session_timeout_ms: u64,
+    /// Most ZooKeeper sessions the cluster holds; a client asking for one more is refused.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) zookeeper_max_sessions: usize,
     /// The ZooKeeper super-user's digest, `super:<base64 sha1 of super:password>`
     /// (zookeeper.DigestAuthenticationProvider.superDigest).
     #[arg(long)]
@@ -425,6 +428,7 @@ impl ServeArgs {
                     frame_bytes_max: self.zookeeper_max_buffer,
                     connections_per_address_max: self.zookeeper_max_client_cnxns,
                     super_digest: self.zookeeper_super_digest.clone(),
+                    sessions_max: self.zookeeper_max_sessions,
                     reap_interval: Duration::from_millis(
                         self.zookeeper_container_check_interval_ms.max(10),
                     ),

@@ -830,3 +830,54 @@ fn znodes_survive_snapshot_save_and_restore() {
     );
     assert_eq!(python(&["-c", &check]), before);
 }
+
+/// Sessions are bounded in the cluster: past `--zookeeper-max-sessions`, a new one is refused
+/// (its connection closes) while the ones held go on.
+#[test]
+fn sessions_past_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = format!("127.0.0.1:{}", free_port());
+    let _node = OneMember::start_with(
+        dir.path(),
+        "z1",
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        &[
+            "--listen-zookeeper-urls",
+            &zk,
+            "--zookeeper-max-sessions",
+            "2",
+        ],
+    );
+    wait_ruok(&zk);
+    let (mut first, _) = Raw::resume(&zk, 0, vec![0; 16], 0);
+    let (_second, _) = Raw::resume(&zk, 0, vec![0; 16], 0);
+    let mut third = TcpStream::connect(&zk).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut hello = ConnectRequest {
+        time_out: 10_000,
+        passwd: quorumkv_server::zk::jute::Buffer(vec![0; 16]),
+        ..ConnectRequest::default()
+    }
+    .to_bytes();
+    hello.push(0);
+    let mut out = (hello.len() as u32).to_be_bytes().to_vec();
+    out.extend(hello);
+    third.write_all(&out).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(third.read(&mut buf), Ok(0)),
+        "a third session was made"
+    );
+    let exists = ExistsRequest {
+        path: "/".into(),
+        watch: false,
+    };
+    assert_eq!(
+        first.call(3, &exists.to_bytes()).0,
+        0,
+        "the held ones go on"
+    );
+}

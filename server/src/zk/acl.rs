@@ -245,7 +245,7 @@ mod tests {
         let stored = fixup(&[acl(31, "auth", ""), acl(1, "world", "anyone")], &ids).unwrap();
         assert_eq!(stored[0].id, me[0].id);
         assert!(allows(&stored, &me, perm::DELETE));
-        assert!(!allows(&stored, &[ip.clone()], perm::WRITE));
+        assert!(!allows(&stored, std::slice::from_ref(&ip), perm::WRITE));
         assert!(allows(&stored, &[ip], perm::READ));
         assert_eq!(fixup(&[], &ids), Err(err::INVALID_ACL));
         assert_eq!(fixup(&[acl(1, "world", "x")], &ids), Err(err::INVALID_ACL));

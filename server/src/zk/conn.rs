@@ -48,6 +48,9 @@ pub enum ConnError {
     /// A request that ends the connection.
     #[error("{0}")]
     Request(#[from] Fatal),
+    /// The cluster holds as many sessions as it may.
+    #[error("too many sessions")]
+    TooManySessions,
     /// Credentials of a scheme not served.
     #[error("authentication failed")]
     AuthFailed,
@@ -124,6 +127,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
     let timeout_ms = ctx.cfg.negotiate_ms(req.time_out);
     let (id, password) = if req.session_id == 0 {
+        if session::count(&ctx.core) >= ctx.cfg.sessions_max {
+            return Err(ConnError::TooManySessions);
+        }
         // An id someone holds already (an etcd lease's) is refused: another is tried.
         let mut made = None;
         for _ in 0..3 {

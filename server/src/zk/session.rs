@@ -39,6 +39,8 @@ pub struct ZkConfig {
     pub connections_per_address_max: usize,
     /// Connections the port holds in all.
     pub connections_max: usize,
+    /// Sessions the cluster holds in all: a new one past it is refused.
+    pub sessions_max: usize,
     /// The super-user's digest, `super:<base64 sha1>`
     /// (`zookeeper.DigestAuthenticationProvider.superDigest`).
     pub super_digest: Option<String>,
@@ -57,6 +59,7 @@ impl Default for ZkConfig {
             frame_bytes_max: 0xfffff,
             connections_per_address_max: 60,
             connections_max: 10_000,
+            sessions_max: 100_000,
             super_digest: None,
             reap_interval: Duration::from_secs(60),
         }
@@ -190,6 +193,19 @@ pub fn new_session_id(ctx: &ZkContext) -> i64 {
 /// session's id and password may take the session over, so neither is guessable together.
 pub fn new_password() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
+}
+
+/// How many sessions are stored.
+pub fn count(core: &Core) -> usize {
+    let (start, end) = znode::sessions_range();
+    let opts = RangeOpts {
+        count_only: true,
+        ..RangeOpts::default()
+    };
+    core.mvcc
+        .snapshot()
+        .range(&start, &end, opts)
+        .map_or(0, |r| r.count)
 }
 
 /// The stored session `id`, if it is alive.
