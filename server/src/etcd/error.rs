@@ -153,6 +153,9 @@ pub enum KvError {
     /// The token is unknown or expired.
     #[error("etcdserver: invalid auth token")]
     InvalidAuthToken,
+    /// A password bcrypt would cut short (it reads at most 72 bytes).
+    #[error("etcdserver: password is longer than 72 bytes")]
+    PasswordTooLong,
     /// A change that would lock the administrator out (deleting `root`, say).
     #[error("etcdserver: invalid auth management")]
     InvalidAuthMgmt,
@@ -179,7 +182,9 @@ impl KvError {
         match self {
             EmptyKey | KeyTooLarge | ReservedKey | KeyNotFound | ValueProvided | LeaseProvided
             | TooManyOps | DuplicateKey | RequestTooLarge | UserEmpty | RoleEmpty | AuthFailed
-            | MemberBadUrls | PermissionNotGiven | InvalidAuthMgmt => Code::InvalidArgument,
+            | MemberBadUrls | PermissionNotGiven | InvalidAuthMgmt | PasswordTooLong => {
+                Code::InvalidArgument
+            }
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,

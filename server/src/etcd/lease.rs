@@ -126,7 +126,24 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        // With keys, the caller must be able to read every key attached (etcd #15656);
+        // checked here, where the caller's token is known, before any relay.
+        let token = super::token(req.metadata());
         let r = req.into_inner();
+        if r.keys && self.server.shared().auth.state().enabled() {
+            let keys = self
+                .server
+                .shared()
+                .core
+                .lessor
+                .lock()
+                .time_to_live(r.id)
+                .map(|t| t.2)
+                .unwrap_or_default();
+            for k in keys.iter().filter(|k| !keyspace::is_reserved(k)) {
+                self.server.authorize_read(token.as_deref(), k, &[])?;
+            }
+        }
         if !self.server.node().state().is_leader() {
             let mut client = self.leader_client().await?;
             return client.lease_time_to_live(r).await;

@@ -23,6 +23,7 @@ pub mod internal;
 pub mod kv;
 pub mod lease;
 pub mod local;
+pub mod logins;
 pub mod maintenance;
 pub mod metrics;
 mod port_config;

@@ -642,8 +642,9 @@ impl AuthStore {
             return Ok(Caller::default());
         };
         let now = Instant::now();
+        let key = token_digest(&t);
         let mut tokens = self.tokens.lock();
-        match tokens.get_mut(&t) {
+        match tokens.get_mut(&key) {
             Some(s) if s.expires > now => {
                 s.expires = now + self.token_ttl;
                 let user = s.user.clone();
@@ -654,7 +655,7 @@ impl AuthStore {
                 })
             }
             Some(_) => {
-                tokens.remove(&t);
+                tokens.remove(&key);
                 Err(KvError::InvalidAuthToken)
             }
             None => Err(KvError::InvalidAuthToken),
@@ -671,6 +672,16 @@ impl AuthStore {
         }
         String::from_utf8(u.password.clone()).ok()
     }
+}
+
+/// What the log and a member's token table hold of a simple token: its SHA-256 (hex), so
+/// neither a log, a snapshot nor the table lets anyone act as the token's user.
+pub fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The permission a role grants everything, as etcd reports it for `root`.
@@ -855,10 +866,16 @@ mod tests {
             Request::Authenticate(crate::pb::quorumkv::InternalAuthenticate {
                 name: "root".into(),
                 password: String::new(),
-                simple_token: t.into(),
+                // The log carries the token's digest, never the token.
+                simple_token: token_digest(t),
             })
         };
         store.apply(&auth("t1")).unwrap();
+        assert_eq!(
+            store.caller(Some(&token_digest("t1"))),
+            Err(KvError::InvalidAuthToken),
+            "the digest is no token"
+        );
         assert_eq!(store.caller(Some("t1")).unwrap().user, "root");
         assert_eq!(store.caller(Some("t2")), Err(KvError::InvalidAuthToken));
         assert_eq!(store.caller(None).unwrap().user, "");

@@ -179,6 +179,8 @@ pub struct KvServer {
     metrics: Arc<crate::etcd::metrics::Metrics>,
     /// Password hashings and checks allowed at once (bcrypt is slow on purpose).
     bcrypt_slots: tokio::sync::Semaphore,
+    /// Failed logins per user, and the decoy hash of unknown users.
+    logins: super::logins::Logins,
 }
 
 impl std::fmt::Debug for KvServer {
@@ -288,6 +290,7 @@ impl KvServer {
             bcrypt_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            logins: Default::default(),
         });
         let handle = server.node().handle();
         handle.spawn(crate::etcd::serve_calls(Arc::clone(&server), calls_rx));
@@ -704,21 +707,42 @@ impl KvServer {
                 if !self.shared.auth.state().enabled() {
                     return Err((KvError::AuthNotEnabled, None));
                 }
-                let hash = self.shared.auth.password_hash(&a.name);
+                if !self.logins.may_try(&a.name) {
+                    return Err((KvError::TooManyRequests, None));
+                }
                 let password = std::mem::take(&mut a.password);
-                let ok = match hash {
-                    Some(h) if !a.simple_token.is_empty() => {
-                        tokio::task::spawn_blocking(move || bcrypt::verify(password, &h))
-                            .await
-                            .map_err(|e| (KvError::Other(e.to_string()), None))?
-                            .unwrap_or(false)
-                    }
-                    _ => false,
-                };
-                if !ok {
+                // An unknown user costs one bcrypt check too, so timing tells nobody which
+                // names exist; a password past bcrypt's 72 bytes never matches.
+                let known = self.shared.auth.password_hash(&a.name);
+                let matches = known.is_some()
+                    && !a.simple_token.is_empty()
+                    && password.len() <= BCRYPT_PASSWORD_BYTES_MAX;
+                let decoy = self.logins.decoy();
+                let verified = tokio::task::spawn_blocking(move || {
+                    let hash = match known {
+                        Some(h) => h,
+                        None => decoy
+                            .get_or_init(|| bcrypt::hash("decoy", cost).unwrap_or_default())
+                            .clone(),
+                    };
+                    bcrypt::verify(password, &hash)
+                })
+                .await
+                .map_err(|e| (KvError::Other(e.to_string()), None))?
+                .unwrap_or(false);
+                if !(matches && verified) {
+                    self.logins.failed(&a.name);
                     return Err((KvError::AuthFailed, None));
                 }
+                // The log carries the token's digest: whoever reads it cannot use the token.
+                a.simple_token = super::rbac::token_digest(&a.simple_token);
                 Request::Authenticate(a)
+            }
+            Request::UserAdd(u) if u.password.len() > BCRYPT_PASSWORD_BYTES_MAX => {
+                return Err((KvError::PasswordTooLong, None));
+            }
+            Request::UserChangePassword(c) if c.password.len() > BCRYPT_PASSWORD_BYTES_MAX => {
+                return Err((KvError::PasswordTooLong, None));
             }
             Request::UserAdd(mut u) => {
                 if !u.options.as_ref().is_some_and(|o| o.no_password) {
@@ -746,25 +770,25 @@ impl KvServer {
     }
 
     /// Checks the caller presenting `token` may make `req`, and returns it stamped with the
-    /// auth revision it was checked at. A lease revoke also needs write access to the lease's
-    /// keys.
+    /// auth revision it was checked at. A lease revoke, and a put attaching a lease, also need
+    /// write access to every key already attached to that lease (etcd's `checkLeasePuts`).
     pub fn authorize(&self, token: Option<&str>, req: &Request) -> Result<Caller, KvError> {
         let mut caller = self.caller(token)?;
         let auth = self.shared.auth.state();
         auth.check_request(&caller.user, req)?;
-        if let Request::LeaseRevoke(r) = req
-            && auth.enabled()
-        {
-            let keys = self
-                .shared
-                .core
-                .lessor
-                .lock()
-                .time_to_live(r.id)
-                .map(|t| t.2)
-                .unwrap_or_default();
-            for k in keys {
-                auth.check(&caller.user, &k, &[], super::rbac::Access::Write)?;
+        if auth.enabled() {
+            for lease in leases_written(req) {
+                let keys = self
+                    .shared
+                    .core
+                    .lessor
+                    .lock()
+                    .time_to_live(lease)
+                    .map(|t| t.2)
+                    .unwrap_or_default();
+                for k in keys {
+                    auth.check(&caller.user, &k, &[], super::rbac::Access::Write)?;
+                }
             }
         }
         caller.revision = auth.revision();
@@ -833,4 +857,30 @@ fn refused_unsent(code: i32, message: &str) -> bool {
 /// Maps a node refusal to what a client sees.
 pub fn node_error(e: NodeError) -> KvError {
     crate::member::error::Error::from(e).into()
+}
+
+/// The most bytes of a password bcrypt reads; a longer one is refused, not cut short.
+const BCRYPT_PASSWORD_BYTES_MAX: usize = 72;
+
+/// The leases whose keys `req` needs write access to: a revoke's, and those its puts attach.
+fn leases_written(req: &Request) -> Vec<i64> {
+    fn ops(t: &pb::TxnRequest, out: &mut Vec<i64>) {
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(pb::request_op::Request::RequestPut(p)) if p.lease != 0 => out.push(p.lease),
+                Some(pb::request_op::Request::RequestTxn(t)) => ops(t, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match req {
+        Request::LeaseRevoke(r) => out.push(r.id),
+        Request::Put(p) if p.lease != 0 => out.push(p.lease),
+        Request::Txn(t) => ops(t, &mut out),
+        _ => {}
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
