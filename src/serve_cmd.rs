@@ -91,6 +91,16 @@ pub struct ServeArgs {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1536 * 1024)]
     pub(crate) max_request_bytes: usize,
+    /// Largest Range response served, in bytes of keys and values; a larger one is refused
+    /// with an error naming this flag.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub(crate) max_range_response_bytes: usize,
+    /// Most watchers this member holds at once; a watch past it is canceled at creation.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) max_watchers: usize,
+    /// Most connections each client URL holds at once; one past it is closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) max_client_connections: usize,
     /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
     #[arg(long, default_value_t = 0)]
     pub(crate) quota_backend_bytes: u64,
@@ -379,6 +389,9 @@ impl ServeArgs {
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             max_request_bytes: self.max_request_bytes,
+            max_range_response_bytes: self.max_range_response_bytes,
+            max_watchers: self.max_watchers,
+            max_client_connections: self.max_client_connections,
             quota_backend_bytes: self.quota_backend_bytes,
             max_txn_ops: self.max_txn_ops,
             strict_reconfig_check: self.strict_reconfig_check,

@@ -49,6 +49,12 @@ pub struct ServeOptions {
     pub election_timeout: Duration,
     /// Largest client request.
     pub max_request_bytes: usize,
+    /// Largest Range response served, bytes of keys and values.
+    pub max_range_response_bytes: usize,
+    /// Watchers a member holds at once.
+    pub max_watchers: usize,
+    /// Client connections a member holds at once.
+    pub max_client_connections: usize,
     /// NOSPACE alarm threshold (0: etcd's default of 2 GiB).
     pub quota_backend_bytes: u64,
     /// Most operations per transaction branch.
@@ -106,6 +112,9 @@ impl Default for ServeOptions {
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             max_request_bytes: 1536 * 1024,
+            max_range_response_bytes: 1 << 30,
+            max_watchers: 100_000,
+            max_client_connections: 10_000,
             quota_backend_bytes: 0,
             max_txn_ops: 128,
             strict_reconfig_check: true,
@@ -270,6 +279,9 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.client_urls = o.advertise_client_urls.clone();
     kv.cluster_token = o.initial_cluster_token.clone();
     kv.max_request_bytes = o.max_request_bytes;
+    kv.max_range_response_bytes = o.max_range_response_bytes;
+    kv.max_watchers = o.max_watchers;
+    kv.max_client_connections = o.max_client_connections;
     if o.quota_backend_bytes > 0 {
         kv.quota_backend_bytes = o.quota_backend_bytes;
     }

@@ -153,6 +153,11 @@ pub enum KvError {
     /// The token is unknown or expired.
     #[error("etcdserver: invalid auth token")]
     InvalidAuthToken,
+    /// A range whose response would pass `--max-range-response-bytes`.
+    #[error(
+        "etcdserver: range response is larger than --max-range-response-bytes ({0} bytes); ask for fewer keys (a limit, a narrower range, or keys only)"
+    )]
+    ResponseTooLarge(usize),
     /// A password bcrypt would cut short (it reads at most 72 bytes).
     #[error("etcdserver: password is longer than 72 bytes")]
     PasswordTooLong,
@@ -188,7 +193,7 @@ impl KvError {
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
-            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            NoSpace | TooManyRequests | ResponseTooLarge(_) => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists
             | MemberExists
@@ -231,6 +236,7 @@ impl From<MvccError> for KvError {
             MvccError::FutureRevision => KvError::FutureRevision,
             MvccError::Corrupt(_) => KvError::Corrupt,
             MvccError::Storage(e) => KvError::Storage(e.to_string()),
+            MvccError::TooLarge(limit) => KvError::ResponseTooLarge(limit),
         }
     }
 }

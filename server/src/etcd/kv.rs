@@ -168,7 +168,10 @@ impl KvService {
         }
         let snap = self.server.shared().core.mvcc.snapshot();
         let rev = snap.revision()?;
-        let mut resp = range::range(&r, |key, end, o| snap.range(key, end, o))?;
+        let bytes_max = self.server.config().max_range_response_bytes;
+        let mut resp = range::range(&r, |key, end, o| {
+            snap.range(key, end, crate::mvcc::RangeOpts { bytes_max, ..o })
+        })?;
         resp.header = Some(self.server.header(rev));
         Ok(resp)
     }

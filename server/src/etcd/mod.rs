@@ -16,6 +16,7 @@ pub mod bolt_reader;
 pub mod bolt_writer;
 pub mod cluster;
 pub mod compactor;
+pub mod conn_limit;
 pub mod corrupt;
 pub mod error;
 pub mod gateway;

@@ -162,6 +162,7 @@ pub async fn serve(
     let watcher = tokio::spawn(report_health(Arc::clone(&server), reporter));
     let cfg = server.config().client_port;
     let keepalive = Some(cfg.grpc_keepalive_interval).filter(|d| !d.is_zero());
+    let limit = crate::etcd::conn_limit::ConnLimit::new(server.config().max_client_connections);
     let keepalive_timeout = Some(cfg.grpc_keepalive_timeout).filter(|d| !d.is_zero());
     let served = tonic::transport::Server::builder()
         // The KV service's unary calls take a short path; everything else, tonic's.
@@ -182,9 +183,14 @@ pub async fn serve(
         .add_routes(routes)
         // Without TCP_NODELAY, small responses wait out the peer's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(
-            tokio_stream::StreamExt::map(
+            tokio_stream::StreamExt::filter_map(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                |conn| conn.map(authority::AuthorityRepair::new),
+                move |conn| match conn {
+                    Ok(c) => limit
+                        .admit(c)
+                        .map(|c| Ok(authority::AuthorityRepair::new(c))),
+                    Err(e) => Some(Err(e)),
+                },
             ),
             shutdown,
         )

@@ -49,6 +49,7 @@ pub fn range(
         },
         keys_only: r.keys_only,
         count_only: r.count_only,
+        bytes_max: 0,
     };
     let res = match keyspace::clamp_end(&r.key, &r.range_end) {
         Some(end) => read(&r.key, end, opts)?,

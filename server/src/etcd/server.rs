@@ -102,6 +102,12 @@ pub struct KvConfig {
     pub cluster_token: String,
     /// Largest request accepted (etcd `--max-request-bytes`).
     pub max_request_bytes: usize,
+    /// Largest Range response served, keys and values (`--max-range-response-bytes`).
+    pub max_range_response_bytes: usize,
+    /// Watchers this member holds at once (`--max-watchers`).
+    pub max_watchers: usize,
+    /// Client connections this member holds at once (`--max-client-connections`).
+    pub max_client_connections: usize,
     /// Backend size at which the NOSPACE alarm is raised (etcd `--quota-backend-bytes`).
     pub quota_backend_bytes: u64,
     /// Most operations per transaction branch (etcd `--max-txn-ops`).
@@ -145,6 +151,9 @@ impl KvConfig {
             client_urls: Vec::new(),
             cluster_token: "etcd-cluster".into(),
             max_request_bytes: 1536 * 1024,
+            max_range_response_bytes: 1 << 30,
+            max_watchers: 100_000,
+            max_client_connections: 10_000,
             quota_backend_bytes: 2 << 30,
             max_txn_ops: 128,
             checkpoint_entries: 10_000,

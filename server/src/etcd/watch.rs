@@ -175,8 +175,23 @@ impl StreamState {
             fragment: c.fragment,
             sent_since_progress: false,
         };
+        if hub.watcher_added() > self.server.config().max_watchers {
+            hub.watcher_removed();
+            let reason = format!(
+                "etcdserver: too many watchers on this member (--max-watchers {})",
+                self.server.config().max_watchers
+            );
+            let r = pb::WatchResponse {
+                header: Some(self.header()),
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason: reason,
+                ..Default::default()
+            };
+            return self.send(r).await;
+        }
         self.watchers.insert(id, w);
-        hub.watcher_added();
         self.send(pb::WatchResponse {
             header: Some(self.server.header(current)),
             watch_id: id,

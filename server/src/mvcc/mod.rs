@@ -46,6 +46,9 @@ pub enum MvccError {
     /// Stored bytes are not a record.
     #[error("mvcc: corrupt record under {0:?}")]
     Corrupt(Vec<u8>),
+    /// A range read would return more than its `bytes_max`.
+    #[error("mvcc: range response over {0} bytes")]
+    TooLarge(usize),
 }
 
 /// Result alias.
@@ -73,6 +76,8 @@ pub struct RangeOpts {
     pub keys_only: bool,
     /// Only count.
     pub count_only: bool,
+    /// Most bytes of keys and values returned (0: no limit); past it the read fails.
+    pub bytes_max: usize,
 }
 
 /// The key space: the tree and the key index over it.

@@ -77,10 +77,15 @@ pub(crate) fn range(
     }
     out.more = !opts.count_only && opts.limit > 0 && out.count > opts.limit;
     out.kvs.reserve(shown.len());
+    let mut bytes = 0usize;
     for r in shown {
         let mut kv = live_version(src, r)?;
         if opts.keys_only {
             kv.value = Vec::new();
+        }
+        bytes += kv.key.len() + kv.value.len();
+        if opts.bytes_max > 0 && bytes > opts.bytes_max {
+            return Err(MvccError::TooLarge(opts.bytes_max));
         }
         out.kvs.push(kv);
     }
