@@ -221,7 +221,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     pub(crate) enable_pprof: bool,
-    /// TLS settings of etcd's: refused when given, as members serve plain HTTP.
+    /// TLS settings of etcd's: the client port's are served; the peer port's are refused.
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
     /// Compare the key space with the peers' before serving clients, and refuse to start on a
@@ -238,26 +238,30 @@ pub struct ServeArgs {
     pub(crate) log_level: String,
 }
 
-/// etcd's TLS flags, for clear refusals: this server listens on plain HTTP only.
+/// etcd's TLS flags: the client port's are served (`https://` client URLs); the peer port's
+/// are refused by name.
 #[derive(Debug, Args)]
 pub struct TlsArgs {
-    /// Client TLS certificate file (not served).
+    /// Certificate (chain) of https:// client URLs, PEM; read again when it changes.
     #[arg(long, default_value = "")]
     cert_file: String,
-    /// Client TLS key file (not served).
+    /// Its private key, PEM.
     #[arg(long, default_value = "")]
     key_file: String,
-    /// Client TLS trusted CA file (not served).
+    /// CAs client certificates must chain to, PEM.
     #[arg(long, default_value = "")]
     trusted_ca_file: String,
-    /// Client certificate authentication (not served).
+    /// Refuse clients without a certificate signed by --trusted-ca-file.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     client_cert_auth: bool,
-    /// Client TLS with generated certificates (not served).
+    /// Serve https:// client URLs with a self-signed certificate made at start.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     auto_tls: bool,
+    /// TLS 1.2 cipher suites allowed, comma-separated IANA names (empty: rustls' defaults).
+    #[arg(long, default_value = "")]
+    pub(crate) cipher_suites: String,
     /// Peer TLS certificate file (not served).
     #[arg(long, default_value = "")]
     peer_cert_file: String,
@@ -278,19 +282,51 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// The first TLS flag that asks for TLS, by name.
-    fn requested(&self) -> Option<&'static str> {
+    /// The client port's TLS, if its flags ask for it.
+    fn client(
+        &self,
+        advertised: &[String],
+    ) -> Result<Option<quorumkv_server::tls::TlsOptions>, String> {
+        let files = match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((self.cert_file.clone().into(), self.key_file.clone().into())),
+            _ => return Err("--cert-file and --key-file go together".into()),
+        };
+        if files.is_none() && !self.auto_tls {
+            if self.client_cert_auth || !self.trusted_ca_file.is_empty() {
+                return Err("--client-cert-auth and --trusted-ca-file need --cert-file and --key-file, or --auto-tls".into());
+            }
+            return Ok(None);
+        }
+        // A generated certificate names the hosts the member advertises.
+        let auto_names = advertised
+            .iter()
+            .filter_map(|u| u.split("://").nth(1))
+            .filter_map(|hp| {
+                hp.rsplit_once(':')
+                    .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+            })
+            .chain(["localhost".to_string(), "127.0.0.1".to_string()])
+            .collect();
+        Ok(Some(quorumkv_server::tls::TlsOptions {
+            files,
+            trusted_ca: Some(self.trusted_ca_file.clone())
+                .filter(|f| !f.is_empty())
+                .map(Into::into),
+            client_cert_auth: self.client_cert_auth,
+            cipher_suites: list(&self.cipher_suites),
+            auto_names,
+        }))
+    }
+
+    /// The first peer TLS flag that asks for TLS, by name.
+    pub(crate) fn requested(&self) -> Option<&'static str> {
         let files = [
-            ("--cert-file", &self.cert_file),
-            ("--key-file", &self.key_file),
-            ("--trusted-ca-file", &self.trusted_ca_file),
             ("--peer-cert-file", &self.peer_cert_file),
             ("--peer-key-file", &self.peer_key_file),
             ("--peer-trusted-ca-file", &self.peer_trusted_ca_file),
         ];
         let switches = [
-            ("--client-cert-auth", self.client_cert_auth),
-            ("--auto-tls", self.auto_tls),
             ("--peer-client-cert-auth", self.peer_client_cert_auth),
             ("--peer-auto-tls", self.peer_auto_tls),
         ];
@@ -370,7 +406,7 @@ impl ServeArgs {
     fn options(&self) -> Result<ServeOptions, String> {
         if let Some(flag) = self.tls.requested() {
             return Err(format!(
-                "{flag}: TLS is not supported; serve plain http:// URLs"
+                "{flag}: peer TLS is not supported yet; serve plain http:// peer URLs"
             ));
         }
         let mut o = ServeOptions {
@@ -454,6 +490,7 @@ impl ServeArgs {
             .advertise_client_urls
             .as_deref()
             .map_or_else(|| o.listen_client_urls.clone(), list);
+        o.client_tls = self.tls.client(&o.advertise_client_urls)?;
         o.initial_advertise_peer_urls = self
             .initial_advertise_peer_urls
             .as_deref()

@@ -236,9 +236,38 @@ fn from_yaml(text: &str) -> Result<(ServeArgs, Vec<String>), String> {
         let Some(key) = key.as_str() else {
             return Err(format!("setting names are strings, not {key:?}"));
         };
+        if key == "client-transport-security" {
+            // etcd's section of the client port's TLS: each setting is the flag of its name.
+            let Yaml::Hash(section) = value else {
+                continue;
+            };
+            for (name, v) in section {
+                let (Some(name), Ok(Some(text))) = (name.as_str(), scalar_text(v)) else {
+                    continue;
+                };
+                if ![
+                    "cert-file",
+                    "key-file",
+                    "trusted-ca-file",
+                    "client-cert-auth",
+                    "auto-tls",
+                ]
+                .contains(&name)
+                {
+                    notes.push(format!("config file setting {key}.{name} is not used"));
+                    continue;
+                }
+                let arg = flag_arg(name, &text);
+                parse(&command, std::slice::from_ref(&arg)).map_err(|e| {
+                    format!("invalid value {text:?} for {key}.{name}: {}", reason(&e))
+                })?;
+                args.push(arg);
+            }
+            continue;
+        }
         if TLS_KEYS.contains(&key) && asks_for_tls(value) {
             return Err(format!(
-                "{key}: TLS is not served by this server; listen on http:// URLs"
+                "{key}: peer TLS is not served by this server yet; listen on http:// peer URLs"
             ));
         }
         if key == CONFIG_FILE || !known.iter().any(|k| k == key) {
@@ -447,13 +476,11 @@ mod tests {
         assert!(args.enable_v2 && args.enable_pprof);
         assert!(!args.strict_reconfig_check);
         assert_eq!(args.auto_compaction_mode, "periodic");
-        for key in [
-            "proxy",
-            "cors",
-            "max-wals",
-            "cipher-suites",
-            "force-new-cluster",
-        ] {
+        assert_eq!(
+            args.tls.cipher_suites,
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        );
+        for key in ["proxy", "cors", "max-wals", "force-new-cluster"] {
             let note = format!("config file setting {key:?} is not used");
             assert!(unused.contains(&note), "{key} not reported: {unused:?}");
         }
@@ -470,8 +497,12 @@ mod tests {
         assert!(e.starts_with("name: expected a value"), "{e}");
         let e = from_yaml("- a\n- b\n").unwrap_err();
         assert!(e.contains("mapping"), "{e}");
-        let e = from_yaml("client-transport-security:\n  cert-file: /etc/c.pem\n").unwrap_err();
-        assert!(e.contains("TLS is not served"), "{e}");
+        let e = from_yaml("peer-transport-security:\n  cert-file: /etc/c.pem\n").unwrap_err();
+        assert!(e.contains("peer TLS is not served"), "{e}");
+        let (args, _) =
+            from_yaml("client-transport-security:\n  cert-file: /etc/c.pem\n  auto-tls: true\n")
+                .unwrap();
+        assert!(args.tls.requested().is_none(), "client TLS is served");
         assert!(from_yaml("name: [unclosed\n").is_err());
         let (args, _) = from_yaml("").unwrap();
         assert_eq!(args.name, "default");

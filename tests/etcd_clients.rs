@@ -2273,11 +2273,11 @@ fn etcd_deployment_flags_are_honoured_or_refused_by_name() {
     for (flag, says) in [
         (
             "--cert-file=/etc/etcd/server.crt",
-            "--cert-file: TLS is not supported",
+            "--cert-file and --key-file go together",
         ),
         (
             "--peer-client-cert-auth",
-            "--peer-client-cert-auth: TLS is not supported",
+            "--peer-client-cert-auth: peer TLS is not supported yet",
         ),
         ("--log-outputs=stderr,stdout", "one output is supported"),
     ] {

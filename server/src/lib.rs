@@ -17,6 +17,7 @@ pub mod node;
 pub mod pb;
 pub mod process_stats;
 pub mod serve;
+pub mod tls;
 pub mod transport;
 pub mod zk;
 

@@ -86,6 +86,8 @@ pub struct ServeOptions {
     pub client_port: crate::etcd::ClientPortConfig,
     /// Corruption checks between members.
     pub corrupt_check: crate::etcd::corrupt::CorruptCheckConfig,
+    /// The TLS of `https://` client URLs.
+    pub client_tls: Option<crate::tls::TlsOptions>,
     /// Addresses (`host:port`) to serve ZooKeeper clients on; none: not served.
     pub listen_zookeeper_urls: Vec<String>,
     /// The ZooKeeper addresses are a default, not asked for: one that cannot be bound (a
@@ -131,6 +133,7 @@ impl Default for ServeOptions {
             client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: crate::etcd::corrupt::CorruptCheckConfig::default(),
             listen_zookeeper_urls: Vec::new(),
+            client_tls: None,
             zookeeper_port_optional: false,
             zookeeper: crate::zk::session::ZkConfig::default(),
         }
@@ -141,8 +144,13 @@ impl Default for ServeOptions {
 pub struct Prepared {
     /// The member.
     pub server: Arc<KvServer>,
-    /// Bound client listeners (std, non-blocking), with their URLs.
-    pub client_listeners: Vec<(String, std::net::TcpListener)>,
+    /// Bound client listeners (std, non-blocking), with their URLs and, for `https://` ones,
+    /// their TLS.
+    pub client_listeners: Vec<(
+        String,
+        std::net::TcpListener,
+        Option<Arc<crate::tls::ServerTls>>,
+    )>,
     /// Bound metrics listeners.
     pub metrics_listeners: Vec<(String, std::net::TcpListener)>,
     /// Bound ZooKeeper listeners.
@@ -228,11 +236,25 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     peer_listener
         .set_nonblocking(false)
         .map_err(|e| e.to_string())?;
-    let client_listeners = o
-        .listen_client_urls
-        .iter()
-        .map(|u| Ok((u.clone(), bind(u, "clients")?)))
-        .collect::<Result<Vec<_>, String>>()?;
+    let client_tls = match &o.client_tls {
+        Some(t) => Some(Arc::new(crate::tls::ServerTls::new(t.clone())?)),
+        None => None,
+    };
+    let mut client_listeners = Vec::new();
+    for u in &o.listen_client_urls {
+        let tls = match u.strip_prefix("https://") {
+            Some(rest) => {
+                let tls = client_tls.clone().ok_or_else(|| {
+                    format!("{u}: an https:// client URL needs --cert-file and --key-file, or --auto-tls")
+                })?;
+                let plain = format!("http://{rest}");
+                client_listeners.push((u.clone(), bind(&plain, "clients")?, Some(tls)));
+                continue;
+            }
+            None => None,
+        };
+        client_listeners.push((u.clone(), bind(u, "clients")?, tls));
+    }
     let metrics_listeners = o
         .listen_metrics_urls
         .iter()
@@ -457,7 +479,7 @@ pub fn run(
     if p.server.config().corrupt_check.initial {
         handle.block_on(crate::etcd::corrupt::initial_check(&p.server))?;
     }
-    for (url, l) in p.client_listeners {
+    for (url, l, tls) in p.client_listeners {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
         let mut rx = stop_rx.clone();
         let server = Arc::clone(&p.server);
@@ -466,7 +488,7 @@ pub fn run(
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::etcd::serve(server, l, stop).await {
+            if let Err(e) = crate::etcd::serve(server, l, tls, stop).await {
                 tracing::error!(error = %e, "client server failed");
             }
         }));

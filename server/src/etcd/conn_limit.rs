@@ -65,6 +65,13 @@ pub struct Counted<S> {
     open: Arc<AtomicUsize>,
 }
 
+impl<S> Counted<S> {
+    /// The connection.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
 impl<S> Drop for Counted<S> {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use crate::etcd::client_conn::ClientConn;
+
 use tonic::metadata::MetadataMap;
 
 use super::rbac::Caller;
@@ -93,10 +95,67 @@ pub(crate) fn as_grpc_go_status<B>(resp: &mut http::Response<B>) {
     }
 }
 
-/// Serves the client API on `listener` until `shutdown` resolves.
+/// How long a TLS client may take over its handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+type Incoming = std::io::Result<authority::AuthorityRepair<ClientConn>>;
+
+/// Accepts connections on `listener` within `limit`, through a TLS handshake (in a task of
+/// its own, bounded by [`TLS_HANDSHAKE_TIMEOUT`]) when `tls` is set, and hands them to `tx`.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    limit: crate::etcd::conn_limit::ConnLimit,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    tx: tokio::sync::mpsc::Sender<Incoming>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepting a client");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Without TCP_NODELAY, small responses wait out the peer's delayed ACK (~40 ms).
+        let _ = stream.set_nodelay(true);
+        let Some(conn) = limit.admit(stream) else {
+            continue;
+        };
+        match &tls {
+            None => {
+                let c = ClientConn::Plain(conn);
+                if tx
+                    .send(Ok(authority::AuthorityRepair::new(c)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                        Ok(Ok(s)) => {
+                            let c = ClientConn::Tls(Box::new(s));
+                            let _ = tx.send(Ok(authority::AuthorityRepair::new(c))).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Serves the client API on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
 pub async fn serve(
     server: Arc<KvServer>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let max_in = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -163,6 +222,8 @@ pub async fn serve(
     let cfg = server.config().client_port;
     let keepalive = Some(cfg.grpc_keepalive_interval).filter(|d| !d.is_zero());
     let limit = crate::etcd::conn_limit::ConnLimit::new(server.config().max_client_connections);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Incoming>(64);
+    let acceptor = tokio::spawn(accept(listener, limit, tls, tx));
     let keepalive_timeout = Some(cfg.grpc_keepalive_timeout).filter(|d| !d.is_zero());
     let served = tonic::transport::Server::builder()
         // The KV service's unary calls take a short path; everything else, tonic's.
@@ -181,21 +242,10 @@ pub async fn serve(
         .http2_keepalive_timeout(keepalive_timeout)
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .add_routes(routes)
-        // Without TCP_NODELAY, small responses wait out the peer's delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(
-            tokio_stream::StreamExt::filter_map(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                move |conn| match conn {
-                    Ok(c) => limit
-                        .admit(c)
-                        .map(|c| Ok(authority::AuthorityRepair::new(c))),
-                    Err(e) => Some(Err(e)),
-                },
-            ),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
         .await;
     watcher.abort();
+    acceptor.abort();
     served
 }
 

@@ -1,0 +1,316 @@
+//! TLS on the client port with etcd's flags: etcdctl, curl and python-etcd3 over TLS and
+//! mutual TLS; refusals of a client without a certificate, with one from another CA, and of
+//! plaintext to a TLS port; `--auto-tls`; http:// and https:// URLs served together; and a
+//! certificate rotated while the member runs. Certificates are made here with rcgen.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{OneMember, free_port};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+
+/// A CA and what it signed, written as PEM files.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    dir: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        Ca {
+            cert,
+            key,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        let cn = self
+            .cert
+            .params()
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .map(|v| match v {
+                rcgen::DnValue::Utf8String(s) => s.clone(),
+                other => format!("{other:?}"),
+            })
+            .unwrap();
+        self.dir.join(format!("{cn}.pem"))
+    }
+
+    /// Signs a certificate for `cn` (a server's for 127.0.0.1 when `server`); its files.
+    fn issue(&self, cn: &str, server: bool) -> (PathBuf, PathBuf) {
+        let names = if server {
+            vec!["127.0.0.1".to_string(), "localhost".to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{cn}.crt")),
+            self.dir.join(format!("{cn}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+fn etcdctl(args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--command-timeout=5s", "--dial-timeout=2s"])
+        .args(args)
+        .output()
+        .expect("etcdctl is missing (scripts/test.sh installs it)")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn member(dir: &Path, urls: &str, tls: &[&str]) -> OneMember {
+    let peer = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.join("node.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args(["serve", "--name", "t1", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            urls,
+            "--listen-peer-urls",
+            &format!("http://{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://{peer}"),
+            "--initial-cluster",
+            &format!("t1=http://{peer}"),
+            "--listen-zookeeper-urls=",
+        ])
+        .args(tls)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    OneMember {
+        child,
+        client: urls.split(',').next().unwrap().to_string(),
+        peer,
+    }
+}
+
+fn wait(args: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = etcdctl(args);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn mutual_tls_serves_certified_clients_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other-ca");
+    let (cert, key) = ca.issue("server", true);
+    let (alice, alice_key) = ca.issue("alice", false);
+    let (mallory, mallory_key) = other.issue("mallory", false);
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let _m = member(
+        dir.path(),
+        &url,
+        &[
+            "--cert-file",
+            p(&cert),
+            "--key-file",
+            p(&key),
+            "--trusted-ca-file",
+            p(&ca.path()),
+            "--client-cert-auth",
+        ],
+    );
+    let ep = format!("--endpoints={url}");
+    let ca_arg = format!("--cacert={}", p(&ca.path()));
+    let as_alice = [
+        ep.as_str(),
+        &ca_arg,
+        &format!("--cert={}", p(&alice)),
+        &format!("--key={}", p(&alice_key)),
+    ];
+    let with = |extra: &[&str]| {
+        let mut v: Vec<String> = as_alice.iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| etcdctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait(
+        &with(&["put", "k", "v"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let got = run(with(&["get", "k", "--print-value-only"]));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "v");
+    // No client certificate; one from another CA; plaintext to the TLS port.
+    for refused in [
+        vec![ep.clone(), ca_arg.clone(), "get".into(), "k".into()],
+        vec![
+            ep.clone(),
+            ca_arg.clone(),
+            format!("--cert={}", p(&mallory)),
+            format!("--key={}", p(&mallory_key)),
+            "get".into(),
+            "k".into(),
+        ],
+        vec![
+            format!("--endpoints=http://127.0.0.1:{port}"),
+            "get".into(),
+            "k".into(),
+        ],
+    ] {
+        let out = run(refused.clone());
+        assert!(!out.status.success(), "{refused:?} was served");
+    }
+    // The JSON gateway and /health are served over the same TLS.
+    let health = Command::new("curl")
+        .args([
+            "-sf",
+            "--cacert",
+            p(&ca.path()),
+            "--cert",
+            p(&alice),
+            "--key",
+            p(&alice_key),
+        ])
+        .arg(format!("{url}/health"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout),
+        r#"{"health":"true"}"#
+    );
+    // python-etcd3 over mutual TLS.
+    let program = format!(
+        "import etcd3\nc = etcd3.client(host='127.0.0.1', port={port}, ca_cert='{}', cert_key='{}', cert_cert='{}')\n\
+         c.put('py', 'x')\nprint(c.get('py')[0].decode())\n",
+        p(&ca.path()),
+        p(&alice_key),
+        p(&alice)
+    );
+    let py = Command::new("python3")
+        .args(["-c", &program])
+        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        "x",
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+}
+
+#[test]
+fn auto_tls_and_plain_urls_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let urls = format!("https://127.0.0.1:{tls_port},http://127.0.0.1:{plain_port}");
+    let _m = member(dir.path(), &urls, &["--auto-tls"]);
+    // etcdctl 3.4 skips verification only with --insecure-transport=false.
+    wait(&[
+        &format!("--endpoints=https://127.0.0.1:{tls_port}"),
+        "--insecure-transport=false",
+        "--insecure-skip-tls-verify",
+        "put",
+        "k",
+        "v",
+    ]);
+    let out = etcdctl(&[
+        &format!("--endpoints=http://127.0.0.1:{plain_port}"),
+        "get",
+        "k",
+        "--print-value-only",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    // Verification against the system's CAs fails: the certificate is self-signed.
+    let out = etcdctl(&[
+        &format!("--endpoints=https://127.0.0.1:{tls_port}"),
+        "get",
+        "k",
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_rotated_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Ca::new(dir.path(), "first");
+    let (cert, key) = first.issue("server", true);
+    let url = format!("https://127.0.0.1:{}", free_port());
+    let _m = member(
+        dir.path(),
+        &url,
+        &["--cert-file", p(&cert), "--key-file", p(&key)],
+    );
+    let trusting = |ca: &Ca| {
+        etcdctl(&[
+            &format!("--endpoints={url}"),
+            &format!("--cacert={}", p(&ca.path())),
+            "put",
+            "k",
+            "v",
+        ])
+    };
+    wait(&[
+        &format!("--endpoints={url}"),
+        &format!("--cacert={}", p(&first.path())),
+        "put",
+        "k",
+        "v",
+    ]);
+    // New files from a new CA, written over the old while the member runs.
+    let staged = tempfile::tempdir_in(dir.path()).unwrap();
+    let second = Ca::new(staged.path(), "second");
+    let (new_cert, new_key) = second.issue("server", true);
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !trusting(&second).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        !trusting(&first).status.success(),
+        "the old certificate is still served"
+    );
+}
