@@ -196,6 +196,28 @@ fn tokens_never_reach_the_log_in_clear() {
         .unwrap();
     let reply = String::from_utf8_lossy(&get.stdout);
     assert!(reply.contains("header"), "{reply}");
+    // A client naming a certificate user it has not proved is nobody.
+    let forged = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "x-quorumkv-certificate-user: root",
+        ])
+        .arg(format!("http://{}/v3/kv/range", m.client))
+        .args(["-d", r#"{"key":"YQ=="}"#])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&forged.stdout);
+    assert!(reply.contains("user name is empty"), "{reply}");
+    let forged_grpc = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", m.client))
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    assert!(!forged_grpc.status.success());
     // …and no file of the member holds it; the log holds its digest.
     let digest = quorumkv_server::etcd::rbac::token_digest(&token);
     let (mut clear, mut hashed) = (false, false);

@@ -314,3 +314,106 @@ fn a_rotated_certificate_is_served_without_a_restart() {
         "the old certificate is still served"
     );
 }
+
+/// With authentication on, a verified client certificate's common name is the user when no
+/// token is given (`etcdctl --cert root.crt` acts as root without a password), and a client
+/// cannot name a user it has not proved.
+#[test]
+fn a_client_certificates_common_name_is_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (cert, key) = ca.issue("server", true);
+    let (root, root_key) = ca.issue("root", false);
+    let (alice, alice_key) = ca.issue("alice", false);
+    let url = format!("https://127.0.0.1:{}", free_port());
+    let _m = member(
+        dir.path(),
+        &url,
+        &[
+            "--cert-file",
+            p(&cert),
+            "--key-file",
+            p(&key),
+            "--trusted-ca-file",
+            p(&ca.path()),
+            "--client-cert-auth",
+        ],
+    );
+    let as_cert = |c: &Path, k: &Path, args: &[&str]| {
+        let mut v = vec![
+            format!("--endpoints={url}"),
+            format!("--cacert={}", p(&ca.path())),
+            format!("--cert={}", p(c)),
+            format!("--key={}", p(k)),
+        ];
+        v.extend(args.iter().map(|s| s.to_string()));
+        etcdctl(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !as_cert(&root, &root_key, &["put", "ready", "1"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "never served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for args in [
+        &["user", "add", "root:pw"][..],
+        &["user", "add", "alice:pw"],
+        &["role", "add", "r"],
+        &[
+            "role",
+            "grant-permission",
+            "r",
+            "--prefix=true",
+            "readwrite",
+            "a",
+        ],
+        &["user", "grant-role", "alice", "r"],
+        &["auth", "enable"],
+    ] {
+        let out = as_cert(&root, &root_key, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // root's certificate is root: the administrator's calls pass without a password.
+    let users = as_cert(&root, &root_key, &["user", "list"]);
+    assert!(String::from_utf8_lossy(&users.stdout).contains("alice"));
+    assert!(
+        as_cert(&root, &root_key, &["put", "secret", "s"])
+            .status
+            .success()
+    );
+    // alice's certificate is alice: her keys only.
+    assert!(
+        as_cert(&alice, &alice_key, &["put", "a1", "v"])
+            .status
+            .success()
+    );
+    let e = as_cert(&alice, &alice_key, &["get", "secret"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("permission denied"));
+    // Naming another user in the certificate header gets her nothing more.
+    let forged = Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            p(&ca.path()),
+            "--cert",
+            p(&alice),
+            "--key",
+            p(&alice_key),
+        ])
+        .args(["-H", "x-quorumkv-certificate-user: root", "-X", "POST"])
+        .arg(format!("{url}/v3/kv/range"))
+        .args(["-d", r#"{"key":"c2VjcmV0"}"#])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&forged.stdout);
+    assert!(reply.contains("permission denied"), "{reply}");
+    // A token still wins over the certificate, as in etcd.
+    let token_user = as_cert(&alice, &alice_key, &["--user=root:pw", "get", "secret"]);
+    assert!(token_user.status.success());
+}

@@ -97,6 +97,14 @@ fn grpc_request<T>(headers: &HeaderMap, body: T) -> tonic::Request<T> {
     {
         r.metadata_mut().insert("token", v);
     }
+    // The client certificate's user, as the port's outermost layer set it.
+    if let Some(v) = headers
+        .get(super::cert_user::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        r.metadata_mut().insert(super::cert_user::HEADER, v);
+    }
     r
 }
 

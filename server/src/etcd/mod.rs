@@ -14,6 +14,7 @@ pub mod backup;
 pub mod bolt_format;
 pub mod bolt_reader;
 pub mod bolt_writer;
+pub mod cert_user;
 pub mod client_conn;
 pub mod cluster;
 pub mod compactor;

@@ -26,22 +26,36 @@ use crate::pb::quorumkv::internal_server::InternalServer;
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The auth token a request carries: etcd clients send it as `token` metadata (its gateway
-/// as `authorization`).
+/// as `authorization`). Without one, the user its client certificate names (see
+/// [`super::cert_user`]) stands in, as a token no header can carry.
 pub(crate) fn token(md: &MetadataMap) -> Option<String> {
-    token_in(md.as_ref()).map(str::to_string)
+    token_in(md.as_ref()).map(|t| t.into_owned())
 }
 
-/// [`token`], borrowed from a request's headers.
-pub(crate) fn token_in(headers: &http::HeaderMap) -> Option<&str> {
-    ["token", "authorization"]
+/// [`token`], from a request's headers.
+pub(crate) fn token_in(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let given = ["token", "authorization"]
         .iter()
         .find_map(|k| headers.get(*k))
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    if let Some(t) = given {
+        return Some(std::borrow::Cow::Borrowed(t));
+    }
+    let user = headers.get(super::cert_user::HEADER)?.to_str().ok()?;
+    Some(std::borrow::Cow::Owned(super::cert_user::token_of(user)))
 }
 
-/// Passes the caller's token on with a request relayed to another member.
+/// Passes the caller's token (or certificate user) on with a request relayed to another
+/// member.
 pub(crate) fn pass_token(caller: &Caller, md: &mut MetadataMap) {
-    if let Some(v) = caller.token.as_deref().and_then(|t| t.parse().ok()) {
+    let Some(t) = caller.token.as_deref() else {
+        return;
+    };
+    if let Some(user) = super::cert_user::user_of(t) {
+        if let Ok(v) = user.parse() {
+            md.insert(super::cert_user::HEADER, v);
+        }
+    } else if let Ok(v) = t.parse() {
         md.insert("token", v);
     }
 }
@@ -226,6 +240,8 @@ pub async fn serve(
     let acceptor = tokio::spawn(accept(listener, limit, tls, tx));
     let keepalive_timeout = Some(cfg.grpc_keepalive_timeout).filter(|d| !d.is_zero());
     let served = tonic::transport::Server::builder()
+        // Outermost: the certificate's user, and nobody else's, goes with every request.
+        .layer(super::cert_user::CertUserLayer)
         // The KV service's unary calls take a short path; everything else, tonic's.
         .layer(unary::UnaryKvLayer::new(
             kv::KvService {

@@ -641,6 +641,14 @@ impl AuthStore {
         let Some(t) = token else {
             return Ok(Caller::default());
         };
+        // A client certificate's user (etcd takes the common name as the user).
+        if let Some(user) = super::cert_user::user_of(&t) {
+            return Ok(Caller {
+                user: user.to_string(),
+                token: Some(t.clone()),
+                revision: 0,
+            });
+        }
         let now = Instant::now();
         let key = token_digest(&t);
         let mut tokens = self.tokens.lock();

@@ -177,6 +177,7 @@ impl Shared {
         }
         let message = read_message(&mut body, self.max_message_bytes).await?;
         let token = token_in(&parts.headers);
+        let token = token.as_deref();
         let kv = &self.kv;
         match call {
             Call::Range => encode(&kv.range_by(token, decode(message)?).await?),
