@@ -234,6 +234,30 @@ fn mutual_tls_serves_certified_clients_and_refuses_the_rest() {
         "{}",
         String::from_utf8_lossy(&py.stderr)
     );
+    // The Node.js etcd3 client over mutual TLS.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let js = format!(
+        "const {{ Etcd3 }} = require('etcd3'); const fs = require('fs');\n\
+         const c = new Etcd3({{ hosts: 'https://127.0.0.1:{port}', credentials: {{\n\
+           rootCertificate: fs.readFileSync('{}'), privateKey: fs.readFileSync('{}'),\n\
+           certChain: fs.readFileSync('{}') }} }});\n\
+         (async () => {{ await c.put('js').value('y'); console.log(await c.get('js').string());\n\
+           c.close(); }})().catch(e => {{ console.error(e); process.exit(1); }});\n",
+        p(&ca.path()),
+        p(&alice_key),
+        p(&alice)
+    );
+    let node = Command::new("node")
+        .args(["-e", &js])
+        .env("NODE_PATH", root.join("target/node-clients/node_modules"))
+        .output()
+        .expect("node is missing (./scripts/test.sh installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&node.stdout).trim(),
+        "y",
+        "{}",
+        String::from_utf8_lossy(&node.stderr)
+    );
 }
 
 #[test]
