@@ -265,7 +265,12 @@ fn auto_tls_and_plain_urls_together() {
     let dir = tempfile::tempdir().unwrap();
     let (tls_port, plain_port) = (free_port(), free_port());
     let urls = format!("https://127.0.0.1:{tls_port},http://127.0.0.1:{plain_port}");
-    let _m = member(dir.path(), &urls, &["--auto-tls"]);
+    let metrics = format!("https://127.0.0.1:{}", free_port());
+    let _m = member(
+        dir.path(),
+        &urls,
+        &["--auto-tls", "--listen-metrics-urls", &metrics],
+    );
     // etcdctl 3.4 skips verification only with --insecure-transport=false.
     wait(&[
         &format!("--endpoints=https://127.0.0.1:{tls_port}"),
@@ -282,6 +287,23 @@ fn auto_tls_and_plain_urls_together() {
         "--print-value-only",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    // The metrics URL is served over TLS too, with the same certificate.
+    let scraped = Command::new("curl")
+        .args(["-sfk", &format!("{metrics}/metrics")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&scraped.stdout).contains("etcd_server_has_leader 1"));
+    let plain = Command::new("curl")
+        .args([
+            "-sf",
+            &format!("{}/metrics", metrics.replace("https", "http")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plaintext served on the TLS metrics URL"
+    );
     // Verification against the system's CAs fails: the certificate is self-signed.
     let out = etcdctl(&[
         &format!("--endpoints=https://127.0.0.1:{tls_port}"),

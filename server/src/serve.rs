@@ -152,7 +152,11 @@ pub struct Prepared {
         Option<Arc<crate::tls::ServerTls>>,
     )>,
     /// Bound metrics listeners.
-    pub metrics_listeners: Vec<(String, std::net::TcpListener)>,
+    pub metrics_listeners: Vec<(
+        String,
+        std::net::TcpListener,
+        Option<Arc<crate::tls::ServerTls>>,
+    )>,
     /// Bound ZooKeeper listeners.
     pub zookeeper_listeners: Vec<(String, std::net::TcpListener)>,
     /// ZooKeeper's settings.
@@ -255,11 +259,20 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         };
         client_listeners.push((u.clone(), bind(u, "clients")?, tls));
     }
-    let metrics_listeners = o
-        .listen_metrics_urls
-        .iter()
-        .map(|u| Ok((u.clone(), bind(u, "metrics")?)))
-        .collect::<Result<Vec<_>, String>>()?;
+    let mut metrics_listeners = Vec::new();
+    for u in &o.listen_metrics_urls {
+        // https:// metrics URLs are served with the client port's certificate, as etcd does.
+        match u.strip_prefix("https://") {
+            Some(rest) => {
+                let tls = client_tls.clone().ok_or_else(|| {
+                    format!("{u}: an https:// metrics URL needs --cert-file and --key-file, or --auto-tls")
+                })?;
+                let plain = format!("http://{rest}");
+                metrics_listeners.push((u.clone(), bind(&plain, "metrics")?, Some(tls)));
+            }
+            None => metrics_listeners.push((u.clone(), bind(u, "metrics")?, None)),
+        }
+    }
     let mut zookeeper_listeners = Vec::new();
     for u in &o.listen_zookeeper_urls {
         // ZooKeeper addresses are `host:port`; the parser takes them as URLs.
@@ -504,7 +517,7 @@ pub fn run(
             }
         }));
     }
-    for (url, l) in p.metrics_listeners {
+    for (url, l, tls) in p.metrics_listeners {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
         let mut rx = stop_rx.clone();
         let server = Arc::clone(&p.server);
@@ -513,7 +526,7 @@ pub fn run(
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            crate::etcd::metrics::serve(server, l, stop).await;
+            crate::etcd::metrics::serve(server, l, tls, stop).await;
         }));
     }
     let zk = Arc::new(p.server.zk_context(p.zookeeper.clone()));

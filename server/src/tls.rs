@@ -209,3 +209,71 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
 }
+
+/// A listener whose connections arrive through a TLS handshake (made in a task of their own,
+/// each bounded by `handshake_timeout`), for servers that take any listener (axum's).
+#[derive(Debug)]
+pub struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Accepts on `listener` with `tls`.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        tls: Arc<ServerTls>,
+        handshake_timeout: Duration,
+    ) -> std::io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let (acceptor, tx) = (tls.acceptor(), tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                    {
+                        let _ = tx.send((s, peer)).await;
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            rx,
+            local,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accepting task never ends while the listener lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

@@ -575,12 +575,33 @@ pub fn router(server: Arc<KvServer>) -> axum::Router {
 pub async fn serve(
     server: Arc<KvServer>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(server))
-        .with_graceful_shutdown(stop)
-        .await
-    {
+    let served = match tls {
+        None => {
+            axum::serve(listener, router(server))
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(tls) => {
+            let listener = match crate::tls::TlsListener::new(
+                listener,
+                tls,
+                std::time::Duration::from_secs(10),
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics server failed");
+                    return;
+                }
+            };
+            axum::serve(listener, router(server))
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "metrics server failed");
     }
 }
