@@ -148,6 +148,11 @@ impl Lease for LeaseService {
             let mut client = self.leader_client().await?;
             return client.lease_time_to_live(r).await;
         }
+        if r.keys {
+            // A put acknowledged by a follower once it applied it may not have applied here
+            // yet: the keys are read once everything committed before the call has.
+            self.server.read_barrier().await?;
+        }
         let header = Some(self.server.header(self.server.shared().core.hub.revision()));
         let found = self.server.shared().core.lessor.lock().time_to_live(r.id);
         Ok(Response::new(match found {
