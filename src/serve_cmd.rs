@@ -156,6 +156,10 @@ pub struct ServeArgs {
     /// (zookeeper.DigestAuthenticationProvider.superDigest).
     #[arg(long)]
     pub(crate) zookeeper_super_digest: Option<String>,
+    /// Four-letter words answered, comma-separated (ZooKeeper's 4lw.commands.whitelist, whose
+    /// default since 3.5.3 is srvr alone); `*`: all.
+    #[arg(long, default_value = "srvr")]
+    pub(crate) zookeeper_4lw_commands_whitelist: String,
     /// How often the leader deletes emptied containers and expired TTL nodes, in ms
     /// (znode.container.checkIntervalMs).
     #[arg(long, default_value_t = 60_000)]
@@ -478,6 +482,7 @@ impl ServeArgs {
                     connections_per_address_max: self.zookeeper_max_client_cnxns,
                     super_digest: self.zookeeper_super_digest.clone(),
                     sessions_max: self.zookeeper_max_sessions,
+                    four_letter_words: list(&self.zookeeper_4lw_commands_whitelist),
                     reap_interval: Duration::from_millis(
                         self.zookeeper_container_check_interval_ms.max(10),
                     ),

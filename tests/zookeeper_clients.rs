@@ -38,15 +38,17 @@ fn start(dir: &Path) -> (OneMember, String) {
             "200",
             "--zookeeper-super-digest",
             SUPER_DIGEST,
+            "--zookeeper-4lw-commands-whitelist=*",
         ],
     );
     wait_ruok(&zk);
     (node, zk)
 }
 
+/// Waits for the ZooKeeper port to answer `srvr` (the one four-letter word on by default).
 fn wait_ruok(zk: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while four_letter(zk, b"ruok").as_deref() != Some("imok") {
+    while !four_letter(zk, b"srvr").is_some_and(|s| s.starts_with("Zookeeper version")) {
         assert!(
             Instant::now() < deadline,
             "the ZooKeeper port {zk} never answered"
@@ -116,6 +118,21 @@ fn kazoo_works_against_the_zookeeper_port() {
     );
     assert_eq!(word(b"envi").lines().next(), Some("Environment:"));
     assert_eq!(word(b"isro"), "rw");
+    // Unless allowed, only srvr is answered, as ZooKeeper 3.5.3+ answers by default.
+    let dir2 = tempfile::tempdir().unwrap();
+    let zk2 = format!("127.0.0.1:{}", free_port());
+    let _other = OneMember::start_with(
+        dir2.path(),
+        "z2",
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        &["--listen-zookeeper-urls", &zk2],
+    );
+    wait_ruok(&zk2);
+    assert_eq!(
+        four_letter(&zk2, b"cons").as_deref(),
+        Some("cons is not executed because it is not in the whitelist.\n")
+    );
     // Sessions are leases underneath, but etcd's clients are not shown them.
     let leases = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")

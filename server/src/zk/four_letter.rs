@@ -103,6 +103,19 @@ pub fn answer(word: &[u8; 4], ctx: &ZkContext, conns: &Connections) -> Option<St
     } else {
         "follower"
     };
+    const KNOWN: [&[u8; 4]; 9] = [
+        b"ruok", b"isro", b"envi", b"conf", b"srvr", b"stat", b"mntr", b"wchs", b"cons",
+    ];
+    if !KNOWN.contains(&word) {
+        return None;
+    }
+    let name = String::from_utf8_lossy(word);
+    let allowed = &ctx.cfg.four_letter_words;
+    if !allowed.iter().any(|w| w == "*" || *w == name) {
+        return Some(format!(
+            "{name} is not executed because it is not in the whitelist.\n"
+        ));
+    }
     let open = conns.snapshot();
     let cfg = &ctx.cfg;
     Some(match word {

@@ -44,6 +44,9 @@ pub struct ZkConfig {
     /// The super-user's digest, `super:<base64 sha1>`
     /// (`zookeeper.DigestAuthenticationProvider.superDigest`).
     pub super_digest: Option<String>,
+    /// Four-letter words answered (`4lw.commands.whitelist`; `*`: all). Others are told
+    /// they are not in the whitelist, as ZooKeeper tells them.
+    pub four_letter_words: Vec<String>,
     /// How often the leader looks for emptied containers and expired TTL nodes
     /// (`znode.container.checkIntervalMs`).
     pub reap_interval: Duration,
@@ -61,6 +64,7 @@ impl Default for ZkConfig {
             connections_max: 10_000,
             sessions_max: 100_000,
             super_digest: None,
+            four_letter_words: vec!["srvr".into()],
             reap_interval: Duration::from_secs(60),
         }
     }
