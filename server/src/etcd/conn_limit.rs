@@ -138,7 +138,10 @@ mod tests {
         assert!(a.is_some() && b.is_some());
         assert!(l.admit(()).is_none(), "a third past the limit");
         drop(a);
-        assert!(l.admit(()).is_some());
+        let c = l.admit(());
+        assert!(c.is_some());
         assert_eq!(l.open(), 2);
+        drop((b, c));
+        assert_eq!(l.open(), 0);
     }
 }

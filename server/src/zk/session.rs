@@ -107,13 +107,24 @@ pub trait TouchRelay: Send + Sync {
 
 /// On the leader: renews every session of `ids` it keeps; answers those it does not.
 pub fn touch_all(core: &Core, ids: &[i64]) -> Vec<i64> {
-    let mut unknown = Vec::new();
-    for &id in ids {
-        if stored(core, id).is_none() || core.lessor.lock().renew(id).is_none() {
-            unknown.push(id);
-        }
-    }
-    unknown
+    let snap = core.mvcc.snapshot();
+    let count = RangeOpts {
+        count_only: true,
+        ..RangeOpts::default()
+    };
+    let stored: Vec<bool> = ids
+        .iter()
+        .map(|&id| {
+            snap.range(&znode::session_key(id), &[], count)
+                .is_ok_and(|r| r.count == 1)
+        })
+        .collect();
+    let mut lessor = core.lessor.lock();
+    ids.iter()
+        .zip(stored)
+        .filter(|&(&id, known)| !known || lessor.renew(id).is_none())
+        .map(|(&id, _)| id)
+        .collect()
 }
 
 /// Every half tick, while this member follows, hands the sessions its clients kept alive to
