@@ -242,8 +242,8 @@ pub struct ServeArgs {
     pub(crate) log_level: String,
 }
 
-/// etcd's TLS flags: the client port's are served (`https://` client URLs); the peer port's
-/// are refused by name.
+/// etcd's TLS flags, the client port's (`https://` client URLs) and the peer port's
+/// (`https://` peer URLs), and the secret peers prove membership with.
 #[derive(Debug, Args)]
 pub struct TlsArgs {
     /// Certificate (chain) of https:// client URLs, PEM; read again when it changes.
@@ -262,27 +262,35 @@ pub struct TlsArgs {
     /// Serve https:// client URLs with a self-signed certificate made at start.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
-    auto_tls: bool,
+    pub(crate) auto_tls: bool,
     /// TLS 1.2 cipher suites allowed, comma-separated IANA names (empty: rustls' defaults).
     #[arg(long, default_value = "")]
     pub(crate) cipher_suites: String,
-    /// Peer TLS certificate file (not served).
+    /// Certificate (chain) of https:// peer URLs, PEM, also presented when dialing peers.
     #[arg(long, default_value = "")]
-    peer_cert_file: String,
-    /// Peer TLS key file (not served).
+    pub(crate) peer_cert_file: String,
+    /// Its private key, PEM.
     #[arg(long, default_value = "")]
-    peer_key_file: String,
-    /// Peer TLS trusted CA file (not served).
+    pub(crate) peer_key_file: String,
+    /// CAs the other members' certificates must chain to, PEM (without it they are not
+    /// verified, and the peer secret alone proves membership).
     #[arg(long, default_value = "")]
     peer_trusted_ca_file: String,
-    /// Peer certificate authentication (not served).
+    /// Refuse peers without a certificate signed by --peer-trusted-ca-file.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
-    peer_client_cert_auth: bool,
-    /// Peer TLS with generated certificates (not served).
+    pub(crate) peer_client_cert_auth: bool,
+    /// Serve https:// peer URLs with a self-signed certificate made at start.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     peer_auto_tls: bool,
+    /// The only common name a peer's certificate may carry (needs --peer-client-cert-auth).
+    #[arg(long, default_value = "")]
+    pub(crate) peer_cert_allowed_cn: String,
+    /// A file holding the secret (16 bytes or more) every member proves membership with on
+    /// each peer connection; without it the secret is derived from --initial-cluster-token.
+    #[arg(long, default_value = "")]
+    peer_secret_file: String,
 }
 
 impl TlsArgs {
@@ -302,16 +310,6 @@ impl TlsArgs {
             }
             return Ok(None);
         }
-        // A generated certificate names the hosts the member advertises.
-        let auto_names = advertised
-            .iter()
-            .filter_map(|u| u.split("://").nth(1))
-            .filter_map(|hp| {
-                hp.rsplit_once(':')
-                    .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-            })
-            .chain(["localhost".to_string(), "127.0.0.1".to_string()])
-            .collect();
         Ok(Some(quorumkv_server::tls::TlsOptions {
             files,
             trusted_ca: Some(self.trusted_ca_file.clone())
@@ -319,27 +317,66 @@ impl TlsArgs {
                 .map(Into::into),
             client_cert_auth: self.client_cert_auth,
             cipher_suites: list(&self.cipher_suites),
-            auto_names,
+            auto_names: auto_names(advertised),
         }))
     }
 
-    /// The first peer TLS flag that asks for TLS, by name.
-    pub(crate) fn requested(&self) -> Option<&'static str> {
-        let files = [
-            ("--peer-cert-file", &self.peer_cert_file),
-            ("--peer-key-file", &self.peer_key_file),
-            ("--peer-trusted-ca-file", &self.peer_trusted_ca_file),
-        ];
-        let switches = [
-            ("--peer-client-cert-auth", self.peer_client_cert_auth),
-            ("--peer-auto-tls", self.peer_auto_tls),
-        ];
-        files
-            .iter()
-            .find(|(_, v)| !v.is_empty())
-            .map(|(n, _)| *n)
-            .or_else(|| switches.iter().find(|(_, on)| *on).map(|(n, _)| *n))
+    /// The peer port's TLS, if its flags ask for it (used when the peer URLs are https://).
+    fn peer(
+        &self,
+        advertised: &[String],
+    ) -> Result<Option<quorumkv_server::transport::security::PeerTlsOptions>, String> {
+        let files = match (
+            self.peer_cert_file.is_empty(),
+            self.peer_key_file.is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some((
+                self.peer_cert_file.clone().into(),
+                self.peer_key_file.clone().into(),
+            )),
+            _ => return Err("--peer-cert-file and --peer-key-file go together".into()),
+        };
+        if files.is_none() && !self.peer_auto_tls {
+            if self.peer_client_cert_auth || !self.peer_trusted_ca_file.is_empty() {
+                return Err("--peer-client-cert-auth and --peer-trusted-ca-file need \
+                            --peer-cert-file and --peer-key-file, or --peer-auto-tls"
+                    .into());
+            }
+            return Ok(None);
+        }
+        Ok(Some(quorumkv_server::transport::security::PeerTlsOptions {
+            files,
+            trusted_ca: Some(self.peer_trusted_ca_file.clone())
+                .filter(|f| !f.is_empty())
+                .map(Into::into),
+            client_cert_auth: self.peer_client_cert_auth,
+            allowed_cn: Some(self.peer_cert_allowed_cn.clone()).filter(|c| !c.is_empty()),
+            cipher_suites: list(&self.cipher_suites),
+            auto_names: auto_names(advertised),
+        }))
     }
+
+    /// The file `--peer-secret-file` names, if any.
+    fn peer_secret_file(&self) -> Option<PathBuf> {
+        Some(&self.peer_secret_file)
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+    }
+}
+
+/// What a generated certificate names: the hosts of the URLs a member advertises, and
+/// loopback.
+fn auto_names(advertised: &[String]) -> Vec<String> {
+    advertised
+        .iter()
+        .filter_map(|u| u.split("://").nth(1))
+        .filter_map(|hp| {
+            hp.rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        })
+        .chain(["localhost".to_string(), "127.0.0.1".to_string()])
+        .collect()
 }
 
 /// Where `--log-outputs` sends the log.
@@ -408,11 +445,6 @@ impl ServeArgs {
     }
 
     fn options(&self) -> Result<ServeOptions, String> {
-        if let Some(flag) = self.tls.requested() {
-            return Err(format!(
-                "{flag}: peer TLS is not supported yet; serve plain http:// peer URLs"
-            ));
-        }
         let mut o = ServeOptions {
             name: self.name.clone(),
             data_dir: self.data_dir.clone(),
@@ -496,6 +528,8 @@ impl ServeArgs {
             .as_deref()
             .map_or_else(|| o.listen_client_urls.clone(), list);
         o.client_tls = self.tls.client(&o.advertise_client_urls)?;
+        o.peer_tls = self.tls.peer(&o.initial_advertise_peer_urls)?;
+        o.peer_secret_file = self.tls.peer_secret_file();
         o.initial_advertise_peer_urls = self
             .initial_advertise_peer_urls
             .as_deref()

@@ -33,7 +33,14 @@ const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
 
 /// Keys of etcd's configuration file that ask for TLS, which this server does not serve;
 /// refused rather than ignored, so a member never serves plain text where TLS was asked for.
-const TLS_KEYS: [&str; 2] = ["client-transport-security", "peer-transport-security"];
+/// etcd's TLS sections of a configuration file, and the prefix of their settings' flags.
+fn tls_section_prefix(key: &str) -> Option<&'static str> {
+    match key {
+        "client-transport-security" => Some(""),
+        "peer-transport-security" => Some("peer-"),
+        _ => None,
+    }
+}
 
 /// `serve`'s resolved settings, and what resolving them found worth telling the operator
 /// (printed once logging is set up).
@@ -236,8 +243,9 @@ fn from_yaml(text: &str) -> Result<(ServeArgs, Vec<String>), String> {
         let Some(key) = key.as_str() else {
             return Err(format!("setting names are strings, not {key:?}"));
         };
-        if key == "client-transport-security" {
-            // etcd's section of the client port's TLS: each setting is the flag of its name.
+        if let Some(prefix) = tls_section_prefix(key) {
+            // etcd's sections of the client and peer ports' TLS: each setting is the flag of
+            // its name (with `peer-` before it in the peer section).
             let Yaml::Hash(section) = value else {
                 continue;
             };
@@ -245,30 +253,22 @@ fn from_yaml(text: &str) -> Result<(ServeArgs, Vec<String>), String> {
                 let (Some(name), Ok(Some(text))) = (name.as_str(), scalar_text(v)) else {
                     continue;
                 };
-                if ![
-                    "cert-file",
-                    "key-file",
-                    "trusted-ca-file",
-                    "client-cert-auth",
-                    "auto-tls",
-                ]
-                .contains(&name)
-                {
-                    notes.push(format!("config file setting {key}.{name} is not used"));
-                    continue;
-                }
-                let arg = flag_arg(name, &text);
+                let flag = match name {
+                    "cert-file" | "key-file" | "trusted-ca-file" | "client-cert-auth"
+                    | "auto-tls" => format!("{prefix}{name}"),
+                    "allowed-cn" if !prefix.is_empty() => "peer-cert-allowed-cn".to_string(),
+                    _ => {
+                        notes.push(format!("config file setting {key}.{name} is not used"));
+                        continue;
+                    }
+                };
+                let arg = flag_arg(&flag, &text);
                 parse(&command, std::slice::from_ref(&arg)).map_err(|e| {
                     format!("invalid value {text:?} for {key}.{name}: {}", reason(&e))
                 })?;
                 args.push(arg);
             }
             continue;
-        }
-        if TLS_KEYS.contains(&key) && asks_for_tls(value) {
-            return Err(format!(
-                "{key}: peer TLS is not served by this server yet; listen on http:// peer URLs"
-            ));
         }
         if key == CONFIG_FILE || !known.iter().any(|k| k == key) {
             notes.push(format!("config file setting {key:?} is not used"));
@@ -311,18 +311,6 @@ fn scalar_text(value: &Yaml) -> Result<Option<String>, &'static str> {
         _ => return Err("an alias or unreadable value"),
     };
     Ok((!text.is_empty()).then_some(text))
-}
-
-/// Whether a `*-transport-security` section names certificates or asks for client auth.
-fn asks_for_tls(section: &Yaml) -> bool {
-    let Yaml::Hash(map) = section else {
-        return false;
-    };
-    map.values().any(|v| match v {
-        Yaml::String(s) => !s.is_empty(),
-        Yaml::Boolean(b) => *b,
-        _ => false,
-    })
 }
 
 #[cfg(test)]
@@ -497,12 +485,20 @@ mod tests {
         assert!(e.starts_with("name: expected a value"), "{e}");
         let e = from_yaml("- a\n- b\n").unwrap_err();
         assert!(e.contains("mapping"), "{e}");
-        let e = from_yaml("peer-transport-security:\n  cert-file: /etc/c.pem\n").unwrap_err();
-        assert!(e.contains("peer TLS is not served"), "{e}");
+        let (args, notes) = from_yaml(
+            "peer-transport-security:\n  cert-file: /etc/c.pem\n  key-file: /etc/k.pem\n  \
+             client-cert-auth: true\n  allowed-cn: m1\n  crl-file: /x\n",
+        )
+        .unwrap();
+        assert_eq!(args.tls.peer_cert_file, "/etc/c.pem");
+        assert_eq!(args.tls.peer_key_file, "/etc/k.pem");
+        assert!(args.tls.peer_client_cert_auth);
+        assert_eq!(args.tls.peer_cert_allowed_cn, "m1");
+        assert!(notes.iter().any(|n| n.contains("crl-file")), "{notes:?}");
         let (args, _) =
             from_yaml("client-transport-security:\n  cert-file: /etc/c.pem\n  auto-tls: true\n")
                 .unwrap();
-        assert!(args.tls.requested().is_none(), "client TLS is served");
+        assert!(args.tls.auto_tls && args.tls.peer_cert_file.is_empty());
         assert!(from_yaml("name: [unclosed\n").is_err());
         let (args, _) = from_yaml("").unwrap();
         assert_eq!(args.name, "default");

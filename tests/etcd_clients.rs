@@ -2374,7 +2374,7 @@ fn initial_corrupt_check_refuses_a_member_whose_data_differs() {
     let log = c.members[f].dir.with_extension("log");
 
     // Healthy: the check passes and the member serves.
-    c.extra.push("--experimental-initial-corrupt-check");
+    c.extra.push("--experimental-initial-corrupt-check".into());
     c.stop(f);
     c.spawn(f);
     c.wait_healthy();

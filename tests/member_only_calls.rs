@@ -4,7 +4,8 @@
 //! `Internal` service: every attempt is refused, and afterwards the member list, the alarms
 //! and the administrator's writes are as before. The peer port, where member-to-member calls
 //! do travel (a call connection gets a hash), still refuses a lease checkpoint, and refuses
-//! a connection that skips the handshake or names another cluster.
+//! a connection that skips the handshake, names another cluster, or cannot prove it holds
+//! the peer secret (and tells such a caller nothing about the cluster).
 
 mod common;
 
@@ -21,7 +22,9 @@ use quorumkv_server::pb::quorumkv::{
     InternalRequest, MemberAttributes, internal_client::InternalClient,
     internal_request::Request as Req,
 };
-use quorumkv_server::transport::frame;
+use quorumkv_server::transport::peer_auth::PeerSecret;
+use quorumkv_server::transport::security::PeerSecurity;
+use quorumkv_server::transport::{frame, tcp};
 use tonic::Code;
 
 /// A POST of `body` to `path` on `endpoint` over HTTP/1.1: the status line and the whole answer.
@@ -259,7 +262,7 @@ fn member_only_calls_are_refused_to_clients() {
 
     // The peer port's call connections carry the member-to-member calls (a hash answers),
     // yet even there a lease checkpoint, which no member ever proposes, is refused.
-    rt.block_on(async {
+    let cluster_id = rt.block_on(async {
         let ch = channel(&node.client).await;
         let status = MaintenanceClient::new(ch)
             .status(pb::StatusRequest {})
@@ -270,7 +273,7 @@ fn member_only_calls_are_refused_to_clients() {
         let peer: std::net::SocketAddr = node.peer.parse().unwrap();
         let (cluster, me) = (header.cluster_id, header.member_id);
         let connector = tower::service_fn(move |_: http::Uri| async move {
-            let s = quorumkv_server::transport::tcp::dial_calls(peer, cluster, me).await?;
+            let s = tcp::dial_calls(&member_secret(), peer, cluster, me).await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
         });
         let calls = tonic::transport::Endpoint::from_static("http://member.calls")
@@ -293,10 +296,12 @@ fn member_only_calls_are_refused_to_clients() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        cluster
     });
 
-    // The peer port: a gRPC client that skips the handshake is cut off, and so is a call
-    // connection that names another cluster.
+    // The peer port: a gRPC client that skips the handshake is cut off; a call connection
+    // that names another cluster is not acknowledged even with the secret; one without the
+    // secret gets no further than its proof, and the info query tells it nothing.
     rt.block_on(async {
         let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", node.peer)).unwrap();
         let refused = match ep.connect().await {
@@ -310,9 +315,32 @@ fn member_only_calls_are_refused_to_clients() {
             refused,
             "Internal served on the peer port without a handshake"
         );
+        let peer: std::net::SocketAddr = node.peer.parse().unwrap();
+        let other = tcp::dial_calls(&member_secret(), peer, 0xdead_beef, 1).await;
+        assert!(
+            other.is_err(),
+            "a call connection of another cluster was acknowledged"
+        );
+        let guess = PeerSecurity::plain(PeerSecret::from_token("guessed"));
+        let forged = tcp::dial_calls(&guess, peer, cluster_id, 1).await;
+        assert_eq!(
+            forged.unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "a call connection without the peer secret"
+        );
+        let info = tcp::query_info(&guess, peer, Duration::from_secs(5), 1 << 20).await;
+        assert!(
+            info.is_err(),
+            "the info query answered without the secret: {info:?}"
+        );
+        let info = tcp::query_info(&member_secret(), peer, Duration::from_secs(5), 1 << 20)
+            .await
+            .unwrap();
+        assert!(!info.is_empty(), "the info query answers a member");
     });
+    // The previous handshake, which named a cluster and proved nothing, is cut off.
     let mut hello = b"QKVCALL1".to_vec();
-    hello.extend_from_slice(&0xdead_beef_u64.to_le_bytes());
+    hello.extend_from_slice(&cluster_id.to_le_bytes());
     hello.extend_from_slice(&1u64.to_le_bytes());
     let mut framed = Vec::new();
     frame::encode(&mut framed, &hello);
@@ -321,8 +349,10 @@ fn member_only_calls_are_refused_to_clients() {
     s.write_all(&framed).unwrap();
     let mut ack = [0u8; 1];
     let n = s.read(&mut ack).unwrap_or(0);
-    assert_eq!(
-        n, 0,
-        "a call connection of another cluster was acknowledged"
-    );
+    assert_eq!(n, 0, "an unproven call connection was answered");
+}
+
+/// The peer security of a member of a cluster with the default token.
+fn member_secret() -> PeerSecurity {
+    PeerSecurity::plain(PeerSecret::from_token("etcd-cluster"))
 }

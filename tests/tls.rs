@@ -5,74 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::certs::Ca;
 use common::{OneMember, free_port};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-
-/// A CA and what it signed, written as PEM files.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    dir: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        Ca {
-            cert,
-            key,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        let cn = self
-            .cert
-            .params()
-            .distinguished_name
-            .get(&DnType::CommonName)
-            .map(|v| match v {
-                rcgen::DnValue::Utf8String(s) => s.clone(),
-                other => format!("{other:?}"),
-            })
-            .unwrap();
-        self.dir.join(format!("{cn}.pem"))
-    }
-
-    /// Signs a certificate for `cn` (a server's for 127.0.0.1 when `server`); its files.
-    fn issue(&self, cn: &str, server: bool) -> (PathBuf, PathBuf) {
-        let names = if server {
-            vec!["127.0.0.1".to_string(), "localhost".to_string()]
-        } else {
-            Vec::new()
-        };
-        let mut p = CertificateParams::new(names).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (c, k) = (
-            self.dir.join(format!("{cn}.crt")),
-            self.dir.join(format!("{cn}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-}
 
 fn etcdctl(args: &[&str]) -> Output {
     Command::new("etcdctl")

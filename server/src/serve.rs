@@ -13,6 +13,8 @@ use crate::etcd::{KvConfig, KvServer};
 use crate::member::identity as cluster;
 use crate::member::identity::Member;
 use crate::node::{NodeConfig, NodeError, ProtocolKind};
+use crate::transport::peer_auth::{DEFAULT_CLUSTER_TOKEN, PeerSecret};
+use crate::transport::security::{PeerSecurity, PeerTlsOptions};
 use quorumkv_replication::ProposeError;
 
 /// Everything `serve` takes, with etcd's defaults.
@@ -88,6 +90,11 @@ pub struct ServeOptions {
     pub corrupt_check: crate::etcd::corrupt::CorruptCheckConfig,
     /// The TLS of `https://` client URLs.
     pub client_tls: Option<crate::tls::TlsOptions>,
+    /// The TLS of `https://` peer URLs.
+    pub peer_tls: Option<PeerTlsOptions>,
+    /// A file holding the peer secret members prove membership with; `None`: derived from
+    /// `initial_cluster_token`.
+    pub peer_secret_file: Option<PathBuf>,
     /// Addresses (`host:port`) to serve ZooKeeper clients on; none: not served.
     pub listen_zookeeper_urls: Vec<String>,
     /// The ZooKeeper addresses are a default, not asked for: one that cannot be bound (a
@@ -108,7 +115,7 @@ impl Default for ServeOptions {
             listen_peer_urls: vec!["http://127.0.0.1:2380".into()],
             initial_advertise_peer_urls: vec!["http://127.0.0.1:2380".into()],
             initial_cluster: String::new(),
-            initial_cluster_token: "etcd-cluster".into(),
+            initial_cluster_token: DEFAULT_CLUSTER_TOKEN.into(),
             join_existing: false,
             protocol: ProtocolKind::Raft,
             heartbeat: Duration::from_millis(100),
@@ -134,6 +141,8 @@ impl Default for ServeOptions {
             corrupt_check: crate::etcd::corrupt::CorruptCheckConfig::default(),
             listen_zookeeper_urls: Vec::new(),
             client_tls: None,
+            peer_tls: None,
+            peer_secret_file: None,
             zookeeper_port_optional: false,
             zookeeper: crate::zk::session::ZkConfig::default(),
         }
@@ -220,8 +229,9 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
             o.initial_advertise_peer_urls, me.peer_urls, o.name
         ));
     }
+    let peer_security = Arc::new(peer_security(o, &members)?);
     let (members, me_id, cluster_id) = if o.join_existing {
-        join(&members, me)?
+        join(&members, me, &peer_security)?
     } else {
         let cluster_id = cluster::cluster_id(&members, &o.initial_cluster_token);
         let id = me.id;
@@ -295,6 +305,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         peers.insert(m.id, cluster::parse_url(url)?);
     }
     let mut node = NodeConfig::new(me_id, peers, o.data_dir.join("member"));
+    node.peer_security = peer_security;
     node.wal_dir = o.wal_dir.clone();
     node.learners = members
         .iter()
@@ -339,17 +350,61 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     })
 }
 
+/// How this member's peer connections are secured: TLS when its peer URLs are `https://`
+/// (every peer URL must share one scheme), and the membership proof keyed by the secret of
+/// `--peer-secret-file` or else of the cluster token.
+fn peer_security(o: &ServeOptions, members: &[Member]) -> Result<PeerSecurity, String> {
+    let listen = o
+        .listen_peer_urls
+        .first()
+        .ok_or("--listen-peer-urls is empty")?;
+    let https = listen.starts_with("https://");
+    let urls = o
+        .listen_peer_urls
+        .iter()
+        .chain(&o.initial_advertise_peer_urls)
+        .chain(members.iter().flat_map(|m| &m.peer_urls));
+    for u in urls {
+        if u.starts_with("https://") != https {
+            return Err(format!(
+                "peer URLs mix http:// and https:// ({listen} and {u}): a cluster's peers are                  all TLS or all plain"
+            ));
+        }
+    }
+    let secret = match &o.peer_secret_file {
+        Some(path) => PeerSecret::from_file(path)?,
+        None => PeerSecret::from_token(&o.initial_cluster_token),
+    };
+    match (&o.peer_tls, https) {
+        (Some(t), true) => PeerSecurity::tls(secret, t.clone()),
+        (None, true) => Err(format!(
+            "{listen}: https:// peer URLs need --peer-cert-file and --peer-key-file, or              --peer-auto-tls"
+        )),
+        (Some(_), false) => {
+            tracing::warn!(
+                "peer TLS flags are set but the peer URLs are http://: peers speak plain TCP"
+            );
+            Ok(PeerSecurity::plain(secret))
+        }
+        (None, false) => Ok(PeerSecurity::plain(secret)),
+    }
+}
+
 /// Learns from the running members (listed in `--initial-cluster` besides this one) the
 /// cluster id, the membership in effect and this member's id (the one added with these peer
 /// URLs).
-fn join(listed: &[Member], me: &Member) -> Result<(Vec<Member>, u64, u64), String> {
+fn join(
+    listed: &[Member],
+    me: &Member,
+    security: &PeerSecurity,
+) -> Result<(Vec<Member>, u64, u64), String> {
     let others: Vec<String> = listed
         .iter()
         .filter(|m| m.name != me.name)
         .flat_map(|m| m.peer_urls.clone())
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let (cluster_id, mut members) = cluster::fetch_info(&others, deadline)?;
+    let (cluster_id, mut members) = cluster::fetch_info(security, &others, deadline)?;
     let sorted = |urls: &[String]| {
         let mut u = urls.to_vec();
         u.sort();
@@ -407,20 +462,20 @@ async fn removed(server: Arc<KvServer>) {
             .flat_map(|m| m.peer_urls)
             .collect();
         let asked = urls.len();
-        let answers = tokio::task::spawn_blocking(move || {
-            urls.iter()
-                .filter_map(|u| {
-                    let addr = cluster::parse_url(u).ok()?;
-                    let b =
-                        crate::transport::tcp::query_info(addr, Duration::from_secs(1), 1 << 20)
-                            .ok()?;
-                    cluster::decode_info(&b).ok()
-                })
-                .filter(|(c, _)| *c == cluster)
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        let security = Arc::clone(server.node().outbound().security());
+        let mut answers = Vec::new();
+        for u in &urls {
+            let Ok(addr) = cluster::parse_url(u) else {
+                continue;
+            };
+            let query =
+                crate::transport::tcp::query_info(&security, addr, Duration::from_secs(1), 1 << 20);
+            if let Some((c, ms)) = query.await.ok().and_then(|b| cluster::decode_info(&b).ok()) {
+                if c == cluster {
+                    answers.push((c, ms));
+                }
+            }
+        }
         // A majority of the others must answer, and none may list this member (one that lags
         // may not know it joined yet).
         if answers.len() * 2 > asked && answers.iter().all(|(_, ms)| !ms.iter().any(|m| m.id == me))

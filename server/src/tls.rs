@@ -49,7 +49,7 @@ struct State {
     checked: Instant,
 }
 
-fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -64,7 +64,7 @@ fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
 // aws-lc-rs would need cmake and a C toolchain in the build, and every client here speaks
 // classic ECDHE.
 #[allow(deprecated)]
-fn provider(suites: &[String]) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
+pub(crate) fn provider(suites: &[String]) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
     let mut p = rustls::crypto::CryptoProvider {
         cipher_suites: rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec(),
         ..rustls::crypto::ring::default_provider()

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use quorumkv_server::transport::frame;
+use quorumkv_server::transport::peer_auth::HELLO_BYTES;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -115,7 +116,8 @@ async fn forward(
     .await
     .map_err(|_| "no handshake".to_string())??;
     let magic = hello.get(..8);
-    let from = if hello.len() == 24 && (magic == Some(MESSAGE_MAGIC) || magic == Some(STREAM_MAGIC))
+    let from = if hello.len() == HELLO_BYTES
+        && (magic == Some(MESSAGE_MAGIC) || magic == Some(STREAM_MAGIC))
     {
         let id = u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes"));
         ids.read().get(&id).copied()
@@ -140,15 +142,18 @@ async fn forward(
         .map_err(|_| "writer gone")?;
     let faults_now = faults.clone();
     let up = async move {
+        // The frame after the hello is the dialer's membership proof, never dropped.
+        let mut proven = false;
         loop {
             while let Some(p) = dec.next_frame().map_err(|e| e.to_string())? {
                 let (delay_ms, drop_per_mille) = {
                     let f = faults_now.borrow();
                     (f.delay_ms, f.drop_per_mille)
                 };
-                if messages && rng.random_range(0..1000) < drop_per_mille {
+                if messages && proven && rng.random_range(0..1000) < drop_per_mille {
                     continue;
                 }
+                proven = true;
                 let mut out = Vec::with_capacity(p.len() + frame::HEADER_BYTES);
                 frame::encode(&mut out, &p);
                 let due = Instant::now() + Duration::from_millis(delay_ms);

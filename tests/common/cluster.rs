@@ -61,7 +61,9 @@ pub struct Cluster {
     pub members: Vec<Member>,
     pub initial: String,
     pub protocol: &'static str,
-    pub extra: Vec<&'static str>,
+    pub extra: Vec<String>,
+    /// `http` or `https` (peer TLS, whose flags are in `extra`).
+    pub peer_scheme: &'static str,
     pub _tmp: tempfile::TempDir,
 }
 
@@ -71,7 +73,18 @@ impl Cluster {
     }
 
     /// A cluster whose members get `extra` flags besides the usual ones.
-    pub fn start_with(n: usize, protocol: &'static str, extra: &[&'static str]) -> Cluster {
+    pub fn start_with(n: usize, protocol: &'static str, extra: &[&str]) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Cluster::start_with_peers(n, protocol, "http", &extra)
+    }
+
+    /// A cluster whose peer URLs have `scheme` (`https`: peer TLS, set up by `extra`).
+    pub fn start_with_peers(
+        n: usize,
+        protocol: &'static str,
+        scheme: &'static str,
+        extra: &[String],
+    ) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -87,7 +100,7 @@ impl Cluster {
             .collect();
         let initial = members
             .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .map(|m| format!("{}={scheme}://{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = Cluster {
@@ -95,6 +108,7 @@ impl Cluster {
             initial,
             protocol,
             extra: extra.to_vec(),
+            peer_scheme: scheme,
             _tmp: tmp,
         };
         for i in 0..n {
@@ -113,6 +127,7 @@ impl Cluster {
             .unwrap();
         let initial = m.join.as_deref().unwrap_or(&self.initial);
         let state = if m.join.is_some() { "existing" } else { "new" };
+        let peer_url = format!("{}://{}", self.peer_scheme, m.peer);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
         if let Some(fp) = &m.failpoints {
             cmd.env("FAILPOINTS", fp);
@@ -127,9 +142,9 @@ impl Cluster {
                 "--listen-client-urls",
                 &format!("http://{}", m.client),
                 "--listen-peer-urls",
-                &format!("http://{}", m.peer),
+                &peer_url,
                 "--initial-advertise-peer-urls",
-                &format!("http://{}", m.peer),
+                &peer_url,
                 "--initial-cluster",
                 initial,
                 "--initial-cluster-state",
@@ -214,7 +229,7 @@ impl Cluster {
             join: None,
             failpoints: None,
         };
-        let peer_url = format!("http://{}", m.peer);
+        let peer_url = format!("{}://{}", self.peer_scheme, m.peer);
         let mut args = vec!["member", "add", &m.name, "--peer-urls", &peer_url];
         if learner {
             args.push("--learner");

@@ -5,6 +5,7 @@
 #[path = "../../src/chaos/port.rs"]
 mod port;
 
+pub mod certs;
 pub mod cluster;
 
 /// A loopback port free at the time of asking, from below the ephemeral range and never the

@@ -271,7 +271,7 @@ pub async fn serve(
 /// the client port.
 pub async fn serve_calls(
     server: Arc<KvServer>,
-    calls: tokio::sync::mpsc::Receiver<tokio::net::TcpStream>,
+    calls: tokio::sync::mpsc::Receiver<crate::transport::peer_stream::PeerStream>,
 ) {
     let max_in = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let max_out = usize::MAX >> 1;
@@ -301,6 +301,14 @@ pub async fn serve_calls(
     if let Err(e) = served {
         tracing::error!(error = %e, "member-to-member calls are no longer served");
     }
+}
+
+// A peer connection's end proved membership before it was handed here; calls learn nothing
+// more about it.
+impl tonic::transport::server::Connected for crate::transport::peer_stream::PeerStream {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) {}
 }
 
 /// How often the gRPC health status is brought in step with the member.

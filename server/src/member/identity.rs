@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
+use crate::transport::security::PeerSecurity;
 use sha2::{Digest, Sha256};
 
 /// One member of the cluster as clients see it.
@@ -84,14 +85,16 @@ pub fn parse_initial_cluster(s: &str, token: &str) -> Result<Vec<Member>, String
     Ok(members)
 }
 
-/// The socket address of an `http://host:port` URL (https is refused: no TLS here).
+/// The socket address of an `http://host:port` or `https://host:port` URL.
 pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
     let rest = if let Some(r) = url.strip_prefix("http://") {
         r
-    } else if url.starts_with("https://") || url.starts_with("unixs://") {
-        return Err(format!("{url}: TLS is not supported"));
+    } else if let Some(r) = url.strip_prefix("https://") {
+        r
     } else {
-        return Err(format!("{url}: expected http://host:port"));
+        return Err(format!(
+            "{url}: expected http://host:port or https://host:port"
+        ));
     };
     let hostport = rest.trim_end_matches('/');
     if hostport.contains('/') {
@@ -215,19 +218,27 @@ pub fn decode_info(b: &[u8]) -> Result<(u64, Vec<Member>), String> {
 
 /// Asks the members at `peer_urls` in turn, until `deadline`, to describe the cluster (how a
 /// member started with `--initial-cluster-state existing` finds its id and its peers).
+/// Blocking: runs on a runtime of its own (call it outside any runtime).
 pub fn fetch_info(
+    security: &PeerSecurity,
     peer_urls: &[String],
     deadline: std::time::Instant,
 ) -> Result<(u64, Vec<Member>), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut last = String::from("no other member listed in --initial-cluster");
     loop {
         for url in peer_urls {
             let addr = parse_url(url)?;
-            match crate::transport::tcp::query_info(
+            let asked = runtime.block_on(crate::transport::tcp::query_info(
+                security,
                 addr,
                 std::time::Duration::from_secs(2),
                 1 << 20,
-            ) {
+            ));
+            match asked {
                 Ok(b) if b.is_empty() => last = format!("{url} is not serving the cluster yet"),
                 Ok(b) => return decode_info(&b).map_err(|e| format!("{url}: {e}")),
                 Err(e) => last = format!("{url}: {e}"),
@@ -254,7 +265,8 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_ne!(m[0].id, m[1].id);
         assert!(parse_initial_cluster("a", "t").is_err());
-        assert!(parse_url("https://127.0.0.1:1").is_err());
+        assert_eq!(parse_url("https://127.0.0.1:1").unwrap().port(), 1);
+        assert!(parse_url("unix://x:1").is_err());
         assert_eq!(parse_url("http://localhost:2379").unwrap().port(), 2379);
         let d = tempfile::tempdir().unwrap();
         claim_data_dir(d.path(), 1, 2).unwrap();

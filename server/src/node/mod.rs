@@ -47,6 +47,8 @@ pub use machine::StateMachine;
 use shipper::Shipper;
 use storage::{StorageDone, StorageJob, storage_thread};
 
+use crate::transport::peer_auth::{DEFAULT_CLUSTER_TOKEN, PeerSecret};
+use crate::transport::security::PeerSecurity;
 use crate::transport::{snapshot, tcp};
 
 /// Which protocol replicates the log.
@@ -97,6 +99,8 @@ pub struct NodeConfig {
     pub snapshot_catchup_entries: u64,
     /// Largest snapshot accepted from a peer.
     pub snapshot_bytes_max: u64,
+    /// How peer connections prove membership, and whether they are TLS.
+    pub peer_security: Arc<PeerSecurity>,
 }
 
 impl NodeConfig {
@@ -127,6 +131,9 @@ impl NodeConfig {
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5_000,
             snapshot_bytes_max: 16 << 30,
+            peer_security: Arc::new(PeerSecurity::plain(PeerSecret::from_token(
+                DEFAULT_CLUSTER_TOKEN,
+            ))),
         }
     }
 }
@@ -427,6 +434,7 @@ impl Node {
                 cfg.id,
                 &cfg.peers,
                 cfg.peer_queue_len,
+                Arc::clone(&cfg.peer_security),
             ))
         });
         let out = Arc::clone(&outbound);
@@ -724,16 +732,11 @@ where
             info,
             calls,
             traffic: Arc::clone(outbound.traffic()),
+            security: Arc::clone(outbound.security()),
         },
         inbound_tx,
     ));
-    let shipper = Shipper::new(
-        machine.clone(),
-        Arc::clone(&outbound),
-        cfg.cluster_id,
-        cfg.id,
-        snap_dir,
-    );
+    let shipper = Shipper::new(machine.clone(), Arc::clone(&outbound), snap_dir);
     let (job_tx, job_rx) = std::sync::mpsc::channel::<StorageJob<P::Message>>();
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Result<StorageDone<P::Message>, String>>();
     let storage_machine = machine.clone();

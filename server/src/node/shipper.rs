@@ -20,8 +20,6 @@ use crate::transport::{snapshot, tcp};
 pub struct Shipper {
     machine: Option<Arc<dyn StateMachine>>,
     peers: Arc<tcp::Outbound>,
-    cluster: u64,
-    me: NodeId,
     dir: PathBuf,
     busy: Arc<Mutex<HashSet<NodeId>>>,
     backoff: Arc<Mutex<HashMap<NodeId, Duration>>>,
@@ -35,15 +33,11 @@ impl Shipper {
     pub fn new(
         machine: Option<Arc<dyn StateMachine>>,
         peers: Arc<tcp::Outbound>,
-        cluster: u64,
-        me: NodeId,
         dir: PathBuf,
     ) -> Shipper {
         Shipper {
             machine,
             peers,
-            cluster,
-            me,
             dir,
             busy: Arc::default(),
             backoff: Arc::default(),
@@ -70,7 +64,7 @@ impl Shipper {
         let path = self.dir.join(format!("send-{to:x}.tmp"));
         let busy = Arc::clone(&self.busy);
         let backoff = Arc::clone(&self.backoff);
-        let (cluster, me) = (self.cluster, self.me);
+        let peers = Arc::clone(&self.peers);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let p = path.clone();
@@ -84,10 +78,13 @@ impl Shipper {
             .map_err(|e| e.to_string())
             .and_then(|r| r);
             let result = match written {
-                Ok(applied) => snapshot::send(addr, cluster, me, &path, &message)
-                    .await
-                    .map(|bytes| (applied, bytes))
-                    .map_err(|e| e.to_string()),
+                Ok(applied) => async {
+                    let stream = peers.dial_snapshot(addr).await?;
+                    snapshot::send(stream, &path, &message).await
+                }
+                .await
+                .map(|bytes| (applied, bytes))
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("writing the snapshot: {e}")),
             };
             let _ = tokio::fs::remove_file(&path).await;

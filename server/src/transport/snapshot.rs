@@ -1,5 +1,6 @@
 //! Snapshot streams: a state-machine snapshot is too large for one peer frame, so it travels
-//! on a connection of its own. The sender opens it with the stream handshake, sends the
+//! on a connection of its own. The sender opens it (as any peer connection: see
+//! `security`), sends the
 //! snapshot file in checksummed chunk frames, and ends with the protocol's snapshot message.
 //! The receiver writes the chunks to a temporary file in its snapshot directory (bounded in
 //! bytes), makes it durable, renames it into place, and only then hands the message, carrying
@@ -9,14 +10,13 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use quorumkv_replication::{NodeId, ProtocolMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::frame;
+use super::peer_stream::PeerStream;
 
 /// Opens a snapshot stream (where `QKVPEER1` opens a message connection).
 pub const STREAM_MAGIC: &[u8; 8] = b"QKVSTRM1";
@@ -24,7 +24,6 @@ pub const STREAM_MAGIC: &[u8; 8] = b"QKVSTRM1";
 pub const CHUNK_BYTES: usize = 1 << 20;
 const TAG_CHUNK: u8 = 0;
 const TAG_END: u8 = 1;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where received snapshots go and how large one may be.
 #[derive(Debug, Clone)]
@@ -35,24 +34,11 @@ pub struct ReceiveLimits {
     pub bytes_max: u64,
 }
 
-/// Streams the snapshot file at `path` to the peer at `addr`, then `message` (an encoded
-/// snapshot message without data). Returns the bytes of snapshot data sent.
-pub async fn send(
-    addr: std::net::SocketAddr,
-    cluster: u64,
-    me: NodeId,
-    path: &Path,
-    message: &[u8],
-) -> std::io::Result<u64> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let mut hello = STREAM_MAGIC.to_vec();
-    hello.extend_from_slice(&cluster.to_le_bytes());
-    hello.extend_from_slice(&me.to_le_bytes());
+/// Streams the snapshot file at `path` on `stream` (a snapshot stream, already opened), then
+/// `message` (an encoded snapshot message without data). Returns the bytes of snapshot data
+/// sent.
+pub async fn send(mut stream: PeerStream, path: &Path, message: &[u8]) -> std::io::Result<u64> {
     let mut out = Vec::with_capacity(CHUNK_BYTES + 64);
-    frame::encode(&mut out, &hello);
-    stream.write_all(&out).await?;
     let mut file = tokio::fs::File::open(path).await?;
     let mut chunk = vec![0u8; CHUNK_BYTES + 1];
     let mut sent = 0u64;
@@ -81,7 +67,7 @@ pub async fn send(
 /// Receives one snapshot stream from `from` (its handshake already read; `dec` holds what
 /// followed it) and passes the snapshot message on to `inbound`.
 pub async fn receive<M: ProtocolMessage>(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     mut dec: frame::Decoder,
     from: NodeId,
     me: NodeId,
@@ -133,7 +119,7 @@ pub async fn receive<M: ProtocolMessage>(
 }
 
 async fn receive_into(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     dec: &mut frame::Decoder,
     tmp: &Path,
     done: &Path,

@@ -4,9 +4,10 @@
 //! handshake the accepted stream is handed, acknowledged and otherwise untouched, to whoever
 //! serves those calls (see [`dial_calls`]); the transport knows nothing of what they say.
 //!
-//! A connection that sends anything invalid (bad frame, bad handshake, undecodable or
-//! misattributed message) is closed with a logged reason; the process and the other
-//! connections carry on.
+//! Every connection is opened through [`PeerSecurity`]: TLS when configured, and a proof of
+//! membership always, before it carries anything. A connection that sends anything invalid
+//! (bad frame, failed proof, undecodable or misattributed message) is closed with a logged
+//! reason; the process and the other connections carry on.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::frame;
+use super::peer_auth::{HANDSHAKE_FRAME_BYTES_MAX, Hello};
+use super::peer_stream::PeerStream;
+use super::security::PeerSecurity;
 use super::snapshot::{self, ReceiveLimits};
 use super::traffic::PeerTraffic;
 
@@ -35,13 +39,15 @@ const CALLS_MAGIC: &[u8; 8] = b"QKVCALL1";
 /// The acknowledgement of a call connection's handshake.
 const CALLS_ACK: u8 = 0xca;
 
-/// Largest frame a connection may send before its handshake (handshakes are 24 bytes).
-const HANDSHAKE_BYTES_MAX: usize = 64;
-/// How long a new connection has to send its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection has for its handshakes (TLS and the membership proof).
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections accepted that have not finished their handshakes yet, at most; more are
+/// closed at once (a flood of idle connections cannot hold the member's memory).
+const UNPROVEN_CONNECTIONS_MAX: usize = 256;
 
 /// How long dialing a peer may take before it is retried (etcd's peer dial timeout).
-const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long sent data may stay unacknowledged before the kernel drops the connection, and
 /// how soon an idle connection is probed. Without it a connection cut off by a partition keeps
 /// retransmitting with exponential backoff, and a healed peer stays unheard for tens of
@@ -50,7 +56,7 @@ const STUCK_AFTER: Duration = Duration::from_secs(5);
 
 /// Peer connection settings: no Nagle delay, and dead connections dropped after
 /// [`STUCK_AFTER`] (TCP_USER_TIMEOUT, keepalive probes on idle ones).
-fn tune(stream: &TcpStream) {
+pub(super) fn tune(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
@@ -83,20 +89,7 @@ fn tune(stream: &TcpStream) {
 pub type InfoFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 /// Where accepted member-to-member call connections go.
-pub type CallSink = mpsc::Sender<TcpStream>;
-
-fn handshake(cluster: u64, from: NodeId) -> Vec<u8> {
-    handshake_of(HANDSHAKE_MAGIC, cluster, from)
-}
-
-fn handshake_of(magic: &[u8; 8], cluster: u64, from: NodeId) -> Vec<u8> {
-    let mut p = magic.to_vec();
-    p.extend_from_slice(&cluster.to_le_bytes());
-    p.extend_from_slice(&from.to_le_bytes());
-    let mut out = Vec::new();
-    frame::encode(&mut out, &p);
-    out
-}
+pub type CallSink = mpsc::Sender<PeerStream>;
 
 /// A peer's address and the queue of frames for it.
 type PeerQueue = (SocketAddr, mpsc::Sender<Vec<u8>>);
@@ -110,6 +103,7 @@ pub struct Outbound {
     runtime: tokio::runtime::Handle,
     queues: RwLock<BTreeMap<NodeId, PeerQueue>>,
     traffic: Arc<PeerTraffic>,
+    security: Arc<PeerSecurity>,
 }
 
 impl Outbound {
@@ -119,6 +113,7 @@ impl Outbound {
         me: NodeId,
         peers: &BTreeMap<NodeId, SocketAddr>,
         queue_len: usize,
+        security: Arc<PeerSecurity>,
     ) -> Outbound {
         let out = Outbound {
             cluster,
@@ -127,6 +122,7 @@ impl Outbound {
             runtime: tokio::runtime::Handle::current(),
             queues: RwLock::new(BTreeMap::new()),
             traffic: Arc::default(),
+            security,
         };
         for (&id, &addr) in peers {
             out.set_peer(id, addr);
@@ -145,22 +141,48 @@ impl Outbound {
         }
         let (tx, rx) = mpsc::channel(self.queue_len);
         let counts = self.traffic.peer(id);
-        self.runtime
-            .spawn(sender(self.cluster, self.me, id, addr, rx, counts));
+        let hello = Hello {
+            magic: *HANDSHAKE_MAGIC,
+            cluster: self.cluster,
+            from: self.me,
+        };
+        self.runtime.spawn(sender(
+            Arc::clone(&self.security),
+            hello,
+            id,
+            addr,
+            rx,
+            counts,
+        ));
         // Dropping a replaced queue ends its sender task.
         queues.insert(id, (addr, tx));
     }
 
     /// Opens a member-to-member call connection to member `id`'s peer port (see
     /// [`dial_calls`]); a member whose address is not known is an error.
-    pub async fn dial_calls(&self, id: NodeId) -> std::io::Result<TcpStream> {
+    pub async fn dial_calls(&self, id: NodeId) -> std::io::Result<PeerStream> {
         let addr = self.addr(id).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("no peer address for member {id:x}"),
             )
         })?;
-        dial_calls(addr, self.cluster, self.me).await
+        dial_calls(&self.security, addr, self.cluster, self.me).await
+    }
+
+    /// Opens a snapshot stream to `addr` (see [`snapshot::send`]).
+    pub async fn dial_snapshot(&self, addr: SocketAddr) -> std::io::Result<PeerStream> {
+        let hello = Hello {
+            magic: *snapshot::STREAM_MAGIC,
+            cluster: self.cluster,
+            from: self.me,
+        };
+        self.security.dial(addr, hello).await
+    }
+
+    /// How this member's peer connections are secured.
+    pub fn security(&self) -> &Arc<PeerSecurity> {
+        &self.security
     }
 
     /// The address `id` is reached at.
@@ -188,55 +210,54 @@ impl Outbound {
     }
 }
 
-/// Asks the member at `addr` to describe its cluster (see `INFO_MAGIC`); blocking, bounded by
-/// `timeout` per step, and the answer by `max_bytes`.
-pub fn query_info(
+/// Asks the member at `addr` to describe its cluster (see `INFO_MAGIC`), once both ends
+/// proved membership; the answer is bounded by `max_bytes`, the whole by `timeout`.
+pub async fn query_info(
+    security: &PeerSecurity,
     addr: SocketAddr,
     timeout: Duration,
     max_bytes: usize,
 ) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut hello = INFO_MAGIC.to_vec();
-    hello.extend_from_slice(&[0u8; 16]);
-    let mut out = Vec::new();
-    frame::encode(&mut out, &hello);
-    s.write_all(&out)?;
-    let mut dec = frame::Decoder::new(max_bytes);
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        if let Some(f) = dec.next_frame().map_err(std::io::Error::other)? {
-            return Ok(f);
-        }
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "peer closed before answering",
-            ));
-        }
-        dec.push(&buf[..n]);
-    }
+    let hello = Hello {
+        magic: *INFO_MAGIC,
+        cluster: 0,
+        from: 0,
+    };
+    let asked = async {
+        let mut s = security.dial(addr, hello).await?;
+        let mut dec = frame::Decoder::new(max_bytes);
+        super::peer_auth::read_frame(&mut s, &mut dec)
+            .await
+            .map_err(std::io::Error::other)
+    };
+    tokio::time::timeout(timeout, asked)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
 }
 
-/// Opens a member-to-member call connection to the member at `addr`: dials, identifies this
+/// Opens a member-to-member call connection to the member at `addr`: dials, proves this
 /// member of `cluster` and waits for the acknowledgement. The stream is then the caller's.
-pub async fn dial_calls(addr: SocketAddr, cluster: u64, me: NodeId) -> std::io::Result<TcpStream> {
-    let timed_out =
-        |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string());
-    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| timed_out("dialing the member timed out"))??;
-    tune(&stream);
-    stream
-        .write_all(&handshake_of(CALLS_MAGIC, cluster, me))
-        .await?;
+pub async fn dial_calls(
+    security: &PeerSecurity,
+    addr: SocketAddr,
+    cluster: u64,
+    me: NodeId,
+) -> std::io::Result<PeerStream> {
+    let hello = Hello {
+        magic: *CALLS_MAGIC,
+        cluster,
+        from: me,
+    };
+    let mut stream = security.dial(addr, hello).await?;
     let mut ack = [0u8; 1];
     tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut ack))
         .await
-        .map_err(|_| timed_out("the member did not acknowledge in time"))??;
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the member did not acknowledge in time",
+            )
+        })??;
     if ack[0] != CALLS_ACK {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
@@ -247,8 +268,8 @@ pub async fn dial_calls(addr: SocketAddr, cluster: u64, me: NodeId) -> std::io::
 }
 
 async fn sender(
-    cluster: u64,
-    me: NodeId,
+    security: Arc<PeerSecurity>,
+    hello: Hello,
     peer: NodeId,
     addr: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
@@ -256,10 +277,12 @@ async fn sender(
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let dialed = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await;
-        let mut stream = match dialed {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) | Err(_) => {
+        let mut stream = match security.dial(addr, hello).await {
+            Ok(s) => s,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    tracing::warn!(peer, %addr, error = %e, "peer connection refused");
+                }
                 // Drop what piled up while the peer is unreachable; it is stale by now.
                 while rx.try_recv().is_ok() {}
                 if rx.is_closed() {
@@ -270,11 +293,7 @@ async fn sender(
                 continue;
             }
         };
-        tune(&stream);
         backoff = Duration::from_millis(20);
-        if stream.write_all(&handshake(cluster, me)).await.is_err() {
-            continue;
-        }
         let mut batch = Vec::new();
         loop {
             let Some(first) = rx.recv().await else { return };
@@ -315,6 +334,8 @@ pub struct Acceptor {
     pub calls: Option<CallSink>,
     /// Bytes received per peer.
     pub traffic: Arc<PeerTraffic>,
+    /// How connections prove membership (and, with TLS, are encrypted).
+    pub security: Arc<PeerSecurity>,
 }
 
 /// Accepts peer connections (message connections and snapshot streams) and forwards their
@@ -325,14 +346,19 @@ pub async fn accept<M: ProtocolMessage>(
     inbound: mpsc::Sender<M>,
 ) {
     let acceptor = Arc::new(acceptor);
+    let unproven = Arc::new(tokio::sync::Semaphore::new(UNPROVEN_CONNECTIONS_MAX));
     loop {
         let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&unproven).try_acquire_owned() else {
+            tracing::warn!(%from, "closing peer connection: {UNPROVEN_CONNECTIONS_MAX} others are still in their handshakes");
             continue;
         };
         let inbound = inbound.clone();
         let acceptor = Arc::clone(&acceptor);
         tokio::spawn(async move {
-            if let Err(reason) = serve::<M>(stream, &acceptor, inbound).await {
+            if let Err(reason) = serve::<M>(stream, permit, &acceptor, inbound).await {
                 tracing::warn!(%from, reason, "closing peer connection");
             }
         });
@@ -340,7 +366,8 @@ pub async fn accept<M: ProtocolMessage>(
 }
 
 async fn serve<M: ProtocolMessage>(
-    mut stream: TcpStream,
+    tcp: TcpStream,
+    unproven: tokio::sync::OwnedSemaphorePermit,
     acceptor: &Acceptor,
     inbound: mpsc::Sender<M>,
 ) -> Result<(), String> {
@@ -352,76 +379,54 @@ async fn serve<M: ProtocolMessage>(
         ref info,
         ref calls,
         ref traffic,
+        ref security,
     } = *acceptor;
-    tune(&stream);
-    // Until it identifies itself, a connection may send one small frame, promptly.
-    let mut dec = frame::Decoder::new(HANDSHAKE_BYTES_MAX);
+    // Until it proved membership, a connection may send only small frames, promptly.
+    let mut dec = frame::Decoder::new(HANDSHAKE_FRAME_BYTES_MAX);
+    let (mut stream, hello) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, security.accept(tcp, &mut dec))
+            .await
+            .map_err(|_| "no handshake in time".to_string())??;
+    drop(unproven);
+    let kind = &hello.magic;
+    if kind == INFO_MAGIC {
+        let answer = info.as_ref().map(|f| f()).unwrap_or_default();
+        let mut out = Vec::with_capacity(answer.len() + frame::HEADER_BYTES);
+        frame::encode(&mut out, &answer);
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let _ = stream.shutdown().await;
+        return Ok(());
+    }
+    if kind != HANDSHAKE_MAGIC && kind != snapshot::STREAM_MAGIC && kind != CALLS_MAGIC {
+        return Err("bad handshake".into());
+    }
+    if hello.cluster != cluster {
+        return Err(format!("peer from another cluster ({})", hello.cluster));
+    }
+    let from = hello.from;
+    if kind == CALLS_MAGIC {
+        // The caller waits for the acknowledgement before it says more.
+        if dec.buffered() != 0 {
+            return Err("call connection spoke before its acknowledgement".into());
+        }
+        let Some(sink) = calls else {
+            return Err("this member serves no member-to-member calls".into());
+        };
+        stream
+            .write_all(&[CALLS_ACK])
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = sink.send(stream).await;
+        return Ok(());
+    }
+    dec.set_max(max_frame_bytes.max(snapshot::CHUNK_BYTES + 1));
+    if kind == snapshot::STREAM_MAGIC {
+        return snapshot::receive(stream, dec, from, me, snapshots, &inbound).await;
+    }
+    let counts = traffic.peer(from);
     let mut buf = vec![0u8; 64 << 10];
-    let mut peer: Option<NodeId> = None;
-    let mut counts: Option<Arc<super::traffic::PeerCounts>> = None;
     loop {
-        let read = stream.read(&mut buf);
-        let n = if peer.is_none() {
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
-                .await
-                .map_err(|_| "no handshake in time".to_string())?
-        } else {
-            read.await
-        }
-        .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Ok(());
-        }
-        if let Some(c) = &counts {
-            c.received(n);
-        }
-        dec.push(&buf[..n]);
         while let Some(payload) = dec.next_frame().map_err(|e| e.to_string())? {
-            let Some(from) = peer else {
-                let stream_kind = payload.get(..8);
-                if payload.len() == 24 && stream_kind == Some(INFO_MAGIC) {
-                    let answer = info.as_ref().map(|f| f()).unwrap_or_default();
-                    let mut out = Vec::with_capacity(answer.len() + frame::HEADER_BYTES);
-                    frame::encode(&mut out, &answer);
-                    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-                    let _ = stream.shutdown().await;
-                    return Ok(());
-                }
-                if payload.len() != 24
-                    || (stream_kind != Some(HANDSHAKE_MAGIC)
-                        && stream_kind != Some(snapshot::STREAM_MAGIC)
-                        && stream_kind != Some(CALLS_MAGIC))
-                {
-                    return Err("bad handshake".into());
-                }
-                let c = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
-                if c != cluster {
-                    return Err(format!("peer from another cluster ({c})"));
-                }
-                let from = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
-                if stream_kind == Some(CALLS_MAGIC) {
-                    // The caller waits for the acknowledgement before it says more.
-                    if dec.buffered() != 0 {
-                        return Err("call connection spoke before its acknowledgement".into());
-                    }
-                    let Some(sink) = calls else {
-                        return Err("this member serves no member-to-member calls".into());
-                    };
-                    stream
-                        .write_all(&[CALLS_ACK])
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let _ = sink.send(stream).await;
-                    return Ok(());
-                }
-                dec.set_max(max_frame_bytes.max(snapshot::CHUNK_BYTES + 1));
-                if stream_kind == Some(snapshot::STREAM_MAGIC) {
-                    return snapshot::receive(stream, dec, from, me, snapshots, &inbound).await;
-                }
-                peer = Some(from);
-                counts = Some(traffic.peer(from));
-                continue;
-            };
             let m = M::decode(&payload).map_err(|e| e.to_string())?;
             if m.from() != from || m.to() != me {
                 return Err(format!(
@@ -434,6 +439,12 @@ async fn serve<M: ProtocolMessage>(
                 return Ok(());
             }
         }
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        counts.received(n);
+        dec.push(&buf[..n]);
     }
 }
 

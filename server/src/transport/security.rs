@@ -1,0 +1,245 @@
+//! How peer connections are opened and admitted: TCP, then TLS when the peer URLs are
+//! `https://` (etcd's `--peer-*` certificate flags, mutual when `--peer-client-cert-auth`),
+//! then the membership proof of [`super::peer_auth`] on every connection, TLS or not. A
+//! connection is handed on only once both ends proved they belong to the cluster.
+//!
+//! Owns the peer TLS configurations and the peer secret; never reads or writes what a
+//! connection carries after its handshake.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+
+use super::frame;
+use super::peer_auth::{self, Hello, PeerSecret};
+use super::peer_stream::PeerStream;
+use super::tcp::{DIAL_TIMEOUT, HANDSHAKE_TIMEOUT, tune};
+use crate::tls::{ServerTls, TlsOptions};
+
+/// Peer TLS as etcd's `--peer-*` flags describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsOptions {
+    /// This member's certificate chain and key, served and presented when dialing; None:
+    /// generated at start (`--peer-auto-tls`), presented to no one.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// CAs the other members' certificates must chain to; None: they are not verified
+    /// (auto TLS), and membership rests on the peer secret alone.
+    pub trusted_ca: Option<PathBuf>,
+    /// Whether a dialing member must present a certificate signed by `trusted_ca`.
+    pub client_cert_auth: bool,
+    /// The only common name a dialing member's certificate may carry.
+    pub allowed_cn: Option<String>,
+    /// TLS 1.2 cipher suites allowed, by IANA name (empty: rustls' defaults).
+    pub cipher_suites: Vec<String>,
+    /// Names a generated certificate is for.
+    pub auto_names: Vec<String>,
+}
+
+/// The security of one member's peer connections.
+#[derive(Debug)]
+pub struct PeerSecurity {
+    secret: PeerSecret,
+    tls: Option<PeerTls>,
+}
+
+#[derive(Debug)]
+struct PeerTls {
+    options: PeerTlsOptions,
+    server: ServerTls,
+}
+
+impl PeerSecurity {
+    /// Plain TCP connections, proven by `secret`.
+    pub fn plain(secret: PeerSecret) -> PeerSecurity {
+        PeerSecurity { secret, tls: None }
+    }
+
+    /// TLS connections as `options` say, proven by `secret` as well; an error names the
+    /// file or flag at fault.
+    pub fn tls(secret: PeerSecret, options: PeerTlsOptions) -> Result<PeerSecurity, String> {
+        if options.client_cert_auth && options.trusted_ca.is_none() {
+            return Err("--peer-client-cert-auth needs --peer-trusted-ca-file".into());
+        }
+        if options.allowed_cn.is_some() && !options.client_cert_auth {
+            return Err("--peer-cert-allowed-cn needs --peer-client-cert-auth".into());
+        }
+        let server = ServerTls::new(TlsOptions {
+            files: options.files.clone(),
+            trusted_ca: options.trusted_ca.clone(),
+            client_cert_auth: options.client_cert_auth,
+            cipher_suites: options.cipher_suites.clone(),
+            auto_names: options.auto_names.clone(),
+        })
+        .map_err(|e| format!("peer TLS: {e}"))?;
+        let tls = PeerTls { options, server };
+        // Fail at start, not at the first dial, if the client side does not load.
+        tls.client_config()?;
+        Ok(PeerSecurity {
+            secret,
+            tls: Some(tls),
+        })
+    }
+
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Dials `addr` and opens the connection `hello` describes, once both ends proved
+    /// membership (and, with TLS, the other end's certificate checked out).
+    pub async fn dial(&self, addr: SocketAddr, hello: Hello) -> std::io::Result<PeerStream> {
+        let timed_out =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string());
+        let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out("dialing the member timed out"))??;
+        tune(&tcp);
+        let handshake = async {
+            let mut stream = match &self.tls {
+                None => PeerStream::Plain(tcp),
+                Some(t) => {
+                    let connector = tokio_rustls::TlsConnector::from(
+                        t.client_config().map_err(std::io::Error::other)?,
+                    );
+                    let name = ServerName::IpAddress(addr.ip().into());
+                    let s = connector.connect(name, tcp).await?;
+                    PeerStream::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))
+                }
+            };
+            let binding = stream.binding().map_err(std::io::Error::other)?;
+            peer_auth::prove(&mut stream, &self.secret, &binding, hello).await?;
+            Ok(stream)
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| timed_out("the member did not finish the handshake in time"))?
+    }
+
+    /// Admits an accepted connection: its TLS handshake (and allowed common name), then its
+    /// membership proof. `dec` keeps what the peer sent after the proof.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        dec: &mut frame::Decoder,
+    ) -> Result<(PeerStream, Hello), String> {
+        tune(&tcp);
+        let mut stream = match &self.tls {
+            None => PeerStream::Plain(tcp),
+            Some(t) => {
+                let s = t
+                    .server
+                    .acceptor()
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| format!("peer TLS handshake: {e}"))?;
+                let s = PeerStream::Tls(Box::new(tokio_rustls::TlsStream::Server(s)));
+                if let Some(allowed) = &t.options.allowed_cn {
+                    let cn = s.common_name();
+                    if cn.as_deref() != Some(allowed.as_str()) {
+                        return Err(format!(
+                            "peer certificate's common name {cn:?} is not the allowed {allowed:?} \
+                             (--peer-cert-allowed-cn)"
+                        ));
+                    }
+                }
+                s
+            }
+        };
+        let binding = stream.binding()?;
+        let hello = peer_auth::check(&mut stream, &self.secret, &binding, dec).await?;
+        Ok((stream, hello))
+    }
+}
+
+impl PeerTls {
+    /// The dialing side's configuration, read from the files at each dial (dials are rare:
+    /// a reconnect, a snapshot, a call channel), so a rotation applies at the next one.
+    fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+        let o = &self.options;
+        let provider = crate::tls::provider(&o.cipher_suites)?;
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = match &o.trusted_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in crate::tls::read_certs(ca)? {
+                    roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+                }
+                builder.with_root_certificates(roots)
+            }
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(provider))),
+        };
+        let config = match &o.files {
+            Some((cert, key)) => {
+                let chain = crate::tls::read_certs(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("{}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("the peer certificate and its key: {e}"))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts any server certificate (auto TLS, or no `--peer-trusted-ca-file`), still checking
+/// the handshake's signatures: the membership proof, bound to this channel, is what
+/// authenticates the other end.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
