@@ -1,11 +1,16 @@
 //! `quorumkv chaos` end to end: real member processes under kill -9, pauses, partitions,
 //! delays, drops, compaction and member replacement, on each protocol. The run checks its own
 //! history (linearizable, nothing acknowledged lost, watches ordered and complete, members
-//! converged); the test asserts on its exit status and summary line.
+//! converged); the test asserts on its exit status and summary line. One run has mutual TLS
+//! between the members.
 
 use std::process::Command;
 
 fn chaos(protocol: &str, seed: &str) {
+    chaos_with(protocol, seed, "25s", &[]);
+}
+
+fn chaos_with(protocol: &str, seed: &str, duration: &str, extra: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
         .args([
             "chaos",
@@ -14,10 +19,11 @@ fn chaos(protocol: &str, seed: &str) {
             "--nodes",
             "3",
             "--duration",
-            "25s",
+            duration,
             "--seed",
             seed,
         ])
+        .args(extra)
         .output()
         .expect("quorumkv runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -43,6 +49,22 @@ fn chaos(protocol: &str, seed: &str) {
     };
     assert!(field("acked") > 500, "too little load got through: {last}");
     assert!(field("faults") >= 5, "too few faults injected: {last}");
+}
+
+/// One short run with mutual TLS between the members: kills, pauses, partitions and member
+/// replacement over TLS connections (the proxies cannot drop messages they cannot read).
+#[test]
+fn raft_cluster_survives_chaos_with_peer_tls() {
+    chaos_with(
+        "raft",
+        "11",
+        "25s",
+        &[
+            "--peer-tls",
+            "--faults",
+            "kill,kill-leader,pause,partition,isolate-leader,delay,replace",
+        ],
+    );
 }
 
 #[test]

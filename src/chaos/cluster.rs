@@ -16,7 +16,7 @@ use quorumkv_server::pb::etcdserverpb::{
 use tonic::transport::{Channel, Endpoint};
 
 use super::port::free_port;
-use super::proxy::Ids;
+use super::proxy::{Ids, Pids};
 
 /// One member.
 #[derive(Debug)]
@@ -51,6 +51,9 @@ pub struct Cluster {
     /// Members by index.
     pub members: Vec<Member>,
     ids: Ids,
+    pids: Pids,
+    /// `http`, or `https` when the members speak TLS to each other.
+    scheme: &'static str,
 }
 
 fn channel(addr: SocketAddr, timeout: Option<Duration>) -> Result<Channel, String> {
@@ -73,6 +76,7 @@ impl Cluster {
         seed: u64,
         proxies: &[SocketAddr],
         extra: Vec<String>,
+        scheme: &'static str,
         request_timeout: Duration,
     ) -> Result<Cluster, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
@@ -81,8 +85,10 @@ impl Cluster {
         let ids: Ids = Arc::new(RwLock::new(HashMap::new()));
         for (i, &proxy) in proxies.iter().enumerate() {
             let client = free_port()?;
-            let id =
-                quorumkv_server::member::identity::member_id(&[format!("http://{proxy}")], &token);
+            let id = quorumkv_server::member::identity::member_id(
+                &[format!("{scheme}://{proxy}")],
+                &token,
+            );
             ids.write().insert(id, i);
             members.push(Member {
                 name: format!("n{i}"),
@@ -105,6 +111,8 @@ impl Cluster {
             extra,
             members,
             ids,
+            pids: Arc::default(),
+            scheme,
         })
     }
 
@@ -113,10 +121,15 @@ impl Cluster {
         Arc::clone(&self.ids)
     }
 
+    /// The process table the proxies read (who dialed, when they cannot read a handshake).
+    pub fn pids(&self) -> Pids {
+        Arc::clone(&self.pids)
+    }
+
     fn initial_cluster(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.proxy))
+            .map(|m| format!("{}={}://{}", m.name, self.scheme, m.proxy))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -153,9 +166,9 @@ impl Cluster {
                 "--listen-client-urls",
                 &format!("http://{}", m.client),
                 "--listen-peer-urls",
-                &format!("http://{}", m.peer),
+                &format!("{}://{}", self.scheme, m.peer),
                 "--initial-advertise-peer-urls",
-                &format!("http://{}", m.proxy),
+                &format!("{}://{}", self.scheme, m.proxy),
                 "--initial-cluster",
                 &initial,
                 "--initial-cluster-state",
@@ -171,6 +184,11 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        {
+            let mut pids = self.pids.write();
+            pids.retain(|_, member| *member != i);
+            pids.insert(child.id(), i);
+        }
         m.child = Some(child);
         m.paused = false;
         Ok(())
@@ -295,7 +313,7 @@ impl Cluster {
         self.kill(i);
         let dir = self.members[i].dir.clone();
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let url = format!("http://{}", self.members[i].proxy);
+        let url = format!("{}://{}", self.scheme, self.members[i].proxy);
         let added = retry("member add", || {
             let mut c = c.clone();
             let peer_ur_ls = vec![url.clone()];

@@ -6,6 +6,7 @@
 //! every member converged to the same revision and hash. The last line sums it up; any
 //! violation makes the exit status non-zero.
 
+mod certs;
 mod cluster;
 mod port;
 mod proxy;
@@ -20,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+use certs::with_peer_tls;
 use cluster::Cluster;
 use proxy::NetFaults;
 use workload::Shared;
@@ -85,6 +87,11 @@ pub struct ChaosArgs {
                          --experimental-snapshot-catchup-entries 200"
     )]
     serve_flags: String,
+    /// Members speak mutual TLS to each other (a CA and a peer certificate are made for the
+    /// run). The proxies then see only bytes: partitions and delays apply, message drops do
+    /// not.
+    #[arg(long)]
+    peer_tls: bool,
     /// Where the members keep their data and logs (a fresh temporary directory by default;
     /// kept when the run fails).
     #[arg(long)]
@@ -177,18 +184,29 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         .split_whitespace()
         .map(String::from)
         .collect();
+    let (extra, scheme) = if args.peer_tls {
+        (with_peer_tls(extra, dir)?, "https")
+    } else {
+        (extra, "http")
+    };
     let mut cl = Cluster::new(
         dir,
         &args.replication,
         seed,
         &proxies,
         extra,
+        scheme,
         Duration::from_secs(3),
     )?;
     let (faults_tx, faults_rx) = watch::channel(NetFaults::healthy(args.nodes));
     for (i, l) in listeners.into_iter().enumerate() {
         let target = cl.members[i].peer;
-        tokio::spawn(proxy::run(l, i, target, cl.ids(), faults_rx.clone(), seed));
+        let dialers = proxy::Dialers {
+            ids: cl.ids(),
+            pids: cl.pids(),
+            tls: args.peer_tls,
+        };
+        tokio::spawn(proxy::run(l, i, target, dialers, faults_rx.clone(), seed));
     }
     for i in 0..args.nodes {
         cl.start(i)?;

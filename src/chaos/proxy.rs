@@ -5,6 +5,10 @@
 //! connections are cut when a partition starts), every frame waits out the configured delay
 //! (order kept, throughput not serialized), and message frames are dropped at the configured
 //! rate. Snapshot streams and info queries are forwarded whole, subject to partitions only.
+//!
+//! With peer TLS the proxy reads nothing: it finds the dialing member by which member process
+//! owns the connection's other end (through `/proc`), and forwards bytes, delayed and cut by
+//! partitions; messages cannot be told apart, so none is dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,26 +66,46 @@ impl NetFaults {
 /// Member ids to member indexes, kept current as members are replaced.
 pub type Ids = Arc<RwLock<HashMap<u64, usize>>>;
 
+/// Member process ids to member indexes, kept current as members restart.
+pub type Pids = Arc<RwLock<HashMap<u32, usize>>>;
+
+/// How the proxy learns which member dialed.
+#[derive(Debug, Clone)]
+pub struct Dialers {
+    /// By the member id a plaintext handshake names.
+    pub ids: Ids,
+    /// By the process that owns the dialing socket (peer TLS: nothing is readable).
+    pub pids: Pids,
+    /// Whether connections are TLS (forwarded as opaque bytes).
+    pub tls: bool,
+}
+
 /// Runs the proxy in front of member `to`, whose peer listener is at `target`.
 pub async fn run(
     listener: TcpListener,
     to: usize,
     target: SocketAddr,
-    ids: Ids,
+    dialers: Dialers,
     faults: watch::Receiver<NetFaults>,
     seed: u64,
 ) {
     let mut conns = 0u64;
     loop {
-        let Ok((client, _)) = listener.accept().await else {
+        let Ok((client, remote)) = listener.accept().await else {
             continue;
         };
         conns += 1;
-        let ids = Arc::clone(&ids);
+        let dialers = dialers.clone();
         let faults = faults.clone();
         let rng = StdRng::seed_from_u64(seed ^ ((to as u64) << 48) ^ conns);
         tokio::spawn(async move {
-            if let Err(e) = forward(client, to, target, &ids, faults, rng).await {
+            let forwarded = if dialers.tls {
+                let from = dialing_member(remote, &dialers.pids);
+                forward_opaque(client, from, to, target, faults).await
+            } else {
+                forward(client, to, target, &dialers.ids, faults, rng).await
+            };
+            if let Err(e) = forwarded {
                 tracing::debug!(to, "proxy connection ended: {e}");
             }
         });
@@ -187,6 +211,89 @@ async fn forward(
         r = copy(target_rd, client_wr) => r,
         () = cut => Err("partitioned".into()),
     }
+}
+
+/// Forwards a connection whose bytes cannot be read (TLS) from member `from` to `to`, each
+/// chunk after the configured delay, until a partition cuts it.
+async fn forward_opaque(
+    client: TcpStream,
+    from: Option<usize>,
+    to: usize,
+    target: SocketAddr,
+    mut faults: watch::Receiver<NetFaults>,
+) -> Result<(), String> {
+    if faults.borrow().blocked(from, to) {
+        return Err("partitioned".into());
+    }
+    let _ = client.set_nodelay(true);
+    let upstream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = upstream.set_nodelay(true);
+    let (mut client_rd, client_wr) = client.into_split();
+    let (target_rd, target_wr) = upstream.into_split();
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_FRAMES);
+    let faults_now = faults.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = client_rd.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return std::future::pending::<Result<(), String>>().await;
+            }
+            let delay_ms = faults_now.borrow().delay_ms;
+            let due = Instant::now() + Duration::from_millis(delay_ms);
+            tx.send((due, buf[..n].to_vec()))
+                .await
+                .map_err(|_| "writer gone")?;
+        }
+    };
+    let cut = async move {
+        loop {
+            if faults.borrow_and_update().blocked(from, to) {
+                return;
+            }
+            if faults.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        r = up => r,
+        r = write_delayed(rx, target_wr) => r,
+        r = copy(target_rd, client_wr) => r,
+        () = cut => Err("partitioned".into()),
+    }
+}
+
+/// The member whose process owns the loopback socket at `dialer` (the dialing end of an
+/// accepted connection): its inode from `/proc/net/tcp`, then the member process holding it.
+fn dialing_member(dialer: SocketAddr, pids: &Pids) -> Option<usize> {
+    let SocketAddr::V4(addr) = dialer else {
+        return None;
+    };
+    // The kernel prints the address as the hex of its in-memory u32, the port big-endian.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(addr.ip().octets()),
+        addr.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode: u64 = table.lines().skip(1).find_map(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()))
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })?;
+    let wanted = format!("socket:[{inode}]");
+    let pids: Vec<(u32, usize)> = pids.read().iter().map(|(&p, &i)| (p, i)).collect();
+    pids.into_iter().find_map(|(pid, member)| {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str()))
+            .then_some(member)
+    })
 }
 
 async fn write_delayed(
