@@ -8,9 +8,13 @@
 # and latency percentiles per system (in benches/plots for BENCHMARKS.md, else beside the
 # output as NAME-plots/, with the raw results as results.jsonl so the charts can be redrawn).
 #
-# Usage: benches/compare.sh [--quick] [--knobs] [--repeats N] [--out FILE]
+# Usage: benches/compare.sh [--quick] [--knobs] [--tls] [--repeats N] [--out FILE]
 #                            [--systems "etcd1 raft1 ..."] [--serve-flags "FLAGS"]
 #   --quick: one member each, small workloads, one repeat (under a minute; run in CI).
+#   --tls: what TLS costs: puts against etcd and quorumkv (Raft) in plaintext and with TLS on
+#     the client and peer ports (systems named with an `s`: etcds1, rafts3; certificates made
+#     with the openssl command for the run), one member and three (benches/TLS.md unless --out
+#     says otherwise). Ratios of TLS systems are to etcd with TLS.
 #   --serve-flags: extra flags for every quorumkv member, e.g. "--wal-backend uring",
 #     "--wal-commit-delay-us 200", "--wal-pipeline-depth 1" (no pipelining),
 #     "--wal-preallocate false", "--wal-batch-records-max 64".
@@ -21,11 +25,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=0 knobs=0 repeats=3 out="" systems="" serve_flags=""
+quick=0 knobs=0 tls=0 repeats=3 out="" systems="" serve_flags=""
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
         --knobs) knobs=1 ;;
+        --tls) tls=1 ;;
         --repeats) repeats=$2; shift ;;
         --out) out=$2; shift ;;
         --systems) systems=$2; shift ;;
@@ -61,6 +66,16 @@ else
         "sweep put 300 clients|put --conns 100 --clients 300 --total 50000 --key-space-size 50000"
     )
 fi
+if [ $tls = 1 ]; then
+    out=${out:-benches/TLS.md}
+    if [ $quick = 1 ]; then
+        systems=${asked_systems:-etcd1 etcds1 raft1 rafts1}
+        workloads=("put 10 conns 100 clients|put --conns 10 --clients 100 --total 3000 --key-space-size 3000")
+    else
+        systems=${asked_systems:-etcd1 etcds1 raft1 rafts1 etcd3 etcds3 raft3 rafts3}
+        workloads=("put 100 conns 1000 clients|put --conns 100 --clients 1000 --total 100000 --key-space-size 100000")
+    fi
+fi
 # name|serve flags: one sweep setting (the comparison runs the defaults only).
 settings=("defaults|")
 if [ $knobs = 1 ]; then
@@ -89,6 +104,10 @@ out=${out:-BENCHMARKS.md}
 bin=${QUORUMKV_BIN:-target/release/quorumkv}
 if [ -z "${QUORUMKV_BIN:-}" ]; then cargo build --release --quiet; fi
 if [ "$out" = BENCHMARKS.md ]; then plots=benches/plots; else plots="${out%.md}-plots"; fi
+if [ $tls = 1 ] && ! command -v openssl >/dev/null 2>&1; then
+    echo "== installing openssl (certificates for --tls)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] &&
     [ ! -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then
     echo "== installing fonts-dejavu-core (chart labels)" >&2
@@ -102,28 +121,54 @@ work=$(mktemp -d)
 trap 'pkill -P $$ >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 results="$work/results.jsonl"
 pids=()
+certs="$work/certs"
+if [ $tls = 1 ]; then # one CA; one certificate for 127.0.0.1 that serves and dials
+    mkdir -p "$certs"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=bench-ca -keyout "$certs/ca.key" -out "$certs/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=member \
+        -keyout "$certs/member.key" -out "$certs/member.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$certs/ext"
+    openssl x509 -req -in "$certs/member.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" \
+        -CAcreateserial -days 2 -extfile "$certs/ext" -out "$certs/member.crt" 2>/dev/null
+fi
+
+scheme_of() { # SYSTEM: https for a TLS system (named with a trailing s), else http
+    case $1 in *s) echo https ;; *) echo http ;; esac
+}
+
+endpoints() { # SYSTEM MEMBERS: its client URLs
+    seq -s, -f "$(scheme_of "$1")://127.0.0.1:%g2379" 1 "$2"
+}
 
 start() { # start SYSTEM MEMBERS
-    local sys=$1 n=$2 ic="" i
+    local sys=$1 n=$2 ic="" i scheme tls_flags=()
+    scheme=$(scheme_of "$sys")
     rm -rf "$work/$sys-m"*
-    for i in $(seq 1 "$n"); do ic="$ic${ic:+,}m$i=http://127.0.0.1:${i}2380"; done
+    if [ "$scheme" = https ]; then
+        tls_flags=(--cert-file "$certs/member.crt" --key-file "$certs/member.key"
+            --peer-cert-file "$certs/member.crt" --peer-key-file "$certs/member.key"
+            --peer-trusted-ca-file "$certs/ca.pem" --peer-client-cert-auth)
+    fi
+    for i in $(seq 1 "$n"); do ic="$ic${ic:+,}m$i=$scheme://127.0.0.1:${i}2380"; done
     for i in $(seq 1 "$n"); do
         local common=(--name "m$i" --data-dir "$work/$sys-m$i" --initial-cluster "$ic"
-            --listen-client-urls "http://127.0.0.1:${i}2379" --listen-peer-urls "http://127.0.0.1:${i}2380"
-            --initial-advertise-peer-urls "http://127.0.0.1:${i}2380")
-        if [ "$sys" = etcd ]; then
-            etcd "${common[@]}" --advertise-client-urls "http://127.0.0.1:${i}2379" >"$work/$sys-m$i.log" 2>&1 &
+            --listen-client-urls "$scheme://127.0.0.1:${i}2379" --listen-peer-urls "$scheme://127.0.0.1:${i}2380"
+            --initial-advertise-peer-urls "$scheme://127.0.0.1:${i}2380" "${tls_flags[@]}")
+        if [ "${sys%s}" = etcd ]; then
+            etcd "${common[@]}" --advertise-client-urls "$scheme://127.0.0.1:${i}2379" >"$work/$sys-m$i.log" 2>&1 &
             pids+=($!)
         else
             # shellcheck disable=SC2086
-            "$bin" serve "${common[@]}" --replication "$sys" $serve_flags $setting_flags >"$work/$sys-m$i.log" 2>&1 &
+            "$bin" serve "${common[@]}" --advertise-client-urls "$scheme://127.0.0.1:${i}2379" \
+                --replication "${sys%s}" $serve_flags $setting_flags >"$work/$sys-m$i.log" 2>&1 &
             pids+=($!)
         fi
     done
     local eps
-    eps=$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")
+    eps=$(endpoints "$sys" "$n")
     for _ in $(seq 1 100); do
-        if "$bin" bench put --endpoints "$eps" --total 1 --key-size 16 --json 2>/dev/null |
+        if "$bin" bench put --endpoints "$eps" --total 1 --key-size 16 --json "${tls_bench[@]}" 2>/dev/null |
             tail -1 | grep -q '"ok":1'; then
             return 0
         fi
@@ -145,14 +190,18 @@ stop() { # TERM, KILL after 10 s; `wait` returns once each process is gone with 
     pids=()
 }
 
+tls_bench=()
+[ $tls = 1 ] && tls_bench=(--cacert "$certs/ca.pem")
+
 leader_first() { # EPS: the same endpoints, the leader's first (asked over the JSON gateway)
-    python3 - "$1" <<'PY'
-import json, sys, urllib.request
+    python3 - "$1" "$certs/ca.pem" <<'PY'
+import json, ssl, sys, urllib.request
 eps = sys.argv[1].split(",")
+ctx = ssl.create_default_context(cafile=sys.argv[2]) if "https://" in sys.argv[1] else None
 for ep in list(eps):
     try:
-        req = urllib.request.Request("http://%s/v3/maintenance/status" % ep, data=b"{}", method="POST")
-        r = json.load(urllib.request.urlopen(req, timeout=5))
+        req = urllib.request.Request("%s/v3/maintenance/status" % ep, data=b"{}", method="POST")
+        r = json.load(urllib.request.urlopen(req, timeout=5, context=ctx))
     except Exception:
         continue
     if r.get("leader") and r["leader"] == r.get("header", {}).get("member_id"):
@@ -164,9 +213,10 @@ PY
 }
 
 fsyncs() { # fsyncs ENDPOINT: the member's WAL fdatasyncs so far (etcd exports the same metric)
-    python3 - "$1" <<'PY'
-import sys, urllib.request
-text = urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=5).read().decode()
+    python3 - "$1" "$certs/ca.pem" <<'PY'
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2]) if sys.argv[1].startswith("https://") else None
+text = urllib.request.urlopen("%s/metrics" % sys.argv[1], timeout=5, context=ctx).read().decode()
 count = "etcd_disk_wal_fsync_duration_seconds_count "
 print(next((l[len(count):].split()[0] for l in text.splitlines() if l.startswith(count)), "0"))
 PY
@@ -185,12 +235,12 @@ for rep in $(seq 1 "$repeats"); do
             start "$sys" "$n"
             # One connection goes to the first endpoint: the leader, as etcd's benchmark matrix
             # targets it, so the row measures the protocol rather than where the election landed.
-            eps=$(leader_first "$(seq -s, -f "127.0.0.1:%g2379" 1 "$n")")
+            eps=$(leader_first "$(endpoints "$sys" "$n")")
             for w in "${workloads[@]}"; do
                 name=${w%%|*} args=${w#*|}
                 before=$(fsyncs "${eps%%,*}")
                 # shellcheck disable=SC2086
-                line=$("$bin" bench $args --endpoints "$eps" --json | tail -1)
+                line=$("$bin" bench $args --endpoints "$eps" --json "${tls_bench[@]}" | tail -1)
                 synced=$(($(fsyncs "${eps%%,*}") - before))
                 echo "{\"system\":\"$s\",\"setting\":\"$label\",\"flags\":\"$setting_flags\",\"workload\":\"$name\",\"repeat\":$rep,\"leader_fsyncs\":$synced,\"result\":$line}" >>"$results"
                 summary=$(echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); print('%.0f/s p99 %.1f ms, %d failed' % (r['throughput_per_s'], r['latency']['p99_us'] / 1000, r['failed']))")
@@ -204,15 +254,15 @@ done
 sync_p50=$("$bin" bench wal --appenders 1 --sync-each --duration-secs 1 --json 2>/dev/null | tail -1 |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["p50_us"]))' 2>/dev/null || echo "?")
 
-if [ $knobs = 0 ]; then
+if [ $knobs = 0 ] && [ $tls = 0 ]; then
     mkdir -p "$plots"
     cp "$results" "$plots/results.jsonl"
     "$bin" bench plot --input "$results" --out-dir "$plots" >&2
 fi
 
-python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" "$plots" "$knobs" <<'EOF'
+python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" "$plots" "$knobs" "$tls" <<'EOF'
 import json, statistics, sys, os, datetime
-path, out, quick, repeats, sync_p50, serve_flags, plots, knobs = sys.argv[1:9]
+path, out, quick, repeats, sync_p50, serve_flags, plots, knobs, tls = sys.argv[1:10]
 rows = [json.loads(l) for l in open(path)]
 systems = list(dict.fromkeys(r["system"] for r in rows))
 settings = list(dict.fromkeys(r["setting"] for r in rows))
@@ -225,8 +275,9 @@ tput = lambda r: r["result"]["throughput_per_s"]
 p99 = lambda r: r["result"]["latency"]["p99_us"] / 1000
 per_sync = lambda r: r["result"]["ok"] / max(r["leader_fsyncs"], 1)
 failed = lambda r: r["result"]["failed"]
-mode = (" --knobs" if knobs == "1" else "") + (" --quick" if quick == "1" else "")
-lines = ["# Storage knobs\n" if knobs == "1" else "# Benchmarks\n"]
+mode = (" --knobs" if knobs == "1" else "") + (" --tls" if tls == "1" else "") + (" --quick" if quick == "1" else "")
+title = "# Storage knobs\n" if knobs == "1" else "# What TLS costs\n" if tls == "1" else "# Benchmarks\n"
+lines = [title]
 lines.append(f"Generated by `benches/compare.sh{mode}` on {datetime.date.today()}: "
              f"{os.cpu_count()} cores, fdatasync p50 {sync_p50} µs "
              f"(`quorumkv bench wal --sync-each`), loopback, medians of {repeats} run(s), "
@@ -238,7 +289,10 @@ lines.append(f"Generated by `benches/compare.sh{mode}` on {datetime.date.today()
                 "systems alternating within each run (each run starting one system later), the "
                 "leader first among the endpoints (so "
                 "one connection talks to the leader; more spread over every member). Ratios are "
-                "to etcd with the same number of members. Throughput in requests/s; p99 in ms.")
+                "to etcd with the same number of members"
+                + (" and the same transport (systems ending in `s` run TLS on the client and "
+                   "peer ports, peers mutual)" if tls == "1" else "")
+                + ". Throughput in requests/s; p99 in ms.")
              + (f" quorumkv members ran with `{serve_flags}`." if serve_flags else "") + "\n")
 if knobs == "1":
     for n in sorted({s[-1] for s in systems}):
@@ -263,7 +317,7 @@ if knobs == "1":
                               f"{med(s, w, per_sync, st):.1f}"]
                 name = st + (f" (`{flags[st]}`)" if flags[st] else "")
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
-else:
+if knobs == "0":
     for n in sorted({s[-1] for s in systems}):
         group = [s for s in systems if s[-1] == n]
         lines.append(f"\n## {n} member{'s' if n != '1' else ''}\n")
@@ -271,18 +325,28 @@ else:
         lines.append(header)
         lines.append("|---" * (1 + 2 * len(group)) + "|")
         for w in workloads:
-            base = med(f"etcd{n}", w, tput)
             cells = []
             for s in group:
                 t = med(s, w, tput)
                 if t is None:
                     cells += ["-", "-"]
                     continue
+                base = med(f"etcd{'s' if s[:-1].endswith('s') else ''}{n}", w, tput)
                 ratio = f" ({t / base:.2f}×)" if base and not s.startswith("etcd") else ""
                 fail = med(s, w, failed)
                 fail_note = f", {fail:.0f} failed" if fail else ""
                 cells += [f"{t:,.0f}{ratio}{fail_note}", f"{med(s, w, p99):.1f}"]
             lines.append(f"| {w} | " + " | ".join(cells) + " |")
+        if tls == "1":
+            for w in workloads:
+                for s in ("etcd", "raft", "zab"):
+                    plain, secure = med(f"{s}{n}", w, tput), med(f"{s}s{n}", w, tput)
+                    if plain and secure:
+                        lines.append(f"\n{s}, {n} member{'s' if n != '1' else ''}, {w}: TLS "
+                                     f"keeps {secure / plain:.0%} of plaintext throughput.")
+if tls == "1":
+    pass
+elif knobs == "0":
     rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(out)))
     lines.append("\n## Charts\n")
     lines.append(f"Put throughput by number of clients (the put rows above, 256 B values):\n\n"

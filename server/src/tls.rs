@@ -1,8 +1,9 @@
 //! TLS for a member's listeners: a server configuration made from PEM files (etcd's
 //! `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`, `--cipher-suites`)
 //! or from a certificate generated at start (`--auto-tls`), read again when its files change
-//! so a rotation needs no restart; and the identity (common name) a client certificate
-//! proves. rustls only, with the ring provider: no OpenSSL.
+//! so a rotation needs no restart; the identity (common name) a client certificate proves;
+//! and a dialing side's configuration (peers, the load generator). rustls only, with the
+//! ring provider: no OpenSSL.
 //!
 //! Never serves a handshake with a configuration that failed to load: a rotation caught
 //! half-written keeps the last good one (and says so) until the files are whole again.
@@ -12,10 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// How often the files are looked at for a change, at most.
 const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -200,6 +202,104 @@ impl ServerTls {
     /// An acceptor with the current configuration.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.config())
+    }
+}
+
+/// What a dialing side trusts and presents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTlsOptions {
+    /// CAs the server's certificate must chain to (checked against the dialed address);
+    /// None: it is not verified.
+    pub trusted_ca: Option<PathBuf>,
+    /// The certificate chain and key presented, if any.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// TLS 1.2 cipher suites offered, by IANA name (empty: rustls' defaults).
+    pub cipher_suites: Vec<String>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// A dialing side's configuration, read from its files now; an error names the file.
+pub fn client_config(o: &ClientTlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider(&o.cipher_suites)?;
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &o.trusted_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in read_certs(ca)? {
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider))),
+    };
+    let mut config = match &o.files {
+        Some((cert, key)) => {
+            let chain = read_certs(cert)?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the certificate and its key: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = o.alpn.clone();
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate (no CA to check it against), still checking the
+/// handshake's signatures. Whoever uses it authenticates the other end some other way (the
+/// peer membership proof), or asked not to (a benchmark's `--insecure-skip-tls-verify`).
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

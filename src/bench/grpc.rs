@@ -23,9 +23,13 @@ pub struct GrpcConn {
     shared: Arc<Shared>,
 }
 
+/// A TLS client configuration and the name the server's certificate must carry.
+pub type Tls = (Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>);
+
 struct Shared {
     url: String,
     addr: String,
+    tls: Option<Tls>,
     authority: http::uri::Authority,
     /// The live connection and its number; `None` once it failed, until a request dials.
     current: parking_lot::Mutex<Option<(u64, h2::client::SendRequest<Bytes>)>>,
@@ -34,28 +38,41 @@ struct Shared {
 }
 
 impl GrpcConn {
-    /// Connects to `url` (`http://host:port`) and drives the connection on a task.
-    pub async fn connect(url: &str) -> Result<GrpcConn, String> {
+    /// Connects to `url` (`http://host:port`, or `https://host:port` with `tls`) and drives
+    /// the connection on a task.
+    pub async fn connect(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<GrpcConn, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("{url}: only http:// endpoints are supported"));
-        }
         let authority = uri
             .authority()
             .cloned()
             .ok_or_else(|| format!("{url}: no host:port"))?;
+        let tls = match (uri.scheme_str(), tls) {
+            (Some("http"), _) => None,
+            (Some("https"), Some(config)) => {
+                let host = authority.host().trim_matches(['[', ']']).to_string();
+                let name = rustls_pki_types::ServerName::try_from(host)
+                    .map_err(|e| format!("{url}: {e}"))?;
+                Some((config, name))
+            }
+            (Some("https"), None) => return Err(format!("{url}: https:// needs TLS settings")),
+            _ => return Err(format!("{url}: expected http:// or https://")),
+        };
         let addr = if authority.port().is_some() {
             authority.as_str().to_string()
         } else {
             format!("{}:2379", authority.host())
         };
-        let send = dial(&addr)
+        let send = dial(&addr, tls.as_ref())
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
         Ok(GrpcConn {
             shared: Arc::new(Shared {
                 url: url.to_string(),
                 addr,
+                tls,
                 authority,
                 current: parking_lot::Mutex::new(Some((0, send))),
                 dialing: tokio::sync::Mutex::new(0),
@@ -72,7 +89,7 @@ impl GrpcConn {
         if let Some(c) = self.shared.current.lock().clone() {
             return Ok(c);
         }
-        let send = dial(&self.shared.addr).await.map_err(|e| {
+        let send = dial(&self.shared.addr, self.shared.tls.as_ref()).await.map_err(|e| {
             Status::unavailable(format!("cannot connect to {}: {e}", self.shared.url))
         })?;
         *dialed += 1;
@@ -174,18 +191,37 @@ impl GrpcConn {
     }
 }
 
-/// Opens an HTTP/2 connection to `addr` and drives it on a task until it ends.
-async fn dial(addr: &str) -> Result<h2::client::SendRequest<Bytes>, String> {
+/// Opens an HTTP/2 connection to `addr` (over TLS with `tls`) and drives it on a task until
+/// it ends.
+async fn dial(addr: &str, tls: Option<&Tls>) -> Result<h2::client::SendRequest<Bytes>, String> {
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    match tls {
+        None => handshake(Unvectored(tcp)).await,
+        Some((config, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+            let stream = connector
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            handshake(Unvectored(stream)).await
+        }
+    }
+}
+
+/// The HTTP/2 handshake on `io`, and a task driving the connection.
+async fn handshake<T>(io: T) -> Result<h2::client::SendRequest<Bytes>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(1 << 20)
-        .handshake::<_, Bytes>(Unvectored(tcp))
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -200,9 +236,9 @@ async fn dial(addr: &str) -> Result<h2::client::SendRequest<Bytes>, String> {
 /// one write. Told the socket has vectored writes, h2 keeps each data frame of 256 bytes or
 /// more apart and writes the buffer out before queueing another frame: one `writev` per
 /// request with etcd's 256-byte values.
-struct Unvectored(tokio::net::TcpStream);
+struct Unvectored<T>(T);
 
-impl tokio::io::AsyncRead for Unvectored {
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Unvectored<T> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -212,7 +248,7 @@ impl tokio::io::AsyncRead for Unvectored {
     }
 }
 
-impl tokio::io::AsyncWrite for Unvectored {
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Unvectored<T> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -60,6 +60,18 @@ pub struct LoadArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// CA certificate(s) of https:// endpoints, PEM.
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate for https:// endpoints, PEM (with --key).
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// Its private key, PEM.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// Do not verify https:// endpoints' certificates.
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
 }
 
 /// `bench put`.
@@ -172,27 +184,71 @@ impl LoadArgs {
         }
     }
 
+    /// The TLS settings of https:// endpoints (ALPN h2), if any endpoint is one.
+    fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        if !self.endpoints.iter().any(|e| e.starts_with("https://")) {
+            return Ok(None);
+        }
+        if self.cacert.is_none() && !self.insecure_skip_tls_verify {
+            return Err("https:// endpoints need --cacert or --insecure-skip-tls-verify".into());
+        }
+        let options = quorumkv_server::tls::ClientTlsOptions {
+            trusted_ca: self.cacert.clone(),
+            files: self.cert.clone().zip(self.key.clone()),
+            cipher_suites: Vec::new(),
+            alpn: vec![b"h2".to_vec()],
+        };
+        quorumkv_server::tls::client_config(&options).map(Some)
+    }
+
     /// `--conns` HTTP/2 connections for unary calls.
     async fn connect_unary(&self) -> Result<Vec<GrpcConn>, String> {
+        let tls = self.tls()?;
         let mut conns = Vec::with_capacity(self.conns);
         for i in 0..self.conns {
-            conns.push(GrpcConn::connect(&self.url(i)).await?);
+            conns.push(GrpcConn::connect(&self.url(i), tls.clone()).await?);
         }
         Ok(conns)
     }
 
     /// `n` tonic channels, for streaming calls.
     async fn connect_streaming(&self, n: usize) -> Result<Vec<Channel>, String> {
+        let tls = self.tls()?;
         let mut chans = Vec::with_capacity(n);
         for i in 0..n {
             let url = self.url(i);
-            let ch = Endpoint::from_shared(url.clone())
+            let plain = url.replacen("https://", "http://", 1);
+            let ep = Endpoint::from_shared(plain)
                 .map_err(|e| format!("{url}: {e}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-            chans.push(ch);
+                .connect_timeout(Duration::from_secs(5));
+            let connected = match (&tls, url.starts_with("https://")) {
+                (Some(config), true) => {
+                    let config = Arc::clone(config);
+                    let host = url
+                        .trim_start_matches("https://")
+                        .rsplit_once(':')
+                        .map_or(url.as_str(), |(h, _)| h)
+                        .trim_matches(['[', ']'])
+                        .to_string();
+                    let name = rustls_pki_types::ServerName::try_from(host)
+                        .map_err(|e| format!("{url}: {e}"))?;
+                    let authority = url.trim_start_matches("https://").to_string();
+                    let connector = tower::service_fn(move |_: http::Uri| {
+                        let (config, name, authority) =
+                            (Arc::clone(&config), name.clone(), authority.clone());
+                        async move {
+                            let tcp = tokio::net::TcpStream::connect(authority).await?;
+                            let s = tokio_rustls::TlsConnector::from(config)
+                                .connect(name, tcp)
+                                .await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                        }
+                    });
+                    ep.connect_with_connector(connector).await
+                }
+                _ => ep.connect().await,
+            };
+            chans.push(connected.map_err(|e| format!("cannot connect to {url}: {e}"))?);
         }
         Ok(chans)
     }

@@ -10,17 +10,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::frame;
 use super::peer_auth::{self, Hello, PeerSecret};
 use super::peer_stream::PeerStream;
 use super::tcp::{DIAL_TIMEOUT, HANDSHAKE_TIMEOUT, tune};
-use crate::tls::{ServerTls, TlsOptions};
+use crate::tls::{ClientTlsOptions, ServerTls, TlsOptions};
 
 /// Peer TLS as etcd's `--peer-*` flags describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,84 +160,11 @@ impl PeerTls {
     /// a reconnect, a snapshot, a call channel), so a rotation applies at the next one.
     fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
         let o = &self.options;
-        let provider = crate::tls::provider(&o.cipher_suites)?;
-        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = match &o.trusted_ca {
-            Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                for c in crate::tls::read_certs(ca)? {
-                    roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
-                }
-                builder.with_root_certificates(roots)
-            }
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(provider))),
-        };
-        let config = match &o.files {
-            Some((cert, key)) => {
-                let chain = crate::tls::read_certs(cert)?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("{}: {e}", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("the peer certificate and its key: {e}"))?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        Ok(Arc::new(config))
-    }
-}
-
-/// Accepts any server certificate (auto TLS, or no `--peer-trusted-ca-file`), still checking
-/// the handshake's signatures: the membership proof, bound to this channel, is what
-/// authenticates the other end.
-#[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        crate::tls::client_config(&ClientTlsOptions {
+            trusted_ca: o.trusted_ca.clone(),
+            files: o.files.clone(),
+            cipher_suites: o.cipher_suites.clone(),
+            alpn: Vec::new(),
+        })
     }
 }
