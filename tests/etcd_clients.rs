@@ -2277,7 +2277,11 @@ fn etcd_deployment_flags_are_honoured_or_refused_by_name() {
         ),
         (
             "--peer-client-cert-auth",
-            "--peer-client-cert-auth: peer TLS is not supported yet",
+            "--peer-client-cert-auth and --peer-trusted-ca-file need --peer-cert-file",
+        ),
+        (
+            "--peer-cert-file=/etc/etcd/peer.crt",
+            "--peer-cert-file and --peer-key-file go together",
         ),
         ("--log-outputs=stderr,stdout", "one output is supported"),
     ] {

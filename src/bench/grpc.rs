@@ -24,7 +24,10 @@ pub struct GrpcConn {
 }
 
 /// A TLS client configuration and the name the server's certificate must carry.
-pub type Tls = (Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>);
+pub type Tls = (
+    Arc<rustls::ClientConfig>,
+    rustls_pki_types::ServerName<'static>,
+);
 
 struct Shared {
     url: String,
@@ -89,9 +92,11 @@ impl GrpcConn {
         if let Some(c) = self.shared.current.lock().clone() {
             return Ok(c);
         }
-        let send = dial(&self.shared.addr, self.shared.tls.as_ref()).await.map_err(|e| {
-            Status::unavailable(format!("cannot connect to {}: {e}", self.shared.url))
-        })?;
+        let send = dial(&self.shared.addr, self.shared.tls.as_ref())
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("cannot connect to {}: {e}", self.shared.url))
+            })?;
         *dialed += 1;
         let c = (*dialed, send);
         *self.shared.current.lock() = Some(c.clone());

@@ -75,6 +75,12 @@ impl PeerSecurity {
             auto_names: options.auto_names.clone(),
         })
         .map_err(|e| format!("peer TLS: {e}"))?;
+        if options.trusted_ca.is_none() && options.files.is_some() {
+            tracing::warn!(
+                "peer certificates are not verified (no --peer-trusted-ca-file): the peer \
+                 secret alone proves membership"
+            );
+        }
         let tls = PeerTls { options, server };
         // Fail at start, not at the first dial, if the client side does not load.
         tls.client_config()?;
