@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use quorumkv_server::pb::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
-use quorumkv_server::transport::frame;
+use quorumkv_server::transport::peer_auth::{Hello, PeerSecret};
+use quorumkv_server::transport::security::PeerSecurity;
+use quorumkv_server::transport::{frame, tcp};
 
 fn frame_of(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -174,18 +176,21 @@ fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
     let mut kv = KvClient::new(channel.clone());
     rt.block_on(wait_ready(&mut kv));
 
-    // The peer port: an info query answers; everything forged or garbled is cut off.
-    let mut s = TcpStream::connect(&node.peer).unwrap();
-    s.write_all(&frame_of(b"QKVINFO1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"))
+    // The peer port: an info query from a member answers; everything forged or garbled is cut
+    // off, before the membership proof and after it.
+    let member = || PeerSecurity::plain(PeerSecret::from_token("etcd-cluster"));
+    let peer: std::net::SocketAddr = node.peer.parse().unwrap();
+    let info = rt
+        .block_on(tcp::query_info(
+            &member(),
+            peer,
+            Duration::from_secs(5),
+            1 << 20,
+        ))
         .unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
-    let mut dec = frame::Decoder::new(1 << 20);
-    dec.push(&answer);
-    let info = dec.next_frame().unwrap().expect("one frame");
     let (cluster, _) = quorumkv_server::member::identity::decode_info(&info).unwrap();
     let mut rng = Lcg(42);
-    let mut attacks: Vec<(&str, Vec<u8>)> = vec![
+    let attacks: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", rng.bytes(70_000)),
         (
             "a 4 GiB frame header",
@@ -196,24 +201,60 @@ fn hostile_peers_and_clients_get_errors_and_the_node_keeps_serving() {
             f[6] ^= 1;
             f
         }),
-        ("a foreign cluster", hello(b"QKVPEER1", cluster ^ 1, 7)),
-        ("an unknown stream kind", hello(b"QKVNOPE1", cluster, 7)),
+        (
+            "a hello that proves nothing (the previous handshake)",
+            hello(b"QKVPEER1", cluster, 7),
+        ),
+        ("an oversized hello", frame_of(&rng.bytes(65))),
+        ("a hello with a forged proof", {
+            let mut h = b"QKVPEER1".to_vec();
+            h.extend_from_slice(&cluster.to_le_bytes());
+            h.extend_from_slice(&7u64.to_le_bytes());
+            h.extend_from_slice(&rng.bytes(16));
+            [frame_of(&h), frame_of(&rng.bytes(32))].concat()
+        }),
     ];
-    let mut forged = hello(b"QKVPEER1", cluster, 7);
-    for n in [1, 9, 100, 5000] {
-        forged.extend(frame_of(&rng.bytes(n)));
-    }
-    attacks.push(("undecodable messages after a valid handshake", forged));
-    let mut snap = hello(b"QKVSTRM1", cluster, 7);
-    snap.extend(frame_of(&[&[1u8][..], &rng.bytes(100_000)].concat()));
-    snap.extend(frame_of(&[9u8, 9, 9]));
-    attacks.push(("a snapshot stream with an unknown frame", snap));
     for (what, bytes) in &attacks {
         assert!(
             closed_after(&node.peer, bytes),
             "{what}: connection left open"
         );
     }
+    let mut forged = Vec::new();
+    for n in [1, 9, 100, 5000] {
+        forged.extend(frame_of(&rng.bytes(n)));
+    }
+    let mut snap = frame_of(&[&[1u8][..], &rng.bytes(100_000)].concat());
+    snap.extend(frame_of(&[9u8, 9, 9]));
+    let proven: [(&str, &[u8; 8], u64, Vec<u8>); 4] = [
+        ("a foreign cluster", b"QKVPEER1", cluster ^ 1, Vec::new()),
+        ("an unknown stream kind", b"QKVNOPE1", cluster, Vec::new()),
+        ("undecodable messages", b"QKVPEER1", cluster, forged),
+        (
+            "a snapshot stream with an unknown frame",
+            b"QKVSTRM1",
+            cluster,
+            snap,
+        ),
+    ];
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (what, magic, cluster, bytes) in proven {
+            let hello = Hello {
+                magic: *magic,
+                cluster,
+                from: 7,
+            };
+            let mut s = member().dial(peer, hello).await.unwrap();
+            let _ = s.write_all(&bytes).await;
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest));
+            assert!(
+                read.await.is_ok(),
+                "{what} after the membership proof: connection left open"
+            );
+        }
+    });
     let snap_dir = dir.path().join("data/member/snap");
     let leftovers: Vec<_> = std::fs::read_dir(&snap_dir)
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
