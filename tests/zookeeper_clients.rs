@@ -274,6 +274,45 @@ fn zkcli_sh_works_unchanged() {
     }
     let out = zkcli(&zk, "get /locked");
     assert!(out.contains("Insufficient permission"), "{out}");
+    zkcli_reads_stats_acls_and_ttls(&zk);
+}
+
+/// More of zkCli.sh's commands, on a fresh `/more` subtree of the member at `zk`: stat,
+/// recursive ls, ephemerals, child counts, conditional deletes, ACL changes, TTL nodes, sync
+/// and a data watch.
+fn zkcli_reads_stats_acls_and_ttls(zk: &str) {
+    let out = zkcli(
+        zk,
+        "create /more x\ncreate -e /more/e y\nstat /more\nls -R /more\ngetEphemerals /more\n\
+         getAllChildrenNumber /more\ndelete -v 5 /more/e\ndelete -v 0 /more/e\n\
+         create -t 100000 /more/ttl t\nsetAcl /more world:anyone:r\ngetAcl /more\n\
+         set /more z\nsync /more\nget -w /more",
+    );
+    for want in [
+        "Created /more\n",
+        "Created /more/e",
+        "dataLength = 1\nnumChildren = 1",
+        "/more\n/more/e\n",
+        "[/more/e]",
+        "\n1\n",
+        "version No is not valid : /more/e",
+        "Created /more/ttl",
+        "'world,'anyone\n: r",
+        "Insufficient permission : /more",
+        "Sync is OK",
+        "\nx\n",
+    ] {
+        assert!(out.contains(want), "zkCli.sh printed no {want:?}:\n{out}");
+    }
+    let out = zkcli(zk, "ls /more\nstat /more");
+    assert!(
+        out.contains("[ttl]"),
+        "the deleted ephemeral is gone: {out}"
+    );
+    assert!(
+        out.contains("cversion = 3"),
+        "two creates and a delete: {out}"
+    );
 }
 
 /// A connection speaking the protocol by hand, for what no client library sends as is.
@@ -604,6 +643,7 @@ fn sessions_move_between_members(protocol: &'static str) {
         out.contains("Created /via-follower") && out.contains("\nx\n"),
         "{protocol}: {out}"
     );
+    zkcli_reads_stats_acls_and_ttls(&c.members[follower].zk);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/zk_kazoo_failover.py"
