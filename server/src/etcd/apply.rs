@@ -179,7 +179,7 @@ impl EtcdApplier {
                     if !lessor.contains(r.id) {
                         return Err(KvError::LeaseNotFound);
                     }
-                    lessor.time_to_live(r.id).map(|t| t.2).unwrap_or_default()
+                    lessor.keys(r.id)
                 };
                 for k in keys {
                     self.delete_one(txn, &k)?;

@@ -131,15 +131,7 @@ impl Lease for LeaseService {
         let token = super::token(req.metadata());
         let r = req.into_inner();
         if r.keys && self.server.shared().auth.state().enabled() {
-            let keys = self
-                .server
-                .shared()
-                .core
-                .lessor
-                .lock()
-                .time_to_live(r.id)
-                .map(|t| t.2)
-                .unwrap_or_default();
+            let keys = self.server.shared().core.lessor.lock().keys(r.id);
             for k in keys.iter().filter(|k| !keyspace::is_reserved(k)) {
                 self.server.authorize_read(token.as_deref(), k, &[])?;
             }
@@ -188,16 +180,9 @@ impl Lease for LeaseService {
         let ids = core.lessor.lock().ids();
         // ZooKeeper's sessions are leases underneath, but no etcd client's business.
         let snap = core.mvcc.snapshot();
-        let count = crate::mvcc::RangeOpts {
-            count_only: true,
-            ..Default::default()
-        };
         let leases = ids
             .into_iter()
-            .filter(|id| {
-                snap.range(&crate::zk::znode::session_key(*id), &[], count)
-                    .is_ok_and(|r| r.count == 0)
-            })
+            .filter(|&id| !crate::zk::session::is_session(&snap, id))
             .map(|id| pb::LeaseStatus { id })
             .collect();
         Ok(Response::new(pb::LeaseLeasesResponse {

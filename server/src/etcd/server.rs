@@ -787,14 +787,7 @@ impl KvServer {
         auth.check_request(&caller.user, req)?;
         if auth.enabled() {
             for lease in leases_written(req) {
-                let keys = self
-                    .shared
-                    .core
-                    .lessor
-                    .lock()
-                    .time_to_live(lease)
-                    .map(|t| t.2)
-                    .unwrap_or_default();
+                let keys = self.shared.core.lessor.lock().keys(lease);
                 for k in keys {
                     auth.check(&caller.user, &k, &[], super::rbac::Access::Write)?;
                 }

@@ -154,6 +154,14 @@ impl Lessor {
         Some((remaining, l.ttl_secs, l.keys.iter().cloned().collect()))
     }
 
+    /// The keys attached to `id` (none when it is not granted).
+    pub fn keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.leases
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every lease id.
     pub fn ids(&self) -> Vec<i64> {
         self.leases.keys().copied().collect()

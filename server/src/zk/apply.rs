@@ -642,9 +642,7 @@ impl ZkApplier {
             .core
             .lessor
             .lock()
-            .time_to_live(session)
-            .map(|(_, _, keys)| keys)
-            .unwrap_or_default()
+            .keys(session)
             .iter()
             .filter_map(|k| znode::path_of(k).map(str::to_string))
             .collect();

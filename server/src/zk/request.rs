@@ -142,9 +142,7 @@ pub async fn handle(
                 .core
                 .lessor
                 .lock()
-                .time_to_live(client.session)
-                .map(|(_, _, keys)| keys)
-                .unwrap_or_default()
+                .keys(client.session)
                 .iter()
                 .filter_map(|k| znode::path_of(k).map(str::to_string))
                 .filter(|p| prefix == "/" || p.starts_with(&prefix))

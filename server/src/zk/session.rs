@@ -22,7 +22,7 @@ use crate::member::core::Core;
 use crate::member::envelope::Envelope;
 use crate::member::error::Error;
 use crate::member::proposer::{Failed, Proposer};
-use crate::mvcc::RangeOpts;
+use crate::mvcc::{RangeOpts, Snapshot};
 
 /// ZooKeeper's settings (`zoo.cfg`), under their etcd-style flag names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,20 +105,20 @@ pub trait TouchRelay: Send + Sync {
     -> Pin<Box<dyn Future<Output = Result<Vec<i64>, Error>> + Send>>;
 }
 
-/// On the leader: renews every session of `ids` it keeps; answers those it does not.
-pub fn touch_all(core: &Core, ids: &[i64]) -> Vec<i64> {
-    let snap = core.mvcc.snapshot();
+/// Whether lease `id` is a ZooKeeper session in `snap` (sessions are leases underneath).
+pub fn is_session(snap: &Snapshot, id: i64) -> bool {
     let count = RangeOpts {
         count_only: true,
         ..RangeOpts::default()
     };
-    let stored: Vec<bool> = ids
-        .iter()
-        .map(|&id| {
-            snap.range(&znode::session_key(id), &[], count)
-                .is_ok_and(|r| r.count == 1)
-        })
-        .collect();
+    snap.range(&znode::session_key(id), &[], count)
+        .is_ok_and(|r| r.count == 1)
+}
+
+/// On the leader: renews every session of `ids` it keeps; answers those it does not.
+pub fn touch_all(core: &Core, ids: &[i64]) -> Vec<i64> {
+    let snap = core.mvcc.snapshot();
+    let stored: Vec<bool> = ids.iter().map(|&id| is_session(&snap, id)).collect();
     let mut lessor = core.lessor.lock();
     ids.iter()
         .zip(stored)
