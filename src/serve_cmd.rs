@@ -137,7 +137,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "")]
     pub(crate) listen_metrics_urls: String,
     /// Addresses (host:port, comma-separated) to serve ZooKeeper clients on; empty: none.
-    /// Unset: 127.0.0.1:2181, skipped with a warning when that port is taken.
+    /// Unset: 127.0.0.1:2181, skipped with a warning when that port is taken. A
+    /// tls://host:port address is served over TLS with the client port's certificate.
     #[arg(long)]
     pub(crate) listen_zookeeper_urls: Option<String>,
     /// ZooKeeper's tickTime, in ms.

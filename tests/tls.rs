@@ -1,7 +1,8 @@
 //! TLS on the client port with etcd's flags: etcdctl, curl and python-etcd3 over TLS and
 //! mutual TLS; refusals of a client without a certificate, with one from another CA, and of
 //! plaintext to a TLS port; `--auto-tls`; http:// and https:// URLs served together; and a
-//! certificate rotated while the member runs. Certificates are made here with rcgen.
+//! certificate rotated while the member runs; and kazoo on ZooKeeper's secure client port.
+//! Certificates are made here with rcgen.
 
 mod common;
 
@@ -400,4 +401,85 @@ fn a_client_certificates_common_name_is_the_user() {
     // A token still wins over the certificate, as in etcd.
     let token_user = as_cert(&alice, &alice_key, &["--user=root:pw", "get", "secret"]);
     assert!(token_user.status.success());
+}
+
+/// ZooKeeper's secure client port: a `tls://` ZooKeeper address served with the client
+/// port's certificate, mutual with `--client-cert-auth`. kazoo with a certificate works;
+/// kazoo without one, and kazoo in plaintext, are refused.
+#[test]
+fn kazoo_over_tls_on_the_zookeeper_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "zk-ca");
+    let (server, server_key) = ca.issue("server", true);
+    let (alice, alice_key) = ca.issue("alice", false);
+    let (client, peer, zk) = (free_port(), free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        .args(["serve", "--name", "z1", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("z1=http://127.0.0.1:{peer}"),
+            "--listen-zookeeper-urls",
+            &format!("tls://127.0.0.1:{zk}"),
+            "--cert-file",
+            p(&server),
+            "--key-file",
+            p(&server_key),
+            "--trusted-ca-file",
+            p(&ca.path()),
+            "--client-cert-auth",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _member = OneMember {
+        child,
+        client: format!("127.0.0.1:{client}"),
+        peer: format!("127.0.0.1:{peer}"),
+    };
+    let program = r#"
+import sys
+from kazoo.client import KazooClient
+from kazoo.retry import KazooRetry
+hosts, ca, cert, key = sys.argv[1:5]
+def client(**tls):
+    return KazooClient(hosts=hosts, timeout=5,
+                       connection_retry=KazooRetry(max_tries=3, delay=0.2), **tls)
+zk = client(use_ssl=True, ca=ca, certfile=cert, keyfile=key, verify_certs=True)
+zk.start(timeout=20)
+zk.create("/over-tls", b"sealed")
+print("read", zk.get("/over-tls")[0].decode())
+zk.stop()
+for name, tls in [("no certificate", dict(use_ssl=True, ca=ca, verify_certs=True)),
+                  ("plaintext", {})]:
+    other = client(**tls)
+    try:
+        other.start(timeout=5)
+        print("served", name)
+        other.stop()
+    except Exception:
+        print("refused", name)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", program, &format!("127.0.0.1:{zk}")])
+        .args([p(&ca.path()), p(&alice), p(&alice_key)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in ["read sealed", "refused no certificate", "refused plaintext"] {
+        assert!(text.contains(want), "kazoo printed no {want:?}:\n{text}");
+    }
 }

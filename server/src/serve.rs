@@ -166,8 +166,12 @@ pub struct Prepared {
         std::net::TcpListener,
         Option<Arc<crate::tls::ServerTls>>,
     )>,
-    /// Bound ZooKeeper listeners.
-    pub zookeeper_listeners: Vec<(String, std::net::TcpListener)>,
+    /// Bound ZooKeeper listeners, with their TLS for `tls://` ones.
+    pub zookeeper_listeners: Vec<(
+        String,
+        std::net::TcpListener,
+        Option<Arc<crate::tls::ServerTls>>,
+    )>,
     /// ZooKeeper's settings.
     pub zookeeper: crate::zk::session::ZkConfig,
 }
@@ -285,11 +289,20 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     }
     let mut zookeeper_listeners = Vec::new();
     for u in &o.listen_zookeeper_urls {
-        // ZooKeeper addresses are `host:port`; the parser takes them as URLs.
-        let hostport = u.strip_prefix("tcp://").unwrap_or(u);
+        // ZooKeeper addresses are `host:port` (or `tls://host:port`, ZooKeeper's
+        // secureClientPort, with the client port's certificate); the parser takes them as URLs.
+        let (hostport, tls) = match u.strip_prefix("tls://") {
+            Some(rest) => {
+                let tls = client_tls.clone().ok_or_else(|| {
+                    format!("{u}: a tls:// ZooKeeper address needs --cert-file and --key-file, or --auto-tls")
+                })?;
+                (rest, Some(tls))
+            }
+            None => (u.strip_prefix("tcp://").unwrap_or(u), None),
+        };
         let url = format!("http://{hostport}");
         match bind(&url, "ZooKeeper clients") {
-            Ok(l) => zookeeper_listeners.push((u.clone(), l)),
+            Ok(l) => zookeeper_listeners.push((u.clone(), l, tls)),
             Err(e) if o.zookeeper_port_optional => {
                 tracing::warn!(
                     error = %e,
@@ -610,7 +623,7 @@ pub fn run(
             }
         }));
     }
-    for (url, l) in p.zookeeper_listeners {
+    for (url, l, tls) in p.zookeeper_listeners {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
         let mut rx = stop_rx.clone();
         let ctx = Arc::clone(&zk);
@@ -619,7 +632,7 @@ pub fn run(
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            crate::zk::port::serve(ctx, l, stop).await;
+            crate::zk::port::serve(ctx, l, tls, stop).await;
         }));
     }
     let gone = removed(Arc::clone(&p.server));

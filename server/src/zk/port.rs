@@ -1,6 +1,7 @@
 //! The ZooKeeper client port: accepts connections (at most `connections_max`, and
-//! `connections_per_address_max` per client address, as `maxClientCnxns`), answers the
-//! four-letter words, and hands every other connection to [`super::conn`].
+//! `connections_per_address_max` per client address, as `maxClientCnxns`), over TLS on a
+//! secure port (ZooKeeper's `secureClientPort`), answers the four-letter words, and hands
+//! every other connection to [`super::conn`].
 //!
 //! Never lets one connection's failure reach another, and never holds a connection past the
 //! limits: one over them is closed at once.
@@ -10,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::four_letter::{self, Connections};
@@ -58,17 +59,21 @@ impl Drop for Slot {
     }
 }
 
-/// Serves ZooKeeper clients on `listener` until `stop` resolves.
+/// How long a client has for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves ZooKeeper clients on `listener` (over TLS with `tls`) until `stop` resolves.
 pub async fn serve(
     ctx: Arc<ZkContext>,
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let open = Arc::new(Mutex::new(Open::default()));
     let conns = Arc::new(Connections::default());
     tokio::pin!(stop);
     loop {
-        let (mut stream, peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut stop => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -84,23 +89,41 @@ pub async fn serve(
         };
         let ctx = Arc::clone(&ctx);
         let conns = Arc::clone(&conns);
+        let tls = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
-            let mut head = [0u8; 4];
-            if stream.read_exact(&mut head).await.is_err() {
-                return;
-            }
-            if let Some(text) = four_letter::answer(&head, &ctx, &conns) {
-                let _ = stream.write_all(text.as_bytes()).await;
-                let _ = stream.shutdown().await;
-                return;
-            }
-            let registered = conns.register(peer);
-            let stats = Arc::clone(&registered.stats);
-            if let Err(e) = super::conn::serve(ctx, stream, stats, u32::from_be_bytes(head)).await {
-                tracing::debug!(%peer, error = %e, "ZooKeeper connection ended");
+            let Some(acceptor) = tls else {
+                return handle(stream, peer, ctx, conns).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => handle(s, peer, ctx, conns).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "ZooKeeper TLS handshake"),
+                Err(_) => tracing::debug!(%peer, "ZooKeeper TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// One accepted connection: a four-letter word, or a client session.
+async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    mut stream: S,
+    peer: std::net::SocketAddr,
+    ctx: Arc<ZkContext>,
+    conns: Arc<Connections>,
+) {
+    let mut head = [0u8; 4];
+    if stream.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    if let Some(text) = four_letter::answer(&head, &ctx, &conns) {
+        let _ = stream.write_all(text.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let registered = conns.register(peer);
+    let stats = Arc::clone(&registered.stats);
+    if let Err(e) = super::conn::serve(ctx, stream, stats, u32::from_be_bytes(head)).await {
+        tracing::debug!(%peer, error = %e, "ZooKeeper connection ended");
     }
 }
