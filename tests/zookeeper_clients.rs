@@ -938,3 +938,66 @@ fn sessions_past_the_limit_are_refused() {
         "the held ones go on"
     );
 }
+
+/// `quorumkv bench zk-create|zk-set|zk-get` against a member: every request answered, the
+/// created znodes there (zkCli.sh counts them), and failures counted, not hidden: values past
+/// the member's jute.maxbuffer fail.
+#[test]
+fn zk_load_generator_counts_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = format!("127.0.0.1:{}", free_port());
+    let _node = OneMember::start_with(
+        dir.path(),
+        "b1",
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        &[
+            "--listen-zookeeper-urls",
+            &zk,
+            "--zookeeper-max-buffer",
+            "4096",
+        ],
+    );
+    wait_ruok(&zk);
+    let bench = |workload: &str, extra: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+            .args(["bench", workload, "--endpoints", &zk, "--json"])
+            .args(["--conns", "4", "--clients", "20", "--key-space-size", "30"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{workload}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    let created = bench("zk-create", &["--total", "500"]);
+    assert_eq!(
+        (created["ok"].as_u64(), created["failed"].as_u64()),
+        (Some(500), Some(0))
+    );
+    let out = zkcli(&zk, "getAllChildrenNumber /quorumkv-bench");
+    assert!(
+        out.contains("\n501\n"),
+        "one run's parent and its 500 znodes: {out}"
+    );
+    for workload in ["zk-set", "zk-get"] {
+        let r = bench(workload, &["--total", "400"]);
+        assert_eq!(
+            (r["ok"].as_u64(), r["failed"].as_u64()),
+            (Some(400), Some(0)),
+            "{r}"
+        );
+    }
+    let out = zkcli(&zk, "getAllChildrenNumber /quorumkv-bench");
+    assert!(
+        out.contains("\n532\n"),
+        "and the key space's parent and 30 keys: {out}"
+    );
+    let refused = bench("zk-create", &["--total", "50", "--val-size", "8192"]);
+    assert_eq!(refused["ok"].as_u64(), Some(0), "{refused}");
+    assert_eq!(refused["failed"].as_u64(), Some(50), "{refused}");
+}

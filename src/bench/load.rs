@@ -20,6 +20,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::grpc::GrpcConn;
 
+/// Where etcd's clients connect unless told otherwise.
+const ETCD_ENDPOINT: &str = "127.0.0.1:2379";
+
 const PUT: &str = "/etcdserverpb.KV/Put";
 const RANGE: &str = "/etcdserverpb.KV/Range";
 const TXN: &str = "/etcdserverpb.KV/Txn";
@@ -27,12 +30,13 @@ const TXN: &str = "/etcdserverpb.KV/Txn";
 /// Flags every workload shares (named as etcd's `benchmark` tool names them).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Client URLs or host:port pairs, comma-separated.
-    #[arg(long, default_value = "127.0.0.1:2379", value_delimiter = ',')]
-    endpoints: Vec<String>,
+    /// Client URLs or host:port pairs, comma-separated (default: 127.0.0.1:2379 for the etcd
+    /// API, 127.0.0.1:2181 for ZooKeeper's).
+    #[arg(long, value_delimiter = ',')]
+    pub(super) endpoints: Vec<String>,
     /// gRPC connections, spread over the endpoints.
     #[arg(long, default_value_t = 1)]
-    conns: usize,
+    pub(super) conns: usize,
     /// Concurrent clients, spread over the connections.
     #[arg(long, default_value_t = 1)]
     clients: usize,
@@ -53,7 +57,7 @@ pub struct LoadArgs {
     val_size: usize,
     /// Distinct keys used.
     #[arg(long, default_value_t = 1)]
-    key_space_size: u64,
+    pub(super) key_space_size: u64,
     /// Walk the key space in order instead of at random.
     #[arg(long)]
     sequential_keys: bool,
@@ -133,14 +137,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl LoadArgs {
-    fn check(&self) -> Result<(), String> {
-        if self.endpoints.is_empty() || self.conns == 0 || self.clients == 0 {
-            return Err("--endpoints, --conns and --clients must not be empty or 0".into());
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.conns == 0 || self.clients == 0 {
+            return Err("--conns and --clients must not be 0".into());
         }
         if self.key_space_size == 0 || self.key_size == 0 {
             return Err("--key-space-size and --key-size must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// `--endpoints`, or `default` when none is given.
+    pub(super) fn with_default_endpoint(mut self, default: &str) -> LoadArgs {
+        if self.endpoints.is_empty() {
+            self.endpoints = vec![default.to_string()];
+        }
+        self
     }
 
     fn total(&self) -> Option<u64> {
@@ -152,7 +164,7 @@ impl LoadArgs {
     }
 
     /// Where in the key space the `n`th request goes.
-    fn key_index(&self, n: u64) -> u64 {
+    pub(super) fn key_index(&self, n: u64) -> u64 {
         if self.sequential_keys {
             n % self.key_space_size
         } else {
@@ -170,7 +182,7 @@ impl LoadArgs {
         self.key_at(self.key_index(n))
     }
 
-    fn value(&self) -> Vec<u8> {
+    pub(super) fn value(&self) -> Vec<u8> {
         vec![b'v'; self.val_size]
     }
 
@@ -255,7 +267,7 @@ impl LoadArgs {
 }
 
 /// What the clients measured.
-struct Outcome {
+pub(super) struct Outcome {
     latency_ns: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
@@ -338,11 +350,25 @@ impl Shards {
     }
 }
 
+/// A failed request, counted under its name.
+pub(super) trait Failure {
+    /// How the report names it.
+    fn name(&self) -> String;
+}
+
+impl Failure for tonic::Status {
+    fn name(&self) -> String {
+        format!("{:?}", self.code())
+    }
+}
+
 /// Runs `op` from every client until the total is issued or the time is up.
-async fn drive<F, Fut>(args: &LoadArgs, chans: Vec<GrpcConn>, op: F) -> Outcome
+pub(super) async fn drive<C, E, F, Fut>(args: &LoadArgs, chans: Vec<C>, op: F) -> Outcome
 where
-    F: Fn(GrpcConn, u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+    C: Clone + Send + Sync + 'static,
+    E: Failure,
+    F: Fn(C, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
 {
     let total = args.total();
     let deadline = args.duration.map(|d| Instant::now() + d);
@@ -389,9 +415,7 @@ where
                                 out.ok += 1;
                                 let _ = out.latency_ns.record(t0.elapsed().as_nanos() as u64);
                             }
-                            Err(s) => {
-                                *out.errors.entry(format!("{:?}", s.code())).or_default() += 1
-                            }
+                            Err(e) => *out.errors.entry(e.name()).or_default() += 1,
                         }
                         drop(out);
                         if total.is_some() {
@@ -427,7 +451,7 @@ macro_rules! say {
     }};
 }
 
-fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
+pub(super) fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
     let secs = o.elapsed.as_secs_f64().max(1e-9);
     let h = &o.latency_ns;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
@@ -476,7 +500,7 @@ fn report(name: &str, args: &LoadArgs, o: &Outcome, extra: serde_json::Value) {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -494,6 +518,7 @@ where
     F: Fn(GrpcConn, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
+    let args = &args.clone().with_default_endpoint(ETCD_ENDPOINT);
     args.check()?;
     let op = make_op(Arc::new(args.clone()));
     let o = runtime()?.block_on(async {
@@ -588,7 +613,7 @@ pub fn txn(a: &TxnArgs) -> Result<(), String> {
 /// `bench watch`: `--watchers` streams watch the whole key space while the clients put keys;
 /// measures put throughput and the delay from sending a put to each watcher seeing it.
 pub fn watch(a: &WatchArgs) -> Result<(), String> {
-    let mut args = a.load.clone();
+    let mut args = a.load.clone().with_default_endpoint(ETCD_ENDPOINT);
     args.check()?;
     // Every put gets its own key, so each event names the put it reports.
     args.sequential_keys = true;

@@ -8,6 +8,7 @@ mod load;
 mod log;
 mod plot;
 mod wal;
+mod zk;
 
 use clap::Subcommand;
 
@@ -30,6 +31,12 @@ pub enum Target {
     Txn(load::TxnArgs),
     /// Puts while watchers stream every event: put throughput and event delivery delay.
     Watch(load::WatchArgs),
+    /// Creates of new znodes through ZooKeeper's protocol (quorumkv or ZooKeeper).
+    ZkCreate(zk::ZkArgs),
+    /// setData on znodes of the key space through ZooKeeper's protocol.
+    ZkSet(zk::ZkArgs),
+    /// getData of znodes of the key space through ZooKeeper's protocol.
+    ZkGet(zk::ZkArgs),
     /// PNG charts of benches/compare.sh results: throughput by clients, latency percentiles.
     Plot(plot::PlotArgs),
 }
@@ -44,6 +51,9 @@ pub fn run(target: Target) -> Result<(), String> {
         Target::Range(args) => load::range(&args),
         Target::Txn(args) => load::txn(&args),
         Target::Watch(args) => load::watch(&args),
+        Target::ZkCreate(args) => zk::run(zk::Workload::Create, &args),
+        Target::ZkSet(args) => zk::run(zk::Workload::Set, &args),
+        Target::ZkGet(args) => zk::run(zk::Workload::Get, &args),
         Target::Plot(args) => plot::run(&args),
     }
 }
