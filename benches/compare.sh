@@ -8,13 +8,17 @@
 # and latency percentiles per system (in benches/plots for BENCHMARKS.md, else beside the
 # output as NAME-plots/, with the raw results as results.jsonl so the charts can be redrawn).
 #
-# Usage: benches/compare.sh [--quick] [--knobs] [--tls] [--repeats N] [--out FILE]
+# Usage: benches/compare.sh [--quick] [--knobs] [--tls] [--zookeeper] [--repeats N] [--out FILE]
 #                            [--systems "etcd1 raft1 ..."] [--serve-flags "FLAGS"]
 #   --quick: one member each, small workloads, one repeat (under a minute; run in CI).
 #   --tls: what TLS costs: puts against etcd and quorumkv (Raft) in plaintext and with TLS on
 #     the client and peer ports (systems named with an `s`: etcds1, rafts3; certificates made
 #     with the openssl command for the run), one member and three (benches/TLS.md unless --out
 #     says otherwise). Ratios of TLS systems are to etcd with TLS.
+#   --zookeeper: ZooKeeper's protocol instead: real ZooKeeper 3.8 (Debian's, its default
+#     forceSync; systems zk1, zk3) beside quorumkv's ZooKeeper port on Raft and ZAB, with
+#     `quorumkv bench zk-create|zk-set|zk-get` at 1 session/1 client and 100 sessions/1,000
+#     clients, 256 B values (benches/ZOOKEEPER.md unless --out says otherwise).
 #   --serve-flags: extra flags for every quorumkv member, e.g. "--wal-backend uring",
 #     "--wal-commit-delay-us 200", "--wal-pipeline-depth 1" (no pipelining),
 #     "--wal-preallocate false", "--wal-batch-records-max 64".
@@ -25,12 +29,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=0 knobs=0 tls=0 repeats=3 out="" systems="" serve_flags=""
+quick=0 knobs=0 tls=0 zk=0 repeats=3 out="" systems="" serve_flags=""
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
         --knobs) knobs=1 ;;
         --tls) tls=1 ;;
+        --zookeeper) zk=1 ;;
         --repeats) repeats=$2; shift ;;
         --out) out=$2; shift ;;
         --systems) systems=$2; shift ;;
@@ -76,6 +81,26 @@ if [ $tls = 1 ]; then
         workloads=("put 100 conns 1000 clients|put --conns 100 --clients 1000 --total 100000 --key-space-size 100000")
     fi
 fi
+if [ $zk = 1 ]; then
+    out=${out:-benches/ZOOKEEPER.md}
+    if [ $quick = 1 ]; then
+        systems=${asked_systems:-zk1 raft1}
+        workloads=(
+            "create 10 sessions 100 clients|zk-create --conns 10 --clients 100 --total 3000"
+            "get 10 sessions 100 clients|zk-get --conns 10 --clients 100 --total 3000 --key-space-size 100"
+        )
+    else
+        systems=${asked_systems:-zk1 raft1 zab1 zk3 raft3 zab3}
+        workloads=(
+            "create 1 session 1 client|zk-create --conns 1 --clients 1 --total 3000"
+            "set 1 session 1 client|zk-set --conns 1 --clients 1 --total 3000 --key-space-size 100"
+            "get 1 session 1 client|zk-get --conns 1 --clients 1 --total 10000 --key-space-size 100"
+            "create 100 sessions 1000 clients|zk-create --conns 100 --clients 1000 --total 100000"
+            "set 100 sessions 1000 clients|zk-set --conns 100 --clients 1000 --total 100000 --key-space-size 1000"
+            "get 100 sessions 1000 clients|zk-get --conns 100 --clients 1000 --total 200000 --key-space-size 1000"
+        )
+    fi
+fi
 # name|serve flags: one sweep setting (the comparison runs the defaults only).
 settings=("defaults|")
 if [ $knobs = 1 ]; then
@@ -113,6 +138,10 @@ if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] &&
     echo "== installing fonts-dejavu-core (chart labels)" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null
 fi
+if [ $zk = 1 ] && [ ! -e /usr/share/java/zookeeper.jar ]; then
+    echo "== installing zookeeper" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+fi
 if ! command -v etcd >/dev/null 2>&1; then
     echo "== installing etcd-server" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
@@ -137,14 +166,46 @@ scheme_of() { # SYSTEM: https for a TLS system (named with a trailing s), else h
     case $1 in *s) echo https ;; *) echo http ;; esac
 }
 
-endpoints() { # SYSTEM MEMBERS: its client URLs
-    seq -s, -f "$(scheme_of "$1")://127.0.0.1:%g2379" 1 "$2"
+endpoints() { # SYSTEM MEMBERS: its client URLs (ZooKeeper addresses with --zookeeper)
+    if [ $zk = 1 ]; then
+        seq -s, -f "127.0.0.1:%g2181" 1 "$2"
+    else
+        seq -s, -f "$(scheme_of "$1")://127.0.0.1:%g2379" 1 "$2"
+    fi
+}
+
+start_zookeeper() { # MEMBERS: real ZooKeeper, standalone for one member, a quorum for more
+    local n=$1 i
+    for i in $(seq 1 "$n"); do
+        local dir="$work/zk-m$i"
+        mkdir -p "$dir/data"
+        echo "$i" >"$dir/data/myid"
+        {
+            echo "tickTime=2000"
+            echo "initLimit=10"
+            echo "syncLimit=5"
+            echo "dataDir=$dir/data"
+            echo "clientPort=${i}2181"
+            echo "maxClientCnxns=0"
+            echo "admin.enableServer=false"
+            if [ "$n" -gt 1 ]; then
+                for j in $(seq 1 "$n"); do echo "server.$j=127.0.0.1:${j}2888:${j}3888"; done
+            fi
+        } >"$dir/zoo.cfg"
+        local main=org.apache.zookeeper.server.quorum.QuorumPeerMain
+        java -cp "/usr/share/java/zookeeper.jar:/usr/share/java/*" $main "$dir/zoo.cfg" \
+            >"$work/zk-m$i.log" 2>&1 &
+        pids+=($!)
+    done
 }
 
 start() { # start SYSTEM MEMBERS
     local sys=$1 n=$2 ic="" i scheme tls_flags=()
     scheme=$(scheme_of "$sys")
     rm -rf "$work/$sys-m"*
+    if [ "$sys" = zk ]; then
+        start_zookeeper "$n"
+    fi
     if [ "$scheme" = https ]; then
         tls_flags=(--cert-file "$certs/member.crt" --key-file "$certs/member.key"
             --peer-cert-file "$certs/member.crt" --peer-key-file "$certs/member.key"
@@ -152,6 +213,7 @@ start() { # start SYSTEM MEMBERS
     fi
     for i in $(seq 1 "$n"); do ic="$ic${ic:+,}m$i=$scheme://127.0.0.1:${i}2380"; done
     for i in $(seq 1 "$n"); do
+        [ "$sys" = zk ] && break
         local common=(--name "m$i" --data-dir "$work/$sys-m$i" --initial-cluster "$ic"
             --listen-client-urls "$scheme://127.0.0.1:${i}2379" --listen-peer-urls "$scheme://127.0.0.1:${i}2380"
             --initial-advertise-peer-urls "$scheme://127.0.0.1:${i}2380" "${tls_flags[@]}")
@@ -161,14 +223,17 @@ start() { # start SYSTEM MEMBERS
         else
             # shellcheck disable=SC2086
             "$bin" serve "${common[@]}" --advertise-client-urls "$scheme://127.0.0.1:${i}2379" \
+                --listen-zookeeper-urls "127.0.0.1:${i}2181" --zookeeper-max-client-cnxns 0 \
                 --replication "${sys%s}" $serve_flags $setting_flags >"$work/$sys-m$i.log" 2>&1 &
             pids+=($!)
         fi
     done
     local eps
     eps=$(endpoints "$sys" "$n")
-    for _ in $(seq 1 100); do
-        if "$bin" bench put --endpoints "$eps" --total 1 --key-size 16 --json "${tls_bench[@]}" 2>/dev/null |
+    local probe=(put --key-size 16 "${tls_bench[@]}")
+    [ $zk = 1 ] && probe=(zk-create)
+    for _ in $(seq 1 150); do
+        if "$bin" bench "${probe[@]}" --endpoints "$eps" --total 1 --json 2>/dev/null |
             tail -1 | grep -q '"ok":1'; then
             return 0
         fi
@@ -194,6 +259,10 @@ tls_bench=()
 [ $tls = 1 ] && tls_bench=(--cacert "$certs/ca.pem")
 
 leader_first() { # EPS: the same endpoints, the leader's first (asked over the JSON gateway)
+    if [ $zk = 1 ]; then # ZooKeeper clients are spread over the members as they are
+        echo "$1"
+        return
+    fi
     python3 - "$1" "$certs/ca.pem" <<'PY'
 import json, ssl, sys, urllib.request
 eps = sys.argv[1].split(",")
@@ -213,6 +282,10 @@ PY
 }
 
 fsyncs() { # fsyncs ENDPOINT: the member's WAL fdatasyncs so far (etcd exports the same metric)
+    if [ $zk = 1 ]; then # not asked of ZooKeeper's ports
+        echo 0
+        return
+    fi
     python3 - "$1" "$certs/ca.pem" <<'PY'
 import ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[2]) if sys.argv[1].startswith("https://") else None
@@ -236,6 +309,9 @@ for rep in $(seq 1 "$repeats"); do
             # One connection goes to the first endpoint: the leader, as etcd's benchmark matrix
             # targets it, so the row measures the protocol rather than where the election landed.
             eps=$(leader_first "$(endpoints "$sys" "$n")")
+            if [ $zk = 1 ]; then # the same unmeasured warm-up for every system
+                "$bin" bench zk-create --conns 10 --clients 100 --total 20000 --endpoints "$eps" >/dev/null
+            fi
             for w in "${workloads[@]}"; do
                 name=${w%%|*} args=${w#*|}
                 before=$(fsyncs "${eps%%,*}")
@@ -254,15 +330,15 @@ done
 sync_p50=$("$bin" bench wal --appenders 1 --sync-each --duration-secs 1 --json 2>/dev/null | tail -1 |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["p50_us"]))' 2>/dev/null || echo "?")
 
-if [ $knobs = 0 ] && [ $tls = 0 ]; then
+if [ $knobs = 0 ] && [ $tls = 0 ] && [ $zk = 0 ]; then
     mkdir -p "$plots"
     cp "$results" "$plots/results.jsonl"
     "$bin" bench plot --input "$results" --out-dir "$plots" >&2
 fi
 
-python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" "$plots" "$knobs" "$tls" <<'EOF'
+python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" "$plots" "$knobs" "$tls" "$zk" <<'EOF'
 import json, statistics, sys, os, datetime
-path, out, quick, repeats, sync_p50, serve_flags, plots, knobs, tls = sys.argv[1:10]
+path, out, quick, repeats, sync_p50, serve_flags, plots, knobs, tls, zk = sys.argv[1:11]
 rows = [json.loads(l) for l in open(path)]
 systems = list(dict.fromkeys(r["system"] for r in rows))
 settings = list(dict.fromkeys(r["setting"] for r in rows))
@@ -275,8 +351,9 @@ tput = lambda r: r["result"]["throughput_per_s"]
 p99 = lambda r: r["result"]["latency"]["p99_us"] / 1000
 per_sync = lambda r: r["result"]["ok"] / max(r["leader_fsyncs"], 1)
 failed = lambda r: r["result"]["failed"]
-mode = (" --knobs" if knobs == "1" else "") + (" --tls" if tls == "1" else "") + (" --quick" if quick == "1" else "")
-title = "# Storage knobs\n" if knobs == "1" else "# What TLS costs\n" if tls == "1" else "# Benchmarks\n"
+mode = (" --knobs" if knobs == "1" else "") + (" --tls" if tls == "1" else "") + (" --zookeeper" if zk == "1" else "") + (" --quick" if quick == "1" else "")
+title = ("# Storage knobs\n" if knobs == "1" else "# What TLS costs\n" if tls == "1"
+         else "# ZooKeeper's protocol: quorumkv and ZooKeeper 3.8\n" if zk == "1" else "# Benchmarks\n")
 lines = [title]
 lines.append(f"Generated by `benches/compare.sh{mode}` on {datetime.date.today()}: "
              f"{os.cpu_count()} cores, fdatasync p50 {sync_p50} µs "
@@ -286,10 +363,14 @@ lines.append(f"Generated by `benches/compare.sh{mode}` on {datetime.date.today()
                 "defaults of the same system. Throughput in puts/s, p99 in ms; puts/fsync is the "
                 "puts answered over the leader's WAL fdatasyncs meanwhile (group commit at work)."
                 if knobs == "1" else
-                "systems alternating within each run (each run starting one system later), the "
-                "leader first among the endpoints (so "
-                "one connection talks to the leader; more spread over every member). Ratios are "
-                "to etcd with the same number of members"
+                "systems alternating within each run (each run starting one system later). "
+                + ("Each system first takes 20,000 creates unmeasured (ZooKeeper's JIT warms "
+                   "up). " if zk == "1" else "The leader is first among the endpoints (so one "
+                   "connection talks to the leader; more spread over every member). ")
+                + "Ratios are "
+                + ("to ZooKeeper with the same number of members (sessions spread over the "
+                   "members as given, as ZooKeeper's clients spread them)" if zk == "1" else
+                   "to etcd with the same number of members")
                 + (" and the same transport (systems ending in `s` run TLS on the client and "
                    "peer ports, peers mutual)" if tls == "1" else "")
                 + ". Throughput in requests/s; p99 in ms.")
@@ -331,8 +412,9 @@ if knobs == "0":
                 if t is None:
                     cells += ["-", "-"]
                     continue
-                base = med(f"etcd{'s' if s[:-1].endswith('s') else ''}{n}", w, tput)
-                ratio = f" ({t / base:.2f}×)" if base and not s.startswith("etcd") else ""
+                peer = "zk" if zk == "1" else "etcd"
+                base = med(f"{peer}{'s' if s[:-1].endswith('s') else ''}{n}", w, tput)
+                ratio = f" ({t / base:.2f}×)" if base and not s.startswith(peer) else ""
                 fail = med(s, w, failed)
                 fail_note = f", {fail:.0f} failed" if fail else ""
                 cells += [f"{t:,.0f}{ratio}{fail_note}", f"{med(s, w, p99):.1f}"]
@@ -344,7 +426,7 @@ if knobs == "0":
                     if plain and secure:
                         lines.append(f"\n{s}, {n} member{'s' if n != '1' else ''}, {w}: TLS "
                                      f"keeps {secure / plain:.0%} of plaintext throughput.")
-if tls == "1":
+if tls == "1" or zk == "1":
     pass
 elif knobs == "0":
     rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(out)))

@@ -168,7 +168,7 @@ pub struct ServeArgs {
     /// Largest ZooKeeper frame taken, in bytes (jute.maxbuffer).
     #[arg(long, default_value_t = 0xfffff)]
     pub(crate) zookeeper_max_buffer: usize,
-    /// ZooKeeper connections one client address may hold (maxClientCnxns).
+    /// ZooKeeper connections one client address may hold (maxClientCnxns; 0: no limit).
     #[arg(long, default_value_t = 60)]
     pub(crate) zookeeper_max_client_cnxns: usize,
     /// WAL io backend.

@@ -34,7 +34,9 @@ impl Slot {
     fn take(open: &Arc<Mutex<Open>>, address: IpAddr, ctx: &ZkContext) -> Option<Slot> {
         let mut o = open.lock();
         let mine = o.by_address.get(&address).copied().unwrap_or(0);
-        if o.total >= ctx.cfg.connections_max || mine >= ctx.cfg.connections_per_address_max {
+        // 0 per address is no limit there, as ZooKeeper's maxClientCnxns=0.
+        let per_address = ctx.cfg.connections_per_address_max;
+        if o.total >= ctx.cfg.connections_max || (per_address != 0 && mine >= per_address) {
             return None;
         }
         o.total += 1;

@@ -35,7 +35,7 @@ pub struct ZkConfig {
     pub session_timeout_max: Duration,
     /// Largest frame taken (`jute.maxbuffer`).
     pub frame_bytes_max: usize,
-    /// Connections one client address may hold (`maxClientCnxns`).
+    /// Connections one client address may hold (`maxClientCnxns`; 0: no limit).
     pub connections_per_address_max: usize,
     /// Connections the port holds in all.
     pub connections_max: usize,
