@@ -386,7 +386,16 @@ fn peer_security(o: &ServeOptions, members: &[Member]) -> Result<PeerSecurity, S
     }
     let secret = match &o.peer_secret_file {
         Some(path) => PeerSecret::from_file(path)?,
-        None => PeerSecret::from_token(&o.initial_cluster_token),
+        None => {
+            if members.len() > 1 && o.initial_cluster_token == DEFAULT_CLUSTER_TOKEN {
+                tracing::warn!(
+                    "peers prove membership with a secret derived from the default cluster \
+                     token, which anyone knows: give every member an unguessable \
+                     --initial-cluster-token or a --peer-secret-file"
+                );
+            }
+            PeerSecret::from_token(&o.initial_cluster_token)
+        }
     };
     match (&o.peer_tls, https) {
         (Some(t), true) => PeerSecurity::tls(secret, t.clone()),
