@@ -347,14 +347,16 @@ impl TlsArgs {
             return Ok(None);
         }
         Ok(Some(quorumkv_server::transport::security::PeerTlsOptions {
-            files,
-            trusted_ca: Some(self.peer_trusted_ca_file.clone())
-                .filter(|f| !f.is_empty())
-                .map(Into::into),
-            client_cert_auth: self.peer_client_cert_auth,
+            tls: quorumkv_server::tls::TlsOptions {
+                files,
+                trusted_ca: Some(self.peer_trusted_ca_file.clone())
+                    .filter(|f| !f.is_empty())
+                    .map(Into::into),
+                client_cert_auth: self.peer_client_cert_auth,
+                cipher_suites: list(&self.cipher_suites),
+                auto_names: auto_names(advertised),
+            },
             allowed_cn: Some(self.peer_cert_allowed_cn.clone()).filter(|c| !c.is_empty()),
-            cipher_suites: list(&self.cipher_suites),
-            auto_names: auto_names(advertised),
         }))
     }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::certs::Ca;
 use common::cluster::{Cluster, etcdctl, ok, serial};
 use common::free_port;
+use quorumkv_server::tls::TlsOptions;
 use quorumkv_server::transport::peer_auth::PeerSecret;
 use quorumkv_server::transport::security::{PeerSecurity, PeerTlsOptions};
 use quorumkv_server::transport::tcp;
@@ -90,18 +91,12 @@ fn three_members_replicate_over_peer_mtls(protocol: &'static str) {
     // The backend commits (and the log is compacted) every 100 ms at most.
     std::thread::sleep(Duration::from_secs(1));
     c.spawn(behind);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = etcdctl(
-            &c.members[behind].client,
-            &["get", "/tls/last", "--consistency=s", "--print-value-only"],
-        );
-        if String::from_utf8_lossy(&out.stdout).trim() == "z" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the member never caught up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_local_value(
+        &c.members[behind].client,
+        "/tls/last",
+        "z",
+        "the member never caught up",
+    );
     let log = std::fs::read_to_string(c.members[behind].dir.with_extension("log")).unwrap();
     assert!(
         log.contains("snapshot installed"),
@@ -111,21 +106,32 @@ fn three_members_replicate_over_peer_mtls(protocol: &'static str) {
     // A member added at runtime learns the cluster over TLS and joins.
     let endpoints = c.endpoints();
     let (i, _) = c.add_member(&c.members[leader].client.clone(), false);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = etcdctl(
-            &c.members[i].client,
-            &["get", "/tls/a", "--consistency=s", "--print-value-only"],
-        );
-        if String::from_utf8_lossy(&out.stdout).trim() == "1" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the added member never served");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_local_value(
+        &c.members[i].client,
+        "/tls/a",
+        "1",
+        "the added member never served",
+    );
     let list = ok(&etcdctl(&endpoints, &["member", "list"]));
     assert_eq!(list.lines().count(), 4, "{list}");
     assert!(list.contains("https://"), "{list}");
+}
+
+/// Waits up to 30 s for the member at `client` to read `want` at `key` on its own
+/// (serializable), panicking with `what` if it never does.
+fn wait_local_value(client: &str, key: &str, want: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = etcdctl(
+            client,
+            &["get", key, "--consistency=s", "--print-value-only"],
+        );
+        if String::from_utf8_lossy(&out.stdout).trim() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -206,12 +212,14 @@ fn tls_dialer(secret: PeerSecret, files: Option<(PathBuf, PathBuf)>, ca: &Ca) ->
     PeerSecurity::tls(
         secret,
         PeerTlsOptions {
-            files,
-            trusted_ca: Some(ca.path()),
-            client_cert_auth: false,
+            tls: TlsOptions {
+                files,
+                trusted_ca: Some(ca.path()),
+                client_cert_auth: false,
+                cipher_suites: Vec::new(),
+                auto_names: Vec::new(),
+            },
             allowed_cn: None,
-            cipher_suites: Vec::new(),
-            auto_names: Vec::new(),
         },
     )
     .unwrap()

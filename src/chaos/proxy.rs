@@ -117,7 +117,7 @@ async fn forward(
     to: usize,
     target: SocketAddr,
     ids: &Ids,
-    mut faults: watch::Receiver<NetFaults>,
+    faults: watch::Receiver<NetFaults>,
     mut rng: StdRng,
 ) -> Result<(), String> {
     let _ = client.set_nodelay(true);
@@ -152,11 +152,7 @@ async fn forward(
     if faults.borrow().blocked(from, to) {
         return Err("partitioned".into());
     }
-    let upstream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = upstream.set_nodelay(true);
+    let upstream = dial(target).await?;
     let (target_rd, target_wr) = upstream.into_split();
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_FRAMES);
     let mut first = Vec::with_capacity(hello.len() + frame::HEADER_BYTES);
@@ -190,16 +186,7 @@ async fn forward(
             dec.push(&buf[..n]);
         }
     };
-    let cut = async move {
-        loop {
-            if faults.borrow_and_update().blocked(from, to) {
-                return;
-            }
-            if faults.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let cut = partitioned(faults, from, to);
     // A dialer that closes its side ends the connection once the delayed frames are written.
     let up = async move {
         up.await?;
@@ -220,17 +207,13 @@ async fn forward_opaque(
     from: Option<usize>,
     to: usize,
     target: SocketAddr,
-    mut faults: watch::Receiver<NetFaults>,
+    faults: watch::Receiver<NetFaults>,
 ) -> Result<(), String> {
     if faults.borrow().blocked(from, to) {
         return Err("partitioned".into());
     }
     let _ = client.set_nodelay(true);
-    let upstream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = upstream.set_nodelay(true);
+    let upstream = dial(target).await?;
     let (mut client_rd, client_wr) = client.into_split();
     let (target_rd, target_wr) = upstream.into_split();
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_FRAMES);
@@ -249,22 +232,35 @@ async fn forward_opaque(
                 .map_err(|_| "writer gone")?;
         }
     };
-    let cut = async move {
-        loop {
-            if faults.borrow_and_update().blocked(from, to) {
-                return;
-            }
-            if faults.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let cut = partitioned(faults, from, to);
     tokio::select! {
         r = up => r,
         r = write_delayed(rx, target_wr) => r,
         r = copy(target_rd, client_wr) => r,
         () = cut => Err("partitioned".into()),
     }
+}
+
+/// Resolves once `from` and `to` are partitioned from each other.
+async fn partitioned(mut faults: watch::Receiver<NetFaults>, from: Option<usize>, to: usize) {
+    loop {
+        if faults.borrow_and_update().blocked(from, to) {
+            return;
+        }
+        if faults.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Connects to the member behind the proxy.
+async fn dial(target: SocketAddr) -> Result<TcpStream, String> {
+    let upstream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = upstream.set_nodelay(true);
+    Ok(upstream)
 }
 
 /// The member whose process owns the loopback socket at `dialer` (the dialing end of an

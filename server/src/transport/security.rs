@@ -7,7 +7,6 @@
 //! connection carries after its handshake.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::ClientConfig;
@@ -23,20 +22,12 @@ use crate::tls::{ClientTlsOptions, ServerTls, TlsOptions};
 /// Peer TLS as etcd's `--peer-*` flags describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerTlsOptions {
-    /// This member's certificate chain and key, served and presented when dialing; None:
-    /// generated at start (`--peer-auto-tls`), presented to no one.
-    pub files: Option<(PathBuf, PathBuf)>,
-    /// CAs the other members' certificates must chain to; None: they are not verified
-    /// (auto TLS), and membership rests on the peer secret alone.
-    pub trusted_ca: Option<PathBuf>,
-    /// Whether a dialing member must present a certificate signed by `trusted_ca`.
-    pub client_cert_auth: bool,
+    /// The listener's side, whose certificate is also presented when dialing (a generated
+    /// one, `--peer-auto-tls`, is presented to no one). Without `trusted_ca` the other
+    /// members' certificates are not verified, and membership rests on the peer secret alone.
+    pub tls: TlsOptions,
     /// The only common name a dialing member's certificate may carry.
     pub allowed_cn: Option<String>,
-    /// TLS 1.2 cipher suites allowed, by IANA name (empty: rustls' defaults).
-    pub cipher_suites: Vec<String>,
-    /// Names a generated certificate is for.
-    pub auto_names: Vec<String>,
 }
 
 /// The security of one member's peer connections.
@@ -61,21 +52,15 @@ impl PeerSecurity {
     /// TLS connections as `options` say, proven by `secret` as well; an error names the
     /// file or flag at fault.
     pub fn tls(secret: PeerSecret, options: PeerTlsOptions) -> Result<PeerSecurity, String> {
-        if options.client_cert_auth && options.trusted_ca.is_none() {
+        let t = &options.tls;
+        if t.client_cert_auth && t.trusted_ca.is_none() {
             return Err("--peer-client-cert-auth needs --peer-trusted-ca-file".into());
         }
-        if options.allowed_cn.is_some() && !options.client_cert_auth {
+        if options.allowed_cn.is_some() && !t.client_cert_auth {
             return Err("--peer-cert-allowed-cn needs --peer-client-cert-auth".into());
         }
-        let server = ServerTls::new(TlsOptions {
-            files: options.files.clone(),
-            trusted_ca: options.trusted_ca.clone(),
-            client_cert_auth: options.client_cert_auth,
-            cipher_suites: options.cipher_suites.clone(),
-            auto_names: options.auto_names.clone(),
-        })
-        .map_err(|e| format!("peer TLS: {e}"))?;
-        if options.trusted_ca.is_none() && options.files.is_some() {
+        let server = ServerTls::new(t.clone()).map_err(|e| format!("peer TLS: {e}"))?;
+        if t.trusted_ca.is_none() && t.files.is_some() {
             tracing::warn!(
                 "peer certificates are not verified (no --peer-trusted-ca-file): the peer \
                  secret alone proves membership"
@@ -165,7 +150,7 @@ impl PeerTls {
     /// The dialing side's configuration, read from the files at each dial (dials are rare:
     /// a reconnect, a snapshot, a call channel), so a rotation applies at the next one.
     fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
-        let o = &self.options;
+        let o = &self.options.tls;
         crate::tls::client_config(&ClientTlsOptions {
             trusted_ca: o.trusted_ca.clone(),
             files: o.files.clone(),
