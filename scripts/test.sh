@@ -33,6 +33,12 @@ if ! command -v javac >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null
 fi
+# A ZooKeeper test runs one member a day behind (libfaketime).
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
+    echo "== installing faketime"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+fi
 # Benchmark charts need a TrueType font for their labels.
 if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] &&
     [ ! -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then

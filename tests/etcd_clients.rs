@@ -1003,17 +1003,6 @@ fn zab_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     follower_behind_compacted_log("zab");
 }
 
-/// `etcdctl member list` rows as (id, name, is learner).
-fn member_rows(ep: &str) -> Vec<(String, String, bool)> {
-    ok(&etcdctl(ep, &["member", "list"]))
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(", ").collect();
-            (f.len() >= 6).then(|| (f[0].to_string(), f[2].to_string(), f[5] == "true"))
-        })
-        .collect()
-}
-
 /// Runtime membership through etcdctl: a member added as a learner joins the running cluster
 /// and catches up, is promoted, and a voter is removed (its process stops by itself); the
 /// cluster keeps serving and the remaining members agree.
@@ -1146,17 +1135,10 @@ fn leader_storage_failure(failpoints: &str) {
     let doomed = (first + 1) % 3;
     // Restart a follower whose fdatasync fails after a few dozen syncs, and hand it the lead.
     c.kill(doomed);
-    c.members[doomed].failpoints = Some(failpoints.into());
+    c.members[doomed].env = vec![("FAILPOINTS".into(), failpoints.into())];
     c.spawn(doomed);
     c.wait_healthy();
-    let first_ep = c.members[first].client.clone();
-    let doomed_id = member_rows(&first_ep)
-        .into_iter()
-        .find(|(_, n, _)| *n == c.members[doomed].name)
-        .unwrap()
-        .0;
-    ok(&etcdctl(&first_ep, &["move-leader", &doomed_id]));
-    assert_eq!(c.leader(), doomed, "leadership moved");
+    let doomed_id = c.move_leader(doomed);
     let others: Vec<String> = (0..3)
         .filter(|&i| i != doomed)
         .map(|i| c.members[i].client.clone())

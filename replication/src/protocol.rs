@@ -59,6 +59,11 @@ pub trait ProtocolMessage: Clone + Debug + Send + 'static {
     fn carries_proposals(&self) -> bool {
         false
     }
+    /// The application data of a message that carries proposals, so the receiving driver can
+    /// stamp what only the leader may decide (its clock) before stepping it in.
+    fn proposals_mut(&mut self) -> Option<&mut [Vec<u8>]> {
+        None
+    }
     /// For a snapshot message leaving a leader: the snapshot it needs, so the driver can
     /// attach the state machine's data.
     fn snapshot_request(&self) -> Option<&SnapshotMeta> {

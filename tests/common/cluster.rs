@@ -44,8 +44,20 @@ pub struct Member {
     pub child: Option<Child>,
     /// For a member added at runtime: the `--initial-cluster` it joins with.
     pub join: Option<String>,
-    /// Storage failpoints armed in its process (FAILPOINTS).
-    pub failpoints: Option<String>,
+    /// Environment variables of its process (FAILPOINTS arms storage failpoints; LD_PRELOAD
+    /// and FAKETIME shift its clock).
+    pub env: Vec<(String, String)>,
+}
+
+/// `etcdctl member list` rows as (id, name, is learner).
+pub fn member_rows(ep: &str) -> Vec<(String, String, bool)> {
+    ok(&etcdctl(ep, &["member", "list"]))
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            (f.len() >= 6).then(|| (f[0].to_string(), f[2].to_string(), f[5] == "true"))
+        })
+        .collect()
 }
 
 /// Asks `child` to stop cleanly (SIGTERM).
@@ -95,7 +107,7 @@ impl Cluster {
                 dir: tmp.path().join(format!("m{i}")),
                 child: None,
                 join: None,
-                failpoints: None,
+                env: Vec::new(),
             })
             .collect();
         let initial = members
@@ -129,9 +141,7 @@ impl Cluster {
         let state = if m.join.is_some() { "existing" } else { "new" };
         let peer_url = format!("{}://{}", self.peer_scheme, m.peer);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
-        if let Some(fp) = &m.failpoints {
-            cmd.env("FAILPOINTS", fp);
-        }
+        cmd.envs(m.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .args([
                 "serve",
@@ -227,7 +237,7 @@ impl Cluster {
             dir: self._tmp.path().join(format!("m{}", i + 1)),
             child: None,
             join: None,
-            failpoints: None,
+            env: Vec::new(),
         };
         let peer_url = format!("{}://{}", self.peer_scheme, m.peer);
         let mut args = vec!["member", "add", &m.name, "--peer-urls", &peer_url];
@@ -252,6 +262,20 @@ impl Cluster {
         });
         self.spawn(i);
         (i, id)
+    }
+
+    /// Hands the lead to member `i` (etcdctl move-leader through the current leader); returns
+    /// its id (hex).
+    pub fn move_leader(&self, i: usize) -> String {
+        let via = &self.members[self.leader()].client;
+        let id = member_rows(via)
+            .into_iter()
+            .find(|(_, name, _)| *name == self.members[i].name)
+            .expect("the member is listed")
+            .0;
+        ok(&etcdctl(via, &["move-leader", &id]));
+        assert_eq!(self.leader(), i, "leadership moved");
+        id
     }
 
     pub fn kill(&mut self, i: usize) {

@@ -7,11 +7,24 @@ mod port;
 
 pub mod certs;
 pub mod cluster;
+pub mod zookeeper;
 
 /// A loopback port free at the time of asking, from below the ephemeral range and never the
 /// same twice in one process (the fault tests' own, [`port::free_port`]).
 pub fn free_port() -> u16 {
     port::free_port().expect("a free loopback port").port()
+}
+
+/// A four-letter word's answer from the ZooKeeper port at `addr` (`None`: no answer).
+pub fn four_letter(addr: &str, word: &[u8; 4]) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(word).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 /// A one-member `quorumkv serve` process on loopback; killed when dropped.

@@ -274,6 +274,12 @@ impl ProtocolMessage for RaftMessage {
     fn carries_proposals(&self) -> bool {
         matches!(self.body, RaftBody::Forward { .. })
     }
+    fn proposals_mut(&mut self) -> Option<&mut [Vec<u8>]> {
+        match &mut self.body {
+            RaftBody::Forward { batch } => Some(batch),
+            _ => None,
+        }
+    }
     fn snapshot_request(&self) -> Option<&SnapshotMeta> {
         match &self.body {
             RaftBody::Snapshot { meta, data } if data.is_empty() => Some(meta),

@@ -341,6 +341,12 @@ impl ProtocolMessage for ZabMessage {
     fn carries_proposals(&self) -> bool {
         matches!(self.body, ZabBody::Request { .. })
     }
+    fn proposals_mut(&mut self) -> Option<&mut [Vec<u8>]> {
+        match &mut self.body {
+            ZabBody::Request { batch } => Some(batch),
+            _ => None,
+        }
+    }
     fn payload_bytes(&self) -> usize {
         match &self.body {
             ZabBody::Proposal { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),

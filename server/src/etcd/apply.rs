@@ -524,6 +524,17 @@ mod tests {
         };
         let env = Envelope::decode(put.encode_to_vec().as_slice()).unwrap();
         assert_eq!((env.id, env.time_ms, env.member_attributes), (9, 7, None));
+        // A leader's restamp changes the time etcd's decoder reads, and nothing else.
+        let mut bytes = put.encode_to_vec();
+        crate::member::envelope::restamp(&mut bytes, 11);
+        let restamped = InternalRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            restamped,
+            InternalRequest {
+                time_ms: 11,
+                ..put.clone()
+            }
+        );
 
         let attrs = CoreAttributes {
             id: 1,

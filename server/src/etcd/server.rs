@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prost::Message;
@@ -29,6 +29,7 @@ use super::error::KvError;
 use super::rbac::{AuthStore, Caller};
 use super::{apply, compactor, corrupt};
 use crate::member::core::{Core, CoreLimits};
+use crate::member::envelope::now_ms;
 use crate::member::identity::Member;
 use crate::member::machine;
 pub use crate::member::open_db;
@@ -198,12 +199,6 @@ impl std::fmt::Debug for KvServer {
             .field("id", &self.cfg.node.id)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl KvServer {

@@ -9,6 +9,8 @@
 //! replay unchanged), 40 ZooKeeper's request; each further client API takes a number of its
 //! own after 40.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 /// What the core reads of a log entry.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
@@ -24,6 +26,19 @@ pub struct Envelope {
     /// A ZooKeeper request, opaque to the core (its applier reads it).
     #[prost(bytes = "vec", optional, tag = "40")]
     pub zookeeper: Option<Vec<u8>>,
+}
+
+/// Milliseconds since the Unix epoch by this member's clock: what a proposal is stamped with.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sets an encoded entry's proposal time to `time_ms`, every other field unchanged: protobuf
+/// keeps the last value of a scalar field, so appending field 2 overrides the proposer's.
+pub fn restamp(entry: &mut Vec<u8>, time_ms: u64) {
+    prost::encoding::uint64::encode(2, &time_ms, entry);
 }
 
 /// A member's name and URLs as the log records them (also the value of its member row).
@@ -49,4 +64,32 @@ pub struct MemberAttributes {
 pub struct MemberApplied {
     /// The key space's revision.
     pub revision: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn restamping_replaces_the_time_and_keeps_every_other_field() {
+        let env = Envelope {
+            id: 3,
+            time_ms: 1_000,
+            member_attributes: None,
+            zookeeper: Some(vec![1, 2, 3]),
+        };
+        let mut bytes = env.encode_to_vec();
+        restamp(&mut bytes, 2_000);
+        restamp(&mut bytes, u64::MAX);
+        let back = Envelope::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            back,
+            Envelope {
+                time_ms: u64::MAX,
+                ..env
+            }
+        );
+    }
 }

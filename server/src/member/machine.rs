@@ -16,7 +16,7 @@ use quorumkv_replication::Entry;
 
 use super::apply_thread::ApplyThread;
 use super::core::Core;
-use super::envelope::Envelope;
+use super::envelope::{self, Envelope};
 use super::flusher::Flusher;
 use super::pending::Answer;
 use super::snapshot_file;
@@ -147,6 +147,10 @@ impl StateMachine for KvMachine {
             .send(ApplyMsg::Install(path.to_path_buf(), tx))
             .map_err(|_| "apply stopped".to_string())?;
         rx.recv().map_err(|_| "apply stopped".to_string())?
+    }
+
+    fn stamp_forwarded(&self, data: &mut Vec<u8>) {
+        envelope::restamp(data, envelope::now_ms());
     }
 
     fn failure(&self) -> Option<String> {

@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use prost::Message;
 
-use super::envelope::{Envelope, MemberAttributes};
+use super::envelope::{Envelope, MemberAttributes, now_ms};
 use super::error::Error;
 use super::identity::{Member, parse_url};
 use super::proposer::Proposer;
@@ -137,12 +137,6 @@ fn member_row(id: u64) -> Vec<u8> {
     let mut k = vec![MEMBER_PREFIX];
     k.extend_from_slice(&id.to_be_bytes());
     k
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Records `attrs` through the log and waits until applied here.

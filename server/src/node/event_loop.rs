@@ -299,17 +299,23 @@ impl<P: Protocol> NodeLoop<P> {
 
     fn on_messages(&mut self, first: P::Message) {
         let now = Instant::now();
-        self.heard.insert(first.from(), now);
-        self.proto.step(first);
+        self.step(first, now);
         for _ in 0..MESSAGES_PER_BATCH {
             match self.io.inbound.try_recv() {
-                Ok(m) => {
-                    self.heard.insert(m.from(), now);
-                    self.proto.step(m);
-                }
+                Ok(m) => self.step(m, now),
                 Err(_) => break,
             }
         }
+    }
+
+    fn step(&mut self, mut msg: P::Message, now: Instant) {
+        self.heard.insert(msg.from(), now);
+        if let (Some(machine), Some(batch)) = (self.io.machine.as_ref(), msg.proposals_mut()) {
+            for data in batch {
+                machine.stamp_forwarded(data);
+            }
+        }
+        self.proto.step(msg);
     }
 
     /// Takes every queued command at once: many proposals, one Ready.

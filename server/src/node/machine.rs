@@ -26,4 +26,8 @@ pub trait StateMachine: Send + Sync + 'static {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// Rewrites a proposal another member forwarded to this one, just before this member's
+    /// protocol appends it (if it leads), so the entry carries the leader's facts rather than
+    /// the proposer's (its clock). Must keep the entry's meaning otherwise.
+    fn stamp_forwarded(&self, _data: &mut Vec<u8>) {}
 }

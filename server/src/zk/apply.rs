@@ -2,7 +2,7 @@
 //! apply thread's write transaction: one request, one revision, so the revision is the zxid.
 //!
 //! Everything is decided from the entry and the rows before it (sequential names from the
-//! parent's stored cversion, times from the proposer's clock, ACLs against the identities the
+//! parent's stored cversion, times from the leader's clock as stamped on the entry, ACLs against the identities the
 //! entry carries), so every member reaches the same rows. Checks run in ZooKeeper's order
 //! (`PrepRequestProcessor`), so the error that wins when several apply is ZooKeeper's, and a
 //! refused write changes nothing. A multi applies all its operations in one revision or, when
@@ -145,8 +145,9 @@ impl ZkApplier {
     fn node(txn: &MvccTxn, path: &str) -> Step<Option<Node>> {
         let key = znode::node_key(path);
         let Some(kv) = txn.get(&key)? else {
-            // The root always exists: until a write gives it rows, as a fresh ZooKeeper has it.
-            return Ok((path == "/").then(|| Node {
+            // The root and the system nodes always exist, as a fresh ZooKeeper has them; their
+            // records are never stored.
+            return Ok((path == "/" || znode::is_system(path)).then(|| Node {
                 kv: KeyValue {
                     key,
                     ..KeyValue::default()
@@ -166,7 +167,7 @@ impl ZkApplier {
     fn meta(txn: &MvccTxn, path: &str) -> Step<(MetaRow, ChildMeta)> {
         let key = znode::meta_key(path);
         let Some(kv) = txn.get(&key)? else {
-            if path == "/" {
+            if path == "/" || znode::is_system(path) {
                 return Ok((MetaRow { pzxid: 0 }, ChildMeta::default()));
             }
             return Err(MvccError::Corrupt(key).into());

@@ -1,6 +1,8 @@
 //! ZooKeeper's reads, served from one snapshot of the key space: a node's data and Stat, its
 //! children, its ACL. The root always exists; `/zookeeper`, `/zookeeper/quota` and
-//! `/zookeeper/config` are shown as a real server shows them, empty and never stored.
+//! `/zookeeper/config` are shown as a real server shows them, empty, their records never
+//! stored (their children are). A quota's stats node shows its target's count and bytes at
+//! the snapshot read, as ZooKeeper keeps them current without changing the node's Stat.
 //!
 //! A read never writes and never waits: the caller picks the snapshot.
 
@@ -30,7 +32,7 @@ fn one(snap: &Snapshot, key: &[u8]) -> Result<Option<crate::mvcc::KeyValue>, Mvc
 /// `path`'s record and Stat at `snap`, if it exists.
 pub fn node(snap: &Snapshot, path: &str) -> Result<Option<Found>, MvccError> {
     let kv = one(snap, &znode::node_key(path))?;
-    let (row, record) = match kv {
+    let (row, mut record) = match kv {
         Some(kv) => {
             let record = NodeRecord::decode(kv.value.as_slice())
                 .map_err(|_| MvccError::Corrupt(kv.key.clone()))?;
@@ -45,6 +47,10 @@ pub fn node(snap: &Snapshot, path: &str) -> Result<Option<Found>, MvccError> {
         }
         None => return Ok(None),
     };
+    if let Some(target) = znode::quota_stats_target(path) {
+        let (count, bytes) = usage(snap, target)?;
+        record.data = format!("count={count},bytes={bytes}").into_bytes();
+    }
     let (meta_row, mut meta) = match one(snap, &znode::meta_key(path))? {
         Some(kv) => (
             MetaRow {
@@ -83,8 +89,38 @@ pub fn children(snap: &Snapshot, path: &str) -> Result<Vec<String>, MvccError> {
         .iter()
         .filter_map(|kv| znode::path_of(&kv.key).map(|p| znode::name(p).to_string()))
         .collect();
-    names.extend(system_children(path).iter().map(|n| n.to_string()));
+    let shown = system_children(path);
+    if !shown.is_empty() {
+        names.extend(shown.iter().map(|n| n.to_string()));
+        names.sort_unstable();
+    }
     Ok(names)
+}
+
+/// How many nodes `path` and everything below it hold, and their data's bytes (0 and 0 when it
+/// does not exist).
+fn usage(snap: &Snapshot, path: &str) -> Result<(i64, i64), MvccError> {
+    let Some(kv) = one(snap, &znode::node_key(path))? else {
+        return Ok((0, 0));
+    };
+    let bytes_of = |kv: &crate::mvcc::KeyValue| {
+        NodeRecord::decode(kv.value.as_slice())
+            .map(|r| r.data.len() as i64)
+            .map_err(|_| MvccError::Corrupt(kv.key.clone()))
+    };
+    let (mut count, mut bytes) = (1, bytes_of(&kv)?);
+    let mut todo = vec![path.to_string()];
+    while let Some(p) = todo.pop() {
+        let (start, end) = znode::children_range(&p);
+        for kv in snap.range(&start, &end, RangeOpts::default())?.kvs {
+            count += 1;
+            bytes += bytes_of(&kv)?;
+            if let Some(child) = znode::path_of(&kv.key) {
+                todo.push(child.to_string());
+            }
+        }
+    }
+    Ok((count, bytes))
 }
 
 /// How many nodes lie below `path`, at any depth.

@@ -16,6 +16,7 @@ use super::read;
 use super::session::{self, ZkContext};
 use super::txn::ZkTxn;
 use super::znode::kind;
+use crate::member::envelope::now_ms;
 
 /// Most deletions one pass proposes (ZooKeeper's `maxPerMinute` default).
 pub const REAPED_PER_PASS_MAX: usize = 10_000;
@@ -82,7 +83,7 @@ pub async fn run(ctx: Arc<ZkContext>, reapable: Arc<Reapable>, interval: Duratio
         if !ctx.proposer.node().state().is_leader() {
             continue;
         }
-        for path in due(&ctx, &reapable, session::now_ms() as i64) {
+        for path in due(&ctx, &reapable, now_ms() as i64) {
             let mut w = Writer::default();
             w.ustring(&path);
             let t = ZkTxn {

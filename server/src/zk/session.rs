@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prost::Message;
 
@@ -19,7 +19,7 @@ use super::codes::op;
 use super::txn::{ZkAnswer, ZkTxn};
 use super::znode::{self, SessionRecord};
 use crate::member::core::Core;
-use crate::member::envelope::Envelope;
+use crate::member::envelope::{Envelope, now_ms};
 use crate::member::error::Error;
 use crate::member::proposer::{Failed, Proposer};
 use crate::mvcc::{RangeOpts, Snapshot};
@@ -154,13 +154,6 @@ impl std::fmt::Debug for ZkContext {
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
-}
-
-/// Milliseconds since the Unix epoch by this member's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Proposes `t` and waits for the ZooKeeper applier's answer, trying again (until the request

@@ -111,6 +111,18 @@ pub fn is_system(path: &str) -> bool {
     SYSTEM.contains(&path)
 }
 
+/// Where ZooKeeper's quotas live: `/zookeeper/quota/<path>/zookeeper_limits` (written by
+/// clients: zkCli's setquota) and `.../zookeeper_stats` (its data is the server's count).
+pub const QUOTA_ROOT: &str = "/zookeeper/quota";
+
+/// For the stats node of a quota (`/zookeeper/quota/<target>/zookeeper_stats`), its target.
+pub fn quota_stats_target(path: &str) -> Option<&str> {
+    let target = path
+        .strip_prefix(QUOTA_ROOT)?
+        .strip_suffix("/zookeeper_stats")?;
+    (target.len() > 1 && target.starts_with('/')).then_some(target)
+}
+
 /// How many `/`-separated names `path` has ("/" has none).
 pub fn depth(path: &str) -> u16 {
     if path == "/" {
@@ -308,6 +320,22 @@ pub fn stat(row: NodeRow, rec: &NodeRecord, meta_row: MetaRow, meta: ChildMeta) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_stats_node_names_its_target() {
+        let target = |p| quota_stats_target(p);
+        assert_eq!(target("/zookeeper/quota/a/zookeeper_stats"), Some("/a"));
+        assert_eq!(target("/zookeeper/quota/a/b/zookeeper_stats"), Some("/a/b"));
+        for not in [
+            "/zookeeper/quota/zookeeper_stats",
+            "/zookeeper/quota//zookeeper_stats",
+            "/zookeeper/quota/a/zookeeper_limits",
+            "/zookeeper/quotax/zookeeper_stats",
+            "/a/zookeeper_stats",
+        ] {
+            assert_eq!(target(not), None, "{not}");
+        }
+    }
 
     #[test]
     fn children_are_one_run_of_keys_without_grandchildren() {
