@@ -347,8 +347,8 @@ impl Raw {
         body
     }
 
-    /// Sends `kind` with `body`; answers the reply's error code and body.
-    fn call(&mut self, kind: i32, body: &[u8]) -> (i32, Vec<u8>) {
+    /// Sends `kind` with `body` without waiting; answers its xid.
+    fn send(&mut self, kind: i32, body: &[u8]) -> i32 {
         self.xid += 1;
         let mut req = RequestHeader {
             xid: self.xid,
@@ -359,14 +359,92 @@ impl Raw {
         let mut out = (req.len() as u32).to_be_bytes().to_vec();
         out.extend(req);
         self.s.write_all(&out).unwrap();
+        self.xid
+    }
+
+    /// The next reply (notifications skipped): its header and body.
+    fn reply(&mut self) -> (ReplyHeader, Vec<u8>) {
         loop {
             let f = self.frame();
             let mut r = Reader::new(&f);
             let h: ReplyHeader = r.record().unwrap();
-            if h.xid == self.xid {
-                return (h.err, f[16..].to_vec());
+            if h.xid != -1 {
+                return (h, f[16..].to_vec());
             }
         }
+    }
+
+    /// Sends `kind` with `body`; answers the reply's error code and body.
+    fn call(&mut self, kind: i32, body: &[u8]) -> (i32, Vec<u8>) {
+        let xid = self.send(kind, body);
+        loop {
+            let (h, body) = self.reply();
+            if h.xid == xid {
+                return (h.err, body);
+            }
+        }
+    }
+}
+
+/// A session's requests sent all at once, without waiting: answered in the order sent, each
+/// read seeing the session's writes before it and none after, sequential names in order.
+#[test]
+fn a_sessions_pipelined_requests_answer_in_order_and_read_their_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start(dir.path());
+    let mut c = Raw::connect(&zk);
+    let open = vec![Acl {
+        perms: 31,
+        id: Id {
+            scheme: "world".into(),
+            id: "anyone".into(),
+        },
+    }];
+    let create = |path: &str, flags: i32| {
+        CreateRequest {
+            path: path.into(),
+            acl: open.clone(),
+            flags,
+            ..CreateRequest::default()
+        }
+        .to_bytes()
+    };
+    let first = c.send(1, &create("/pipe", 0));
+    let rounds = 100;
+    for i in 1..=rounds {
+        let set = SetDataRequest {
+            path: "/pipe".into(),
+            data: quorumkv_server::zk::jute::Data::of(format!("v{i}").into_bytes()),
+            version: -1,
+        };
+        c.send(5, &set.to_bytes());
+        let get = GetDataRequest {
+            path: "/pipe".into(),
+            watch: false,
+        };
+        c.send(4, &get.to_bytes());
+        // Persistent sequential.
+        c.send(1, &create("/pipe/s-", 2));
+    }
+    let (h, _) = c.reply();
+    assert_eq!((h.xid, h.err), (first, 0));
+    let mut last_zxid = h.zxid;
+    for i in 1..=rounds {
+        let (set, _) = c.reply();
+        let (get, data) = c.reply();
+        let (seq, name) = c.reply();
+        assert_eq!(
+            [set.xid, get.xid, seq.xid],
+            [first + 3 * i - 2, first + 3 * i - 1, first + 3 * i]
+        );
+        assert_eq!([set.err, get.err, seq.err], [0, 0, 0]);
+        let got: GetDataResponse = Reader::new(&data).record().unwrap();
+        assert_eq!(got.data.bytes(), format!("v{i}").as_bytes(), "round {i}");
+        assert_eq!(got.stat.version, i);
+        let name: CreateResponse = Reader::new(&name).record().unwrap();
+        assert_eq!(name.path, format!("/pipe/s-{:010}", i - 1));
+        assert!(set.zxid > last_zxid && seq.zxid > set.zxid);
+        last_zxid = seq.zxid;
     }
 }
 
@@ -506,7 +584,7 @@ fn set_watches_tells_what_a_returning_client_missed() {
     let mut b = Raw::connect(&zk);
     let set = SetDataRequest {
         path: "/sw/data".into(),
-        data: quorumkv_server::zk::jute::Buffer(b"x".to_vec()),
+        data: quorumkv_server::zk::jute::Data::of(b"x".to_vec()),
         version: -1,
     };
     assert_eq!(b.call(5, &set.to_bytes()).0, 0);

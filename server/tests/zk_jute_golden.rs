@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use quorumkv_server::zk::jute::{Buffer, Jute, Reader};
+use quorumkv_server::zk::jute::{Buffer, Data, Jute, Reader};
 use quorumkv_server::zk::records::*;
 
 const JUTE_JAR: &str = "/usr/share/java/zookeeper-jute.jar";
@@ -142,7 +142,7 @@ fn records_encode_byte_for_byte_as_zookeeper_encodes_them() {
         "create_request",
         CreateRequest {
             path: "/app/lock-".into(),
-            data: Buffer(b"me".to_vec()),
+            data: Data::of(b"me".to_vec()),
             acl: acl(),
             flags: 3,
         },
@@ -152,7 +152,7 @@ fn records_encode_byte_for_byte_as_zookeeper_encodes_them() {
         "create_ttl_request",
         CreateTtlRequest {
             path: "/ttl".into(),
-            data: Buffer(Vec::new()),
+            data: Data::of(Vec::new()),
             acl: acl(),
             flags: 5,
             ttl: 60_000,
@@ -171,15 +171,24 @@ fn records_encode_byte_for_byte_as_zookeeper_encodes_them() {
         "set_data_request",
         SetDataRequest {
             path: "/a".into(),
-            data: Buffer(vec![0, 255]),
+            data: Data::of(vec![0, 255]),
             version: -1,
+        },
+    );
+    check(
+        &g,
+        "set_data_request_null",
+        SetDataRequest {
+            path: "/a".into(),
+            data: Data(None),
+            version: 2,
         },
     );
     check(
         &g,
         "get_data_response",
         GetDataResponse {
-            data: Buffer(b"v".to_vec()),
+            data: Data::of(b"v".to_vec()),
             stat: stat(),
         },
     );
@@ -285,7 +294,7 @@ fn records_encode_byte_for_byte_as_zookeeper_encodes_them() {
             cur_config_id: -1,
         },
     );
-    assert_eq!(g.len(), 23, "every sample checked");
+    assert_eq!(g.len(), 24, "every sample checked");
 }
 
 /// A reply header whose codec writes `err` before `zxid`: a codec with one field out of order.

@@ -14,7 +14,7 @@ use quorumkv_server::member::proposer::Failed;
 use quorumkv_server::node::NodeConfig;
 use quorumkv_server::pb::etcdserverpb::RangeRequest;
 use quorumkv_server::zk::codes::{err, mode, op};
-use quorumkv_server::zk::jute::{Buffer, Jute};
+use quorumkv_server::zk::jute::{Data, Jute};
 use quorumkv_server::zk::records::{Acl, CreateRequest, Id};
 use quorumkv_server::zk::txn::{ZkAnswer, ZkDone, ZkTxn};
 
@@ -62,7 +62,7 @@ fn create(path: &str, flags: i32) -> ZkTxn {
         op: op::CREATE,
         body: CreateRequest {
             path: path.into(),
-            data: Buffer(b"v".to_vec()),
+            data: Data::of(b"v".to_vec()),
             acl: vec![Acl {
                 perms: 31,
                 id: Id {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use quorumkv_server::zk::jute::{Buffer, Jute, Reader};
+use quorumkv_server::zk::jute::{Buffer, Data, Jute, Reader};
 use quorumkv_server::zk::records::{
     Acl, ConnectRequest, ConnectResponse, CreateRequest, GetDataRequest, Id, ReplyHeader,
     RequestHeader, SetDataRequest,
@@ -211,7 +211,7 @@ async fn read_loop(
 fn create_body(path: String, data: Vec<u8>) -> Vec<u8> {
     CreateRequest {
         path,
-        data: Buffer(data),
+        data: Data::of(data),
         acl: vec![Acl {
             perms: PERMS_ALL,
             id: Id {
@@ -292,7 +292,7 @@ pub fn run(workload: Workload, a: &ZkArgs) -> Result<(), String> {
                     Workload::Set => {
                         let body = SetDataRequest {
                             path: format!("{parent}/k{:012}", args.key_index(n)),
-                            data: Buffer(value.to_vec()),
+                            data: Data::of(value.to_vec()),
                             version: -1,
                         };
                         conn.call(OP_SET_DATA, body.to_bytes()).await

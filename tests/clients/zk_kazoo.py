@@ -38,6 +38,16 @@ raises(NoNodeError, zk.create, root + "/missing/child", b"")
 
 data, stat = zk.get(root)
 assert data == b"v1" and stat.version == 0 and stat.numChildren == 0, stat
+
+# Null data stays null, apart from empty.
+zk.create(root + "-null", None)
+data, stat = zk.get(root + "-null")
+assert data is None and stat.dataLength == 0, (data, stat)
+zk.set(root + "-null", b"")
+assert zk.get(root + "-null")[0] == b""
+zk.set(root + "-null", None)
+assert zk.get(root + "-null")[0] is None
+zk.delete(root + "-null")
 assert stat.czxid == stat.mzxid == stat.pzxid, stat
 
 stat = zk.set(root, b"v2", version=0)

@@ -40,6 +40,24 @@ impl Failed {
     }
 }
 
+/// A request in the log's hands ([`Proposer::submit`]), its answer to come
+/// ([`Proposer::wait`]). Dropped unwaited, its waiter goes.
+#[derive(Debug)]
+pub struct Ticket {
+    id: u64,
+    rx: Option<tokio::sync::oneshot::Receiver<super::pending::Reply>>,
+    started: Instant,
+    pending: Arc<Pending>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.rx.is_some() {
+            self.pending.forget(self.id);
+        }
+    }
+}
+
 /// How a member's requests reach the log and come back answered.
 pub struct Proposer {
     node: Node,
@@ -127,15 +145,26 @@ impl Proposer {
     }
 
     /// Proposes `entry`, tagged with request `id` (from [`Proposer::fresh_id`]), and waits for
-    /// its answer: appended here when this member leads, else handed to the leader. Commit is
-    /// bounded by the request timeout; once committed, the entry will be applied, so its
-    /// answer is awaited in full.
+    /// its answer: [`Proposer::submit`], then [`Proposer::wait`].
     pub async fn propose(&self, id: u64, entry: Vec<u8>) -> Result<Answer, Failed> {
+        let ticket = self.submit(id, entry).await?;
+        self.wait(ticket).await
+    }
+
+    /// Hands `entry`, tagged with request `id`, to the log: appended here when this member
+    /// leads, else handed to the leader. Entries submitted one after another by one caller
+    /// enter the log in that order, or the later ones not at all.
+    pub async fn submit(&self, id: u64, entry: Vec<u8>) -> Result<Ticket, Failed> {
         if entry.len() > self.entry_bytes_max {
             return Err(Failed::unsent(Error::RequestTooLarge));
         }
         let rx = self.pending.register(id).map_err(Failed::unsent)?;
-        let started = Instant::now();
+        let ticket = Ticket {
+            id,
+            rx: Some(rx),
+            started: Instant::now(),
+            pending: Arc::clone(&self.pending),
+        };
         let installs = self.pending.installs();
         let handed = tokio::time::timeout(self.request_timeout, self.node.hand_over(entry))
             .await
@@ -145,7 +174,6 @@ impl Proposer {
             Ok(Submitted::Proposed { term } | Submitted::Forwarded { term }) => term,
             Ok(Submitted::Committed(_)) => unreachable!("hand_over never waits for commit"),
             Err(e) => {
-                self.pending.forget(id);
                 return Err(match e {
                     Error::NotLeader | Error::NoLeader => Failed::unsent(e),
                     e => Failed::unknown(e),
@@ -156,7 +184,17 @@ impl Proposer {
             // A snapshot came in meanwhile: its fate is unknown from here.
             return Err(Failed::unknown(Error::Timeout));
         }
-        let left = self.request_timeout.saturating_sub(started.elapsed());
+        Ok(ticket)
+    }
+
+    /// Waits for a submitted entry's answer. Commit is bounded by the request timeout from
+    /// its submission; once committed, the entry will be applied, so its answer is awaited
+    /// in full.
+    pub async fn wait(&self, mut ticket: Ticket) -> Result<Answer, Failed> {
+        let rx = ticket.rx.take().expect("a ticket is waited for once");
+        let left = self
+            .request_timeout
+            .saturating_sub(ticket.started.elapsed());
         let reply = self
             .pending
             .reply(rx, left, || self.node.state().commit())
@@ -165,7 +203,7 @@ impl Proposer {
             Ok(answer) => Ok(answer),
             // Gone from the map once answered; an unanswered waiter may still be there.
             Err(e @ (Error::Timeout | Error::Stopped)) => {
-                self.pending.forget(id);
+                self.pending.forget(ticket.id);
                 Err(Failed::unknown(e))
             }
             // Failed by the apply thread: an entry of a later term was applied without it.

@@ -17,7 +17,7 @@ use prost::Message;
 
 use super::acl;
 use super::codes::{err, event, mode, op, perm};
-use super::jute::{JuteError, Reader};
+use super::jute::{Data, JuteError, Reader};
 use super::ops::{self, Multi, WriteOp};
 use super::reaper::Reapable;
 use super::records::{Acl, CheckVersionRequest, SetAclRequest};
@@ -243,7 +243,7 @@ impl ZkApplier {
     fn write(&mut self, txn: &mut MvccTxn, t: &ZkTxn, time_ms: i64, w: WriteOp) -> Step<ZkDone> {
         match w {
             WriteOp::Create { op, req } => self.create(
-                txn, t, op, time_ms, req.path, req.data.0, &req.acl, req.flags, 0,
+                txn, t, op, time_ms, req.path, req.data, &req.acl, req.flags, 0,
             ),
             WriteOp::CreateTtl(req) => self.create(
                 txn,
@@ -251,14 +251,14 @@ impl ZkApplier {
                 op::CREATE_TTL,
                 time_ms,
                 req.path,
-                req.data.0,
+                req.data,
                 &req.acl,
                 req.flags,
                 req.ttl,
             ),
             WriteOp::Delete(req) => self.delete_node(txn, t, &req.path, req.version),
             WriteOp::SetData(req) => {
-                self.set_data(txn, t, time_ms, &req.path, req.data.0, req.version)
+                self.set_data(txn, t, time_ms, &req.path, req.data, req.version)
             }
             WriteOp::Check(req) => self.check(txn, t, &req),
         }
@@ -316,7 +316,7 @@ impl ZkApplier {
         create_op: i32,
         time_ms: i64,
         path: String,
-        data: Vec<u8>,
+        data: Data,
         acl: &[Acl],
         flags: i32,
         ttl_ms: i64,
@@ -386,7 +386,8 @@ impl ZkApplier {
         };
         let zxid = txn.revision();
         let rec = NodeRecord {
-            data,
+            data_null: data.0.is_none(),
+            data: data.0.unwrap_or_default(),
             acl: stored_acl,
             ctime: time_ms,
             mtime: time_ms,
@@ -536,7 +537,7 @@ impl ZkApplier {
         t: &ZkTxn,
         time_ms: i64,
         path: &str,
-        data: Vec<u8>,
+        data: Data,
         version: i32,
     ) -> Step<ZkDone> {
         if znode::invalid_path(path).is_some() || znode::is_system(path) {
@@ -548,7 +549,8 @@ impl ZkApplier {
             return refuse(err::BAD_VERSION);
         }
         let rec = NodeRecord {
-            data,
+            data_null: data.0.is_none(),
+            data: data.0.unwrap_or_default(),
             mtime: time_ms,
             mzxid: txn.revision(),
             version: node.rec.version.wrapping_add(1),

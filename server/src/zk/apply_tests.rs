@@ -2,7 +2,7 @@
 //! one entry per transaction as the apply thread applies them.
 use super::*;
 use crate::member::core::CoreLimits;
-use crate::zk::jute::Buffer;
+use crate::zk::jute::Data;
 use crate::zk::jute::Jute;
 use crate::zk::records::{
     CreateRequest, CreateTtlRequest, DeleteRequest, Id, SetDataRequest, Stat,
@@ -94,7 +94,7 @@ impl Fixture {
     fn create(&mut self, path: &str, flags: i32) -> Result<ZkDone, i32> {
         let req = CreateRequest {
             path: path.into(),
-            data: Buffer(b"d".to_vec()),
+            data: Data::of(b"d".to_vec()),
             acl: world(),
             flags,
         };
@@ -206,7 +206,7 @@ fn errors_win_in_zookeepers_order() {
     assert_eq!(f.op(op::DELETE, del("/a", 0)).result, Err(err::NOT_EMPTY));
     let set = SetDataRequest {
         path: "/a".into(),
-        data: Buffer(b"x".to_vec()),
+        data: Data::of(b"x".to_vec()),
         version: 3,
     };
     assert_eq!(f.op(op::SET_DATA, set).result, Err(err::BAD_VERSION));
@@ -264,7 +264,7 @@ fn data_and_acl_versions_move_apart() {
     let (_, created) = f.created("/a", mode::PERSISTENT);
     let set = SetDataRequest {
         path: "/a".into(),
-        data: Buffer(b"longer".to_vec()),
+        data: Data::of(b"longer".to_vec()),
         version: 0,
     };
     let Ok(ZkDone::Set(s)) = f.op(op::SET_DATA, set).result else {
@@ -493,7 +493,7 @@ fn acls_are_enforced_with_the_entrys_identities() {
     assert_eq!(f.create("/mine/x", mode::PERSISTENT), Err(err::NO_AUTH));
     let set = SetDataRequest {
         path: "/mine".into(),
-        data: Buffer(b"x".to_vec()),
+        data: Data::of(b"x".to_vec()),
         version: 9,
     };
     assert_eq!(f.op(op::SET_DATA, set.clone()).result, Err(err::NO_AUTH));

@@ -1,25 +1,38 @@
-//! One ZooKeeper client connection: the connect handshake, then requests answered one at a
-//! time in the order they came (so replies keep their order), pings, and the session's close.
+//! One ZooKeeper client connection: the connect handshake, then requests kept in flight by a
+//! [`Pipeline`] and answered in the order they came, pings, and the session's close.
 //!
 //! A frame over `jute.maxbuffer`, a record that does not decode, or a silence longer than the
 //! session's timeout closes this connection only. Each request is answered by
 //! [`super::request`]; notifications queued for the connection go out before every reply (see
-//! [`super::watches`] for why that orders them).
+//! [`super::watches`] for why that orders them). While [`IN_FLIGHT_MAX`] requests, or four
+//! frames' worth of bytes, await their answers, no more are read.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::acl::AuthId;
 use super::codes::{err, op};
 use super::four_letter::ConnStats;
 use super::jute::{Buffer, Jute, JuteError, Reader};
+use super::pipeline::{Done, Pipeline};
 use super::records::*;
-use super::request::{self, Client, Fatal};
+use super::request::{Client, Fatal};
 use super::session::{self, ZkContext};
 use super::txn::ZkTxn;
+
+/// Requests of one connection in flight at most (ZooKeeper's `globalOutstandingLimit` is a
+/// thousand for the whole server).
+pub const IN_FLIGHT_MAX: usize = 256;
+
+/// Replies buffered before they are written, unless nothing else is ready first.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Why a connection ends.
 #[derive(Debug, thiserror::Error)]
@@ -71,16 +84,13 @@ async fn frame<R: AsyncRead + Unpin>(
     Ok(buf)
 }
 
-/// Sends `parts` as one frame.
+/// Writes `parts` as one frame into the connection's buffer (flushed by the caller).
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> Result<(), ConnError> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(4 + len);
-    out.extend_from_slice(&(len as u32).to_be_bytes());
+    w.write_all(&(len as u32).to_be_bytes()).await?;
     for p in parts {
-        out.extend_from_slice(p);
+        w.write_all(p).await?;
     }
-    w.write_all(&out).await?;
-    w.flush().await?;
     Ok(())
 }
 
@@ -110,7 +120,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stats: Arc<ConnStats>,
     first: u32,
 ) -> Result<(), ConnError> {
-    let (mut r, mut w) = tokio::io::split(stream);
+    let (mut r, w) = tokio::io::split(stream);
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, w);
     let max = ctx.cfg.frame_bytes_max;
     let hello = frame(&mut r, max, first).await?;
     let mut rd = Reader::new(&hello);
@@ -160,6 +171,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     ..ConnectResponse::default()
                 };
                 send(&mut w, &[&expired.to_bytes(), &[0]]).await?;
+                w.flush().await?;
                 return Err(ConnError::Expired);
             }
         }
@@ -173,6 +185,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         passwd: Buffer(password),
     };
     send(&mut w, &[&resp.to_bytes(), &[0]]).await?;
+    w.flush().await?;
     // A client silent for its whole timeout is gone (it pings at a third of it).
     let silence = Duration::from_millis(timeout_ms as u64);
     // Frames are read by a task of their own, so waiting for one never loses half of it
@@ -200,41 +213,98 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         ids: vec![AuthId::ip(stats.peer.ip())],
     };
     ctx.watches.identify(conn, client.ids.clone());
+    let mut pipeline = Pipeline::new(Arc::clone(&ctx), IN_FLIGHT_MAX, max.saturating_mul(4));
     loop {
-        let body = tokio::select! {
-            next = tokio::time::timeout(silence, frames.recv()) => match next {
-                Ok(Some(body)) => body?,
-                Ok(None) | Err(_) => return Ok(()),
-            },
-            note = notes.recv() => match note {
-                Some(n) => {
-                    send(&mut w, &[&n]).await?;
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                    continue;
+        // Outside the wait below, so a submission is never dropped half-way.
+        pipeline.submit(&client).await?;
+        // Replies and notifications wait in the buffer while more work is ready at once, and
+        // go out together when none is.
+        let event = {
+            let next = next_event(&mut notes, &mut pipeline, &mut client, &mut frames, silence);
+            tokio::pin!(next);
+            match poll_once(next.as_mut()) {
+                Some(event) => event,
+                None => {
+                    w.flush().await?;
+                    next.await
                 }
-                // Cut off: its queue overflowed.
-                None => return Ok(()),
-            },
+            }
         };
-        session::touch(&ctx, id);
-        stats.received.fetch_add(1, Ordering::Relaxed);
-        let mut rd = Reader::new(&body);
-        let header: RequestHeader = rd.record()?;
-        let rest = &body[body.len() - rd.remaining()..];
-        if header.kind == op::CLOSE_SESSION {
-            let answer = session::close(&ctx, id).await?;
-            drain(&mut w, &mut notes).await?;
-            reply(&mut w, header.xid, answer.zxid, Ok(Vec::new())).await?;
-            return Err(ConnError::Closed);
+        match event {
+            Event::Note(Some(n)) => {
+                send(&mut w, &[&n]).await?;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            // Cut off: its queue overflowed.
+            Event::Note(None) => return Ok(()),
+            Event::Done(done) => {
+                // Every event up to what a reply reflects goes out before it.
+                let drained = drain(&mut w, &mut notes).await?;
+                stats.sent.fetch_add(drained, Ordering::Relaxed);
+                match done? {
+                    Done::Answered { xid, reply: r } => {
+                        reply(&mut w, xid, r.zxid, r.result).await?;
+                        stats.sent.fetch_add(1, Ordering::Relaxed);
+                        if r.close {
+                            w.flush().await?;
+                            return Err(ConnError::AuthFailed);
+                        }
+                    }
+                    Done::Closed { xid, zxid } => {
+                        reply(&mut w, xid, zxid, Ok(Vec::new())).await?;
+                        w.flush().await?;
+                        return Err(ConnError::Closed);
+                    }
+                    Done::Again => {}
+                }
+            }
+            Event::Frame(Ok(Some(body))) => {
+                let body = body?;
+                session::touch(&ctx, id);
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                let mut rd = Reader::new(&body);
+                let header: RequestHeader = rd.record()?;
+                let rest = body[body.len() - rd.remaining()..].to_vec();
+                pipeline.push(header, rest);
+            }
+            // The client went, or fell silent for its whole timeout.
+            Event::Frame(Ok(None) | Err(_)) => return Ok(()),
         }
-        let answer = request::handle(&ctx, &mut client, &header, rest).await?;
-        // Every event up to what this reply reflects goes out before it.
-        let drained = drain(&mut w, &mut notes).await?;
-        reply(&mut w, header.xid, answer.zxid, answer.result).await?;
-        stats.sent.fetch_add(drained + 1, Ordering::Relaxed);
-        if answer.close {
-            return Err(ConnError::AuthFailed);
+    }
+}
+
+/// What the connection's loop wakes for.
+enum Event {
+    Note(Option<Vec<u8>>),
+    Done(Result<Done, ConnError>),
+    Frame(Result<Option<Result<Vec<u8>, ConnError>>, tokio::time::error::Elapsed>),
+}
+
+/// The next thing to do: a notification to send, the front request's answer, or a frame.
+/// Every branch is safe to drop unfinished.
+async fn next_event(
+    notes: &mut super::watches::Notifications,
+    pipeline: &mut Pipeline,
+    client: &mut Client,
+    frames: &mut tokio::sync::mpsc::Receiver<Result<Vec<u8>, ConnError>>,
+    silence: Duration,
+) -> Event {
+    tokio::select! {
+        biased;
+        note = notes.recv() => Event::Note(note),
+        done = pipeline.next(client), if !pipeline.is_empty() => Event::Done(done),
+        frame = tokio::time::timeout(silence, frames.recv()), if !pipeline.is_full() => {
+            Event::Frame(frame)
         }
+    }
+}
+
+/// `fut`'s output if it is ready without waiting.
+fn poll_once<F: Future>(fut: Pin<&mut F>) -> Option<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.poll(&mut cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
     }
 }
 

@@ -106,6 +106,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A `buffer` that may be null.
+    pub fn nullable_buffer(&mut self) -> Result<Option<Vec<u8>>, JuteError> {
+        self.length(1)?
+            .map(|n| self.take(n).map(<[u8]>::to_vec))
+            .transpose()
+    }
+
     /// A `ustring` (null reads as empty).
     pub fn ustring(&mut self) -> Result<String, JuteError> {
         let at = self.at;
@@ -264,6 +271,36 @@ impl Jute for Buffer {
     }
     fn write(&self, w: &mut Writer) {
         w.buffer(&self.0);
+    }
+}
+
+/// A jute `buffer` that may be null: a znode's data, where ZooKeeper keeps null apart from
+/// empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Data(pub Option<Vec<u8>>);
+
+impl Data {
+    /// Data that is not null.
+    pub fn of(bytes: Vec<u8>) -> Data {
+        Data(Some(bytes))
+    }
+
+    /// The bytes (none for null).
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl Jute for Data {
+    const BYTES_MIN: usize = 4;
+    fn read(r: &mut Reader<'_>) -> Result<Self, JuteError> {
+        r.nullable_buffer().map(Data)
+    }
+    fn write(&self, w: &mut Writer) {
+        match &self.0 {
+            Some(bytes) => w.buffer(bytes),
+            None => w.null(),
+        }
     }
 }
 

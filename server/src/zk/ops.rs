@@ -6,7 +6,7 @@
 //! as a whole (MARSHALLING_ERROR), as ZooKeeper refuses a request it cannot read.
 
 use super::codes::{err, op};
-use super::jute::{Buffer, Jute, JuteError, Reader, Writer};
+use super::jute::{Data, Jute, JuteError, Reader, Writer};
 use super::records::*;
 use super::txn::{OpResult, ZkDone};
 
@@ -150,7 +150,7 @@ pub enum ReadResult {
     /// getChildren's names.
     Children(Vec<String>),
     /// getData's data and Stat.
-    Data(Vec<u8>, Stat),
+    Data(Data, Stat),
     /// Its error code.
     Error(i32),
 }
@@ -172,11 +172,7 @@ pub fn encode_reads(results: Vec<ReadResult>) -> Vec<u8> {
         .write(&mut w);
         match r {
             ReadResult::Children(children) => GetChildrenResponse { children }.write(&mut w),
-            ReadResult::Data(data, stat) => GetDataResponse {
-                data: Buffer(data),
-                stat,
-            }
-            .write(&mut w),
+            ReadResult::Data(data, stat) => GetDataResponse { data, stat }.write(&mut w),
             ReadResult::Error(err) => ErrorResponse { err }.write(&mut w),
         }
     }

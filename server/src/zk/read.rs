@@ -50,6 +50,7 @@ pub fn node(snap: &Snapshot, path: &str) -> Result<Option<Found>, MvccError> {
     if let Some(target) = znode::quota_stats_target(path) {
         let (count, bytes) = usage(snap, target)?;
         record.data = format!("count={count},bytes={bytes}").into_bytes();
+        record.data_null = false;
     }
     let (meta_row, mut meta) = match one(snap, &znode::meta_key(path))? {
         Some(kv) => (

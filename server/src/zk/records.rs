@@ -2,7 +2,7 @@
 //! `proto`), field for field, in jute's order. Only the wire shapes live here; what they mean
 //! is the server's business.
 
-use super::jute::{Buffer, jute_records};
+use super::jute::{Buffer, Data, jute_records};
 
 jute_records! {
     /// An identity: a scheme and an id within it (`world:anyone`, `digest:user:hash`).
@@ -103,7 +103,7 @@ jute_records! {
     /// setData.
     pub struct SetDataRequest {
         pub path: String,
-        pub data: Buffer,
+        pub data: Data,
         pub version: i32,
     }
 
@@ -123,7 +123,7 @@ jute_records! {
     /// create, create2 and createContainer.
     pub struct CreateRequest {
         pub path: String,
-        pub data: Buffer,
+        pub data: Data,
         pub acl: Vec<Acl>,
         pub flags: i32,
     }
@@ -131,7 +131,7 @@ jute_records! {
     /// createTTL.
     pub struct CreateTtlRequest {
         pub path: String,
-        pub data: Buffer,
+        pub data: Data,
         pub acl: Vec<Acl>,
         pub flags: i32,
         pub ttl: i64,
@@ -209,7 +209,7 @@ jute_records! {
 
     /// getData's answer.
     pub struct GetDataResponse {
-        pub data: Buffer,
+        pub data: Data,
         pub stat: Stat,
     }
 
@@ -267,7 +267,7 @@ mod tests {
     fn records_round_trip() {
         let req = CreateRequest {
             path: "/app/lock-".into(),
-            data: Buffer(b"me".to_vec()),
+            data: Data::of(b"me".to_vec()),
             acl: vec![Acl {
                 perms: 31,
                 id: Id {

@@ -9,19 +9,19 @@
 
 use super::acl::{self, AuthId};
 use super::codes::{err, event, op, perm, watch_mode};
-use super::jute::{Buffer, Jute, Reader, Writer};
+use super::jute::{Jute, Reader, Writer};
 use super::ops::{self, Multi, ReadOp, ReadResult};
 use super::read::{self, Found};
 use super::records::*;
 use super::session::{self, ZkContext};
-use super::txn::{ZkDone, ZkTxn};
+use super::txn::{ZkAnswer, ZkDone, ZkTxn};
 use super::watches::Kind;
 use super::znode;
 use crate::member::error::Error;
 use crate::mvcc::Snapshot;
 
 /// The connection a request came on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Client {
     /// Its session.
     pub session: i64,
@@ -258,16 +258,35 @@ fn readable(snap: &Snapshot, path: &str, ids: &[AuthId]) -> Result<Result<Found,
     })
 }
 
-/// Proposes a write (or a multi of them) with the connection's identities.
-async fn write(ctx: &ZkContext, client: &Client, kind: i32, body: &[u8]) -> Result<Reply, Fatal> {
-    let t = ZkTxn {
+/// Whether a request of `kind` with `body` is a write (alone or a multi of them), carried by
+/// the log.
+pub fn is_write(kind: i32, body: &[u8]) -> bool {
+    match kind {
+        op::CREATE
+        | op::CREATE2
+        | op::CREATE_CONTAINER
+        | op::CREATE_TTL
+        | op::DELETE
+        | op::SET_DATA
+        | op::SET_ACL => true,
+        op::MULTI => matches!(ops::decode(body), Ok(Multi::Write(_))),
+        _ => false,
+    }
+}
+
+/// The log's record of a write of `kind` with `body`, made with the connection's identities.
+pub fn write_txn(client: &Client, kind: i32, body: &[u8]) -> ZkTxn {
+    ZkTxn {
         session: client.session,
         op: kind,
         body: body.to_vec(),
         auth: client.ids.clone(),
         ..ZkTxn::default()
-    };
-    let done = session::propose(ctx, &t).await?;
+    }
+}
+
+/// The reply to an applied write of `kind`.
+pub fn written(kind: i32, done: ZkAnswer) -> Reply {
     let out = done.result.map(|done| match (kind, done) {
         (op::CREATE, ZkDone::Created { path, .. }) => CreateResponse { path }.to_bytes(),
         (_, ZkDone::Created { path, stat }) => Create2Response { path, stat }.to_bytes(),
@@ -275,7 +294,13 @@ async fn write(ctx: &ZkContext, client: &Client, kind: i32, body: &[u8]) -> Resu
         (_, ZkDone::Multi(results)) => ops::encode_writes(&results),
         (_, ZkDone::Done) => Vec::new(),
     });
-    Ok(answer(done.zxid, out))
+    answer(done.zxid, out)
+}
+
+/// Proposes a write (or a multi of them) with the connection's identities.
+async fn write(ctx: &ZkContext, client: &Client, kind: i32, body: &[u8]) -> Result<Reply, Fatal> {
+    let done = session::propose(ctx, &write_txn(client, kind, body)).await?;
+    Ok(written(kind, done))
 }
 
 /// exists, getData, getChildren, getChildren2, arming the watch asked for.
@@ -322,7 +347,7 @@ async fn read_node(
     let out = match kind {
         op::EXISTS => StatResponse { stat: found.stat }.to_bytes(),
         op::GET_DATA => GetDataResponse {
-            data: Buffer(found.record.data),
+            data: found.record.shown_data(),
             stat: found.stat,
         }
         .to_bytes(),
@@ -350,7 +375,9 @@ fn multi_read(ctx: &ZkContext, client: &Client, reads: Vec<ReadOp>) -> Result<Re
         };
         results.push(match (readable(&snap, path, &client.ids)?, r) {
             (Err(code), _) => ReadResult::Error(code),
-            (Ok(found), ReadOp::GetData(_)) => ReadResult::Data(found.record.data, found.stat),
+            (Ok(found), ReadOp::GetData(_)) => {
+                ReadResult::Data(found.record.shown_data(), found.stat)
+            }
             (Ok(_), ReadOp::GetChildren(p)) => {
                 ReadResult::Children(read::children(&snap, &p).map_err(storage)?)
             }

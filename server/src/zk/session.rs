@@ -21,7 +21,7 @@ use super::znode::{self, SessionRecord};
 use crate::member::core::Core;
 use crate::member::envelope::{Envelope, now_ms};
 use crate::member::error::Error;
-use crate::member::proposer::{Failed, Proposer};
+use crate::member::proposer::{Failed, Proposer, Ticket};
 use crate::mvcc::{RangeOpts, Snapshot};
 
 /// ZooKeeper's settings (`zoo.cfg`), under their etcd-style flag names.
@@ -160,6 +160,34 @@ impl std::fmt::Debug for ZkContext {
 /// timeout) only while it provably never reached the log.
 pub async fn propose(ctx: &ZkContext, t: &ZkTxn) -> Result<ZkAnswer, Error> {
     let deadline = Instant::now() + ctx.proposer.request_timeout();
+    loop {
+        let ticket = submit(ctx, t, deadline).await?;
+        match answer(ctx, ticket).await {
+            Ok(answer) => return Ok(answer),
+            Err(f) if again(ctx, &f, deadline) => {
+                tracing::debug!(error = %f.error, "a ZooKeeper write goes again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(f) => return Err(f.error),
+        }
+    }
+}
+
+/// Whether a write that failed so may be proposed again before `deadline`: it never reached
+/// the log, for want of a leader, and one is likely to come.
+pub fn again(ctx: &ZkContext, f: &Failed, deadline: Instant) -> bool {
+    f.never_applied
+        && matches!(
+            f.error,
+            Error::NotLeader | Error::NoLeader | Error::LeaderChanged
+        )
+        && ctx.proposer.wait_for_leader(deadline)
+}
+
+/// Hands `t` to the log (trying again until `deadline` while no leader takes it); its answer
+/// comes through [`answer`]. Writes a caller submits one after another enter the log in
+/// that order.
+pub async fn submit(ctx: &ZkContext, t: &ZkTxn, deadline: Instant) -> Result<Ticket, Error> {
     let body = t.encode_to_vec();
     loop {
         let id = ctx.proposer.fresh_id();
@@ -170,22 +198,23 @@ pub async fn propose(ctx: &ZkContext, t: &ZkTxn) -> Result<ZkAnswer, Error> {
             zookeeper: Some(body.clone()),
         }
         .encode_to_vec();
-        match ctx.proposer.propose(id, entry).await {
-            Ok(answer) => {
-                return Ok(*answer
-                    .downcast::<ZkAnswer>()
-                    .expect("ZooKeeper's entries are answered by its applier"));
-            }
-            Err(Failed {
-                never_applied: true,
-                error,
-            }) if ctx.proposer.wait_for_leader(deadline) => {
-                tracing::debug!(%error, "a ZooKeeper write goes again");
+        match ctx.proposer.submit(id, entry).await {
+            Ok(ticket) => return Ok(ticket),
+            Err(f) if again(ctx, &f, deadline) => {
+                tracing::debug!(error = %f.error, "a ZooKeeper write is handed over again");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(f) => return Err(f.error),
         }
     }
+}
+
+/// The ZooKeeper applier's answer to a submitted write.
+pub async fn answer(ctx: &ZkContext, ticket: Ticket) -> Result<ZkAnswer, Failed> {
+    let answer = ctx.proposer.wait(ticket).await?;
+    Ok(*answer
+        .downcast::<ZkAnswer>()
+        .expect("ZooKeeper's entries are answered by its applier"))
 }
 
 /// A new session id: this member's low byte on top, as ZooKeeper puts its server id there,

@@ -15,6 +15,7 @@
 
 use prost::Message;
 
+use super::jute::Data;
 use super::records::{Acl, Id, Stat};
 use crate::member::keyspace::RESERVED_START;
 
@@ -58,7 +59,7 @@ pub struct NodeRecord {
     /// Its ACL.
     #[prost(message, repeated, tag = "2")]
     pub acl: Vec<StoredAcl>,
-    /// Created at, ms since the epoch (the proposer's clock).
+    /// Created at, ms since the epoch (the leader's clock).
     #[prost(int64, tag = "3")]
     pub ctime: i64,
     /// Data last set at.
@@ -79,6 +80,16 @@ pub struct NodeRecord {
     /// A TTL node's time to live, in ms.
     #[prost(int64, tag = "9")]
     pub ttl_ms: i64,
+    /// The data was set null (shown as null, not as empty; `data` is then empty).
+    #[prost(bool, tag = "10")]
+    pub data_null: bool,
+}
+
+impl NodeRecord {
+    /// The data as a client is shown it.
+    pub fn shown_data(&self) -> Data {
+        Data((!self.data_null).then(|| self.data.clone()))
+    }
 }
 
 /// A znode's children as counted.

@@ -40,6 +40,7 @@ public class JuteGolden {
         print("create_ttl_request", new CreateTTLRequest("/ttl", new byte[0], acl, 5, 60000L));
         print("create2_response", new Create2Response("/app/lock-0000000001", stat));
         print("set_data_request", new SetDataRequest("/a", new byte[] {0, (byte) 255}, -1));
+        print("set_data_request_null", new SetDataRequest("/a", null, 2));
         print("get_data_response", new GetDataResponse("v".getBytes("UTF-8"), stat));
         print("get_children2_response", new GetChildren2Response(Arrays.asList("b", "a"), stat));
         print("empty_children", new GetChildrenResponse(Collections.emptyList()));
