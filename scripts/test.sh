@@ -28,6 +28,13 @@ if [ ! -e /usr/share/java/zookeeper-jute.jar ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
 fi
+# Curator's recipes run against a cluster's ZooKeeper ports.
+if [ ! -e /usr/share/java/curator-recipes.jar ]; then
+    echo "== installing libcurator-recipes-java"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcurator-recipes-java \
+        libcurator-framework-java libcurator-client-java >/dev/null
+fi
 if ! command -v javac >/dev/null 2>&1; then
     echo "== installing default-jdk-headless"
     apt-get update -qq
@@ -59,6 +66,13 @@ fi
 if ! python3 -c "import kazoo" >/dev/null 2>&1; then
     echo "== installing python kazoo"
     python3 -m pip install -q kazoo || python3 -m pip install -q --break-system-packages kazoo
+fi
+# kazoo's own test suite runs through pytest, and its harness makes certificates with pyOpenSSL
+# (before 24.3, which dropped X509Extension) and pyjks; one of its files imports objgraph.
+if ! python3 -c "import pytest, jks, objgraph, OpenSSL.crypto as c; c.X509Extension" >/dev/null 2>&1; then
+    echo "== installing pytest, pyOpenSSL and pyjks"
+    python3 -m pip install -q pytest "pyopenssl<24.3" pyjks objgraph ||
+        python3 -m pip install -q --break-system-packages pytest "pyopenssl<24.3" pyjks objgraph
 fi
 
 # ... and the Node.js etcd3 client (npm), kept under target/ so it is fetched once per clone.

@@ -18,21 +18,23 @@ use common::{OneMember, four_letter, free_port};
 use quorumkv_server::zk::jute::{Jute, Reader};
 use quorumkv_server::zk::records::*;
 
+/// kazoo's test files run in CI (the rest run with `tests/kazoo_suite/run.py`).
+const KAZOO_FILES_IN_CI: &[&str] = &[
+    "test_client.py",
+    "test_connection.py",
+    "test_lock.py",
+    "test_watchers.py",
+];
+
 /// The super-user's digest for the password `test` (ZooKeeper's documented example).
 const SUPER_DIGEST: &str = "super:D/InIHSb7yEEbrWz8b9l71RjZJU=";
 
 /// A member serving ZooKeeper clients on a port of its own, with a half-second tick (so
 /// sessions may be as short as a second), containers reaped every 200 ms, and a super-user.
 fn start(dir: &Path) -> (OneMember, String) {
-    let zk = format!("127.0.0.1:{}", free_port());
-    let node = OneMember::start_with(
+    start_with(
         dir,
-        "z1",
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
         &[
-            "--listen-zookeeper-urls",
-            &zk,
             "--zookeeper-tick-ms",
             "500",
             "--zookeeper-container-check-interval-ms",
@@ -41,6 +43,21 @@ fn start(dir: &Path) -> (OneMember, String) {
             SUPER_DIGEST,
             "--zookeeper-4lw-commands-whitelist=*",
         ],
+    )
+}
+
+/// A member serving ZooKeeper clients on a port of its own, with `extra` flags.
+fn start_with(dir: &Path, extra: &[&str]) -> (OneMember, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let zk = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--listen-zookeeper-urls", zk.as_str()];
+    args.extend_from_slice(extra);
+    let node = OneMember::start_with(
+        dir,
+        "z1",
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        &args,
     );
     wait_ruok(&zk);
     (node, zk)
@@ -879,6 +896,170 @@ fn quotas_answer_as_real_zookeepers_do() {
         "real ZooKeeper: {want:#?}"
     );
     assert_eq!(got, want);
+}
+
+/// Apache Curator's recipes (Debian's `libcurator-*-java`) against three members: a
+/// LeaderLatch, an InterProcessMutex, containers reaped once emptied, and a CuratorCache over
+/// a subtree that stays equal to the tree when its member is killed and it moves to another
+/// (`tests/clients/CuratorRecipes.java`).
+#[test]
+fn curator_recipes_hold_across_a_member_kill() {
+    const RECIPES_JAR: &str = "/usr/share/java/curator-recipes.jar";
+    assert!(
+        Path::new(RECIPES_JAR).exists(),
+        "{RECIPES_JAR} is missing: install Debian's libcurator-recipes-java (scripts/test.sh does)"
+    );
+    let _serial = serial();
+    let mut c = Cluster::start_with(
+        3,
+        "raft",
+        &[
+            "--zookeeper-tick-ms",
+            "500",
+            "--zookeeper-container-check-interval-ms",
+            "200",
+        ],
+    );
+    for m in &c.members {
+        wait_ruok(&m.zk);
+    }
+    let classes = tempfile::tempdir().unwrap();
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/CuratorRecipes.java"
+    );
+    let javac = Command::new("javac")
+        .args(["-nowarn", "-cp", "/usr/share/java/*", "-d"])
+        .arg(classes.path())
+        .arg(src)
+        .output()
+        .expect("javac is missing: install a JDK (scripts/test.sh does)");
+    assert!(
+        javac.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let hosts = c
+        .members
+        .iter()
+        .map(|m| m.zk.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let classpath = format!("/usr/share/java/*:{}", classes.path().display());
+    let mut child = Command::new("timeout")
+        .args(["180", "java", "-cp", &classpath, "CuratorRecipes", &hosts])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let port = loop {
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        if let Some(port) = line.strip_prefix("connected ") {
+            break port.to_string();
+        }
+        assert!(!line.is_empty(), "the program stopped after {said:?}");
+        said.push(line);
+    };
+    assert_eq!(said, ["latch ok", "mutex ok", "containers ok"]);
+    let victim = c
+        .members
+        .iter()
+        .position(|m| m.zk.ends_with(&format!(":{port}")))
+        .expect("connected to a member");
+    c.kill(victim);
+    let alive = c
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, m)| m.zk.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{alive}").unwrap();
+    drop(stdin);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() && rest == ["cache ok", "ok"],
+        "{rest:?}\n{stderr}"
+    );
+}
+
+/// kazoo's own test suite (shipped in the kazoo package, run through its harness with
+/// quorumkv members in place of ZooKeeper) against three members: the files that fit in CI.
+/// `tests/kazoo_suite/run.py` runs every file against real ZooKeeper and quorumkv side by side.
+#[test]
+fn kazoos_own_tests_pass_against_three_members() {
+    let _serial = serial();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kazoo_suite/run.py");
+    let out = Command::new("python3")
+        .args([
+            script,
+            "--target",
+            "quorumkv",
+            "--members",
+            "3",
+            "--bin",
+            env!("CARGO_BIN_EXE_quorumkv"),
+            "--files",
+        ])
+        .args(KAZOO_FILES_IN_CI)
+        .output()
+        .expect("python3 is missing");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("quorumkv passes every test"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `tests/clients/zk_diff.py` between a real ZooKeeper and the member at `member`.
+fn zk_diff(real: &str, member: &str, seed: u32, ops: u32) -> (bool, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/zk_diff.py");
+    let out = Command::new("python3")
+        .args([script, "--a", real, "--b", member])
+        .args(["--seed", &seed.to_string(), "--ops", &ops.to_string()])
+        .output()
+        .expect("python3 is missing");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Seeded random streams of operations (creates of every mode, sets, deletes, reads with
+/// watches, transactions, sessions closed) answer alike on a real ZooKeeper 3.8 and on a
+/// member; a member whose frame limit refuses some of them is caught at its first difference.
+#[test]
+fn random_operation_streams_answer_as_real_zookeeper_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = RealZooKeeper::start(dir.path());
+    let (_member, zk) = start_with(&dir.path().join("member"), &[]);
+    for seed in 1..=3 {
+        let (same, text) = zk_diff(&real.addr, &zk, seed, 300);
+        assert!(same && text.contains("same (300 operations"), "{text}");
+    }
+    // The checker bites: a member refusing frames over 80 bytes differs, and says where.
+    let (_small, small) = start_with(&dir.path().join("small"), &["--zookeeper-max-buffer", "80"]);
+    let (same, text) = zk_diff(&real.addr, &small, 4, 300);
+    assert!(
+        !same && text.contains("step ") && text.contains("replay: "),
+        "{text}"
+    );
 }
 
 /// With no flag, ZooKeeper clients are served on 127.0.0.1:2181, or, when that port is taken

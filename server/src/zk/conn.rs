@@ -126,18 +126,24 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let hello = frame(&mut r, max, first).await?;
     let mut rd = Reader::new(&hello);
     let req: ConnectRequest = rd.record()?;
-    // A 3.4+ client appends its read-only flag.
-    let _read_only = if rd.remaining() > 0 {
+    // A 3.4+ client appends whether it accepts a read-only server.
+    let can_be_read_only = if rd.remaining() > 0 {
         rd.boolean()?
     } else {
         false
     };
+    // A member cut off from its quorum serves such a client read-only, as ZooKeeper's
+    // read-only mode does: a new session stays on this member (nothing can record it), reads
+    // come from this member's state, and writes answer NOTREADONLY.
+    let read_only = can_be_read_only && ctx.proposer.leader_lost();
     let applied = ctx.core.mvcc.snapshot().revision().unwrap_or(0);
     if req.last_zxid_seen > applied {
         return Err(ConnError::Ahead);
     }
     let timeout_ms = ctx.cfg.negotiate_ms(req.time_out);
-    let (id, password) = if req.session_id == 0 {
+    let (id, password) = if req.session_id == 0 && read_only {
+        (session::new_session_id(&ctx), session::new_password())
+    } else if req.session_id == 0 {
         if session::count(&ctx.core) >= ctx.cfg.sessions_max {
             return Err(ConnError::TooManySessions);
         }
@@ -176,7 +182,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             }
         }
     };
-    session::touch(&ctx, id);
+    if !read_only {
+        session::touch(&ctx, id);
+    }
     stats.session.store(id, Ordering::Relaxed);
     let resp = ConnectResponse {
         protocol_version: 0,
@@ -184,7 +192,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         session_id: id,
         passwd: Buffer(password),
     };
-    send(&mut w, &[&resp.to_bytes(), &[0]]).await?;
+    send(&mut w, &[&resp.to_bytes(), &[u8::from(read_only)]]).await?;
     w.flush().await?;
     // A client silent for its whole timeout is gone (it pings at a third of it).
     let silence = Duration::from_millis(timeout_ms as u64);
@@ -211,6 +219,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         session: id,
         conn,
         ids: vec![AuthId::ip(stats.peer.ip())],
+        read_only,
     };
     ctx.watches.identify(conn, client.ids.clone());
     let mut pipeline = Pipeline::new(Arc::clone(&ctx), IN_FLIGHT_MAX, max.saturating_mul(4));
@@ -260,12 +269,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             }
             Event::Frame(Ok(Some(body))) => {
                 let body = body?;
-                session::touch(&ctx, id);
+                if !read_only {
+                    session::touch(&ctx, id);
+                }
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 let mut rd = Reader::new(&body);
                 let header: RequestHeader = rd.record()?;
                 let rest = body[body.len() - rd.remaining()..].to_vec();
-                pipeline.push(header, rest);
+                pipeline.push(&client, header, rest);
             }
             // The client went, or fell silent for its whole timeout.
             Event::Frame(Ok(None) | Err(_)) => return Ok(()),

@@ -120,6 +120,7 @@ pub fn answer(word: &[u8; 4], ctx: &ZkContext, conns: &Connections) -> Option<St
     let cfg = &ctx.cfg;
     Some(match word {
         b"ruok" => "imok".to_string(),
+        b"isro" if ctx.proposer.leader_lost() => "ro".to_string(),
         b"isro" => "rw".to_string(),
         b"envi" => format!("Environment:\nzookeeper.version={VERSION}\n"),
         b"conf" => format!(

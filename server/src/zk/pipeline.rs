@@ -22,7 +22,7 @@ use super::conn::ConnError;
 use super::records::RequestHeader;
 use super::request::{self, Client, Fatal, Reply};
 use super::session::{self, ZkContext};
-use super::txn::ZkAnswer;
+use super::txn::{ZkAnswer, ZkDone};
 use crate::member::error::Error;
 use crate::member::proposer::Failed;
 
@@ -104,9 +104,10 @@ impl Pipeline {
         self.items.len() >= self.count_max || self.bytes >= self.bytes_max
     }
 
-    /// Takes a request, behind every other; [`Pipeline::submit`] starts it if it is a write.
-    pub fn push(&mut self, header: RequestHeader, body: Vec<u8>) {
-        let write = request::is_write(header.kind, &body);
+    /// Takes a request of `client`, behind every other; [`Pipeline::submit`] starts it if it
+    /// is a write the client may make.
+    pub fn push(&mut self, client: &Client, header: RequestHeader, body: Vec<u8>) {
+        let write = !client.read_only && request::is_write(header.kind, &body);
         self.bytes += body.len();
         self.items.push_back(Item {
             header,
@@ -143,7 +144,16 @@ impl Pipeline {
         if matches!(front.state, State::Waiting) {
             debug_assert!(!front.write, "writes at the front are submitted first");
             let ctx = Arc::clone(&self.ctx);
-            front.state = if front.header.kind == op::CLOSE_SESSION {
+            front.state = if front.header.kind == op::CLOSE_SESSION && client.read_only {
+                // A read-only session was never recorded: closing it is closing the connection.
+                let zxid = ctx.core.mvcc.snapshot().revision().unwrap_or(0);
+                State::Closing(Box::pin(async move {
+                    Ok(ZkAnswer {
+                        result: Ok(ZkDone::Done),
+                        zxid,
+                    })
+                }))
+            } else if front.header.kind == op::CLOSE_SESSION {
                 let session = client.session;
                 State::Closing(Box::pin(async move { session::close(&ctx, session).await }))
             } else {

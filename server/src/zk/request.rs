@@ -29,6 +29,8 @@ pub struct Client {
     pub conn: u64,
     /// Who it is: its address, then what `addauth` added.
     pub ids: Vec<AuthId>,
+    /// Served read-only by a member cut off from its quorum: writes answer NOTREADONLY.
+    pub read_only: bool,
 }
 
 /// A request's answer.
@@ -77,6 +79,9 @@ pub async fn handle(
 ) -> Result<Reply, Fatal> {
     let mut rd = Reader::new(body);
     let snap_zxid = || ctx.core.mvcc.snapshot().revision().unwrap_or(0);
+    if client.read_only && is_write(header.kind, body) {
+        return Ok(answer(snap_zxid(), Err(err::NOT_READ_ONLY)));
+    }
     match header.kind {
         op::PING => Ok(answer(snap_zxid(), Ok(Vec::new()))),
         op::CREATE
