@@ -335,6 +335,14 @@ if [ $knobs = 0 ] && [ $tls = 0 ] && [ $zk = 0 ]; then
     cp "$results" "$plots/results.jsonl"
     "$bin" bench plot --input "$results" --out-dir "$plots" >&2
 fi
+if [ $zk = 1 ] && [ $quick = 0 ]; then # one pair of charts per ZooKeeper workload
+    mkdir -p "$plots"
+    cp "$results" "$plots/results.jsonl"
+    for b in create set get; do
+        "$bin" bench plot --input "$results" --out-dir "$plots/$b" --bench "zk-$b" \
+            --latency-workload "$b 100 sessions 1000 clients" >&2
+    done
+fi
 
 python3 - "$results" "$out" "$quick" "$repeats" "$sync_p50" "$serve_flags" "$plots" "$knobs" "$tls" "$zk" <<'EOF'
 import json, statistics, sys, os, datetime
@@ -426,6 +434,13 @@ if knobs == "0":
                     if plain and secure:
                         lines.append(f"\n{s}, {n} member{'s' if n != '1' else ''}, {w}: TLS "
                                      f"keeps {secure / plain:.0%} of plaintext throughput.")
+if zk == "1" and quick == "0":
+    rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(out)))
+    lines.append("\n## Charts\n")
+    for b in ("create", "set", "get"):
+        lines.append(f"{b.capitalize()}s by number of clients, and latency percentiles at 1,000 "
+                     f"clients:\n\n![{b} throughput by clients]({rel}/{b}/throughput_vs_clients.png)"
+                     f"\n![{b} latency percentiles]({rel}/{b}/latency_percentiles.png)\n")
 if tls == "1" or zk == "1":
     pass
 elif knobs == "0":

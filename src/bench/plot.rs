@@ -27,6 +27,10 @@ pub struct PlotArgs {
     /// TrueType font for the labels (default: the first usual system font found).
     #[arg(long)]
     font: Option<PathBuf>,
+    /// The workload kind the throughput chart compares (`put`, or `zk-create`, `zk-set`,
+    /// `zk-get` for ZooKeeper's protocol).
+    #[arg(long, default_value = "put")]
+    bench: String,
 }
 
 /// Fonts tried in order when `--font` is not given.
@@ -54,8 +58,9 @@ struct Run {
 }
 
 impl Run {
-    fn is_chart_put(&self) -> bool {
-        self.bench == "put" && self.val_size == CHART_VALUE_BYTES
+    /// Whether the throughput chart of `bench` shows it.
+    fn is_charted(&self, bench: &str) -> bool {
+        self.bench == bench && self.val_size == CHART_VALUE_BYTES
     }
 }
 
@@ -164,13 +169,13 @@ fn finish<'a, X: Ranged, Y: Ranged>(
     Ok(true)
 }
 
-/// A system's line: its colour index, its name and its (clients, puts/s) points.
+/// A system's line: its colour index, its name and its (clients, requests/s) points.
 type Line<'a> = (usize, &'a str, Vec<(u64, f64)>);
 
-/// Put throughput against clients, one line per system.
-fn throughput_chart(runs: &[Run], out: &Path) -> Result<bool, String> {
+/// `bench`'s throughput against clients, one line per system.
+fn throughput_chart(runs: &[Run], bench: &str, out: &Path) -> Result<bool, String> {
     let mut points: BTreeMap<&str, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.is_chart_put()) {
+    for r in runs.iter().filter(|r| r.is_charted(bench)) {
         points
             .entry(&r.system)
             .or_default()
@@ -207,7 +212,7 @@ fn throughput_chart(runs: &[Run], out: &Path) -> Result<bool, String> {
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "put throughput by client count (medians)",
+            format!("{bench} throughput by client count (medians)"),
             ("sans-serif", 24),
         )
         .margin(16)
@@ -218,7 +223,7 @@ fn throughput_chart(runs: &[Run], out: &Path) -> Result<bool, String> {
     chart
         .configure_mesh()
         .x_desc("clients")
-        .y_desc("puts/s")
+        .y_desc("requests/s")
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
@@ -317,10 +322,10 @@ fn latency_chart(runs: &[Run], workload: &str, out: &Path) -> Result<bool, Strin
     finish(chart, &root)
 }
 
-/// The put workload (256 B values) with the most clients.
-fn default_latency_workload(runs: &[Run]) -> Option<String> {
+/// The `bench` workload (256 B values) with the most clients.
+fn default_latency_workload(runs: &[Run], bench: &str) -> Option<String> {
     runs.iter()
-        .filter(|r| r.is_chart_put())
+        .filter(|r| r.is_charted(bench))
         .min_by_key(|r| std::cmp::Reverse(r.clients))
         .or_else(|| runs.first())
         .map(|r| r.workload.clone())
@@ -337,13 +342,13 @@ pub fn run(a: &PlotArgs) -> Result<(), String> {
     load_font(a.font.as_deref())?;
     std::fs::create_dir_all(&a.out_dir).map_err(|e| format!("{}: {e}", a.out_dir.display()))?;
     let tput = a.out_dir.join("throughput_vs_clients.png");
-    if throughput_chart(&runs, &tput)? {
+    if throughput_chart(&runs, &a.bench, &tput)? {
         println!("{}", tput.display());
     }
     let workload = a
         .latency_workload
         .clone()
-        .or_else(|| default_latency_workload(&runs))
+        .or_else(|| default_latency_workload(&runs, &a.bench))
         .unwrap_or_default();
     let lat = a.out_dir.join("latency_percentiles.png");
     if latency_chart(&runs, &workload, &lat)? {
@@ -359,10 +364,21 @@ mod tests {
     use super::*;
 
     fn line(system: &str, workload: &str, clients: u64, tput: f64, p99_us: f64) -> String {
+        bench_line("put", system, workload, clients, tput, p99_us)
+    }
+
+    fn bench_line(
+        bench: &str,
+        system: &str,
+        workload: &str,
+        clients: u64,
+        tput: f64,
+        p99_us: f64,
+    ) -> String {
         serde_json::json!({
             "system": system, "workload": workload, "repeat": 1,
             "result": {
-                "bench": "put", "val_size": 256,
+                "bench": bench, "val_size": 256,
                 "clients": clients, "throughput_per_s": tput,
                 "latency": {"p50_us": p99_us / 4.0, "p90_us": p99_us / 2.0,
                             "p99_us": p99_us, "p999_us": p99_us * 2.0}
@@ -392,6 +408,11 @@ mod tests {
                 8000.0 / k,
             ));
         }
+        drawn(&lines, "put");
+    }
+
+    /// Draws `bench`'s charts from `lines`; both must be PNGs with content.
+    fn drawn(lines: &[String], bench: &str) {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("results.jsonl");
         std::fs::write(&input, lines.join("\n")).unwrap();
@@ -401,6 +422,7 @@ mod tests {
             out_dir: out_dir.clone(),
             latency_workload: None,
             font: None,
+            bench: bench.into(),
         })
         .unwrap();
         for f in ["throughput_vs_clients.png", "latency_percentiles.png"] {
@@ -408,6 +430,31 @@ mod tests {
             assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{f} is a PNG");
             assert!(b.len() > 10_000, "{f} has content ({} bytes)", b.len());
         }
+    }
+
+    /// ZooKeeper's workloads chart by their bench name, ZooKeeper's own line beside.
+    #[test]
+    fn zookeeper_workloads_chart_by_their_bench() {
+        let mut lines = Vec::new();
+        for (s, k) in [("zk1", 1.0), ("raft1", 1.6)] {
+            lines.push(bench_line(
+                "zk-set",
+                s,
+                "set 1 session 1 client",
+                1,
+                k * 2000.0,
+                900.0,
+            ));
+            lines.push(bench_line(
+                "zk-set",
+                s,
+                "set 100 sessions 1000 clients",
+                1000,
+                k * 35000.0,
+                60000.0 / k,
+            ));
+        }
+        drawn(&lines, "zk-set");
     }
 
     #[test]
