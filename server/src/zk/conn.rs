@@ -31,6 +31,9 @@ use super::txn::ZkTxn;
 /// thousand for the whole server).
 pub const IN_FLIGHT_MAX: usize = 256;
 
+/// How long the replies left in the buffer may take to go out once the connection ends.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
 /// Replies buffered before they are written, unless nothing else is ready first.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -223,65 +226,73 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     ctx.watches.identify(conn, client.ids.clone());
     let mut pipeline = Pipeline::new(Arc::clone(&ctx), IN_FLIGHT_MAX, max.saturating_mul(4));
-    loop {
-        // Outside the wait below, so a submission is never dropped half-way.
-        pipeline.submit(&client).await?;
-        // Replies and notifications wait in the buffer while more work is ready at once, and
-        // go out together when none is.
-        let event = {
-            let next = next_event(&mut notes, &mut pipeline, &mut client, &mut frames, silence);
-            tokio::pin!(next);
-            match poll_once(next.as_mut()) {
-                Some(event) => event,
-                None => {
-                    w.flush().await?;
-                    next.await
-                }
-            }
-        };
-        match event {
-            Event::Note(Some(n)) => {
-                send(&mut w, &[&n]).await?;
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            // Cut off: its queue overflowed.
-            Event::Note(None) => return Ok(()),
-            Event::Done(done) => {
-                // Every event up to what a reply reflects goes out before it.
-                let drained = drain(&mut w, &mut notes).await?;
-                stats.sent.fetch_add(drained, Ordering::Relaxed);
-                match done? {
-                    Done::Answered { xid, reply: r } => {
-                        reply(&mut w, xid, r.zxid, r.result).await?;
-                        stats.sent.fetch_add(1, Ordering::Relaxed);
-                        if r.close {
-                            w.flush().await?;
-                            return Err(ConnError::AuthFailed);
-                        }
-                    }
-                    Done::Closed { xid, zxid } => {
-                        reply(&mut w, xid, zxid, Ok(Vec::new())).await?;
+    // Whatever ends the connection, what the buffer holds goes out first: replies to
+    // requests that were answered before it ended.
+    let end: Result<(), ConnError> = async {
+        loop {
+            // Outside the wait below, so a submission is never dropped half-way.
+            pipeline.submit(&client).await?;
+            // Replies and notifications wait in the buffer while more work is ready at once, and
+            // go out together when none is.
+            let event = {
+                let next = next_event(&mut notes, &mut pipeline, &mut client, &mut frames, silence);
+                tokio::pin!(next);
+                match poll_once(next.as_mut()) {
+                    Some(event) => event,
+                    None => {
                         w.flush().await?;
-                        return Err(ConnError::Closed);
+                        next.await
                     }
-                    Done::Again => {}
                 }
-            }
-            Event::Frame(Ok(Some(body))) => {
-                let body = body?;
-                if !read_only {
-                    session::touch(&ctx, id);
+            };
+            match event {
+                Event::Note(Some(n)) => {
+                    send(&mut w, &[&n]).await?;
+                    stats.sent.fetch_add(1, Ordering::Relaxed);
                 }
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                let mut rd = Reader::new(&body);
-                let header: RequestHeader = rd.record()?;
-                let rest = body[body.len() - rd.remaining()..].to_vec();
-                pipeline.push(&client, header, rest);
+                // Cut off: its queue overflowed.
+                Event::Note(None) => return Ok(()),
+                Event::Done(done) => {
+                    // Every event up to what a reply reflects goes out before it.
+                    let drained = drain(&mut w, &mut notes).await?;
+                    stats.sent.fetch_add(drained, Ordering::Relaxed);
+                    match done? {
+                        Done::Answered { xid, reply: r } => {
+                            reply(&mut w, xid, r.zxid, r.result).await?;
+                            stats.sent.fetch_add(1, Ordering::Relaxed);
+                            if r.close {
+                                w.flush().await?;
+                                return Err(ConnError::AuthFailed);
+                            }
+                        }
+                        Done::Closed { xid, zxid } => {
+                            reply(&mut w, xid, zxid, Ok(Vec::new())).await?;
+                            w.flush().await?;
+                            return Err(ConnError::Closed);
+                        }
+                        Done::Again => {}
+                    }
+                }
+                Event::Frame(Ok(Some(body))) => {
+                    let body = body?;
+                    if !read_only {
+                        session::touch(&ctx, id);
+                    }
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    let mut rd = Reader::new(&body);
+                    let header: RequestHeader = rd.record()?;
+                    let rest = body[body.len() - rd.remaining()..].to_vec();
+                    pipeline.push(&client, header, rest);
+                }
+                // The client went, or fell silent for its whole timeout.
+                Event::Frame(Ok(None) | Err(_)) => return Ok(()),
             }
-            // The client went, or fell silent for its whole timeout.
-            Event::Frame(Ok(None) | Err(_)) => return Ok(()),
         }
     }
+    .await;
+    // Bounded: a client that reads nothing does not hold the connection open.
+    let _ = tokio::time::timeout(FINAL_FLUSH, w.flush()).await;
+    end
 }
 
 /// What the connection's loop wakes for.
