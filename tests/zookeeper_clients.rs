@@ -699,6 +699,43 @@ fn set_watches_tells_what_a_returning_client_missed() {
     assert_eq!(again.session_id, hello.session_id);
 }
 
+/// Kills the member whose ZooKeeper port is `port` (the one `child`, a client program, said
+/// it is connected to), tells the program on its stdin the members still alive, and answers
+/// its exit status, the lines it printed after, and its stderr.
+fn fail_over(
+    c: &mut Cluster,
+    port: &str,
+    mut child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+) -> (std::process::ExitStatus, Vec<String>, String) {
+    let victim = c
+        .members
+        .iter()
+        .position(|m| m.zk.ends_with(&format!(":{port}")))
+        .expect("connected to a member");
+    c.kill(victim);
+    let alive = c
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, m)| m.zk.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{alive}").unwrap();
+    drop(stdin);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), rest, stderr)
+}
+
 /// kazoo's checks, transactions, ACLs and recipes and zkCli.sh against three members; then
 /// kills the member a kazoo session is connected to: the session must come back on another
 /// member with its ephemeral and watches (see `tests/clients/zk_kazoo_failover.py`).
@@ -747,32 +784,7 @@ fn sessions_move_between_members(protocol: &'static str) {
     let port = first
         .strip_prefix("connected ")
         .unwrap_or_else(|| panic!("the script said {first:?}"));
-    let victim = c
-        .members
-        .iter()
-        .position(|m| m.zk.ends_with(&format!(":{port}")))
-        .expect("connected to a member");
-    c.kill(victim);
-    let alive = c
-        .members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != victim)
-        .map(|(_, m)| m.zk.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{alive}").unwrap();
-    drop(stdin);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, rest, stderr) = fail_over(&mut c, port, child, lines);
     assert!(
         status.success() && rest.last().map(String::as_str) == Some("ok"),
         "{protocol}: {rest:?}\n{stderr}"
@@ -964,32 +976,7 @@ fn curator_recipes_hold_across_a_member_kill() {
         said.push(line);
     };
     assert_eq!(said, ["latch ok", "mutex ok", "containers ok"]);
-    let victim = c
-        .members
-        .iter()
-        .position(|m| m.zk.ends_with(&format!(":{port}")))
-        .expect("connected to a member");
-    c.kill(victim);
-    let alive = c
-        .members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != victim)
-        .map(|(_, m)| m.zk.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{alive}").unwrap();
-    drop(stdin);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, rest, stderr) = fail_over(&mut c, &port, child, lines);
     assert!(
         status.success() && rest == ["cache ok", "ok"],
         "{rest:?}\n{stderr}"

@@ -79,22 +79,16 @@ pub async fn handle(
 ) -> Result<Reply, Fatal> {
     let mut rd = Reader::new(body);
     let snap_zxid = || ctx.core.mvcc.snapshot().revision().unwrap_or(0);
-    if client.read_only && is_write(header.kind, body) {
-        return Ok(answer(snap_zxid(), Err(err::NOT_READ_ONLY)));
+    if is_write(header.kind, body) {
+        if client.read_only {
+            return Ok(answer(snap_zxid(), Err(err::NOT_READ_ONLY)));
+        }
+        return write(ctx, client, header.kind, body).await;
     }
     match header.kind {
         op::PING => Ok(answer(snap_zxid(), Ok(Vec::new()))),
-        op::CREATE
-        | op::CREATE2
-        | op::CREATE_CONTAINER
-        | op::CREATE_TTL
-        | op::DELETE
-        | op::SET_DATA
-        | op::SET_ACL => write(ctx, client, header.kind, body).await,
-        op::MULTI => match ops::decode(body) {
-            Ok(Multi::Write(_)) => write(ctx, client, op::MULTI, body).await,
-            Ok(Multi::Read(_)) | Err(_) => Ok(answer(snap_zxid(), Err(err::MARSHALLING_ERROR))),
-        },
+        // Not a write (a multi of reads, or undecodable): multiRead's, not multi's.
+        op::MULTI => Ok(answer(snap_zxid(), Err(err::MARSHALLING_ERROR))),
         op::MULTI_READ => match ops::decode(body) {
             Ok(Multi::Read(reads)) => multi_read(ctx, client, reads),
             Ok(Multi::Write(_)) | Err(_) => Ok(answer(snap_zxid(), Err(err::MARSHALLING_ERROR))),
