@@ -186,6 +186,11 @@ pub struct ServeArgs {
     /// Preallocate WAL segments.
     #[arg(long)]
     pub(crate) wal_preallocate: Option<bool>,
+    /// Skip every fdatasync and fsync of the log, the key space and the member state, as
+    /// etcd's flag does: faster, and a power cut loses acknowledged writes. Never for data.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub(crate) unsafe_no_fsync: bool,
     /// Interpret --auto-compaction-retention as a period (`periodic`) or a revision count
     /// (`revision`).
     #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
@@ -549,6 +554,7 @@ impl ServeArgs {
         if let Some(v) = self.wal_preallocate {
             o.wal.preallocate = v;
         }
+        o.wal.unsafe_no_fsync = self.unsafe_no_fsync;
         Ok(o)
     }
 }
@@ -570,6 +576,15 @@ pub fn main(args: &ServeArgs) -> Result<(), String> {
                 .ok_or_else(|| format!("FAILPOINTS: {point:?} is not name=action"))?;
             fail::cfg(name, action).map_err(|e| format!("FAILPOINTS: {point:?}: {e}"))?;
         }
+    }
+    if opts.wal.unsafe_no_fsync {
+        tracing::warn!(
+            "--unsafe-no-fsync: nothing is fsynced; a power cut or a kernel crash loses \
+             acknowledged writes and can corrupt this member. Never use it for data."
+        );
+        eprintln!(
+            "quorumkv serve: WARNING: --unsafe-no-fsync: acknowledged writes are not durable"
+        );
     }
     let prepared = serve::prepare(&opts)?;
     let id = prepared.server.member_id();

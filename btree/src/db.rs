@@ -245,8 +245,11 @@ pub(crate) fn run_pages(len: u64, page_size: usize) -> u64 {
 impl Db {
     /// Opens or creates a database file.
     pub fn open(path: impl AsRef<Path>, opts: BTreeOptions) -> Result<Db> {
-        let storage =
+        let mut storage =
             FileStorage::open(path.as_ref(), opts.reserved_bytes).map_err(Error::io("open"))?;
+        if opts.unsafe_no_fsync {
+            storage = storage.without_fsync();
+        }
         Db::open_with_storage(Arc::new(storage), opts)
     }
 

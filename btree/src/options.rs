@@ -20,6 +20,9 @@ pub struct BTreeOptions {
     /// The file grows by at least this much at a time (default 4 MiB), so commits rarely
     /// change its size.
     pub grow_bytes_min: u64,
+    /// Skip the fsync of every commit (default false): a power cut loses commits that were
+    /// reported done. For benchmarks of everything but the disk, never for data.
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for BTreeOptions {
@@ -30,6 +33,7 @@ impl Default for BTreeOptions {
             key_bytes_max: None,
             value_bytes_max: 64 << 20,
             grow_bytes_min: 4 << 20,
+            unsafe_no_fsync: false,
         }
     }
 }

@@ -235,8 +235,9 @@ impl WalStore {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        quorumkv_wal::io::create_dir_all_durable(dir).map_err(io(dir))?;
         let path = dir.join("state");
+        let new = !path.exists();
         let state = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -244,6 +245,10 @@ impl WalStore {
             .truncate(false)
             .open(&path)
             .map_err(io(&path))?;
+        if new {
+            // The file's name must outlive a power cut as surely as what is written in it.
+            quorumkv_wal::io::sync_dir(dir).map_err(io(dir))?;
+        }
         let mut best: Option<(u64, HardState, SnapshotMeta)> = None;
         for slot in 0..2u64 {
             let mut b = vec![0u8; STATE_SLOT_BYTES];
@@ -296,9 +301,16 @@ impl WalStore {
         let b = encode_state(self.state_seq, &self.hard_state, &self.snapshot);
         let path = self.dir.join("state");
         let slot = (self.state_seq % 2) * STATE_SLOT_BYTES as u64;
+        let fsync = !self.wal.options().unsafe_no_fsync;
         self.state
             .write_all_at(&b, slot)
-            .and_then(|()| self.state.sync_data())
+            .and_then(|()| {
+                if fsync {
+                    self.state.sync_data()
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|source| StoreError::Io { path, source })
     }
 

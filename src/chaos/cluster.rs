@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use quorumkv_lossyfs::{Cut, CutReport, Disk};
 use quorumkv_server::pb::etcdserverpb::{
     MemberAddRequest, MemberListRequest, MemberRemoveRequest, StatusRequest,
     cluster_client::ClusterClient, maintenance_client::MaintenanceClient,
@@ -54,6 +55,9 @@ pub struct Cluster {
     pids: Pids,
     /// `http`, or `https` when the members speak TLS to each other.
     scheme: &'static str,
+    /// Each member's data directory as a lossy file system, for power cuts (empty when the
+    /// run cuts no power).
+    disks: Vec<Disk>,
 }
 
 fn channel(addr: SocketAddr, timeout: Option<Duration>) -> Result<Channel, String> {
@@ -113,7 +117,30 @@ impl Cluster {
             ids,
             pids: Arc::default(),
             scheme,
+            disks: Vec::new(),
         })
+    }
+
+    /// Mounts a lossy file system on every member's data directory, so its power can be cut.
+    pub fn use_lossy_disks(&mut self) -> Result<(), String> {
+        for m in &self.members {
+            std::fs::create_dir_all(&m.dir).map_err(|e| format!("{}: {e}", m.dir.display()))?;
+            self.disks
+                .push(Disk::mount(&m.dir).map_err(|e| format!("lossyfs: {e}"))?);
+        }
+        Ok(())
+    }
+
+    /// Cuts member `i`'s power: kills it, and its data directory keeps only what it fsynced
+    /// (`torn`: and a random part of the rest). It stays down until started.
+    pub fn power_cut(&mut self, i: usize, cut: Cut) -> Result<CutReport, String> {
+        self.kill(i);
+        let disk = self
+            .disks
+            .get_mut(i)
+            .ok_or("power cuts need the members on lossy disks")?;
+        disk.power_cut(cut)
+            .map_err(|e| format!("power cut of {}: {e}", self.members[i].name))
     }
 
     /// The id table the proxies read.
@@ -311,8 +338,7 @@ impl Cluster {
         }
         self.resume(i);
         self.kill(i);
-        let dir = self.members[i].dir.clone();
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        wipe(&self.members[i].dir)?;
         let url = format!("{}://{}", self.scheme, self.members[i].proxy);
         let added = retry("member add", || {
             let mut c = c.clone();
@@ -353,6 +379,30 @@ impl Cluster {
         self.members[i].joining = true;
         self.start(i)
     }
+}
+
+/// Removes everything in `dir`, keeping `dir` itself (it may be a mount point).
+fn wipe(dir: &Path) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    for e in entries {
+        let e = e.map_err(err)?;
+        let path = e.path();
+        if e.file_type().map_err(err)?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .map_err(err)?;
+    }
+    // Made durable, as an operator's wipe would be before the member starts again.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
 }
 
 /// Calls `f` until it succeeds, for up to 30 s.

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use certs::with_peer_tls;
 use cluster::Cluster;
 use proxy::NetFaults;
+use quorumkv_lossyfs::Cut;
 use workload::Shared;
 
 /// The faults a run can inject.
@@ -38,7 +39,13 @@ const FAULTS: &[&str] = &[
     "compact",
     "replace",
     "disk",
+    "power-loss",
+    "power-loss-all",
 ];
+
+/// Faults drawn only when asked for by name: `disk` needs failpoints compiled in, and power
+/// cuts need each member's data directory on a lossy FUSE file system (root, `/dev/fuse`).
+const ON_REQUEST: &[&str] = &["disk", "power-loss", "power-loss-all"];
 
 /// Storage-path failpoints the `disk` fault arms in a restarted member.
 const DISK_FAILPOINTS: &[&str] = &[
@@ -76,8 +83,11 @@ pub struct ChaosArgs {
     /// Keys the clients share.
     #[arg(long, default_value_t = 6)]
     keys: u8,
-    /// Faults to choose from, comma-separated (default: all; `disk` needs a build with
-    /// `--features failpoints`).
+    /// Faults to choose from, comma-separated (default: all but `disk`, `power-loss` and
+    /// `power-loss-all`, which are drawn only when named). `disk` needs a build with
+    /// `--features failpoints`. The power faults put every member's data directory on a
+    /// lossy FUSE file system (root and /dev/fuse needed) and cut one member's power, or
+    /// every member's at once: whatever no fsync covered is lost.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Extra flags for every `serve` (split on spaces).
@@ -122,9 +132,14 @@ impl ChaosArgs {
         }
         FAULTS
             .iter()
-            .filter(|f| **f != "disk" || quorumkv_server::FAILPOINTS_COMPILED)
+            .filter(|f| !ON_REQUEST.contains(f))
             .map(|f| f.to_string())
             .collect()
+    }
+
+    /// Whether the run cuts power, so the members need lossy disks.
+    fn cuts_power(&self) -> bool {
+        self.faults.iter().any(|f| f.starts_with("power-loss"))
     }
 }
 
@@ -198,6 +213,13 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         scheme,
         Duration::from_secs(3),
     )?;
+    if args.cuts_power() {
+        cl.use_lossy_disks()?;
+        say(
+            "data directories on lossy file systems: a power cut loses what no fsync covered"
+                .into(),
+        );
+    }
     let (faults_tx, faults_rx) = watch::channel(NetFaults::healthy(args.nodes));
     for (i, l) in listeners.into_iter().enumerate() {
         let target = cl.members[i].peer;
@@ -319,7 +341,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
     let events: usize = logs.iter().map(|l| l.events.len()).sum();
     println!(
         "acked={} lost={} linearizable={} watch_violations={} converged={converged_ok} \
-         revision={revision} hash={hash} ops={} unknown={} failed_reads={} watch_events={events} \
+         revision={revision} hash={hash} ops={} unknown={} not_sent={} failed_reads={} watch_events={events} \
          watch_reconnects={reconnects} faults={injected} seed={seed}",
         history.acked.len(),
         lost.len(),
@@ -330,6 +352,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         violations.len(),
         history.ops.len(),
         history.unknown,
+        history.not_sent,
         history.failed_reads,
     );
     Ok(lost.is_empty() && linearizable == Some(true) && violations.is_empty() && converged_ok)
@@ -481,6 +504,34 @@ async fn inject(
             ));
             cl.kill(random);
             cl.start(random)?;
+        }
+        "power-loss" | "power-loss-all" => {
+            let who: Vec<usize> = if fault == "power-loss" {
+                vec![random]
+            } else {
+                (0..n).collect()
+            };
+            // The processes die first, all of them, so none writes after another's cut.
+            for &i in &who {
+                cl.kill(i);
+            }
+            for &i in &who {
+                let cut = if rng.random_bool(0.5) {
+                    Cut::DropAll
+                } else {
+                    Cut::Torn(rng.random())
+                };
+                let r = cl.power_cut(i, cut)?;
+                say(format!(
+                    "power cut {} ({cut:?}): {} unsynced pages lost, {} kept, {} files gone",
+                    cl.members[i].name, r.pages_lost, r.pages_kept, r.inodes_lost
+                ));
+            }
+            tokio::time::sleep(hold).await;
+            for &i in &who {
+                say(format!("power back on {}", cl.members[i].name));
+                cl.start(i)?;
+            }
         }
         other => return Err(format!("unknown fault {other}")),
     }

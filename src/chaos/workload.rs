@@ -80,6 +80,16 @@ pub struct History {
     pub unknown: u64,
     /// Failed reads (no effect, left out of the history).
     pub failed_reads: u64,
+    /// Writes refused before they were sent (no connection): no effect, left out.
+    pub not_sent: u64,
+}
+
+/// Whether a failed call never reached a server: the connection could not be made, so the
+/// request was not sent and cannot have taken effect.
+fn never_sent(status: &tonic::Status) -> bool {
+    let m = status.message();
+    status.code() == tonic::Code::Unavailable
+        && (m.contains("tcp connect error") || m.contains("error trying to connect"))
 }
 
 /// Shared between the workload's tasks.
@@ -123,7 +133,8 @@ impl Shared {
 }
 
 /// Runs client `id` against `channels` (one per member, with request timeouts) until told to
-/// stop. Each failed write is recorded with an unknown outcome and the client continues under
+/// stop. Each failed write is recorded with an unknown outcome (unless it was never sent) and
+/// the client continues under
 /// a fresh identity on another member, as a crashed client would.
 pub async fn client(id: u64, keys: u8, channels: Vec<Channel>, shared: Arc<Shared>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id << 32));
@@ -226,6 +237,7 @@ pub async fn client(id: u64, keys: u8, channels: Vec<Channel>, shared: Arc<Share
                     }
                 }
                 Err(_) if kind == OpKind::Get => h.failed_reads += 1,
+                Err(e) if never_sent(&e) => h.not_sent += 1,
                 Err(_) => {
                     h.unknown += 1;
                     h.ops.push(Op {

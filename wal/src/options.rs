@@ -37,6 +37,9 @@ pub struct WalOptions {
     pub preallocate: bool,
     /// Index of the first record of a new, empty log (default 1).
     pub first_index: u64,
+    /// Skip every fsync (default false). Appends are acknowledged once written, so a power
+    /// cut loses them: for benchmarks of everything but the disk, never for data.
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for WalOptions {
@@ -53,6 +56,7 @@ impl Default for WalOptions {
             pipeline_bytes_min: 64 << 10,
             preallocate: true,
             first_index: 1,
+            unsafe_no_fsync: false,
         }
     }
 }

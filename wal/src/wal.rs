@@ -283,7 +283,13 @@ fn cut_tail(file: &dyn LogFile, cut: u64) -> io::Result<()> {
 impl Wal {
     /// Opens (or creates) the log in `dir` on the given io backend, recovering what is there.
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions, backend: Backend) -> Result<Wal> {
-        Wal::open_with_fs(dir, opts, backend.file_system())
+        let fs = backend.file_system();
+        let fs: Arc<dyn FileSystem> = if opts.unsafe_no_fsync {
+            Arc::new(crate::io::NoSyncFs(fs))
+        } else {
+            fs
+        };
+        Wal::open_with_fs(dir, opts, fs)
     }
 
     /// Opens (or creates) the log in `dir` on any file system.

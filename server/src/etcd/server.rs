@@ -209,9 +209,10 @@ impl KvServer {
         peer_listener: std::net::TcpListener,
     ) -> Result<Arc<KvServer>, String> {
         let db_path: PathBuf = cfg.node.data_dir.join("db");
-        std::fs::create_dir_all(&cfg.node.data_dir)
+        quorumkv_wal::io::create_dir_all_durable(&cfg.node.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.node.data_dir.display()))?;
-        let db = open_db(&db_path).map_err(|e| format!("opening {}: {e}", db_path.display()))?;
+        let db = crate::member::open_db_with(&db_path, cfg.node.wal.unsafe_no_fsync)
+            .map_err(|e| format!("opening {}: {e}", db_path.display()))?;
         let mvcc = Mvcc::open(db).map_err(|e| format!("opening {}: {e}", db_path.display()))?;
         // etcd's minimum lease TTL: one and a half election timeouts, rounded up to seconds.
         let election = cfg.node.tick * cfg.node.election_ticks;

@@ -110,7 +110,8 @@ pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
 
 /// Checks (or, on first start, records) that `dir` belongs to this cluster and member.
 pub fn claim_data_dir(dir: &Path, cluster: u64, member: u64) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
+    quorumkv_wal::io::create_dir_all_durable(dir)
+        .map_err(|e| format!("data dir {}: {e}", dir.display()))?;
     let path = dir.join("identity");
     let want = format!("cluster={cluster:016x} member={member:016x}\n");
     match std::fs::read_to_string(&path) {

@@ -32,6 +32,11 @@ use quorumkv_btree::{BTreeOptions, Db};
 
 /// Opens (or creates) a member's key-space tree at `path`.
 pub fn open_db(path: &std::path::Path) -> quorumkv_btree::Result<Db> {
+    open_db_with(path, false)
+}
+
+/// [`open_db`], with every commit's fsync skipped when `unsafe_no_fsync` (`--unsafe-no-fsync`).
+pub fn open_db_with(path: &std::path::Path, unsafe_no_fsync: bool) -> quorumkv_btree::Result<Db> {
     // 8 KiB pages keep entries up to 4 KiB inline (etcd's typical values are well below),
     // so a put does not cost an overflow page per stored version, while a copied-on-write
     // leaf stays small. 4 KiB pages measured no faster for 256 B keys and 1 KiB values.
@@ -39,6 +44,7 @@ pub fn open_db(path: &std::path::Path) -> quorumkv_btree::Result<Db> {
         path,
         BTreeOptions {
             page_size: 8 << 10,
+            unsafe_no_fsync,
             ..BTreeOptions::default()
         },
     )

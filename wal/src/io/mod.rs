@@ -3,6 +3,7 @@
 //! Owns nothing but the contract: the log never calls `std::fs` directly, so tests can swap in
 //! [`SimFs`], which keeps live and durable bytes apart and loses the unsynced ones on a crash.
 
+mod no_sync;
 mod sim;
 mod std_fs;
 #[cfg(target_os = "linux")]
@@ -12,8 +13,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use no_sync::NoSyncFs;
 pub use sim::{CrashMode, SimFs, SimOp};
-pub use std_fs::StdFs;
+pub use std_fs::{StdFs, create_dir_all_durable, sync_dir};
 #[cfg(target_os = "linux")]
 pub use uring::UringFs;
 
@@ -52,7 +54,7 @@ pub trait FileSystem: Send + Sync + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Creates `dir` and its parents.
+    /// Creates `dir` and its parents, durably (each new directory and its parent fsynced).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// A short name for logs and benchmark output.
     fn name(&self) -> &'static str;

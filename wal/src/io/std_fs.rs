@@ -87,8 +87,36 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes `dir`'s entries (creates, renames, removes) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents, durably: each directory created is fsynced, and so
+/// is the directory it was created in, so a power cut cannot take back a directory whose
+/// files were already made durable.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && std::fs::symlink_metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for new in missing.into_iter().rev() {
+        sync_dir(new)?;
+        match new.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p)?,
+            _ => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
 }
 
 impl FileSystem for StdFs {
@@ -110,7 +138,7 @@ impl FileSystem for StdFs {
         sync_dir(dir)
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        create_dir_all_durable(dir)
     }
     fn name(&self) -> &'static str {
         "pwrite"

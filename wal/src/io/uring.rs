@@ -193,7 +193,7 @@ impl FileSystem for UringFs {
         std_fs::sync_dir(dir)
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        std_fs::create_dir_all_durable(dir)
     }
     fn name(&self) -> &'static str {
         "uring"
