@@ -191,6 +191,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     pub(crate) unsafe_no_fsync: bool,
+    /// Log leases' remaining TTLs now and then, so a leader change does not give every lease
+    /// a full TTL again (etcd's flag; on by default here, where etcd's default is off).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub(crate) experimental_enable_lease_checkpoint: bool,
+    /// How often the leader checkpoints leases (a Go duration).
+    #[arg(long, default_value = "5m", value_parser = go_duration)]
+    pub(crate) experimental_lease_checkpoint_interval: Duration,
     /// Interpret --auto-compaction-retention as a period (`periodic`) or a revision count
     /// (`revision`).
     #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
@@ -496,6 +504,9 @@ impl ServeArgs {
                 grpc_keepalive_timeout: self.grpc_keepalive_timeout,
                 max_concurrent_streams: self.max_concurrent_streams,
             },
+            lease_checkpoint_interval: (self.experimental_enable_lease_checkpoint
+                && !self.experimental_lease_checkpoint_interval.is_zero())
+            .then_some(self.experimental_lease_checkpoint_interval),
             corrupt_check: CorruptCheckConfig {
                 initial: self.experimental_initial_corrupt_check,
                 interval: self.experimental_corrupt_check_time,

@@ -15,7 +15,8 @@ fn chaos(protocol: &str, seed: &str) {
 fn serve_flags(more: &str) -> String {
     format!(
         "--serve-flags=--heartbeat-interval 50 --election-timeout 500 --snapshot-count 2000 \
-         --experimental-snapshot-catchup-entries 200 {more}"
+         --experimental-snapshot-catchup-entries 200 --experimental-lease-checkpoint-interval 1s \
+         {more}"
     )
 }
 
@@ -66,6 +67,7 @@ fn chaos_with(protocol: &str, seed: &str, duration: &str, extra: &[&str]) {
         "linearizable=true",
         "watch_violations=0",
         "converged=true",
+        "lease_violations=0",
     ] {
         assert!(last.contains(want), "summary lacks {want}: {last}");
     }
@@ -76,6 +78,10 @@ fn chaos_with(protocol: &str, seed: &str, duration: &str, extra: &[&str]) {
     assert!(
         field(&last, "faults") >= 5,
         "too few faults injected: {last}"
+    );
+    assert!(
+        field(&last, "leases") >= 4,
+        "too few leases granted: {last}"
     );
 }
 
@@ -150,6 +156,40 @@ fn power_cuts_catch_members_that_skip_fsync() {
         "the member did not warn:\n{log}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Members whose keep-alives answer without renewing (a failpoint): the lease checks must see
+/// keys deleted while their leases were being kept alive.
+#[test]
+fn lease_checks_catch_a_renewal_that_does_not_renew() {
+    let (ok, stdout, last) = run(
+        "raft",
+        "24",
+        "12s",
+        &[
+            "--faults",
+            "compact",
+            "--member-failpoints",
+            "lease::renew=return",
+            "--lease-clients",
+            "4",
+        ],
+    );
+    assert!(!ok, "a run with broken renewals passed:\n{stdout}");
+    assert!(
+        field(&last, "lease_violations") > 0,
+        "no lease violation reported: {last}"
+    );
+    assert!(
+        stdout.contains("before its last keep-alive's deadline"),
+        "{stdout}"
+    );
+    if let Some(dir) = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("member logs kept in ")?.split(';').next())
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[test]

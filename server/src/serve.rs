@@ -13,6 +13,10 @@ use crate::etcd::{KvConfig, KvServer};
 use crate::member::identity as cluster;
 use crate::member::identity::Member;
 use crate::node::{NodeConfig, NodeError, ProtocolKind};
+
+/// How often the leader checkpoints leases' remaining TTLs by default (etcd's
+/// `--experimental-lease-checkpoint-interval`).
+pub const DEFAULT_LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 use crate::transport::peer_auth::{DEFAULT_CLUSTER_TOKEN, PeerSecret};
 use crate::transport::security::{PeerSecurity, PeerTlsOptions};
 use quorumkv_replication::ProposeError;
@@ -88,6 +92,8 @@ pub struct ServeOptions {
     pub client_port: crate::etcd::ClientPortConfig,
     /// Corruption checks between members.
     pub corrupt_check: crate::etcd::corrupt::CorruptCheckConfig,
+    /// How often the leader checkpoints leases' remaining TTLs; `None`: never.
+    pub lease_checkpoint_interval: Option<Duration>,
     /// The TLS of `https://` client URLs.
     pub client_tls: Option<crate::tls::TlsOptions>,
     /// The TLS of `https://` peer URLs.
@@ -139,6 +145,7 @@ impl Default for ServeOptions {
             auto_compaction: None,
             client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: crate::etcd::corrupt::CorruptCheckConfig::default(),
+            lease_checkpoint_interval: Some(DEFAULT_LEASE_CHECKPOINT_INTERVAL),
             listen_zookeeper_urls: Vec::new(),
             client_tls: None,
             peer_tls: None,
@@ -351,6 +358,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.auto_compaction = o.auto_compaction;
     kv.client_port = o.client_port;
     kv.corrupt_check = o.corrupt_check;
+    kv.lease_checkpoint_interval = o.lease_checkpoint_interval;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;

@@ -58,6 +58,8 @@ pub struct Cluster {
     /// Each member's data directory as a lossy file system, for power cuts (empty when the
     /// run cuts no power).
     disks: Vec<Disk>,
+    /// FAILPOINTS every member starts with, unless a fault arms its own.
+    failpoints: Option<String>,
 }
 
 fn channel(addr: SocketAddr, timeout: Option<Duration>) -> Result<Channel, String> {
@@ -118,6 +120,7 @@ impl Cluster {
             pids: Arc::default(),
             scheme,
             disks: Vec::new(),
+            failpoints: None,
         })
     }
 
@@ -161,6 +164,11 @@ impl Cluster {
             .join(",")
     }
 
+    /// Sets the FAILPOINTS every member starts with from now on.
+    pub fn set_failpoints(&mut self, spec: Option<String>) {
+        self.failpoints = spec;
+    }
+
     /// Starts member `i` (again) on its data directory.
     pub fn start(&mut self, i: usize) -> Result<(), String> {
         self.start_with(i, None)
@@ -182,7 +190,7 @@ impl Cluster {
             .map_err(|e| format!("{}: {e}", m.dir.display()))?;
         let state = if m.joining { "existing" } else { "new" };
         let mut cmd = Command::new(&self.exe);
-        match failpoints {
+        match failpoints.or(self.failpoints.as_deref()) {
             Some(spec) => cmd.env("FAILPOINTS", spec),
             None => cmd.env_remove("FAILPOINTS"),
         };

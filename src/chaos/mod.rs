@@ -1,13 +1,16 @@
 //! `quorumkv chaos`: real `quorumkv serve` processes on loopback under faults — kill -9,
 //! SIGSTOP pauses, partitions, delays and drops through a peer proxy, leader isolation,
-//! member replacement, compaction — while clients record a history of puts, gets,
-//! compare-and-sets and watches. Afterwards it heals the cluster and checks that the history is
-//! linearizable, no acknowledged write was lost, watch streams were ordered and complete, and
-//! every member converged to the same revision and hash. The last line sums it up; any
+//! member replacement, compaction, power cuts — while clients record a history of puts, gets,
+//! compare-and-sets and watches, and lease clients grant, keep alive, revoke and abandon
+//! leases with keys attached. Afterwards it heals the cluster and checks that the history is
+//! linearizable, no acknowledged write was lost, watch streams were ordered and complete, no
+//! lease check failed (see `leases`), and every member converged to the same revision and
+//! hash. The last line sums it up; any
 //! violation makes the exit status non-zero.
 
 mod certs;
 mod cluster;
+mod leases;
 mod port;
 mod proxy;
 mod verify;
@@ -77,6 +80,13 @@ pub struct ChaosArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     clients: u64,
+    /// Concurrent lease clients (grant, attach a key, keep alive, revoke or let expire).
+    #[arg(long, default_value_t = 2)]
+    lease_clients: u64,
+    /// FAILPOINTS for every member (needs a build with failpoints), e.g.
+    /// `lease::renew=return` to show the lease checks catch a broken renewal.
+    #[arg(long)]
+    member_failpoints: Option<String>,
     /// Concurrent watchers.
     #[arg(long, default_value_t = 2)]
     watchers: usize,
@@ -94,7 +104,8 @@ pub struct ChaosArgs {
     #[arg(
         long,
         default_value = "--heartbeat-interval 50 --election-timeout 500 --snapshot-count 2000 \
-                         --experimental-snapshot-catchup-entries 200"
+                         --experimental-snapshot-catchup-entries 200 \
+                         --experimental-lease-checkpoint-interval 1s"
     )]
     serve_flags: String,
     /// Members speak mutual TLS to each other (a CA and a peer certificate are made for the
@@ -121,6 +132,9 @@ impl ChaosArgs {
         }
         if self.faults.iter().any(|f| f == "disk") && !quorumkv_server::FAILPOINTS_COMPILED {
             return Err("the disk fault needs a build with --features failpoints".into());
+        }
+        if self.member_failpoints.is_some() && !quorumkv_server::FAILPOINTS_COMPILED {
+            return Err("--member-failpoints needs a build with --features failpoints".into());
         }
         Ok(())
     }
@@ -213,6 +227,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         scheme,
         Duration::from_secs(3),
     )?;
+    cl.set_failpoints(args.member_failpoints.clone());
     if args.cuts_power() {
         cl.use_lossy_disks()?;
         say(
@@ -247,6 +262,16 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
             args.keys,
             channels.clone(),
             Arc::clone(&shared),
+            seed,
+        )));
+    }
+    let lease_log = Arc::new(parking_lot::Mutex::new(leases::LeaseLog::default()));
+    for c in 0..args.lease_clients {
+        clients.push(tokio::spawn(leases::client(
+            c,
+            channels.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&lease_log),
             seed,
         )));
     }
@@ -309,6 +334,10 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         logs.push(w.await.map_err(|e| e.to_string())?);
     }
 
+    let mut lease_log = std::mem::take(&mut *lease_log.lock());
+    if converged.is_ok() {
+        leases::settle(&channels, &mut lease_log).await;
+    }
     let history = std::mem::take(&mut *shared.history.lock());
     let lost = verify::lost(&history, &logs, &channels[0]).await;
     let violations = verify::watch_violations(&logs, &history.acked, start_revision + 1, last);
@@ -330,6 +359,9 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
     if !why.is_empty() {
         say(format!("LINEARIZABILITY: {why}"));
     }
+    for v in lease_log.violations.iter().take(10) {
+        say(format!("LEASE: {v}"));
+    }
     let (converged_ok, revision, hash) = match converged {
         Ok(c) => (true, c.revision, c.hash),
         Err(e) => {
@@ -342,7 +374,8 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
     println!(
         "acked={} lost={} linearizable={} watch_violations={} converged={converged_ok} \
          revision={revision} hash={hash} ops={} unknown={} not_sent={} failed_reads={} watch_events={events} \
-         watch_reconnects={reconnects} faults={injected} seed={seed}",
+         watch_reconnects={reconnects} leases={} keep_alives={} lease_violations={} \
+         faults={injected} seed={seed}",
         history.acked.len(),
         lost.len(),
         match linearizable {
@@ -354,8 +387,15 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         history.unknown,
         history.not_sent,
         history.failed_reads,
+        lease_log.granted,
+        lease_log.kept_alive,
+        lease_log.violations.len(),
     );
-    Ok(lost.is_empty() && linearizable == Some(true) && violations.is_empty() && converged_ok)
+    Ok(lost.is_empty()
+        && linearizable == Some(true)
+        && violations.is_empty()
+        && converged_ok
+        && lease_log.violations.is_empty())
 }
 
 /// Writes "0" to every key once the cluster answers; returns the revision after.

@@ -5,6 +5,8 @@
 //! connections are cut when a partition starts), every frame waits out the configured delay
 //! (order kept, throughput not serialized), and message frames are dropped at the configured
 //! rate. Snapshot streams and info queries are forwarded whole, subject to partitions only.
+//! Call connections (a member relaying a client's request to the leader) are read up to their
+//! membership proof, then forwarded as bytes, delayed and cut by partitions.
 //!
 //! With peer TLS the proxy reads nothing: it finds the dialing member by which member process
 //! owns the connection's other end (through `/proc`), and forwards bytes, delayed and cut by
@@ -32,6 +34,8 @@ const MAX_FRAME_BYTES: usize = 600 << 20;
 const QUEUE_FRAMES: usize = 4096;
 const MESSAGE_MAGIC: &[u8; 8] = b"QKVPEER1";
 const STREAM_MAGIC: &[u8; 8] = b"QKVSTRM1";
+/// A member-to-member call connection: framed hello and proof, then HTTP/2 bytes.
+const CALLS_MAGIC: &[u8; 8] = b"QKVCALL1";
 
 /// The network faults in force between members.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,8 +144,9 @@ async fn forward(
     .await
     .map_err(|_| "no handshake".to_string())??;
     let magic = hello.get(..8);
+    let calls = magic == Some(CALLS_MAGIC);
     let from = if hello.len() == HELLO_BYTES
-        && (magic == Some(MESSAGE_MAGIC) || magic == Some(STREAM_MAGIC))
+        && (magic == Some(MESSAGE_MAGIC) || magic == Some(STREAM_MAGIC) || calls)
     {
         let id = u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes"));
         ids.read().get(&id).copied()
@@ -178,6 +183,25 @@ async fn forward(
                 frame::encode(&mut out, &p);
                 let due = Instant::now() + Duration::from_millis(delay_ms);
                 tx.send((due, out)).await.map_err(|_| "writer gone")?;
+                if calls {
+                    break;
+                }
+            }
+            if calls && proven {
+                // Past the proof a call connection carries HTTP/2: forwarded as bytes.
+                let mut chunk = dec.take_buffered();
+                loop {
+                    if !chunk.is_empty() {
+                        let delay_ms = faults_now.borrow().delay_ms;
+                        let due = Instant::now() + Duration::from_millis(delay_ms);
+                        tx.send((due, chunk)).await.map_err(|_| "writer gone")?;
+                    }
+                    let n = client_rd.read(&mut buf).await.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Ok::<(), String>(());
+                    }
+                    chunk = buf[..n].to_vec();
+                }
             }
             let n = client_rd.read(&mut buf).await.map_err(|e| e.to_string())?;
             if n == 0 {

@@ -188,7 +188,13 @@ impl EtcdApplier {
                 self.shared.core.lessor.lock().revoke(r.id);
                 Ok(Applied::Done)
             }
-            Request::LeaseCheckpoint(_) => Ok(Applied::Done),
+            Request::LeaseCheckpoint(c) => {
+                let mut lessor = self.shared.core.lessor.lock();
+                for cp in &c.checkpoints {
+                    lessor.checkpoint(cp.id, cp.remaining_ttl);
+                }
+                Ok(Applied::Done)
+            }
             Request::Alarm(a) => {
                 use pb::alarm_request::AlarmAction;
                 let row = alarm_row(a.member_id, a.alarm);

@@ -70,8 +70,8 @@ impl Internal for InternalService {
             Req::LeaseGrant(g) if g.id <= 0 => {
                 return Err(KvError::Other("lease id must be positive".into()).into());
             }
-            // No member proposes one (the lessor's checkpoints are not replicated), so none
-            // is taken from another.
+            // Only a leader proposes one (its lease clock, or a keep-alive's clear), on its
+            // own log; none is taken from another member.
             Req::LeaseCheckpoint(_) => {
                 return Err(Status::invalid_argument(
                     "lease checkpoints are not taken from other members",

@@ -26,20 +26,37 @@ impl LeaseService {
     }
 
     /// One keep-alive: renewed here on the leader, relayed otherwise. TTL 0: no such lease.
+    ///
+    /// The leader first confirms with a quorum that it still leads (a read barrier), as etcd
+    /// does since 3.5.8: a leader paused or cut off would otherwise renew a lease that a newer
+    /// leader is about to expire, and the client would trust a deadline nobody keeps.
     pub(crate) async fn keep_alive_one(
         &self,
         id: i64,
     ) -> Result<pb::LeaseKeepAliveResponse, KvError> {
         let state = self.server.node().state();
         if state.is_leader() {
-            let ttl = self
-                .server
-                .shared()
-                .core
-                .lessor
-                .lock()
-                .renew(id)
-                .unwrap_or(0);
+            self.server.read_barrier().await?;
+            if !state.is_leader() {
+                return Err(KvError::LeaderChanged);
+            }
+            let renewed = self.server.shared().core.lessor.lock().renew(id);
+            let ttl = match renewed {
+                Some((ttl, true)) => {
+                    // A checkpoint of this lease is logged: clear it before answering, or a
+                    // new leader could start from a remaining TTL older than this renewal.
+                    let clear = pb::LeaseCheckpointRequest {
+                        checkpoints: vec![pb::LeaseCheckpoint {
+                            id,
+                            remaining_ttl: 0,
+                        }],
+                    };
+                    self.server.propose(Req::LeaseCheckpoint(clear)).await?;
+                    ttl
+                }
+                Some((ttl, false)) => ttl,
+                None => 0,
+            };
             return Ok(pb::LeaseKeepAliveResponse {
                 header: Some(self.server.header(self.server.shared().core.hub.revision())),
                 id,

@@ -140,6 +140,9 @@ pub struct KvConfig {
     pub client_port: crate::etcd::ClientPortConfig,
     /// etcd's corruption checks between members.
     pub corrupt_check: corrupt::CorruptCheckConfig,
+    /// How often the leader logs leases' remaining TTLs, so a leader change does not give
+    /// every lease a full TTL again (etcd's lease checkpoints); `None`: never.
+    pub lease_checkpoint_interval: Option<Duration>,
 }
 
 impl KvConfig {
@@ -169,6 +172,7 @@ impl KvConfig {
             auto_compaction: None,
             client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: corrupt::CorruptCheckConfig::default(),
+            lease_checkpoint_interval: Some(crate::serve::DEFAULT_LEASE_CHECKPOINT_INTERVAL),
         }
     }
 }
@@ -316,6 +320,7 @@ impl KvServer {
             roster::sync_peers(s.node(), Arc::clone(&s.shared.core.roster)).await
         });
         let s = Arc::downgrade(&server);
+        let checkpointer = Arc::downgrade(&server);
         handle.spawn(lease_clock::run(
             Arc::clone(server.node().state()),
             Arc::clone(&server.shared.core),
@@ -332,6 +337,15 @@ impl KvServer {
                     return;
                 }
                 tokio::spawn(async move {
+                    // Only a leader a quorum still follows revokes (etcd #12528): a leader cut
+                    // off may have missed the keep-alives its successor answered.
+                    if let Err(e) = s.read_barrier().await {
+                        tracing::debug!(lease = id, error = %e, "not revoking: leadership unconfirmed");
+                        return;
+                    }
+                    if !s.node().state().is_leader() {
+                        return;
+                    }
                     let r = s
                         .propose(Request::LeaseRevoke(pb::LeaseRevokeRequest { id }))
                         .await;
@@ -339,6 +353,32 @@ impl KvServer {
                         && e != KvError::LeaseNotFound
                     {
                         tracing::debug!(lease = id, error = %e, "revoking an expired lease");
+                    }
+                });
+            },
+            server.cfg.lease_checkpoint_interval,
+            move |batch| {
+                let Some(s) = checkpointer.upgrade() else {
+                    return;
+                };
+                // ZooKeeper sessions are renewed by their own pings, which clear nothing:
+                // they keep a full timeout across leader changes, as in ZooKeeper.
+                let checkpoints = batch
+                    .into_iter()
+                    .filter(|&(id, _)| crate::zk::session::stored(&s.shared.core, id).is_none())
+                    .map(|(id, remaining_ttl)| pb::LeaseCheckpoint { id, remaining_ttl })
+                    .collect::<Vec<_>>();
+                if checkpoints.is_empty() {
+                    return;
+                }
+                tokio::spawn(async move {
+                    let r = s
+                        .propose(Request::LeaseCheckpoint(pb::LeaseCheckpointRequest {
+                            checkpoints,
+                        }))
+                        .await;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "checkpointing leases");
                     }
                 });
             },

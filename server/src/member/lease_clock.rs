@@ -1,8 +1,9 @@
-//! The leader's lease clock: promotes or demotes the lessor as leadership comes and goes, and
-//! hands each expired lease to the client API that owns it, to be revoked through the log.
+//! The leader's lease clock: promotes or demotes the lessor as leadership comes and goes,
+//! hands each expired lease to the client API that owns it, to be revoked through the log,
+//! and now and then hands over the leases' remaining TTLs, to be logged as checkpoints.
 //!
-//! It never revokes a lease itself (a revoke is a committed request, applied like any other)
-//! and never expires one while this member does not lead.
+//! It never revokes or checkpoints a lease itself (both are committed requests, applied like
+//! any other) and never expires one while this member does not lead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +18,20 @@ const EXPIRED_PER_TICK_MAX: usize = 500;
 /// How long a lease handed over waits before it is handed over again, if still alive.
 const REVOKE_RETRY: Duration = Duration::from_secs(3);
 
-/// Runs until the node stops; `revoke` is called with each expired lease's id.
-pub async fn run(state: Arc<NodeState>, core: Arc<Core>, revoke: impl Fn(i64) + Send + 'static) {
+/// Most leases one checkpoint carries (etcd's batch).
+const CHECKPOINTS_PER_BATCH_MAX: usize = 1000;
+
+/// Runs until the node stops; `revoke` is called with each expired lease's id, and, every
+/// `checkpoint_every` (none: never), `checkpoint` with (id, remaining TTL) batches.
+pub async fn run(
+    state: Arc<NodeState>,
+    core: Arc<Core>,
+    revoke: impl Fn(i64) + Send + 'static,
+    checkpoint_every: Option<Duration>,
+    checkpoint: impl Fn(Vec<(i64, i64)>) + Send + 'static,
+) {
     let mut tick = tokio::time::interval(TICK);
+    let mut last_checkpoint = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if state.stopped() {
@@ -41,6 +53,16 @@ pub async fn run(state: Arc<NodeState>, core: Arc<Core>, revoke: impl Fn(i64) + 
         };
         for id in expired {
             revoke(id);
+        }
+        if leading && checkpoint_every.is_some_and(|e| last_checkpoint.elapsed() >= e) {
+            last_checkpoint = tokio::time::Instant::now();
+            let batch = core
+                .lessor
+                .lock()
+                .take_checkpoints(CHECKPOINTS_PER_BATCH_MAX);
+            if !batch.is_empty() {
+                checkpoint(batch);
+            }
         }
     }
 }

@@ -4,8 +4,14 @@
 //! Grants, revokes and attachments change only through applied log entries, so every replica
 //! holds the same leases. Expiry is the leader's business alone: only the primary lessor
 //! (on the leader) tracks deadlines; keep-alives renew them there, and expired leases are
-//! revoked through the log like a client's revoke. A member that becomes leader restarts every
-//! deadline at a full TTL, so a leader change never expires a lease early.
+//! revoked through the log like a client's revoke.
+//!
+//! Checkpoints carry remaining TTLs across leader changes (etcd's lease checkpoints): the
+//! leader now and then logs each lease's remaining TTL, rounded up, and a member that becomes
+//! leader starts each deadline from the last checkpoint, or from a full TTL when there is none.
+//! A keep-alive of a checkpointed lease logs a clear (remaining 0) before it is answered, so
+//! a checkpoint older than a renewal never shortens the deadline that renewal promised.
+//! Neither can make a lease expire earlier than the last acknowledged keep-alive allows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -22,6 +28,10 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
     /// Deadline, on the primary only.
     deadline: Option<Instant>,
+    /// Remaining TTL the last applied checkpoint logged (none: a full TTL).
+    remaining_secs: Option<i64>,
+    /// On the primary: a checkpoint of this lease was proposed since its last clear.
+    checkpoint_sent: bool,
 }
 
 /// The lease table of one member.
@@ -68,6 +78,8 @@ impl Lessor {
                 ttl_secs,
                 keys: BTreeSet::new(),
                 deadline,
+                remaining_secs: None,
+                checkpoint_sent: false,
             },
         );
     }
@@ -91,14 +103,47 @@ impl Lessor {
         }
     }
 
-    /// Keep-alive on the primary: restarts the deadline; returns the TTL.
-    pub fn renew(&mut self, id: i64) -> Option<i64> {
+    /// Keep-alive on the primary: restarts the deadline; returns the TTL, and whether a clear
+    /// of the lease's checkpoint must be applied before the keep-alive is answered.
+    pub fn renew(&mut self, id: i64) -> Option<(i64, bool)> {
         let primary = self.primary;
         let l = self.leases.get_mut(&id)?;
+        // A broken renewal (answers, keeps the old deadline), so tests can show that the
+        // chaos lease checks catch one.
+        fail::fail_point!("lease::renew", |_| Some((l.ttl_secs, false)));
         if primary {
             l.deadline = Some(Instant::now() + Duration::from_secs(l.ttl_secs as u64));
         }
-        Some(l.ttl_secs)
+        let clear = l.remaining_secs.is_some() || l.checkpoint_sent;
+        l.checkpoint_sent = false;
+        Some((l.ttl_secs, clear))
+    }
+
+    /// An applied checkpoint: lease `id` had `remaining_secs` left (0 clears it: a full TTL).
+    pub fn checkpoint(&mut self, id: i64, remaining_secs: i64) {
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.remaining_secs = (remaining_secs > 0).then(|| remaining_secs.min(l.ttl_secs));
+        }
+    }
+
+    /// On the primary: the remaining TTL (whole seconds, rounded up) of at most `max` leases
+    /// that have run down part of their TTL, to be logged as a checkpoint.
+    pub fn take_checkpoints(&mut self, max: usize) -> Vec<(i64, i64)> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (id, l) in &mut self.leases {
+            if out.len() >= max {
+                break;
+            }
+            let Some(d) = l.deadline else { continue };
+            let left = d.saturating_duration_since(now);
+            let secs = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
+            if secs > 0 && secs < l.ttl_secs && l.remaining_secs != Some(secs) {
+                l.checkpoint_sent = true;
+                out.push((*id, secs));
+            }
+        }
+        out
     }
 
     /// Whether this lessor tracks deadlines (this member leads).
@@ -106,12 +151,15 @@ impl Lessor {
         self.primary
     }
 
-    /// This member became leader: every lease gets a full TTL from now.
+    /// This member became leader: every lease gets its checkpointed remaining TTL from now,
+    /// or a full TTL.
     pub fn promote(&mut self) {
         self.primary = true;
         let now = Instant::now();
         for l in self.leases.values_mut() {
-            l.deadline = Some(now + Duration::from_secs(l.ttl_secs as u64));
+            let left = l.remaining_secs.unwrap_or(l.ttl_secs);
+            l.deadline = Some(now + Duration::from_secs(left as u64));
+            l.checkpoint_sent = false;
         }
     }
 
@@ -199,8 +247,34 @@ mod tests {
         l.demote();
         l.promote();
         assert!(l.take_expired(10, Duration::from_secs(5)).is_empty());
-        assert_eq!(l.renew(7), Some(1));
+        assert_eq!(l.renew(7), Some((1, false)));
         assert_eq!(l.revoke(7).unwrap().len(), 1);
         assert_eq!(l.renew(7), None);
+    }
+
+    #[test]
+    fn checkpoints_carry_remaining_ttls_and_a_renewal_asks_for_a_clear() {
+        let mut l = Lessor::new(1);
+        l.grant(7, 10);
+        l.promote();
+        assert!(l.take_checkpoints(10).is_empty(), "nothing run down yet");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(l.take_checkpoints(10), vec![(7, 9)], "rounded up");
+        // A renewal after a checkpoint was sent needs a clear logged first.
+        assert_eq!(l.renew(7), Some((10, true)));
+        assert_eq!(l.renew(7), Some((10, false)));
+        // Applied on another member, which then leads: it starts from the checkpoint.
+        let mut f = Lessor::new(1);
+        f.grant(7, 10);
+        f.checkpoint(7, 2);
+        assert_eq!(f.renew(7), Some((10, true)), "checkpointed: clear first");
+        f.promote();
+        let (left, _, _) = f.time_to_live(7).unwrap();
+        assert!(left <= 2, "{left}");
+        f.checkpoint(7, 0);
+        f.demote();
+        f.promote();
+        let (left, _, _) = f.time_to_live(7).unwrap();
+        assert!(left >= 9, "cleared: a full TTL, {left}");
     }
 }

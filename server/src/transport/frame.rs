@@ -94,6 +94,15 @@ impl Decoder {
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
+
+    /// Takes the bytes buffered but not yet returned (a stream that leaves framing after its
+    /// handshake goes on with these).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
 }
 
 #[cfg(test)]
