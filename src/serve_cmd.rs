@@ -199,6 +199,11 @@ pub struct ServeArgs {
     /// How often the leader checkpoints leases (a Go duration).
     #[arg(long, default_value = "5m", value_parser = go_duration)]
     pub(crate) experimental_lease_checkpoint_interval: Duration,
+    /// Free bytes kept on the data directory's file system: below them the member raises a
+    /// NOSPACE alarm and refuses new data (reads, deletes and compaction go on) before the
+    /// disk fills; free space, then `etcdctl alarm disarm`. 0 turns the check off.
+    #[arg(long, default_value_t = quorumkv::server::serve::DEFAULT_DISK_RESERVE_BYTES)]
+    pub(crate) disk_reserve_bytes: u64,
     /// Interpret --auto-compaction-retention as a period (`periodic`) or a revision count
     /// (`revision`).
     #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
@@ -504,6 +509,7 @@ impl ServeArgs {
                 grpc_keepalive_timeout: self.grpc_keepalive_timeout,
                 max_concurrent_streams: self.max_concurrent_streams,
             },
+            disk_reserve_bytes: self.disk_reserve_bytes,
             lease_checkpoint_interval: (self.experimental_enable_lease_checkpoint
                 && !self.experimental_lease_checkpoint_interval.is_zero())
             .then_some(self.experimental_lease_checkpoint_interval),

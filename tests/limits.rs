@@ -1,7 +1,8 @@
 //! Bounded memory under floods, with etcdctl against one member: a Range whose response would
 //! pass `--max-range-response-bytes` is refused with an error naming the flag, a watch past
 //! `--max-watchers` is canceled at creation, and a connection past `--max-client-connections`
-//! is closed, while what stays within each limit is served.
+//! is closed, while what stays within each limit is served. A data directory on a small tmpfs
+//! meets NOSPACE before the disk fills (needs root to mount).
 
 mod common;
 
@@ -135,4 +136,91 @@ fn client_connections_are_bounded() {
         assert!(Instant::now() < deadline, "slots never came back");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `etcdctl put key` with the value on standard input (too large for an argument).
+fn put_large(ep: &str, key: &str, value: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={ep}"))
+        .args(["--command-timeout=5s", "--dial-timeout=2s", "put", key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(value).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A data directory on a small file system: before the disk fills, the member raises NOSPACE
+/// and refuses new data with etcd's error while reads go on; everything acknowledged stays;
+/// once space is freed and the alarm disarmed, writes are taken again.
+#[test]
+fn a_filling_disk_stops_new_data_with_nospace_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk");
+    let _fs = Tmpfs::mount(&disk, "256m");
+    let mut m = member(&disk, &[]);
+    let filler = disk.join("filler");
+    std::fs::write(&filler, vec![1u8; 30 << 20]).unwrap();
+
+    let value = vec![b'v'; 512 << 10];
+    let mut acked = Vec::new();
+    let refusal = loop {
+        assert!(acked.len() < 300, "no refusal after {} puts", acked.len());
+        let key = format!("big/{}", acked.len());
+        let out = put_large(&m.client, &key, &value);
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).to_string();
+        }
+        acked.push(key);
+    };
+    assert!(
+        refusal.contains("etcdserver: mvcc: database space exceeded"),
+        "{refusal}"
+    );
+    assert!(!acked.is_empty());
+    let alarms = etcdctl(&m.client, &["alarm", "list"]);
+    assert!(
+        String::from_utf8_lossy(&alarms.stdout).contains("alarm:NOSPACE"),
+        "{alarms:?}"
+    );
+    // Reads and deletes go on; nothing acknowledged is missing.
+    for key in &acked {
+        let got = etcdctl(&m.client, &["get", key, "--print-value-only"]);
+        assert!(got.status.success(), "{got:?}");
+        assert_eq!(got.stdout.len(), value.len() + 1, "{key}");
+    }
+    assert!(etcdctl(&m.client, &["del", "ready"]).status.success());
+    assert!(m.child.try_wait().unwrap().is_none(), "the member exited");
+
+    std::fs::remove_file(&filler).unwrap();
+    let disarmed = etcdctl(&m.client, &["alarm", "disarm"]);
+    assert!(disarmed.status.success(), "{disarmed:?}");
+    let again = put_large(&m.client, "big/after", &value);
+    assert!(again.status.success(), "{again:?}");
 }

@@ -17,6 +17,10 @@ use crate::node::{NodeConfig, NodeError, ProtocolKind};
 /// How often the leader checkpoints leases' remaining TTLs by default (etcd's
 /// `--experimental-lease-checkpoint-interval`).
 pub const DEFAULT_LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Free disk space a member keeps by default before refusing new data: one log segment
+/// (its next one may need the room) and 16 MiB for the tree and snapshots.
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = (64 << 20) + (16 << 20);
 use crate::transport::peer_auth::{DEFAULT_CLUSTER_TOKEN, PeerSecret};
 use crate::transport::security::{PeerSecurity, PeerTlsOptions};
 use quorumkv_replication::ProposeError;
@@ -94,6 +98,8 @@ pub struct ServeOptions {
     pub corrupt_check: crate::etcd::corrupt::CorruptCheckConfig,
     /// How often the leader checkpoints leases' remaining TTLs; `None`: never.
     pub lease_checkpoint_interval: Option<Duration>,
+    /// Free disk bytes kept before new data is refused (NOSPACE); 0: not checked.
+    pub disk_reserve_bytes: u64,
     /// The TLS of `https://` client URLs.
     pub client_tls: Option<crate::tls::TlsOptions>,
     /// The TLS of `https://` peer URLs.
@@ -146,6 +152,7 @@ impl Default for ServeOptions {
             client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: crate::etcd::corrupt::CorruptCheckConfig::default(),
             lease_checkpoint_interval: Some(DEFAULT_LEASE_CHECKPOINT_INTERVAL),
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             listen_zookeeper_urls: Vec::new(),
             client_tls: None,
             peer_tls: None,
@@ -359,6 +366,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     kv.client_port = o.client_port;
     kv.corrupt_check = o.corrupt_check;
     kv.lease_checkpoint_interval = o.lease_checkpoint_interval;
+    kv.disk_reserve_bytes = o.disk_reserve_bytes;
     kv.checkpoint_entries = o.backend_batch_limit.max(1);
     kv.checkpoint_interval = o.backend_batch_interval.max(Duration::from_millis(1));
     let server = KvServer::start(kv, peer_listener)?;

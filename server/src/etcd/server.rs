@@ -143,6 +143,9 @@ pub struct KvConfig {
     /// How often the leader logs leases' remaining TTLs, so a leader change does not give
     /// every lease a full TTL again (etcd's lease checkpoints); `None`: never.
     pub lease_checkpoint_interval: Option<Duration>,
+    /// Free bytes under the data directory below which new data is refused with a NOSPACE
+    /// alarm, before the disk itself fills; 0: no such check.
+    pub disk_reserve_bytes: u64,
 }
 
 impl KvConfig {
@@ -173,6 +176,7 @@ impl KvConfig {
             client_port: crate::etcd::ClientPortConfig::default(),
             corrupt_check: corrupt::CorruptCheckConfig::default(),
             lease_checkpoint_interval: Some(crate::serve::DEFAULT_LEASE_CHECKPOINT_INTERVAL),
+            disk_reserve_bytes: crate::serve::DEFAULT_DISK_RESERVE_BYTES,
         }
     }
 }
@@ -195,6 +199,8 @@ pub struct KvServer {
     bcrypt_slots: tokio::sync::Semaphore,
     /// Failed logins per user, and the decoy hash of unknown users.
     logins: super::logins::Logins,
+    /// Free space under the data directory, against `cfg.disk_reserve_bytes`.
+    disk: crate::member::disk_space::DiskSpace,
 }
 
 impl std::fmt::Debug for KvServer {
@@ -287,7 +293,10 @@ impl KvServer {
             // Room for the envelope around a request of the largest size taken.
             cfg.max_request_bytes + 4096,
         ));
+        let disk =
+            crate::member::disk_space::DiskSpace::new(&cfg.node.data_dir, cfg.disk_reserve_bytes);
         let server = Arc::new(KvServer {
+            disk,
             proposer,
             zk_watches,
             zk_reapable,
@@ -679,7 +688,15 @@ impl KvServer {
         if let Some(e) = self.alarm_refusal(data, writes) {
             return Err((e, None));
         }
-        if writes && self.db_in_use_bytes() > self.cfg.quota_backend_bytes {
+        let full = writes && self.disk.short();
+        if full {
+            tracing::warn!(
+                dir = %self.cfg.node.data_dir.display(),
+                reserve_bytes = self.disk.reserve_bytes(),
+                "free disk space below the reserve: raising NOSPACE and refusing new data"
+            );
+        }
+        if full || writes && self.db_in_use_bytes() > self.cfg.quota_backend_bytes {
             // Raise the alarm for everyone, then refuse.
             let alarm = pb::AlarmRequest {
                 action: pb::alarm_request::AlarmAction::Activate as i32,
