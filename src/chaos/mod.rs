@@ -46,9 +46,9 @@ const FAULTS: &[&str] = &[
     "power-loss-all",
 ];
 
-/// Faults drawn only when asked for by name: `disk` needs failpoints compiled in, and power
-/// cuts need each member's data directory on a lossy FUSE file system (root, `/dev/fuse`).
-const ON_REQUEST: &[&str] = &["disk", "power-loss", "power-loss-all"];
+/// Faults drawn only when asked for by name: power cuts need each member's data directory on
+/// a lossy FUSE file system (root, `/dev/fuse`).
+const ON_REQUEST: &[&str] = &["power-loss", "power-loss-all"];
 
 /// Storage-path failpoints the `disk` fault arms in a restarted member.
 const DISK_FAILPOINTS: &[&str] = &[
@@ -93,9 +93,9 @@ pub struct ChaosArgs {
     /// Keys the clients share.
     #[arg(long, default_value_t = 6)]
     keys: u8,
-    /// Faults to choose from, comma-separated (default: all but `disk`, `power-loss` and
-    /// `power-loss-all`, which are drawn only when named). `disk` needs a build with
-    /// `--features failpoints`. The power faults put every member's data directory on a
+    /// Faults to choose from, comma-separated (default: all but `power-loss` and
+    /// `power-loss-all`, which are drawn only when named, and `disk` in a build without
+    /// `--features failpoints`). The power faults put every member's data directory on a
     /// lossy FUSE file system (root and /dev/fuse needed) and cut one member's power, or
     /// every member's at once: whatever no fsync covered is lost.
     #[arg(long, value_delimiter = ',')]
@@ -147,6 +147,7 @@ impl ChaosArgs {
         FAULTS
             .iter()
             .filter(|f| !ON_REQUEST.contains(f))
+            .filter(|f| **f != "disk" || quorumkv_server::FAILPOINTS_COMPILED)
             .map(|f| f.to_string())
             .collect()
     }
