@@ -10,6 +10,7 @@ use quorumkv_wal::{Backend, WalOptions};
 
 use crate::etcd::compactor::Retention;
 use crate::etcd::{KvConfig, KvServer};
+use crate::member::data_dir::DataDirIdentity;
 use crate::member::identity as cluster;
 use crate::member::identity::Member;
 use crate::node::{NodeConfig, NodeError, ProtocolKind};
@@ -248,16 +249,32 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
         ));
     }
     let peer_security = Arc::new(peer_security(o, &members)?);
-    let (members, me_id, cluster_id) = if o.join_existing {
-        join(&members, me, &peer_security)?
-    } else {
-        let cluster_id = cluster::cluster_id(&members, &o.initial_cluster_token);
-        let id = me.id;
-        (members, id, cluster_id)
+    let recorded = DataDirIdentity::read(&o.data_dir)?;
+    let (members, me_id, cluster_id) = match recorded {
+        // A member that joined restarts from its data: the record says who it is and whom it
+        // started with, whatever members are up now (etcd ignores the flag on a restart too).
+        Some(r) if o.join_existing && !r.members.is_empty() => {
+            tracing::info!(
+                member = format_args!("{:016x}", r.member),
+                "restarting from the data directory; --initial-cluster-state existing is ignored"
+            );
+            (named(r.members, &members), r.member, r.cluster)
+        }
+        _ if o.join_existing => join(&members, me, &peer_security)?,
+        _ => {
+            let cluster_id = cluster::cluster_id(&members, &o.initial_cluster_token);
+            let id = me.id;
+            (members, id, cluster_id)
+        }
     };
-    cluster::claim_data_dir(&o.data_dir, cluster_id, me_id)?;
+    let identity = DataDirIdentity {
+        cluster: cluster_id,
+        member: me_id,
+        members: members.clone(),
+    };
+    identity.claim(&o.data_dir)?;
     if let Some(w) = &o.wal_dir {
-        cluster::claim_data_dir(w, cluster_id, me_id).map_err(|e| format!("--wal-dir: {e}"))?;
+        identity.claim(w).map_err(|e| format!("--wal-dir: {e}"))?;
     }
     let peer_listener = bind(
         o.listen_peer_urls
@@ -442,7 +459,7 @@ fn join(
         .flat_map(|m| m.peer_urls.clone())
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let (cluster_id, mut members) = cluster::fetch_info(security, &others, deadline)?;
+    let (cluster_id, members) = cluster::fetch_info(security, &others, deadline)?;
     let sorted = |urls: &[String]| {
         let mut u = urls.to_vec();
         u.sort();
@@ -462,6 +479,16 @@ fn join(
                 me.peer_urls.join(",")
             )
         })?;
+    Ok((named(members, listed), id, cluster_id))
+}
+
+/// `members`, each given the name `listed` (the flags) gives its peer URLs.
+fn named(mut members: Vec<Member>, listed: &[Member]) -> Vec<Member> {
+    let sorted = |urls: &[String]| {
+        let mut u = urls.to_vec();
+        u.sort();
+        u
+    };
     for m in &mut members {
         if let Some(named) = listed
             .iter()
@@ -470,7 +497,7 @@ fn join(
             m.name = named.name.clone();
         }
     }
-    Ok((members, id, cluster_id))
+    members
 }
 
 /// Resolves once this member learns it was removed from the cluster: its own membership no

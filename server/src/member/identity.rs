@@ -1,9 +1,9 @@
 //! Cluster identity from etcd-style flags: member ids derived from peer URLs and the cluster
-//! token, the cluster id from its members, URL parsing, and the data directory's record of
-//! which cluster and member it belongs to.
+//! token, the cluster id from its members, URL parsing, and what a running member tells a
+//! joining one. The data directory's record of who it belongs to is
+//! [`super::data_dir`]'s.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
 
 use crate::transport::security::PeerSecurity;
 use sha2::{Digest, Sha256};
@@ -106,33 +106,6 @@ pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
         .find(SocketAddr::is_ipv4)
         .or_else(|| hostport.to_socket_addrs().ok()?.next())
         .ok_or_else(|| format!("{url}: resolves to no address"))
-}
-
-/// Checks (or, on first start, records) that `dir` belongs to this cluster and member.
-pub fn claim_data_dir(dir: &Path, cluster: u64, member: u64) -> Result<(), String> {
-    quorumkv_wal::io::create_dir_all_durable(dir)
-        .map_err(|e| format!("data dir {}: {e}", dir.display()))?;
-    let path = dir.join("identity");
-    let want = format!("cluster={cluster:016x} member={member:016x}\n");
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == want => Ok(()),
-        Ok(found) => Err(format!(
-            "data dir {} belongs to another cluster or member ({}), not {}; \
-             use another --data-dir or the flags it was created with",
-            dir.display(),
-            found.trim(),
-            want.trim()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join("identity.tmp");
-            std::fs::write(&tmp, &want)
-                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .and_then(|()| std::fs::File::open(dir)?.sync_all())
-                .map_err(|e| format!("data dir {}: {e}", dir.display()))
-        }
-        Err(e) => Err(format!("data dir {}: {e}", dir.display())),
-    }
 }
 
 /// Most members an info answer may describe, and the longest URL in it.
@@ -269,14 +242,6 @@ mod tests {
         assert_eq!(parse_url("https://127.0.0.1:1").unwrap().port(), 1);
         assert!(parse_url("unix://x:1").is_err());
         assert_eq!(parse_url("http://localhost:2379").unwrap().port(), 2379);
-        let d = tempfile::tempdir().unwrap();
-        claim_data_dir(d.path(), 1, 2).unwrap();
-        claim_data_dir(d.path(), 1, 2).unwrap();
-        assert!(
-            claim_data_dir(d.path(), 1, 3)
-                .unwrap_err()
-                .contains("another cluster")
-        );
     }
 
     #[test]

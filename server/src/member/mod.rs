@@ -14,6 +14,7 @@
 
 mod apply_thread;
 pub mod core;
+pub mod data_dir;
 pub mod disk_space;
 pub mod envelope;
 pub mod error;
