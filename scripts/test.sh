@@ -40,7 +40,7 @@ if ! command -v javac >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null
 fi
-# A ZooKeeper test runs one member a day behind (libfaketime).
+# A ZooKeeper test runs one member a day behind, and chaos steps members' clocks (libfaketime).
 if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
     echo "== installing faketime"
     apt-get update -qq

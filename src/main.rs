@@ -47,6 +47,7 @@ fn tune_allocator() {
 
 mod bench;
 mod chaos;
+mod failpoints;
 mod serve_cmd;
 mod serve_settings;
 mod sim_cmd;

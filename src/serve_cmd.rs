@@ -579,21 +579,15 @@ impl ServeArgs {
 /// Runs `serve` until SIGINT or SIGTERM.
 pub fn main(args: &ServeArgs) -> Result<(), String> {
     let opts = args.options()?;
-    // Failpoints named in FAILPOINTS (e.g. `wal::fdatasync=20*off->return`) fire for the
-    // life of the process; builds without them refuse the variable rather than ignore it.
-    if let Ok(spec) = std::env::var("FAILPOINTS") {
-        if !quorumkv_server::FAILPOINTS_COMPILED {
-            return Err("FAILPOINTS is set but this build has no failpoints \
-                        (build with --features failpoints)"
-                .into());
-        }
-        for point in spec.split(';').filter(|p| !p.is_empty()) {
-            let (name, action) = point
-                .split_once('=')
-                .ok_or_else(|| format!("FAILPOINTS: {point:?} is not name=action"))?;
-            fail::cfg(name, action).map_err(|e| format!("FAILPOINTS: {point:?}: {e}"))?;
-        }
-    }
+    crate::failpoints::arm_from_env()?;
+    // A panic anywhere is a crash of the whole member, never a task or thread quietly gone
+    // while the rest serves on in a state nobody checked.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("quorumkv serve: a panic stops the member");
+        std::process::abort();
+    }));
     if opts.wal.unsafe_no_fsync {
         tracing::warn!(
             "--unsafe-no-fsync: nothing is fsynced; a power cut or a kernel crash loses \

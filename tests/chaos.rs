@@ -3,7 +3,9 @@
 //! history (linearizable, nothing acknowledged lost, watches ordered and complete, members
 //! converged); the test asserts on its exit status and summary line. One run has mutual TLS
 //! between the members. The power-cut runs put every member on a lossy FUSE file system
-//! (`lossyfs`), and one of them proves the checks catch a member that skips its fsyncs.
+//! (`lossyfs`), and one of them proves the checks catch a member that skips its fsyncs. Five
+//! members take two faults at once, clocks are stepped under libfaketime, and disk stalls must
+//! start no election.
 
 use std::process::Command;
 
@@ -23,21 +25,20 @@ fn serve_flags(more: &str) -> String {
 /// Runs `quorumkv chaos`; returns whether it passed, its output (stdout, then stderr) and its
 /// summary line.
 fn run(protocol: &str, seed: &str, duration: &str, extra: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quorumkv"))
-        .args([
-            "chaos",
-            "--replication",
-            protocol,
-            "--nodes",
-            "3",
-            "--duration",
-            duration,
-            "--seed",
-            seed,
-        ])
-        .args(extra)
-        .output()
-        .expect("quorumkv runs");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorumkv"));
+    cmd.args([
+        "chaos",
+        "--replication",
+        protocol,
+        "--duration",
+        duration,
+        "--seed",
+        seed,
+    ]);
+    if !extra.contains(&"--nodes") {
+        cmd.args(["--nodes", "3"]);
+    }
+    let out = cmd.args(extra).output().expect("quorumkv runs");
     let stdout = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -109,6 +110,53 @@ fn raft_cluster_survives_chaos_without_losing_or_reordering_anything() {
 #[test]
 fn zab_cluster_survives_chaos_without_losing_or_reordering_anything() {
     chaos("zab", "8");
+}
+
+/// Five members under two faults at once: network faults on a schedule of their own (one-way
+/// cuts among them) beside kills, pauses, crashes inside apply, compaction, defragment,
+/// membership changes and snapshot transfer, and disk stalls.
+#[test]
+fn five_members_survive_two_faults_at_once() {
+    chaos_with(
+        "raft",
+        "31",
+        "25s",
+        &[
+            "--nodes",
+            "5",
+            "--faults-at-once",
+            "2",
+            "--faults",
+            "kill,pause,crash,slow-disk,replace,partition,one-way,delay,drop",
+        ],
+    );
+}
+
+/// Wall clocks stepped by minutes to hours, forward and back, on members under libfaketime:
+/// leases, elections and everything else run on monotonic time, so no check may notice.
+#[test]
+fn zab_cluster_ignores_wall_clock_steps() {
+    chaos_with(
+        "zab",
+        "32",
+        "25s",
+        &["--faults", "clock-jump,kill,partition"],
+    );
+}
+
+/// fdatasync stalls of 1–5 s on the leader or a follower: the peers still hear heartbeats
+/// (the log syncs off the protocol's thread), so no election may start while the disk stalls.
+#[test]
+fn disk_stalls_start_no_election() {
+    let flags = serve_flags("").replace("--election-timeout 500", "--election-timeout 1500");
+    let (ok, stdout, last) = run("raft", "33", "20s", &["--faults", "slow-disk", &flags]);
+    assert!(ok, "chaos run failed:\n{stdout}");
+    assert!(field(&last, "stalls") >= 2, "too few stalls: {last}");
+    assert_eq!(
+        field(&last, "stall_elections"),
+        0,
+        "elections during disk stalls:\n{stdout}"
+    );
 }
 
 /// Power cuts of one member and of all at once, among partitions and pauses: whatever no

@@ -434,6 +434,7 @@ impl Db {
                 match rows.last() {
                     Some((k, _)) if rows.len() == DEFRAG_ROWS_PER_TXN => {
                         w.commit_no_sync()?;
+                        fail::fail_point!("btree::defragment");
                         start.clone_from(k);
                         start.push(0);
                     }

@@ -60,7 +60,12 @@ pub struct Cluster {
     disks: Vec<Disk>,
     /// FAILPOINTS every member starts with, unless a fault arms its own.
     failpoints: Option<String>,
+    /// Whether members run under libfaketime, their wall clocks set by a file each.
+    fake_clocks: bool,
 }
+
+/// Where Debian's libfaketime (package `faketime`) lives; its multithreaded variant.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn channel(addr: SocketAddr, timeout: Option<Duration>) -> Result<Channel, String> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
@@ -121,6 +126,7 @@ impl Cluster {
             scheme,
             disks: Vec::new(),
             failpoints: None,
+            fake_clocks: false,
         })
     }
 
@@ -146,6 +152,11 @@ impl Cluster {
             .map_err(|e| format!("power cut of {}: {e}", self.members[i].name))
     }
 
+    /// `http`, or `https` when the members speak TLS to each other.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// The id table the proxies read.
     pub fn ids(&self) -> Ids {
         Arc::clone(&self.ids)
@@ -162,6 +173,54 @@ impl Cluster {
             .map(|m| format!("{}={}://{}", m.name, self.scheme, m.proxy))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Runs every member under libfaketime from its next start, its wall clock offset by what
+    /// [`Cluster::set_clock_offset`] says (monotonic time is left real, as a stepped system
+    /// clock leaves it).
+    pub fn use_fake_clocks(&mut self) -> Result<(), String> {
+        if !Path::new(LIBFAKETIME).exists() {
+            return Err(format!(
+                "clock jumps need libfaketime ({LIBFAKETIME}; Debian package faketime)"
+            ));
+        }
+        self.fake_clocks = true;
+        for i in 0..self.members.len() {
+            self.set_clock_offset(i, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Steps member `i`'s wall clock to `secs` from real time (libfaketime reads it within
+    /// a second).
+    pub fn set_clock_offset(&self, i: usize, secs: i64) -> Result<(), String> {
+        let file = self.members[i].dir.with_extension("faketime");
+        write_atomically(&file, &format!("{secs:+}\n"))
+    }
+
+    /// Arms failpoints in running member `i` (`name=action;...`; empty disarms them all); it
+    /// reads them within 100 ms (needs a build with failpoints).
+    pub fn arm(&self, i: usize, spec: &str) -> Result<(), String> {
+        write_atomically(&self.failpoints_file(i), spec)
+    }
+
+    fn failpoints_file(&self, i: usize) -> PathBuf {
+        self.members[i].dir.with_extension("failpoints")
+    }
+
+    /// The highest term (Raft) or epoch (ZAB) any answering member reports.
+    pub async fn term(&self) -> u64 {
+        let mut term = 0;
+        for m in &self.members {
+            if m.child.is_none() || m.paused {
+                continue;
+            }
+            let mut c = MaintenanceClient::new(m.channel.clone());
+            if let Ok(r) = c.status(StatusRequest {}).await {
+                term = term.max(r.into_inner().raft_term);
+            }
+        }
+        term
     }
 
     /// Sets the FAILPOINTS every member starts with from now on.
@@ -194,6 +253,15 @@ impl Cluster {
             Some(spec) => cmd.env("FAILPOINTS", spec),
             None => cmd.env_remove("FAILPOINTS"),
         };
+        if quorumkv_server::FAILPOINTS_COMPILED {
+            cmd.env("FAILPOINTS_FILE", m.dir.with_extension("failpoints"));
+        }
+        if self.fake_clocks {
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", m.dir.with_extension("faketime"))
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let child = cmd
             .args(["serve", "--name", &m.name, "--data-dir"])
             .arg(&m.dir)
@@ -282,6 +350,12 @@ impl Cluster {
     /// Resumes paused members and restarts stopped ones.
     pub fn heal(&mut self) -> Result<(), String> {
         for i in 0..self.members.len() {
+            if quorumkv_server::FAILPOINTS_COMPILED {
+                self.arm(i, "")?;
+            }
+            if self.fake_clocks {
+                self.set_clock_offset(i, 0)?;
+            }
             self.exited(i);
             self.resume(i);
             self.start(i)?;
@@ -387,6 +461,35 @@ impl Cluster {
         self.members[i].joining = true;
         self.start(i)
     }
+}
+
+/// The index of the member that every member answering on `channels` within a second names
+/// as leader, if they agree (`ids` maps member ids to indexes).
+pub async fn agreed_leader(channels: &[Channel], ids: &Ids) -> Option<usize> {
+    let mut named = None;
+    for ch in channels {
+        let mut c = MaintenanceClient::new(ch.clone());
+        let asked = tokio::time::timeout(Duration::from_secs(1), c.status(StatusRequest {}));
+        let Ok(Ok(r)) = asked.await else {
+            continue;
+        };
+        let leader = r.into_inner().leader;
+        if leader == 0 || named.is_some_and(|l| l != leader) {
+            return None;
+        }
+        named = Some(leader);
+    }
+    ids.read().get(&named?).copied()
+}
+
+/// Replaces `path`'s contents in one step (a reader sees the old text or the new).
+fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Removes everything in `dir`, keeping `dir` itself (it may be a mount point).

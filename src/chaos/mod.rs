@@ -10,6 +10,7 @@
 
 mod certs;
 mod cluster;
+mod faults;
 mod leases;
 mod port;
 mod proxy;
@@ -19,48 +20,16 @@ mod workload;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorumkv_server::pb::etcdserverpb::{CompactionRequest, PutRequest, kv_client::KvClient};
+use quorumkv_server::pb::etcdserverpb::{PutRequest, kv_client::KvClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use certs::with_peer_tls;
 use cluster::Cluster;
+use faults::{FAULTS, FaultStats, NEED_FAILPOINTS, ON_REQUEST};
 use proxy::NetFaults;
-use quorumkv_lossyfs::Cut;
 use workload::Shared;
-
-/// The faults a run can inject.
-const FAULTS: &[&str] = &[
-    "kill",
-    "kill-leader",
-    "pause",
-    "partition",
-    "isolate-leader",
-    "delay",
-    "drop",
-    "compact",
-    "replace",
-    "disk",
-    "power-loss",
-    "power-loss-all",
-];
-
-/// Faults drawn only when asked for by name: power cuts need each member's data directory on
-/// a lossy FUSE file system (root, `/dev/fuse`).
-const ON_REQUEST: &[&str] = &["power-loss", "power-loss-all"];
-
-/// Storage-path failpoints the `disk` fault arms in a restarted member.
-const DISK_FAILPOINTS: &[&str] = &[
-    "wal::write",
-    "wal::after_write",
-    "wal::fdatasync",
-    "wal::after_fdatasync",
-    "wal::rotate",
-    "btree::write_meta",
-    "btree::sync",
-    "btree::flush",
-];
 
 /// `quorumkv chaos`.
 #[derive(Debug, clap::Args)]
@@ -93,13 +62,19 @@ pub struct ChaosArgs {
     /// Keys the clients share.
     #[arg(long, default_value_t = 6)]
     keys: u8,
-    /// Faults to choose from, comma-separated (default: all but `power-loss` and
-    /// `power-loss-all`, which are drawn only when named, and `disk` in a build without
-    /// `--features failpoints`). The power faults put every member's data directory on a
-    /// lossy FUSE file system (root and /dev/fuse needed) and cut one member's power, or
-    /// every member's at once: whatever no fsync covered is lost.
+    /// Faults to choose from, comma-separated (default: all but `power-loss`,
+    /// `power-loss-all` and `clock-jump`, which are drawn only when named, and `disk`,
+    /// `slow-disk` and `crash` in a build without `--features failpoints`). The power faults
+    /// put every member's data directory on a lossy FUSE file system (root and /dev/fuse
+    /// needed) and cut one member's power, or every member's at once: whatever no fsync
+    /// covered is lost. `clock-jump` runs every member under libfaketime and steps one wall
+    /// clock by minutes to hours, forward or back.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
+    /// Faults in force at once: 2 runs network faults on a schedule of their own, beside the
+    /// process faults (kills, pauses, crashes, ...).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    faults_at_once: u8,
     /// Extra flags for every `serve` (split on spaces).
     #[arg(
         long,
@@ -130,8 +105,16 @@ impl ChaosArgs {
         if let Some(f) = self.faults.iter().find(|f| !FAULTS.contains(&f.as_str())) {
             return Err(format!("unknown fault {f:?}; known: {}", FAULTS.join(",")));
         }
-        if self.faults.iter().any(|f| f == "disk") && !quorumkv_server::FAILPOINTS_COMPILED {
-            return Err("the disk fault needs a build with --features failpoints".into());
+        if let Some(f) = self
+            .faults
+            .iter()
+            .find(|f| NEED_FAILPOINTS.contains(&f.as_str()))
+        {
+            if !quorumkv_server::FAILPOINTS_COMPILED {
+                return Err(format!(
+                    "the {f} fault needs a build with --features failpoints"
+                ));
+            }
         }
         if self.member_failpoints.is_some() && !quorumkv_server::FAILPOINTS_COMPILED {
             return Err("--member-failpoints needs a build with --features failpoints".into());
@@ -147,7 +130,7 @@ impl ChaosArgs {
         FAULTS
             .iter()
             .filter(|f| !ON_REQUEST.contains(f))
-            .filter(|f| **f != "disk" || quorumkv_server::FAILPOINTS_COMPILED)
+            .filter(|f| !NEED_FAILPOINTS.contains(f) || quorumkv_server::FAILPOINTS_COMPILED)
             .map(|f| f.to_string())
             .collect()
     }
@@ -155,6 +138,11 @@ impl ChaosArgs {
     /// Whether the run cuts power, so the members need lossy disks.
     fn cuts_power(&self) -> bool {
         self.faults.iter().any(|f| f.starts_with("power-loss"))
+    }
+
+    /// Whether the run steps clocks, so the members run under libfaketime.
+    fn steps_clocks(&self) -> bool {
+        self.faults.iter().any(|f| f == "clock-jump")
     }
 }
 
@@ -236,7 +224,12 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
                 .into(),
         );
     }
+    if args.steps_clocks() {
+        cl.use_fake_clocks()?;
+        say("members run under libfaketime: their wall clocks can be stepped".into());
+    }
     let (faults_tx, faults_rx) = watch::channel(NetFaults::healthy(args.nodes));
+    let faults_tx = Arc::new(faults_tx);
     for (i, l) in listeners.into_iter().enumerate() {
         let target = cl.members[i].peer;
         let dialers = proxy::Dialers {
@@ -292,11 +285,32 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
     }
 
     let mut rng = StdRng::seed_from_u64(seed);
-    let faults = args.fault_set();
+    let mut faults = args.fault_set();
     say(format!("faults: {}", faults.join(",")));
     let end = Instant::now() + args.duration;
+    let stats = Arc::new(FaultStats::default());
+    let net_faults: Vec<String> = faults
+        .iter()
+        .filter(|f| faults::is_network(f))
+        .cloned()
+        .collect();
+    let beside = if args.faults_at_once == 2 && !net_faults.is_empty() {
+        faults.retain(|f| !faults::is_network(f));
+        let scheduler = network_schedule(
+            net_faults,
+            end,
+            channels.clone(),
+            cl.ids(),
+            Arc::clone(&faults_tx),
+            seed ^ 0x6e65_7477_6f72_6b21,
+            started,
+        );
+        Some(tokio::spawn(scheduler))
+    } else {
+        None
+    };
     let mut injected = 0u64;
-    while Instant::now() < end {
+    while Instant::now() < end && !faults.is_empty() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
         if Instant::now() >= end {
             break;
@@ -304,9 +318,15 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         let fault = &faults[rng.random_range(0..faults.len())];
         let hold = Duration::from_millis(rng.random_range(500..4000));
         injected += 1;
-        if let Err(e) = inject(fault, hold, &mut cl, &faults_tx, &shared, &mut rng, &say).await {
+        let done = faults::inject(
+            fault, hold, &mut cl, &faults_tx, &shared, &stats, &mut rng, &say,
+        );
+        if let Err(e) = done.await {
             say(format!("{fault}: {e}"));
         }
+    }
+    if let Some(beside) = beside {
+        injected += beside.await.unwrap_or(0);
     }
 
     say("healing: all members up, network whole".into());
@@ -376,7 +396,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         "acked={} lost={} linearizable={} watch_violations={} converged={converged_ok} \
          revision={revision} hash={hash} ops={} unknown={} not_sent={} failed_reads={} watch_events={events} \
          watch_reconnects={reconnects} leases={} keep_alives={} lease_violations={} \
-         faults={injected} seed={seed}",
+         stalls={} stall_elections={} crashes={} faults={injected} seed={seed}",
         history.acked.len(),
         lost.len(),
         match linearizable {
@@ -391,6 +411,11 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         lease_log.granted,
         lease_log.kept_alive,
         lease_log.violations.len(),
+        stats.stalls.load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .stall_elections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        stats.crashes.load(std::sync::atomic::Ordering::Relaxed),
     );
     Ok(lost.is_empty()
         && linearizable == Some(true)
@@ -433,148 +458,39 @@ async fn initialize(channels: &[tonic::transport::Channel], keys: u8) -> Result<
     Ok(revision)
 }
 
-/// Injects one fault for about `hold`, then undoes it.
-async fn inject(
-    fault: &str,
-    hold: Duration,
-    cl: &mut Cluster,
-    net: &watch::Sender<NetFaults>,
-    shared: &Shared,
-    rng: &mut StdRng,
-    say: &impl Fn(String),
-) -> Result<(), String> {
-    let n = cl.members.len();
-    let random = rng.random_range(0..n);
-    let pick_leader = || async { cl.leader().await.ok_or("no agreed leader") };
-    match fault {
-        "kill" | "kill-leader" => {
-            let i = if fault == "kill" {
-                random
-            } else {
-                pick_leader().await?
-            };
-            say(format!("kill -9 {}", cl.members[i].name));
-            cl.kill(i);
-            tokio::time::sleep(hold).await;
-            say(format!("restart {}", cl.members[i].name));
-            cl.start(i)?;
+/// Draws network faults from `net_faults` until `end`, beside the process faults; returns how
+/// many it injected.
+async fn network_schedule(
+    net_faults: Vec<String>,
+    end: Instant,
+    channels: Vec<tonic::transport::Channel>,
+    ids: proxy::Ids,
+    net: Arc<watch::Sender<NetFaults>>,
+    seed: u64,
+    started: Instant,
+) -> u64 {
+    let say = |what: String| println!("[{:7.2}s] (beside) {what}", started.elapsed().as_secs_f64());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut injected = 0;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+        if Instant::now() >= end {
+            break;
         }
-        "pause" => {
-            say(format!("SIGSTOP {} for {hold:?}", cl.members[random].name));
-            cl.pause(random);
-            tokio::time::sleep(hold).await;
-            cl.resume(random);
+        let fault = &net_faults[rng.random_range(0..net_faults.len())];
+        let hold = Duration::from_millis(rng.random_range(500..4000));
+        let leader = match fault.as_str() {
+            "isolate-leader" => match cluster::agreed_leader(&channels, &ids).await {
+                Some(l) => Some(l),
+                None => continue,
+            },
+            _ => None,
+        };
+        injected += 1;
+        let n = channels.len();
+        if let Err(e) = faults::inject_network(fault, hold, n, leader, &net, &mut rng, &say).await {
+            say(format!("{fault}: {e}"));
         }
-        "partition" | "isolate-leader" => {
-            let mut f = NetFaults::healthy(n);
-            if fault == "partition" {
-                // A random minority (at least one member) on the other side.
-                let minority = rng.random_range(1..=(n / 2).max(1));
-                let mut order: Vec<usize> = (0..n).collect();
-                for i in (1..n).rev() {
-                    order.swap(i, rng.random_range(0..=i));
-                }
-                for &i in &order[..minority] {
-                    f.group[i] = 1;
-                }
-            } else {
-                f.group[pick_leader().await?] = 1;
-            }
-            say(format!("partition {:?} for {hold:?}", f.group));
-            net.send_replace(f);
-            tokio::time::sleep(hold).await;
-            net.send_replace(NetFaults::healthy(n));
-        }
-        "delay" | "drop" => {
-            let mut f = NetFaults::healthy(n);
-            if fault == "delay" {
-                f.delay_ms = rng.random_range(5..80);
-            } else {
-                f.drop_per_mille = rng.random_range(50..400);
-            }
-            say(format!(
-                "peer traffic: delay {} ms, drop {}‰ for {hold:?}",
-                f.delay_ms, f.drop_per_mille
-            ));
-            net.send_replace(f);
-            tokio::time::sleep(hold).await;
-            net.send_replace(NetFaults::healthy(n));
-        }
-        "compact" => {
-            // Only revisions every watcher has passed, so no stream loses events it still needs.
-            let revision = shared.watched_by_all() - 5;
-            if revision > 0 {
-                say(format!("compact to revision {revision}"));
-                KvClient::new(cl.members[random].channel.clone())
-                    .compact(CompactionRequest {
-                        revision,
-                        physical: false,
-                    })
-                    .await
-                    .map_err(|e| e.message().to_string())?;
-            }
-        }
-        "replace" => {
-            let leader = pick_leader().await?;
-            let i = (leader + 1 + rng.random_range(0..n.saturating_sub(1).max(1))) % n;
-            if i == leader {
-                return Ok(());
-            }
-            say(format!(
-                "replace {} (remove, wipe, add, join)",
-                cl.members[i].name
-            ));
-            cl.replace(i, leader).await?;
-            tokio::time::sleep(hold).await;
-        }
-        "disk" => {
-            // The member restarts with one storage failpoint armed to fail after a number of
-            // passes; from then on it must stop acknowledging (fail-stop), never pretend.
-            let point = DISK_FAILPOINTS[rng.random_range(0..DISK_FAILPOINTS.len())];
-            let spec = format!("{point}={}*off->return", rng.random_range(1..300));
-            say(format!(
-                "disk fault in {}: {spec} for {hold:?}",
-                cl.members[random].name
-            ));
-            cl.kill(random);
-            cl.start_with(random, Some(&spec))?;
-            tokio::time::sleep(hold).await;
-            say(format!(
-                "restart {} with healthy storage",
-                cl.members[random].name
-            ));
-            cl.kill(random);
-            cl.start(random)?;
-        }
-        "power-loss" | "power-loss-all" => {
-            let who: Vec<usize> = if fault == "power-loss" {
-                vec![random]
-            } else {
-                (0..n).collect()
-            };
-            // The processes die first, all of them, so none writes after another's cut.
-            for &i in &who {
-                cl.kill(i);
-            }
-            for &i in &who {
-                let cut = if rng.random_bool(0.5) {
-                    Cut::DropAll
-                } else {
-                    Cut::Torn(rng.random())
-                };
-                let r = cl.power_cut(i, cut)?;
-                say(format!(
-                    "power cut {} ({cut:?}): {} unsynced pages lost, {} kept, {} files gone",
-                    cl.members[i].name, r.pages_lost, r.pages_kept, r.inodes_lost
-                ));
-            }
-            tokio::time::sleep(hold).await;
-            for &i in &who {
-                say(format!("power back on {}", cl.members[i].name));
-                cl.start(i)?;
-            }
-        }
-        other => return Err(format!("unknown fault {other}")),
     }
-    Ok(())
+    injected
 }

@@ -2,7 +2,9 @@
 //! every connection between members passes through here. The proxy reads a connection's
 //! handshake to learn which member dialed, then forwards it frame by frame, applying the
 //! current [`NetFaults`]: members in different partition groups cannot connect (and their open
-//! connections are cut when a partition starts), every frame waits out the configured delay
+//! connections are cut when a partition starts), a one-way cut fails only the connections one
+//! member dials to another (each member sends its messages on connections it dials, so one
+//! direction's messages are lost and the other's flow), every frame waits out the configured delay
 //! (order kept, throughput not serialized), and message frames are dropped at the configured
 //! rate. Snapshot streams and info queries are forwarded whole, subject to partitions only.
 //! Call connections (a member relaying a client's request to the leader) are read up to their
@@ -46,6 +48,9 @@ pub struct NetFaults {
     pub delay_ms: u64,
     /// Message frames dropped, per thousand.
     pub drop_per_mille: u32,
+    /// One-way cuts `(from, to)`: connections member `from` dials to `to` fail, so what
+    /// `from` sends `to` is lost while the other direction flows.
+    pub one_way: Vec<(usize, usize)>,
 }
 
 impl NetFaults {
@@ -55,13 +60,14 @@ impl NetFaults {
             group: vec![0; members],
             delay_ms: 0,
             drop_per_mille: 0,
+            one_way: Vec::new(),
         }
     }
 
     /// Whether traffic between members `a` and `b` is cut.
     pub fn blocked(&self, a: Option<usize>, b: usize) -> bool {
         match a {
-            Some(a) => self.group.get(a) != self.group.get(b),
+            Some(a) => self.group.get(a) != self.group.get(b) || self.one_way.contains(&(a, b)),
             None => false,
         }
     }

@@ -2,6 +2,7 @@
 //! cluster's history, every watch stream is ordered with no duplicates, gaps or disagreements,
 //! and all members converge to the same revision and hash.
 
+use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -127,8 +128,10 @@ pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<
         .iter()
         .flat_map(|w| w.events.iter().map(|s| (s.revision, *s)))
         .collect();
-    let mut lost = Vec::new();
-    for a in &history.acked {
+    // Reads in flight at once: the check reads every acknowledged write back.
+    const READS_IN_FLIGHT: usize = 64;
+    let seen = &seen;
+    let checks = history.acked.iter().map(|a| async move {
         let want = Seen {
             revision: a.revision,
             key: a.key,
@@ -149,10 +152,14 @@ pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<
             Err(e) if e.message().contains("compacted") => seen.get(&a.revision) == Some(&want),
             Err(_) => false,
         };
-        if !present {
-            lost.push(*a);
-        }
-    }
+        (!present).then_some(*a)
+    });
+    let mut lost: Vec<Acked> = futures::stream::iter(checks)
+        .buffer_unordered(READS_IN_FLIGHT)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    lost.sort_by_key(|a| a.revision);
     lost
 }
 

@@ -192,6 +192,9 @@ impl ApplyThread {
         let mut answers: Vec<(u64, Answer)> = Vec::with_capacity(entries.len());
         let mut published: Vec<(i64, Vec<Event>)> = Vec::with_capacity(entries.len());
         for e in entries {
+            if e.kind == EntryKind::ConfChange {
+                fail::fail_point!("apply::conf_change");
+            }
             if e.kind != EntryKind::Normal || e.data.is_empty() {
                 continue;
             }
@@ -226,6 +229,7 @@ impl ApplyThread {
             }
         }
         let compacted_after = txn.compact_revision();
+        fail::fail_point!("apply::before_commit");
         let (revision, _) = txn.commit_no_sync(last.index).map_err(|e| e.to_string())?;
         self.appliers.base.committed(revision);
         self.appliers.zookeeper.committed(revision);
@@ -247,6 +251,7 @@ impl ApplyThread {
         self.commit_durably().map_err(|e| e.to_string())?;
         let core = &self.core;
         let applied = snapshot_file::restore(&core.mvcc, path)?;
+        fail::fail_point!("apply::after_install");
         let rev = core.mvcc.snapshot().revision().map_err(|e| e.to_string())?;
         core.roster.load(&core.mvcc).map_err(|e| e.to_string())?;
         self.appliers.base.reload()?;

@@ -323,6 +323,7 @@ impl MvccTxn {
         for r in dropped {
             self.tree().remove(&keys::revision(r.main, r.sub))?;
         }
+        fail::fail_point!("mvcc::compact");
         self.compact = rev;
         self.compacted_here = true;
         self.tree().insert(keys::META_COMPACT, &rev.to_le_bytes())?;

@@ -52,6 +52,7 @@ pub async fn send(mut stream: PeerStream, path: &Path, message: &[u8]) -> std::i
         frame::encode(&mut out, &chunk[..n + 1]);
         stream.write_all(&out).await?;
         sent += n as u64;
+        fail::fail_point!("snapshot::send_chunk");
     }
     let mut end = Vec::with_capacity(message.len() + 1);
     end.push(TAG_END);
@@ -139,6 +140,7 @@ async fn receive_into(
                         return Err(format!("snapshot exceeds the limit of {bytes_max} bytes"));
                     }
                     file.write_all(&f[1..]).await.map_err(|e| e.to_string())?;
+                    fail::fail_point!("snapshot::receive_chunk");
                 }
                 Some(&TAG_END) => {
                     file.sync_all().await.map_err(|e| e.to_string())?;
