@@ -2,7 +2,7 @@
 //! pass `--max-range-response-bytes` is refused with an error naming the flag, a watch past
 //! `--max-watchers` is canceled at creation, and a connection past `--max-client-connections`
 //! is closed, while what stays within each limit is served. A data directory on a small tmpfs
-//! meets NOSPACE before the disk fills (needs root to mount).
+//! meets NOSPACE before the disk fills (needs root to mount), for etcd and ZooKeeper clients.
 
 mod common;
 
@@ -184,7 +184,9 @@ fn a_filling_disk_stops_new_data_with_nospace_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = tmp.path().join("disk");
     let _fs = Tmpfs::mount(&disk, "256m");
-    let mut m = member(&disk, &[]);
+    let zk = format!("127.0.0.1:{}", free_port());
+    let mut m = member(&disk, &["--listen-zookeeper-urls", &zk]);
+    assert_eq!(kazoo(&zk, "before"), "created\n");
     let filler = disk.join("filler");
     std::fs::write(&filler, vec![1u8; 30 << 20]).unwrap();
 
@@ -216,6 +218,12 @@ fn a_filling_disk_stops_new_data_with_nospace_and_loses_nothing() {
         assert_eq!(got.stdout.len(), value.len() + 1, "{key}");
     }
     assert!(etcdctl(&m.client, &["del", "ready"]).status.success());
+    // ZooKeeper clients meet the same refusal, as ZooKeeper's quota error; reads and deletes
+    // go on for them too.
+    assert_eq!(
+        kazoo(&zk, "full"),
+        "create refused: QuotaExceededError\nset refused: QuotaExceededError\nread x\ndeleted\n"
+    );
     assert!(m.child.try_wait().unwrap().is_none(), "the member exited");
 
     std::fs::remove_file(&filler).unwrap();
@@ -223,4 +231,39 @@ fn a_filling_disk_stops_new_data_with_nospace_and_loses_nothing() {
     assert!(disarmed.status.success(), "{disarmed:?}");
     let again = put_large(&m.client, "big/after", &value);
     assert!(again.status.success(), "{again:?}");
+    assert_eq!(kazoo(&zk, "after"), "created\n");
+}
+
+/// Runs a kazoo step against the ZooKeeper port `zk` (`before`: create a node; `full`: try to
+/// create and set, then read and delete; `after`: create again); returns what it printed.
+fn kazoo(zk: &str, step: &str) -> String {
+    let program = r#"
+import sys
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
+zk = KazooClient(hosts=sys.argv[1], timeout=10)
+zk.start(timeout=20)
+step = sys.argv[2]
+if step in ("before", "after"):
+    zk.create("/zk-" + step, b"x")
+    print("created")
+else:
+    for name, call in [("create", lambda: zk.create("/zk-full", b"y")),
+                       ("set", lambda: zk.set("/zk-before", b"y"))]:
+        try:
+            call()
+            print(name, "taken")
+        except KazooException as e:
+            print(name, "refused:", type(e).__name__)
+    print("read", zk.get("/zk-before")[0].decode())
+    zk.delete("/zk-before")
+    print("deleted")
+zk.stop()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", program, zk, step])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kazoo {step}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -13,7 +13,7 @@ use quorumkv_server::pb::etcdserverpb::{
 };
 use tonic::transport::Channel;
 
-use super::workload::{self, Acked, History, Seen, WatchLog};
+use super::workload::{self, Acked, History, Prev, Seen, WatchLog};
 
 /// Where the members ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +138,7 @@ pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<
             value: a.value,
         };
         let read = KvClient::new(ch.clone())
+            .max_decoding_message_size(workload::ANSWER_BYTES_MAX)
             .range(RangeRequest {
                 key: workload::key(a.key),
                 revision: a.revision,
@@ -145,8 +146,10 @@ pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<
             })
             .await;
         let present = match read {
+            // A delete: the key is gone at its revision.
+            Ok(r) if a.value == workload::ABSENT => r.into_inner().kvs.is_empty(),
             Ok(r) => r.into_inner().kvs.first().is_some_and(|kv| {
-                kv.mod_revision == a.revision && kv.value == a.value.to_string().into_bytes()
+                kv.mod_revision == a.revision && workload::value_of(&kv.value) == Some(a.value)
             }),
             // Compacted away: a watcher's event at that revision is the evidence left.
             Err(e) if e.message().contains("compacted") => seen.get(&a.revision) == Some(&want),
@@ -161,6 +164,36 @@ pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<
         .await;
     lost.sort_by_key(|a| a.revision);
     lost
+}
+
+/// Why the previous value `p` a watcher was given is wrong, if it is: it must be the key's
+/// newest change before the event (`all` holds every change anyone saw), a put when one is
+/// given, a delete or nothing when none is.
+fn wrong_prev(all: &BTreeMap<i64, Seen>, events: &[Seen], p: &Prev) -> Option<String> {
+    let event = events.iter().find(|s| s.revision == p.revision)?;
+    let newest = all
+        .range(..p.revision)
+        .rev()
+        .find(|(_, s)| s.key == event.key)
+        .map(|(r, s)| (*r, s.value));
+    match newest {
+        // What preceded it was never seen: nothing to compare (before the run, or compacted).
+        None => None,
+        Some((_, workload::ABSENT)) if p.value == workload::ABSENT => None,
+        Some((r, v)) if p.mod_revision == r && p.value == v => None,
+        Some((r, v)) if p.mod_revision < r || p.value == workload::ABSENT => Some(format!(
+            "event at {} carries previous value {p:?}, but key {} changed at {r} (to {v})",
+            p.revision, event.key
+        )),
+        // The given previous write is newer than any seen: it must at least be known.
+        Some(_) => match all.get(&p.mod_revision) {
+            Some(s) if s.key == event.key && s.value == p.value => None,
+            other => Some(format!(
+                "event at {} carries previous value {p:?}, which nobody saw written ({other:?})",
+                p.revision
+            )),
+        },
+    }
 }
 
 /// Watch violations: events out of order or repeated, revisions of the history a stream
@@ -188,9 +221,25 @@ pub fn watch_violations(
         let skipped = |r: i64| log.compacted.iter().any(|&(a, b)| a <= r && r < b);
         let gaps: Vec<i64> = all
             .range(start..=prev)
+            .filter(|(_, s)| !(log.no_deletes && s.value == workload::ABSENT))
             .map(|(&r, _)| r)
             .filter(|r| !got.contains(r) && !skipped(*r))
             .collect();
+        if log.no_deletes {
+            if let Some(s) = log.events.iter().find(|s| s.value == workload::ABSENT) {
+                out.push(format!(
+                    "watcher {w}: a delete at {} passed its filter",
+                    s.revision
+                ));
+            }
+        }
+        out.extend(
+            log.prevs
+                .iter()
+                .filter_map(|p| wrong_prev(&all, &log.events, p))
+                .map(|why| format!("watcher {w}: {why}"))
+                .take(10),
+        );
         if !gaps.is_empty() {
             out.push(format!(
                 "watcher {w}: {} revisions missing, first {:?}",

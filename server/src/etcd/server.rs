@@ -200,7 +200,7 @@ pub struct KvServer {
     /// Failed logins per user, and the decoy hash of unknown users.
     logins: super::logins::Logins,
     /// Free space under the data directory, against `cfg.disk_reserve_bytes`.
-    disk: crate::member::disk_space::DiskSpace,
+    disk: Arc<crate::member::disk_space::DiskSpace>,
 }
 
 impl std::fmt::Debug for KvServer {
@@ -293,8 +293,10 @@ impl KvServer {
             // Room for the envelope around a request of the largest size taken.
             cfg.max_request_bytes + 4096,
         ));
-        let disk =
-            crate::member::disk_space::DiskSpace::new(&cfg.node.data_dir, cfg.disk_reserve_bytes);
+        let disk = Arc::new(crate::member::disk_space::DiskSpace::new(
+            &cfg.node.data_dir,
+            cfg.disk_reserve_bytes,
+        ));
         let server = Arc::new(KvServer {
             disk,
             proposer,
@@ -407,7 +409,24 @@ impl KvServer {
             cfg,
             member_id: self.member_id(),
             touched: Default::default(),
+            may_add_data: self.may_add_data(),
         }
+    }
+
+    /// Whether a write that adds data may go ahead now: the disk keeps its reserve and no
+    /// NOSPACE alarm is raised (what the ZooKeeper port asks; etcd's writes also raise the
+    /// alarm).
+    fn may_add_data(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let disk = Arc::clone(&self.disk);
+        let alarms = Arc::clone(&self.shared);
+        Arc::new(move || {
+            let raised = alarms
+                .alarms
+                .lock()
+                .iter()
+                .any(|(_, a)| *a == pb::AlarmType::Nospace as i32);
+            !raised && !disk.short()
+        })
     }
 
     /// The containers and TTL nodes ZooKeeper's applier keeps for the reaper.

@@ -107,7 +107,11 @@ impl Pipeline {
     /// Takes a request of `client`, behind every other; [`Pipeline::submit`] starts it if it
     /// is a write the client may make.
     pub fn push(&mut self, client: &Client, header: RequestHeader, body: Vec<u8>) {
-        let write = !client.read_only && request::is_write(header.kind, &body);
+        // Writes refused before the log (read-only sessions, no room for new data) are
+        // answered by `request::handle` in turn.
+        let write = !client.read_only
+            && request::is_write(header.kind, &body)
+            && (!request::adds_data(header.kind, &body) || (self.ctx.may_add_data)());
         self.bytes += body.len();
         self.items.push_back(Item {
             header,

@@ -10,7 +10,7 @@
 use super::acl::{self, AuthId};
 use super::codes::{err, event, op, perm, watch_mode};
 use super::jute::{Jute, Reader, Writer};
-use super::ops::{self, Multi, ReadOp, ReadResult};
+use super::ops::{self, Multi, ReadOp, ReadResult, WriteOp};
 use super::read::{self, Found};
 use super::records::*;
 use super::session::{self, ZkContext};
@@ -82,6 +82,10 @@ pub async fn handle(
     if is_write(header.kind, body) {
         if client.read_only {
             return Ok(answer(snap_zxid(), Err(err::NOT_READ_ONLY)));
+        }
+        if adds_data(header.kind, body) && !(ctx.may_add_data)() {
+            // Out of space (etcd's NOSPACE): ZooKeeper's nearest refusal is its quota's.
+            return Ok(answer(snap_zxid(), Err(err::QUOTA_EXCEEDED)));
         }
         return write(ctx, client, header.kind, body).await;
     }
@@ -270,6 +274,21 @@ pub fn is_write(kind: i32, body: &[u8]) -> bool {
         | op::SET_ACL => true,
         op::MULTI => matches!(ops::decode(body), Ok(Multi::Write(_))),
         _ => false,
+    }
+}
+
+/// Whether a write of `kind` with `body` adds data: anything but deletes (and a multi of
+/// deletes and checks). Deletes go on when the disk is short, so space can be freed.
+pub fn adds_data(kind: i32, body: &[u8]) -> bool {
+    match kind {
+        op::DELETE => false,
+        op::MULTI => match ops::decode(body) {
+            Ok(Multi::Write(ops)) => ops
+                .iter()
+                .any(|o| !matches!(o, WriteOp::Delete(_) | WriteOp::Check(_))),
+            _ => false,
+        },
+        _ => is_write(kind, body),
     }
 }
 

@@ -93,6 +93,9 @@ pub struct ZkContext {
     pub member_id: u64,
     /// Sessions heard from since the leader was last told.
     pub touched: parking_lot::Mutex<HashSet<i64>>,
+    /// Whether writes that add data may go ahead (false: the disk is short of its reserve,
+    /// or the cluster's NOSPACE alarm is raised).
+    pub may_add_data: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// Most sessions one touch call carries.
