@@ -69,6 +69,8 @@ fn chaos_with(protocol: &str, seed: &str, duration: &str, extra: &[&str]) {
         "watch_violations=0",
         "converged=true",
         "lease_violations=0",
+        "zk_linearizable=true",
+        "zk_violations=0",
     ] {
         assert!(last.contains(want), "summary lacks {want}: {last}");
     }
@@ -83,6 +85,10 @@ fn chaos_with(protocol: &str, seed: &str, duration: &str, extra: &[&str]) {
     assert!(
         field(&last, "leases") >= 4,
         "too few leases granted: {last}"
+    );
+    assert!(
+        field(&last, "zk_ops") > 100,
+        "too little ZooKeeper load got through: {last}"
     );
 }
 
@@ -238,6 +244,26 @@ fn lease_checks_catch_a_renewal_that_does_not_renew() {
     {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The ZooKeeper clients' checks bite: members that drop half their batches of watch
+/// notifications (`zk::fire` failpoint) must fail the run with ZooKeeper violations.
+#[test]
+fn zookeeper_checks_catch_a_member_that_drops_notifications() {
+    let (ok, stdout, last) = run(
+        "raft",
+        "34",
+        "12s",
+        &[
+            "--faults",
+            "pause",
+            "--member-failpoints",
+            "zk::fire=50%return",
+        ],
+    );
+    assert!(!ok, "a run with dropped notifications passed:\n{stdout}");
+    assert!(field(&last, "zk_violations") > 0, "{stdout}");
+    assert!(stdout.contains("was not notified first"), "{stdout}");
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub struct Member {
     pub peer: SocketAddr,
     /// The proxy in front of it: its advertised peer URL.
     pub proxy: SocketAddr,
+    /// ZooKeeper client address.
+    pub zk: SocketAddr,
     dir: PathBuf,
     child: Option<Child>,
     paused: bool,
@@ -107,6 +109,7 @@ impl Cluster {
                 client,
                 peer: free_port()?,
                 proxy,
+                zk: free_port()?,
                 dir: dir.join(format!("n{i}")),
                 child: None,
                 paused: false,
@@ -280,6 +283,8 @@ impl Cluster {
                 &self.token,
                 "--replication",
                 &self.protocol,
+                "--listen-zookeeper-urls",
+                &m.zk.to_string(),
             ])
             .args(&self.extra)
             .stdin(Stdio::null())

@@ -1,11 +1,13 @@
-//! `quorumkv chaos`: real `quorumkv serve` processes on loopback under faults — kill -9,
-//! SIGSTOP pauses, partitions, delays and drops through a peer proxy, leader isolation,
-//! member replacement, compaction, power cuts — while clients record a history of puts, gets,
-//! compare-and-sets and watches, and lease clients grant, keep alive, revoke and abandon
-//! leases with keys attached. Afterwards it heals the cluster and checks that the history is
-//! linearizable, no acknowledged write was lost, watch streams were ordered and complete, no
-//! lease check failed (see `leases`), and every member converged to the same revision and
-//! hash. The last line sums it up; any
+//! `quorumkv chaos`: real `quorumkv serve` processes on loopback under faults (kill -9,
+//! pauses, partitions and one-way cuts, delays and drops through a peer proxy, member
+//! replacement, compaction, storage failpoints, disk stalls, crashes inside a step, clock
+//! steps, power cuts; see `faults`) while clients record a history of puts, deletes, gets,
+//! limited ranges, compare-and-sets, multi-key transactions and watches, lease clients grant,
+//! keep alive, revoke and abandon leases with keys attached, and ZooKeeper clients hold
+//! sessions with ephemerals on the members' ZooKeeper ports (see `zk_clients`). Afterwards it
+//! heals the cluster and checks that the history is linearizable, no acknowledged write was
+//! lost, watch streams were ordered and complete, no lease or ZooKeeper check failed, and
+//! every member converged to the same revision and hash. The last line sums it up; any
 //! violation makes the exit status non-zero.
 
 mod certs;
@@ -16,6 +18,8 @@ mod port;
 mod proxy;
 mod verify;
 mod workload;
+mod zk_clients;
+mod zk_session;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +56,10 @@ pub struct ChaosArgs {
     /// Concurrent lease clients (grant, attach a key, keep alive, revoke or let expire).
     #[arg(long, default_value_t = 2)]
     lease_clients: u64,
+    /// Concurrent ZooKeeper clients (sessions with an ephemeral each, sets, conditional sets,
+    /// reads with watches, sequential creates) on the members' ZooKeeper ports.
+    #[arg(long, default_value_t = 2)]
+    clients_zk: u64,
     /// FAILPOINTS for every member (needs a build with failpoints), e.g.
     /// `lease::renew=return` to show the lease checks catch a broken renewal.
     #[arg(long)]
@@ -259,6 +267,20 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
             seed,
         )));
     }
+    let zk_addrs: Vec<String> = cl.members.iter().map(|m| m.zk.to_string()).collect();
+    let zk_log = Arc::new(parking_lot::Mutex::new(zk_clients::ZkLog::default()));
+    if args.clients_zk > 0 {
+        zk_clients::prepare(&zk_addrs).await?;
+    }
+    for c in 0..args.clients_zk {
+        clients.push(tokio::spawn(zk_clients::client(
+            c,
+            zk_addrs.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&zk_log),
+            seed,
+        )));
+    }
     let lease_log = Arc::new(parking_lot::Mutex::new(leases::LeaseLog::default()));
     for c in 0..args.lease_clients {
         clients.push(tokio::spawn(leases::client(
@@ -359,6 +381,14 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
     if converged.is_ok() {
         leases::settle(&channels, &mut lease_log).await;
     }
+    let mut zk_log = std::mem::take(&mut *zk_log.lock());
+    let zk_linearizable = if args.clients_zk == 0 {
+        Some(true)
+    } else if converged.is_ok() {
+        zk_clients::settle(&zk_addrs, &shared, &mut zk_log).await
+    } else {
+        None
+    };
     let history = std::mem::take(&mut *shared.history.lock());
     let lost = verify::lost(&history, &logs, &channels[0]).await;
     let violations = verify::watch_violations(&logs, &history.acked, start_revision + 1, last);
@@ -383,6 +413,9 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
     for v in lease_log.violations.iter().take(10) {
         say(format!("LEASE: {v}"));
     }
+    for v in zk_log.violations.iter().take(10) {
+        say(format!("ZOOKEEPER: {v}"));
+    }
     let (converged_ok, revision, hash) = match converged {
         Ok(c) => (true, c.revision, c.hash),
         Err(e) => {
@@ -396,6 +429,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         "acked={} lost={} linearizable={} watch_violations={} converged={converged_ok} \
          revision={revision} hash={hash} ops={} unknown={} not_sent={} failed_reads={} watch_events={events} \
          watch_reconnects={reconnects} leases={} keep_alives={} lease_violations={} \
+         zk_ops={} zk_sessions={} zk_unknown={} zk_linearizable={} zk_violations={} \
          stalls={} stall_elections={} crashes={} faults={injected} seed={seed}",
         history.acked.len(),
         lost.len(),
@@ -411,6 +445,14 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         lease_log.granted,
         lease_log.kept_alive,
         lease_log.violations.len(),
+        zk_log.ops.len(),
+        zk_log.sessions,
+        zk_log.unknown,
+        match zk_linearizable {
+            Some(b) => b.to_string(),
+            None => "unknown".into(),
+        },
+        zk_log.violations.len(),
         stats.stalls.load(std::sync::atomic::Ordering::Relaxed),
         stats
             .stall_elections
@@ -421,7 +463,9 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         && linearizable == Some(true)
         && violations.is_empty()
         && converged_ok
-        && lease_log.violations.is_empty())
+        && lease_log.violations.is_empty()
+        && zk_linearizable == Some(true)
+        && zk_log.violations.is_empty())
 }
 
 /// Writes "0" to every key once the cluster answers; returns the revision after.

@@ -163,7 +163,8 @@ impl Shared {
         }
     }
 
-    fn now_us(&self) -> u64 {
+    /// Microseconds since the run started (the histories' clock).
+    pub fn now_us(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
@@ -499,8 +500,8 @@ pub async fn watcher(
             continue;
         }
         // Events carry values of up to 1 MiB, and a response may hold many.
-        let mut wc = WatchClient::new(channels[member].clone())
-            .max_decoding_message_size(ANSWER_BYTES_MAX);
+        let mut wc =
+            WatchClient::new(channels[member].clone()).max_decoding_message_size(ANSWER_BYTES_MAX);
         let opened = tokio::time::timeout(
             Duration::from_secs(2),
             wc.watch(tokio_stream::wrappers::ReceiverStream::new(rx)),

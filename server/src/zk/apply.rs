@@ -698,6 +698,8 @@ impl Applier for ZkApplier {
     }
 
     fn reload(&mut self) -> Result<(), String> {
+        // The tree changed under the watches without events for them.
+        self.watches.cut_all();
         Self::load(&self.core, &self.reapable).map_err(|e| e.to_string())
     }
 

@@ -250,7 +250,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     send(&mut w, &[&n]).await?;
                     stats.sent.fetch_add(1, Ordering::Relaxed);
                 }
-                // Cut off: its queue overflowed.
+                // Cut off: its queue overflowed, or a snapshot install cut every connection.
                 Event::Note(None) => return Ok(()),
                 Event::Done(done) => {
                     // Every event up to what a reply reflects goes out before it.

@@ -251,6 +251,18 @@ impl Watches {
         t.recursive -= recursive;
     }
 
+    /// Cuts every connection off (their notifications end, so they close) and forgets every
+    /// watch: after a snapshot install, which changes the tree without events, as ZooKeeper
+    /// closes its clients' connections when a follower resynchronizes. Clients reconnect to
+    /// their sessions and re-arm their watches from the last zxid they saw (setWatches), which
+    /// fires what changed meanwhile.
+    pub fn cut_all(&self) {
+        let mut t = self.table.lock();
+        t.conns.clear();
+        t.by_path.clear();
+        t.recursive = 0;
+    }
+
     /// For `wchs`: connections holding watches, paths watched, watches held.
     pub fn stats(&self) -> (usize, usize, usize) {
         let t = self.table.lock();
@@ -304,6 +316,12 @@ impl Watches {
     /// once; one-shot watches are then forgotten. A connection whose queue is full is cut off
     /// (its notifications stop; it is closed).
     pub fn fire(&self, revision: i64, events: &[Event]) {
+        // A broken member for the chaos checks to catch: it drops a batch of notifications.
+        let dropped = (|| {
+            fail::fail_point!("zk::fire", |_| true);
+            false
+        })();
+        let events = if dropped { &[] } else { events };
         let mut t = self.table.lock();
         for e in events {
             let once: &[Kind] = match e.kind {
