@@ -88,6 +88,8 @@ pub struct FaultStats {
     pub stall_elections: AtomicU64,
     /// Members that crashed at an armed crash point.
     pub crashes: AtomicU64,
+    /// When each disk stall ended, on the histories' clock (µs).
+    pub stall_ends_us: parking_lot::Mutex<Vec<u64>>,
 }
 
 /// Injects one process fault (or, when `fault` is a network fault, that) for about `hold`,
@@ -172,7 +174,10 @@ pub async fn inject(
             cl.kill(random);
             cl.start(random)?;
         }
-        "slow-disk" => slow_disk(cl, stats, rng, say).await?,
+        "slow-disk" => {
+            slow_disk(cl, stats, rng, say).await?;
+            stats.stall_ends_us.lock().push(shared.now_us());
+        }
         "crash" => crash(hold, cl, shared, stats, rng, say).await?,
         "clock-jump" => {
             let secs = rng.random_range(60..7200) * if rng.random_bool(0.5) { 1 } else { -1 };

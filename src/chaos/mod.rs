@@ -392,6 +392,8 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
     let history = std::mem::take(&mut *shared.history.lock());
     let lost = verify::lost(&history, &logs, &channels[0]).await;
     let violations = verify::watch_violations(&logs, &history.acked, start_revision + 1, last);
+    let (p99_ms, p99_after_stalls_ms) =
+        verify::p99_after(&history, &stats.stall_ends_us.lock(), 3_000_000);
     let check_started = Instant::now();
     let (linearizable, why) = verify::linearizable(&history);
     say(format!(
@@ -430,7 +432,8 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
          revision={revision} hash={hash} ops={} unknown={} not_sent={} failed_reads={} watch_events={events} \
          watch_reconnects={reconnects} leases={} keep_alives={} lease_violations={} \
          zk_ops={} zk_sessions={} zk_unknown={} zk_linearizable={} zk_violations={} \
-         stalls={} stall_elections={} crashes={} faults={injected} seed={seed}",
+         stalls={} stall_elections={} p99_ms={} p99_after_stalls_ms={} crashes={} \
+         faults={injected} seed={seed}",
         history.acked.len(),
         lost.len(),
         match linearizable {
@@ -457,6 +460,8 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         stats
             .stall_elections
             .load(std::sync::atomic::Ordering::Relaxed),
+        p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
+        p99_after_stalls_ms.map_or("-".into(), |v| format!("{v:.1}")),
         stats.crashes.load(std::sync::atomic::Ordering::Relaxed),
     );
     Ok(lost.is_empty()

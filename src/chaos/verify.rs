@@ -83,6 +83,33 @@ pub async fn last_key_revision(ch: &Channel) -> Result<i64, String> {
     Ok(r.kvs.iter().map(|kv| kv.mod_revision).max().unwrap_or(0))
 }
 
+/// The 99th percentile latency (ms) of the operations that completed, and of those invoked
+/// within `window_us` after any of `ends_us` (how fast the cluster recovers after a fault);
+/// None where no operation qualifies.
+pub fn p99_after(history: &History, ends_us: &[u64], window_us: u64) -> (Option<f64>, Option<f64>) {
+    let p99 = |mut v: Vec<u64>| {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        Some(v[(v.len() * 99 / 100).min(v.len() - 1)] as f64 / 1000.0)
+    };
+    let done = history
+        .ops
+        .iter()
+        .filter(|o| o.result != quorumkv_replication::checker::OpResult::Unknown);
+    let all: Vec<u64> = done.clone().map(|o| o.complete - o.invoke).collect();
+    let after: Vec<u64> = done
+        .filter(|o| {
+            ends_us
+                .iter()
+                .any(|&e| o.invoke >= e && o.invoke < e + window_us)
+        })
+        .map(|o| o.complete - o.invoke)
+        .collect();
+    (p99(all), p99(after))
+}
+
 /// The linearizability verdict: `Ok(true)`, `Ok(false)` with a reason, or unknown.
 pub fn linearizable(history: &History) -> (Option<bool>, String) {
     match checker::check(&history.ops, 50_000_000) {
