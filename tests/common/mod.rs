@@ -61,12 +61,25 @@ impl OneMember {
         peer: String,
         extra: &[&str],
     ) -> OneMember {
+        OneMember::start_with_env(dir, name, client, peer, extra, &[])
+    }
+
+    /// Starts member `name` as [`OneMember::start_with`] does, with `env` set for it.
+    pub fn start_with_env(
+        dir: &std::path::Path,
+        name: &str,
+        client: String,
+        peer: String,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> OneMember {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("node.log"))
             .unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+            .envs(env.iter().copied())
             .args(["serve", "--name", name, "--data-dir"])
             .arg(dir.join("data"))
             .args([
