@@ -119,10 +119,14 @@ pub fn linearizable(history: &History) -> (Option<bool>, String) {
     }
 }
 
-/// Every event any watcher saw and every acknowledged write, by revision; conflicting
-/// claims about one revision are returned separately.
-fn union(watches: &[WatchLog], acked: &[Acked]) -> (BTreeMap<i64, Seen>, Vec<String>) {
-    let mut all: BTreeMap<i64, Seen> = BTreeMap::new();
+/// Every change anyone saw: by revision, then key (a transaction changes several keys at one
+/// revision).
+type Changes = BTreeMap<(i64, u8), Seen>;
+
+/// Every event any watcher saw and every acknowledged write, by revision and key; conflicting
+/// claims about one change are returned separately.
+fn union(watches: &[WatchLog], acked: &[Acked]) -> (Changes, Vec<String>) {
+    let mut all = Changes::new();
     let mut conflicts = Vec::new();
     let claims = watches
         .iter()
@@ -133,14 +137,14 @@ fn union(watches: &[WatchLog], acked: &[Acked]) -> (BTreeMap<i64, Seen>, Vec<Str
             value: a.value,
         }));
     for s in claims {
-        match all.get(&s.revision) {
+        match all.get(&(s.revision, s.key)) {
             Some(prev) if *prev != s => conflicts.push(format!(
                 "revision {}: {prev:?} and {s:?} both claimed",
                 s.revision
             )),
             Some(_) => {}
             None => {
-                all.insert(s.revision, s);
+                all.insert((s.revision, s.key), s);
             }
         }
     }
@@ -151,9 +155,9 @@ fn union(watches: &[WatchLog], acked: &[Acked]) -> (BTreeMap<i64, Seen>, Vec<Str
 /// revision must find it (after a power cut, having been seen once proves nothing). Where
 /// compaction removed that revision, a watcher's event for it stands in.
 pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<Acked> {
-    let seen: BTreeMap<i64, Seen> = watches
+    let seen: Changes = watches
         .iter()
-        .flat_map(|w| w.events.iter().map(|s| (s.revision, *s)))
+        .flat_map(|w| w.events.iter().map(|s| ((s.revision, s.key), *s)))
         .collect();
     // Reads in flight at once: the check reads every acknowledged write back.
     const READS_IN_FLIGHT: usize = 64;
@@ -179,7 +183,9 @@ pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<
                 kv.mod_revision == a.revision && workload::value_of(&kv.value) == Some(a.value)
             }),
             // Compacted away: a watcher's event at that revision is the evidence left.
-            Err(e) if e.message().contains("compacted") => seen.get(&a.revision) == Some(&want),
+            Err(e) if e.message().contains("compacted") => {
+                seen.get(&(a.revision, a.key)) == Some(&want)
+            }
             Err(_) => false,
         };
         (!present).then_some(*a)
@@ -196,13 +202,15 @@ pub async fn lost(history: &History, watches: &[WatchLog], ch: &Channel) -> Vec<
 /// Why the previous value `p` a watcher was given is wrong, if it is: it must be the key's
 /// newest change before the event (`all` holds every change anyone saw), a put when one is
 /// given, a delete or nothing when none is.
-fn wrong_prev(all: &BTreeMap<i64, Seen>, events: &[Seen], p: &Prev) -> Option<String> {
-    let event = events.iter().find(|s| s.revision == p.revision)?;
+fn wrong_prev(all: &Changes, events: &[Seen], p: &Prev) -> Option<String> {
+    let event = events
+        .iter()
+        .find(|s| s.revision == p.revision && s.key == p.key)?;
     let newest = all
-        .range(..p.revision)
+        .range(..(p.revision, 0))
         .rev()
         .find(|(_, s)| s.key == event.key)
-        .map(|(r, s)| (*r, s.value));
+        .map(|((r, _), s)| (*r, s.value));
     match newest {
         // What preceded it was never seen: nothing to compare (before the run, or compacted).
         None => None,
@@ -213,7 +221,7 @@ fn wrong_prev(all: &BTreeMap<i64, Seen>, events: &[Seen], p: &Prev) -> Option<St
             p.revision, event.key
         )),
         // The given previous write is newer than any seen: it must at least be known.
-        Some(_) => match all.get(&p.mod_revision) {
+        Some(_) => match all.get(&(p.mod_revision, event.key)) {
             Some(s) if s.key == event.key && s.value == p.value => None,
             other => Some(format!(
                 "event at {} carries previous value {p:?}, which nobody saw written ({other:?})",
@@ -235,8 +243,10 @@ pub fn watch_violations(
     let (all, mut out) = union(watches, acked);
     for (w, log) in watches.iter().enumerate() {
         let mut prev = start - 1;
+        let mut got: BTreeSet<(i64, u8)> = BTreeSet::new();
         for s in &log.events {
-            if s.revision <= prev {
+            // Several keys may change at one revision; none twice, and never back in time.
+            if s.revision < prev || !got.insert((s.revision, s.key)) {
                 out.push(format!(
                     "watcher {w}: revision {} after {prev} (duplicate or time travel)",
                     s.revision
@@ -244,13 +254,13 @@ pub fn watch_violations(
             }
             prev = prev.max(s.revision);
         }
-        let got: BTreeSet<i64> = log.events.iter().map(|s| s.revision).collect();
         let skipped = |r: i64| log.compacted.iter().any(|&(a, b)| a <= r && r < b);
         let gaps: Vec<i64> = all
-            .range(start..=prev)
+            .range((start, 0)..=(prev, u8::MAX))
             .filter(|(_, s)| !(log.no_deletes && s.value == workload::ABSENT))
-            .map(|(&r, _)| r)
-            .filter(|r| !got.contains(r) && !skipped(*r))
+            .map(|(&change, _)| change)
+            .filter(|change| !got.contains(change) && !skipped(change.0))
+            .map(|(r, _)| r)
             .collect();
         if log.no_deletes {
             if let Some(s) = log.events.iter().find(|s| s.value == workload::ABSENT) {

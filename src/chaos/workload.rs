@@ -93,6 +93,8 @@ pub struct Seen {
 pub struct Prev {
     /// Revision of the event.
     pub revision: i64,
+    /// Key index of the event.
+    pub key: u8,
     /// The key's value before it ([`ABSENT`] when the event carried no previous value).
     pub value: u64,
     /// The revision of that value (0 when absent).
@@ -375,11 +377,21 @@ pub async fn client(id: u64, keys: u8, channels: Vec<Channel>, shared: Arc<Share
                 }
             })
         } else {
-            // One transaction writes one key and reads two others at its revision.
-            let others: Vec<u8> = (1..keys).map(|d| (k + d) % keys).take(2).collect();
+            // One transaction writes two keys and reads two others, all at its revision.
+            let others: Vec<u8> = (1..keys).map(|d| (k + d) % keys).take(3).collect();
+            let second = others.first().copied().filter(|_| others.len() == 3);
+            seq += 1;
+            let fresh2 = ((id + 1) << 40) | seq;
             writes.push((k, OpKind::Put(fresh)));
+            writes.extend(second.map(|s| (s, OpKind::Put(fresh2))));
+            let reads: Vec<u8> = others
+                .iter()
+                .skip(usize::from(second.is_some()))
+                .copied()
+                .collect();
             let mut success = vec![put_op(k, padded(fresh, bytes))];
-            success.extend(others.iter().map(|&o| RequestOp {
+            success.extend(second.map(|s| put_op(s, padded(fresh2, 0))));
+            success.extend(reads.iter().map(|&o| RequestOp {
                 request: Some(request_op::Request::RequestRange(RangeRequest {
                     key: key(o),
                     ..Default::default()
@@ -402,7 +414,16 @@ pub async fn client(id: u64, keys: u8, channels: Vec<Channel>, shared: Arc<Share
                         revision,
                     }],
                 };
-                for (o, resp) in others.iter().zip(r.responses.iter().skip(1)) {
+                if let Some(s) = second {
+                    done.ops.push((s, OpKind::Put(fresh2), OpResult::Done));
+                    done.acked.push(Acked {
+                        key: s,
+                        value: fresh2,
+                        revision,
+                    });
+                }
+                let skip = 1 + usize::from(second.is_some());
+                for (o, resp) in reads.iter().zip(r.responses.iter().skip(skip)) {
                     if let Some(response_op::Response::ResponseRange(rr)) = &resp.response {
                         let found = rr.kvs.first();
                         let v = read_value(found);
@@ -543,6 +564,7 @@ pub async fn watcher(
                 if log.no_deletes {
                     log.prevs.push(Prev {
                         revision: kv.mod_revision,
+                        key: key_index(&kv.key).unwrap_or(u8::MAX),
                         value: read_value(ev.prev_kv.as_ref()),
                         mod_revision: ev.prev_kv.as_ref().map_or(0, |p| p.mod_revision),
                     });
