@@ -500,23 +500,22 @@ fn named(mut members: Vec<Member>, listed: &[Member]) -> Vec<Member> {
     members
 }
 
-/// Resolves once this member learns it was removed from the cluster: its own membership no
-/// longer lists it, or, while it has no leader, a majority of the other members answer and
-/// none of them lists it.
+/// Resolves once this member learns it was removed from the cluster: when its own membership
+/// no longer lists it, or it has had no leader for a while, a majority of the other members
+/// answer and none of them lists it. Its own membership alone is not enough: a member that
+/// just joined may install a snapshot taken before it was added, and learns of its addition
+/// only from the entries after.
 async fn removed(server: Arc<KvServer>) {
     let mut leaderless_secs = 0u32;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let st = server.node().state();
-        if st.removed() {
-            return;
-        }
         if st.leader() != 0 {
             leaderless_secs = 0;
-            continue;
+        } else {
+            leaderless_secs += 1;
         }
-        leaderless_secs += 1;
-        if leaderless_secs < 3 {
+        if !st.removed() && leaderless_secs < 3 {
             continue;
         }
         let (me, cluster) = (server.member_id(), server.cluster_id());
