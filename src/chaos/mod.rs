@@ -53,6 +53,11 @@ pub struct ChaosArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     clients: u64,
+    /// The largest value a client writes (one put in fifty is large). By default 1 MiB, or
+    /// 64 KiB when power cuts put the data directories on lossyfs, which keeps every member's
+    /// files in this process's memory twice.
+    #[arg(long)]
+    value_bytes_max: Option<usize>,
     /// Concurrent lease clients (grant, attach a key, keep alive, revoke or let expire).
     #[arg(long, default_value_t = 2)]
     lease_clients: u64,
@@ -146,6 +151,12 @@ impl ChaosArgs {
     /// Whether the run cuts power, so the members need lossy disks.
     fn cuts_power(&self) -> bool {
         self.faults.iter().any(|f| f.starts_with("power-loss"))
+    }
+
+    /// The largest value a client writes.
+    fn value_bytes_max(&self) -> usize {
+        self.value_bytes_max
+            .unwrap_or(if self.cuts_power() { 64 << 10 } else { 1 << 20 })
     }
 
     /// Whether the run steps clocks, so the members run under libfaketime.
@@ -262,6 +273,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         clients.push(tokio::spawn(workload::client(
             c,
             args.keys,
+            args.value_bytes_max(),
             channels.clone(),
             Arc::clone(&shared),
             seed,

@@ -244,7 +244,14 @@ fn put_op(k: u8, value: Vec<u8>) -> RequestOp {
 /// Runs client `id` against `channels` (one per member, with request timeouts) until told to
 /// stop. Each failed write is recorded with an unknown outcome (unless it was never sent) and
 /// the client continues under a fresh identity on another member, as a crashed client would.
-pub async fn client(id: u64, keys: u8, channels: Vec<Channel>, shared: Arc<Shared>, seed: u64) {
+pub async fn client(
+    id: u64,
+    keys: u8,
+    value_bytes_max: usize,
+    channels: Vec<Channel>,
+    shared: Arc<Shared>,
+    seed: u64,
+) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id << 32));
     let mut member = usize::try_from(id).unwrap_or(0) % channels.len();
     let mut identity = id;
@@ -259,9 +266,9 @@ pub async fn client(id: u64, keys: u8, channels: Vec<Channel>, shared: Arc<Share
         let roll = rng.random_range(0..100);
         seq += 1;
         let fresh = ((id + 1) << 40) | seq;
-        // One put in fifty carries 1 KiB to 1 MiB.
+        // One put in fifty carries 1 KiB up to the largest value.
         let bytes = if rng.random_range(0..50) == 0 {
-            rng.random_range(1 << 10..=1 << 20)
+            rng.random_range(1 << 10..=value_bytes_max.max(1 << 10))
         } else {
             0
         };
