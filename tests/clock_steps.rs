@@ -19,6 +19,18 @@ fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+/// A fresh token of the root user.
+async fn root_token(auth: &mut AuthClient<tonic::transport::Channel>) -> String {
+    auth.authenticate(pb::AuthenticateRequest {
+        name: "root".into(),
+        password: "rootpw".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .token
+}
+
 #[test]
 fn tokens_and_leases_outlive_wall_clock_steps_and_still_end_on_time() {
     assert!(
@@ -88,15 +100,7 @@ fn tokens_and_leases_outlive_wall_clock_steps_and_still_end_on_time() {
         .unwrap();
         auth.auth_enable(pb::AuthEnableRequest {}).await.unwrap();
         let granted = Instant::now();
-        let token = auth
-            .authenticate(pb::AuthenticateRequest {
-                name: "root".into(),
-                password: "rootpw".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+        let token = root_token(&mut auth).await;
         let lease_id = lease
             .lease_grant(with_token(pb::LeaseGrantRequest { ttl: 6, id: 0 }, &token))
             .await
@@ -156,15 +160,7 @@ fn tokens_and_leases_outlive_wall_clock_steps_and_still_end_on_time() {
         "the token outlived its TTL: {put:?}"
     );
     let ttl = rt.block_on(async {
-        let fresh = auth
-            .authenticate(pb::AuthenticateRequest {
-                name: "root".into(),
-                password: "rootpw".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+        let fresh = root_token(&mut auth).await;
         lease
             .lease_time_to_live(with_token(
                 pb::LeaseTimeToLiveRequest {
