@@ -13,15 +13,12 @@ fn chaos(protocol: &str, seed: &str) {
     chaos_with(protocol, seed, "25s", &[]);
 }
 
-/// Flags every member gets in these runs, plus `more`: the chaos command's defaults, except
-/// that leases are checkpointed at etcd's default interval (5 minutes), not every second. A
-/// checkpoint proposed before a keep-alive can still reach the log after that keep-alive's
-/// clear, and cut the lease short under the next leader; until that is fixed, runs with
-/// 1-second checkpoints (the chaos command's default) can report it.
+/// Flags every member gets in these runs (the chaos command's defaults), plus `more`.
 fn serve_flags(more: &str) -> String {
     format!(
         "--serve-flags=--heartbeat-interval 50 --election-timeout 500 --snapshot-count 2000 \
-         --experimental-snapshot-catchup-entries 200 {more}"
+         --experimental-snapshot-catchup-entries 200 --experimental-lease-checkpoint-interval 1s \
+         {more}"
     )
 }
 
@@ -64,12 +61,7 @@ fn field(last: &str, name: &str) -> u64 {
 }
 
 fn chaos_with(protocol: &str, seed: &str, duration: &str, extra: &[&str]) {
-    let flags = serve_flags("");
-    let mut extra = extra.to_vec();
-    if !extra.iter().any(|e| e.starts_with("--serve-flags")) {
-        extra.push(&flags);
-    }
-    let (ok, stdout, last) = run(protocol, seed, duration, &extra);
+    let (ok, stdout, last) = run(protocol, seed, duration, extra);
     assert!(ok, "chaos run failed:\n{stdout}");
     for want in [
         "lost=0",

@@ -97,6 +97,27 @@ impl Cluster {
         scheme: &'static str,
         extra: &[String],
     ) -> Cluster {
+        Cluster::launch(n, protocol, scheme, extra, &[])
+    }
+
+    /// A cluster whose members get `extra` flags and the environment variables `env`.
+    pub fn start_with_env(
+        n: usize,
+        protocol: &'static str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Cluster::launch(n, protocol, "http", &extra, env)
+    }
+
+    fn launch(
+        n: usize,
+        protocol: &'static str,
+        scheme: &'static str,
+        extra: &[String],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -107,7 +128,10 @@ impl Cluster {
                 dir: tmp.path().join(format!("m{i}")),
                 child: None,
                 join: None,
-                env: Vec::new(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             })
             .collect();
         let initial = members

@@ -45,13 +45,19 @@ impl LeaseService {
                 Some((ttl, true)) => {
                     // A checkpoint of this lease is logged: clear it before answering, or a
                     // new leader could start from a remaining TTL older than this renewal.
+                    // The clear goes in after any checkpoint taken before the renewal.
                     let clear = pb::LeaseCheckpointRequest {
                         checkpoints: vec![pb::LeaseCheckpoint {
                             id,
                             remaining_ttl: 0,
                         }],
                     };
-                    self.server.propose(Req::LeaseCheckpoint(clear)).await?;
+                    let order = Arc::clone(&self.server.shared().core.lease_log_order)
+                        .lock_owned()
+                        .await;
+                    self.server
+                        .propose_in_order(Req::LeaseCheckpoint(clear), order)
+                        .await?;
                     ttl
                 }
                 Some((ttl, false)) => ttl,

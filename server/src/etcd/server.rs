@@ -33,6 +33,7 @@ use crate::member::envelope::now_ms;
 use crate::member::identity::Member;
 use crate::member::machine;
 pub use crate::member::open_db;
+use crate::member::pending::Answer;
 use crate::member::proposer::{Failed, Proposer};
 use crate::member::{lease_clock, roster};
 use crate::zk::apply::ZkApplier;
@@ -368,7 +369,7 @@ impl KvServer {
                 });
             },
             server.cfg.lease_checkpoint_interval,
-            move |batch| {
+            move |batch, order| {
                 let Some(s) = checkpointer.upgrade() else {
                     return;
                 };
@@ -383,10 +384,22 @@ impl KvServer {
                     return;
                 }
                 tokio::spawn(async move {
+                    // Test builds: `return(ms)` holds the batch back that long before it is
+                    // handed over, `return` drops it.
+                    if crate::FAILPOINTS_COMPILED
+                        && let Some(hold) = fail::eval("lease::checkpoint_handover", |ms| {
+                            ms.and_then(|ms| ms.parse::<u64>().ok())
+                        })
+                    {
+                        let Some(ms) = hold else { return };
+                        tracing::warn!(hold_ms = ms, "failpoint: lease checkpoints held back");
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                     let r = s
-                        .propose(Request::LeaseCheckpoint(pb::LeaseCheckpointRequest {
-                            checkpoints,
-                        }))
+                        .propose_in_order(
+                            Request::LeaseCheckpoint(pb::LeaseCheckpointRequest { checkpoints }),
+                            order,
+                        )
                         .await;
                     if let Err(e) = r {
                         tracing::debug!(error = %e, "checkpointing leases");
@@ -725,6 +738,35 @@ impl KvServer {
             let _ = Box::pin(self.propose(Request::Alarm(alarm))).await;
             return Err((KvError::NoSpace, None));
         }
+        let (id, entry, req) = self.entry(req, caller);
+        let r = match self.proposer.submit(id, entry).await {
+            Ok(ticket) => self.proposer.wait(ticket).await,
+            Err(f) => Err(f),
+        };
+        Self::answer(r).map_err(|(e, never_applied)| (e, req.filter(|_| never_applied)))
+    }
+
+    /// Hands `req` to the log while `order` is held, then releases it and waits for the
+    /// result: entries handed over under one lock enter the log in the order they took it.
+    /// No retries: a member that stopped leading fails the request.
+    pub(crate) async fn propose_in_order(
+        &self,
+        req: Request,
+        order: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<(Applied, i64), KvError> {
+        let (id, entry, _) = self.entry(req, &Caller::default());
+        let submitted = self.proposer.submit(id, entry).await;
+        drop(order);
+        let r = match submitted {
+            Ok(ticket) => self.proposer.wait(ticket).await,
+            Err(f) => Err(f),
+        };
+        Self::answer(r).map_err(|(e, _)| e)
+    }
+
+    /// A fresh request id and the log entry carrying `req` for `caller`; `req` comes back,
+    /// to be retried elsewhere if it never applies.
+    fn entry(&self, req: Request, caller: &Caller) -> (u64, Vec<u8>, Option<Request>) {
         let id = self.proposer.fresh_id();
         let mut msg = InternalRequest {
             id,
@@ -734,16 +776,20 @@ impl KvServer {
             auth_revision: caller.revision,
         };
         let entry = msg.encode_to_vec();
-        let req = msg.request.take();
-        match self.proposer.propose(id, entry).await {
+        (id, entry, msg.request.take())
+    }
+
+    /// The result an entry's answer carries; an error says whether the entry never applied.
+    fn answer(r: Result<Answer, Failed>) -> Result<(Applied, i64), (KvError, bool)> {
+        match r {
             Ok(answer) => match answer.downcast::<EtcdAnswer>() {
-                Ok(answer) => answer.map_err(|e| (e, None)),
+                Ok(answer) => answer.map_err(|e| (e, false)),
                 Err(_) => unreachable!("etcd's entries are answered by etcd's applier"),
             },
             Err(Failed {
                 error,
                 never_applied,
-            }) => Err((error.into(), req.filter(|_| never_applied))),
+            }) => Err((error.into(), never_applied)),
         }
     }
 

@@ -20,6 +20,10 @@ pub struct Core {
     pub mvcc: Mvcc,
     /// Leases.
     pub lessor: Mutex<Lessor>,
+    /// Held from taking lease checkpoints until they are handed to the log, and by a
+    /// keep-alive while it hands over the clear its renewal asks for: a clear never enters
+    /// the log ahead of a checkpoint taken before its renewal, which would shorten the lease.
+    pub lease_log_order: Arc<tokio::sync::Mutex<()>>,
     /// Committed events for watchers.
     pub hub: WatchHub,
     /// Requests waiting for their results, and how far apply has got.
@@ -60,6 +64,7 @@ impl Core {
         let core = Core {
             mvcc,
             lessor: Mutex::new(Lessor::new(limits.lease_ttl_min_secs)),
+            lease_log_order: Arc::new(tokio::sync::Mutex::new(())),
             hub: WatchHub::new(rev, limits.watch_ring_bytes),
             pending: Arc::new(Pending::new(applied, limits.pending_max)),
             roster: Arc::new(Roster::new(members)),

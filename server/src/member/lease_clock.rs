@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OwnedMutexGuard;
+
 use super::core::Core;
 use crate::node::NodeState;
 
@@ -22,13 +24,14 @@ const REVOKE_RETRY: Duration = Duration::from_secs(3);
 const CHECKPOINTS_PER_BATCH_MAX: usize = 1000;
 
 /// Runs until the node stops; `revoke` is called with each expired lease's id, and, every
-/// `checkpoint_every` (none: never), `checkpoint` with (id, remaining TTL) batches.
+/// `checkpoint_every` (none: never), `checkpoint` with (id, remaining TTL) batches and the
+/// guard of [`Core::lease_log_order`], to be released once the batch is handed to the log.
 pub async fn run(
     state: Arc<NodeState>,
     core: Arc<Core>,
     revoke: impl Fn(i64) + Send + 'static,
     checkpoint_every: Option<Duration>,
-    checkpoint: impl Fn(Vec<(i64, i64)>) + Send + 'static,
+    checkpoint: impl Fn(Vec<(i64, i64)>, OwnedMutexGuard<()>) + Send + 'static,
 ) {
     let mut tick = tokio::time::interval(TICK);
     let mut last_checkpoint = tokio::time::Instant::now();
@@ -56,12 +59,13 @@ pub async fn run(
         }
         if leading && checkpoint_every.is_some_and(|e| last_checkpoint.elapsed() >= e) {
             last_checkpoint = tokio::time::Instant::now();
+            let order = Arc::clone(&core.lease_log_order).lock_owned().await;
             let batch = core
                 .lessor
                 .lock()
                 .take_checkpoints(CHECKPOINTS_PER_BATCH_MAX);
             if !batch.is_empty() {
-                checkpoint(batch);
+                checkpoint(batch, order);
             }
         }
     }

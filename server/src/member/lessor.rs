@@ -9,8 +9,10 @@
 //! Checkpoints carry remaining TTLs across leader changes (etcd's lease checkpoints): the
 //! leader now and then logs each lease's remaining TTL, rounded up, and a member that becomes
 //! leader starts each deadline from the last checkpoint, or from a full TTL when there is none.
-//! A keep-alive of a checkpointed lease logs a clear (remaining 0) before it is answered, so
-//! a checkpoint older than a renewal never shortens the deadline that renewal promised.
+//! A keep-alive of a checkpointed lease logs a clear (remaining 0) before it is answered, and
+//! the clear enters the log after any checkpoint taken before the renewal (the core's
+//! `lease_log_order`), so a checkpoint older than a renewal never shortens the deadline that
+//! renewal promised.
 //! Neither can make a lease expire earlier than the last acknowledged keep-alive allows.
 
 use std::collections::{BTreeMap, BTreeSet};
