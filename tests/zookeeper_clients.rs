@@ -48,16 +48,22 @@ fn start(dir: &Path) -> (OneMember, String) {
 
 /// A member serving ZooKeeper clients on a port of its own, with `extra` flags.
 fn start_with(dir: &Path, extra: &[&str]) -> (OneMember, String) {
+    start_with_env(dir, extra, &[])
+}
+
+/// A member serving ZooKeeper clients on a port of its own, with `extra` flags and `env`.
+fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (OneMember, String) {
     std::fs::create_dir_all(dir).unwrap();
     let zk = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--listen-zookeeper-urls", zk.as_str()];
     args.extend_from_slice(extra);
-    let node = OneMember::start_with(
+    let node = OneMember::start_with_env(
         dir,
         "z1",
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
         &args,
+        env,
     );
     wait_ruok(&zk);
     (node, zk)
@@ -582,6 +588,108 @@ fn create(c: &mut Raw, path: &str) -> i64 {
         .unwrap()
         .stat
         .czxid
+}
+
+/// A reply that shows a change goes out after the change's notification, though a read that
+/// arms no watch can see a write before its events are fired: the member pauses 1 s between
+/// making each batch readable and firing its events (`apply::before_fire`), and a session
+/// that watches a node reads it again in that gap.
+#[test]
+fn a_read_that_shows_a_change_comes_after_its_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start_with_env(
+        dir.path(),
+        &[],
+        &[("FAILPOINTS", "apply::before_fire=sleep(1000)")],
+    );
+    let mut a = Raw::connect(&zk);
+    create(&mut a, "/fire");
+    let get = |watch| {
+        GetDataRequest {
+            path: "/fire".into(),
+            watch,
+        }
+        .to_bytes()
+    };
+    assert_eq!(a.call(4, &get(true)).0, 0);
+    let mut b = Raw::connect(&zk);
+    let set = SetDataRequest {
+        path: "/fire".into(),
+        data: quorumkv_server::zk::jute::Data::of(b"new".to_vec()),
+        version: -1,
+    };
+    b.send(5, &set.to_bytes());
+    // The set is readable well before its events are fired.
+    std::thread::sleep(Duration::from_millis(300));
+    let xid = a.send(4, &get(false));
+    let mut notified = false;
+    loop {
+        let f = a.frame();
+        let mut r = Reader::new(&f);
+        let h: ReplyHeader = r.record().unwrap();
+        if h.xid == -1 {
+            let e: WatcherEvent = r.record().unwrap();
+            assert_eq!((e.kind, e.path.as_str()), (3, "/fire"), "data changed");
+            notified = true;
+            continue;
+        }
+        assert_eq!(h.xid, xid);
+        let got: GetDataResponse = Reader::new(&f[16..]).record().unwrap();
+        assert_eq!(got.stat.version, 1, "the read sees the set");
+        assert!(
+            notified,
+            "the reply showing the set came before its notification"
+        );
+        break;
+    }
+}
+
+/// A session closed elsewhere (here: from a second connection that resumed it) ends its other
+/// connections, as a ZooKeeper server closes the connection of a session it closes: the first
+/// connection is closed, not left serving a session whose ephemerals are gone.
+#[test]
+fn a_closed_session_ends_its_other_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start(dir.path());
+    let (mut first, hello) = Raw::resume(&zk, 0, vec![0; 16], 0);
+    let eph = CreateRequest {
+        path: "/closing-eph".into(),
+        acl: vec![Acl {
+            perms: 31,
+            id: Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        }],
+        flags: 1,
+        ..CreateRequest::default()
+    };
+    assert_eq!(first.call(1, &eph.to_bytes()).0, 0);
+    let (mut second, resumed) = Raw::resume(&zk, hello.session_id, hello.passwd.0.clone(), 0);
+    assert_eq!(resumed.session_id, hello.session_id, "resumed");
+    assert_eq!(second.call(-11, &[]).0, 0, "closeSession answered");
+    // The first connection is closed by the member: it reads the end of the stream (a
+    // request sent meanwhile may go unanswered, never answered from the closed session).
+    let exists = ExistsRequest {
+        path: "/closing-eph".into(),
+        watch: false,
+    };
+    let _ = first.s.write_all(&{
+        let mut req = RequestHeader { xid: 99, kind: 3 }.to_bytes();
+        req.extend(exists.to_bytes());
+        let mut out = (req.len() as u32).to_be_bytes().to_vec();
+        out.extend(req);
+        out
+    });
+    let mut buf = [0u8; 64];
+    let read = first.s.read(&mut buf);
+    assert!(
+        matches!(&read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the session's other connection still serves: {read:?}"
+    );
 }
 
 /// A client back after missing changes re-arms its watches with setWatches and hears at once

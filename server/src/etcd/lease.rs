@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -10,9 +11,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::etcd::{Applied, KvError, KvServer};
 use crate::member::keyspace;
-use crate::member::lessor::MAX_LEASE_TTL_SECS;
+use crate::member::lessor::{MAX_LEASE_TTL_SECS, Renewal};
 use crate::pb::etcdserverpb::{self as pb, lease_client::LeaseClient, lease_server::Lease};
 use crate::pb::quorumkv::internal_request::Request as Req;
+
+/// How often a keep-alive of an expired lease looks whether its revoke is done.
+const EXPIRED_POLL: Duration = Duration::from_millis(20);
 
 /// The Lease service of one member.
 #[derive(Debug, Clone)]
@@ -40,29 +44,7 @@ impl LeaseService {
             if !state.is_leader() {
                 return Err(KvError::LeaderChanged);
             }
-            let renewed = self.server.shared().core.lessor.lock().renew(id);
-            let ttl = match renewed {
-                Some((ttl, true)) => {
-                    // A checkpoint of this lease is logged: clear it before answering, or a
-                    // new leader could start from a remaining TTL older than this renewal.
-                    // The clear goes in after any checkpoint taken before the renewal.
-                    let clear = pb::LeaseCheckpointRequest {
-                        checkpoints: vec![pb::LeaseCheckpoint {
-                            id,
-                            remaining_ttl: 0,
-                        }],
-                    };
-                    let order = Arc::clone(&self.server.shared().core.lease_log_order)
-                        .lock_owned()
-                        .await;
-                    self.server
-                        .propose_in_order(Req::LeaseCheckpoint(clear), order)
-                        .await?;
-                    ttl
-                }
-                Some((ttl, false)) => ttl,
-                None => 0,
-            };
+            let ttl = self.renew_here(id).await?;
             return Ok(pb::LeaseKeepAliveResponse {
                 header: Some(self.server.header(self.server.shared().core.hub.revision())),
                 id,
@@ -82,6 +64,55 @@ impl LeaseService {
             Some(Ok(r)) => Ok(r),
             Some(Err(s)) => Err(s.into()),
             None => Err(KvError::LeaderChanged),
+        }
+    }
+
+    /// Renews lease `id` on this member, which leads; its TTL (0: no such lease). A lease
+    /// past its deadline is not renewed: as etcd does, this waits for its revoke and then
+    /// answers that it is gone, or fails if this member stops leading first.
+    async fn renew_here(&self, id: i64) -> Result<i64, KvError> {
+        let state = self.server.node().state();
+        let deadline = tokio::time::Instant::now() + self.server.config().request_timeout;
+        loop {
+            let renewed = self.server.shared().core.lessor.lock().renew(id);
+            return match renewed {
+                Renewal::Renewed {
+                    ttl_secs,
+                    clear: true,
+                } => {
+                    // A checkpoint of this lease is logged: clear it before answering, or a
+                    // new leader could start from a remaining TTL older than this renewal.
+                    // The clear goes in after any checkpoint taken before the renewal.
+                    let clear = pb::LeaseCheckpointRequest {
+                        checkpoints: vec![pb::LeaseCheckpoint {
+                            id,
+                            remaining_ttl: 0,
+                        }],
+                    };
+                    let order = Arc::clone(&self.server.shared().core.lease_log_order)
+                        .lock_owned()
+                        .await;
+                    self.server
+                        .propose_in_order(Req::LeaseCheckpoint(clear), order)
+                        .await?;
+                    Ok(ttl_secs)
+                }
+                Renewal::Renewed {
+                    ttl_secs,
+                    clear: false,
+                } => Ok(ttl_secs),
+                Renewal::Unknown => Ok(0),
+                Renewal::Expired => {
+                    if !state.is_leader() {
+                        return Err(KvError::LeaderChanged);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(KvError::Timeout);
+                    }
+                    tokio::time::sleep(EXPIRED_POLL).await;
+                    continue;
+                }
+            };
         }
     }
 }

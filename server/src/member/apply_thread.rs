@@ -231,6 +231,8 @@ impl ApplyThread {
         let compacted_after = txn.compact_revision();
         fail::fail_point!("apply::before_commit");
         let (revision, _) = txn.commit_no_sync(last.index).map_err(|e| e.to_string())?;
+        // Widens the gap between a batch becoming readable and its events being fired.
+        fail::fail_point!("apply::before_fire");
         self.appliers.base.committed(revision);
         self.appliers.zookeeper.committed(revision);
         for (rev, events) in published {

@@ -4,7 +4,8 @@
 //! Grants, revokes and attachments change only through applied log entries, so every replica
 //! holds the same leases. Expiry is the leader's business alone: only the primary lessor
 //! (on the leader) tracks deadlines; keep-alives renew them there, and expired leases are
-//! revoked through the log like a client's revoke.
+//! revoked through the log like a client's revoke. A lease past its deadline is never renewed
+//! while that member leads: its revoke may already be on its way.
 //!
 //! Checkpoints carry remaining TTLs across leader changes (etcd's lease checkpoints): the
 //! leader now and then logs each lease's remaining TTL, rounded up, and a member that becomes
@@ -34,6 +35,27 @@ pub struct Lease {
     remaining_secs: Option<i64>,
     /// On the primary: a checkpoint of this lease was proposed since its last clear.
     checkpoint_sent: bool,
+    /// On the primary: it ran past its deadline and its revoke is due; never renewed again
+    /// while this member leads (etcd's `Renew` of an expired lease).
+    expired: bool,
+}
+
+/// What a keep-alive came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed.
+    Renewed {
+        /// The lease's TTL, from now.
+        ttl_secs: i64,
+        /// A clear of the lease's checkpoint must be applied before the keep-alive is
+        /// answered.
+        clear: bool,
+    },
+    /// Past its deadline: its revoke is due or under way, and a renewal would promise time
+    /// the revoke takes away.
+    Expired,
+    /// No such lease.
+    Unknown,
 }
 
 /// The lease table of one member.
@@ -82,6 +104,7 @@ impl Lessor {
                 deadline,
                 remaining_secs: None,
                 checkpoint_sent: false,
+                expired: false,
             },
         );
     }
@@ -105,20 +128,32 @@ impl Lessor {
         }
     }
 
-    /// Keep-alive on the primary: restarts the deadline; returns the TTL, and whether a clear
-    /// of the lease's checkpoint must be applied before the keep-alive is answered.
-    pub fn renew(&mut self, id: i64) -> Option<(i64, bool)> {
+    /// Keep-alive: restarts the deadline on the primary, unless the lease is past it.
+    pub fn renew(&mut self, id: i64) -> Renewal {
         let primary = self.primary;
-        let l = self.leases.get_mut(&id)?;
+        let Some(l) = self.leases.get_mut(&id) else {
+            return Renewal::Unknown;
+        };
         // A broken renewal (answers, keeps the old deadline), so tests can show that the
         // chaos lease checks catch one.
-        fail::fail_point!("lease::renew", |_| Some((l.ttl_secs, false)));
+        fail::fail_point!("lease::renew", |_| Renewal::Renewed {
+            ttl_secs: l.ttl_secs,
+            clear: false
+        });
         if primary {
-            l.deadline = Some(Instant::now() + Duration::from_secs(l.ttl_secs as u64));
+            let now = Instant::now();
+            if l.expired || l.deadline.is_some_and(|d| d <= now) {
+                l.expired = true;
+                return Renewal::Expired;
+            }
+            l.deadline = Some(now + Duration::from_secs(l.ttl_secs as u64));
         }
         let clear = l.remaining_secs.is_some() || l.checkpoint_sent;
         l.checkpoint_sent = false;
-        Some((l.ttl_secs, clear))
+        Renewal::Renewed {
+            ttl_secs: l.ttl_secs,
+            clear,
+        }
     }
 
     /// An applied checkpoint: lease `id` had `remaining_secs` left (0 clears it: a full TTL).
@@ -162,6 +197,7 @@ impl Lessor {
             let left = l.remaining_secs.unwrap_or(l.ttl_secs);
             l.deadline = Some(now + Duration::from_secs(left as u64));
             l.checkpoint_sent = false;
+            l.expired = false;
         }
     }
 
@@ -170,6 +206,7 @@ impl Lessor {
         self.primary = false;
         for l in self.leases.values_mut() {
             l.deadline = None;
+            l.expired = false;
         }
     }
 
@@ -184,6 +221,7 @@ impl Lessor {
             }
             if l.deadline.is_some_and(|d| d <= now) {
                 l.deadline = Some(now + retry);
+                l.expired = true;
                 out.push(*id);
             }
         }
@@ -249,9 +287,15 @@ mod tests {
         l.demote();
         l.promote();
         assert!(l.take_expired(10, Duration::from_secs(5)).is_empty());
-        assert_eq!(l.renew(7), Some((1, false)));
+        assert_eq!(
+            l.renew(7),
+            Renewal::Renewed {
+                ttl_secs: 1,
+                clear: false
+            }
+        );
         assert_eq!(l.revoke(7).unwrap().len(), 1);
-        assert_eq!(l.renew(7), None);
+        assert_eq!(l.renew(7), Renewal::Unknown);
     }
 
     #[test]
@@ -263,13 +307,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(l.take_checkpoints(10), vec![(7, 9)], "rounded up");
         // A renewal after a checkpoint was sent needs a clear logged first.
-        assert_eq!(l.renew(7), Some((10, true)));
-        assert_eq!(l.renew(7), Some((10, false)));
+        let renewed = |clear| Renewal::Renewed {
+            ttl_secs: 10,
+            clear,
+        };
+        assert_eq!(l.renew(7), renewed(true));
+        assert_eq!(l.renew(7), renewed(false));
         // Applied on another member, which then leads: it starts from the checkpoint.
         let mut f = Lessor::new(1);
         f.grant(7, 10);
         f.checkpoint(7, 2);
-        assert_eq!(f.renew(7), Some((10, true)), "checkpointed: clear first");
+        assert_eq!(f.renew(7), renewed(true), "checkpointed: clear first");
         f.promote();
         let (left, _, _) = f.time_to_live(7).unwrap();
         assert!(left <= 2, "{left}");
@@ -278,5 +326,23 @@ mod tests {
         f.promote();
         let (left, _, _) = f.time_to_live(7).unwrap();
         assert!(left >= 9, "cleared: a full TTL, {left}");
+    }
+
+    #[test]
+    fn a_lease_past_its_deadline_is_never_renewed_while_this_member_leads() {
+        let mut l = Lessor::new(1);
+        l.grant(7, 1);
+        l.promote();
+        std::thread::sleep(Duration::from_millis(1100));
+        // Past the deadline, before the clock has handed it over: not renewed.
+        assert_eq!(l.renew(7), Renewal::Expired);
+        assert_eq!(l.take_expired(10, Duration::from_secs(5)), vec![7]);
+        // Handed over: its retry delay is no new deadline.
+        assert_eq!(l.renew(7), Renewal::Expired);
+        // Under the next leader it starts over.
+        l.demote();
+        assert!(matches!(l.renew(7), Renewal::Renewed { .. }));
+        l.promote();
+        assert!(matches!(l.renew(7), Renewal::Renewed { .. }));
     }
 }

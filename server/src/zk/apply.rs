@@ -81,6 +81,9 @@ pub struct ZkApplier {
     events: Vec<Event>,
     /// Changes of the request being applied, made once it is.
     after: Vec<After>,
+    /// Sessions closed in the batch being applied, whose connections end once it is
+    /// committed.
+    ended: Vec<i64>,
 }
 
 impl ZkApplier {
@@ -92,6 +95,7 @@ impl ZkApplier {
             reapable,
             events: Vec::new(),
             after: Vec::new(),
+            ended: Vec::new(),
         }
     }
 
@@ -211,6 +215,7 @@ impl ZkApplier {
                 After::Grant(id, ttl) => lessor.grant(id, ttl),
                 After::Revoke(id) => {
                     lessor.revoke(id);
+                    self.ended.push(id);
                 }
                 After::Reapable(path, on) => self.reapable.set(path, on),
             }
@@ -706,6 +711,9 @@ impl Applier for ZkApplier {
     fn committed(&mut self, revision: i64) {
         let events = std::mem::take(&mut self.events);
         self.watches.fire(revision, &events);
+        if !self.ended.is_empty() {
+            self.watches.end_sessions(&std::mem::take(&mut self.ended));
+        }
     }
 }
 

@@ -321,7 +321,7 @@ fn closing_a_session_removes_its_ephemerals_in_one_revision() {
     assert!(f.write(other).result.is_ok());
     let before = f.revision();
     let watches = Arc::clone(&f.applier.watches);
-    let (conn, notes) = watches.connect();
+    let (conn, notes) = watches.connect(1);
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()

@@ -26,6 +26,7 @@ use super::records::*;
 use super::request::{Client, Fatal};
 use super::session::{self, ZkContext};
 use super::txn::ZkTxn;
+use super::watches::SESSION_ENDED;
 
 /// Requests of one connection in flight at most (ZooKeeper's `globalOutstandingLimit` is a
 /// thousand for the whole server).
@@ -216,7 +217,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
     });
     let _reader = AbortOnDrop(reader);
-    let (conn, mut notes) = ctx.watches.connect();
+    let (conn, mut notes) = ctx.watches.connect(id);
     let _watching = Disconnect(&ctx, conn);
     let mut client = Client {
         session: id,
@@ -246,6 +247,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 }
             };
             match event {
+                Event::Note(Some(n)) if n == SESSION_ENDED => {
+                    if !pipeline.closing() {
+                        return Err(ConnError::Expired);
+                    }
+                }
                 Event::Note(Some(n)) => {
                     send(&mut w, &[&n]).await?;
                     stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -254,7 +260,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 Event::Note(None) => return Ok(()),
                 Event::Done(done) => {
                     // Every event up to what a reply reflects goes out before it.
-                    let drained = drain(&mut w, &mut notes).await?;
+                    let drained = drain(&mut w, &mut notes, pipeline.closing()).await?;
                     stats.sent.fetch_add(drained, Ordering::Relaxed);
                     match done? {
                         Done::Answered { xid, reply: r } => {
@@ -348,13 +354,21 @@ impl Drop for Disconnect<'_> {
     }
 }
 
-/// Sends the notifications queued so far.
+/// Sends the notifications queued so far; fails if the session ended meanwhile, unless the
+/// client is `closing` it itself.
 async fn drain<W: AsyncWrite + Unpin>(
     w: &mut W,
     notes: &mut super::watches::Notifications,
+    closing: bool,
 ) -> Result<u64, ConnError> {
     let mut sent = 0;
     while let Ok(n) = notes.try_recv() {
+        if n == SESSION_ENDED {
+            if closing {
+                continue;
+            }
+            return Err(ConnError::Expired);
+        }
         send(w, &[&n]).await?;
         sent += 1;
     }

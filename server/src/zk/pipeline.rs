@@ -99,6 +99,13 @@ impl Pipeline {
         self.items.is_empty()
     }
 
+    /// Whether the client asked to close its session.
+    pub fn closing(&self) -> bool {
+        self.items
+            .iter()
+            .any(|i| i.header.kind == op::CLOSE_SESSION)
+    }
+
     /// Whether it takes no more requests until the front one is answered.
     pub fn is_full(&self) -> bool {
         self.items.len() >= self.count_max || self.bytes >= self.bytes_max

@@ -78,24 +78,25 @@ pub async fn handle(
     body: &[u8],
 ) -> Result<Reply, Fatal> {
     let mut rd = Reader::new(body);
-    let snap_zxid = || ctx.core.mvcc.snapshot().revision().unwrap_or(0);
     if is_write(header.kind, body) {
         if client.read_only {
-            return Ok(answer(snap_zxid(), Err(err::NOT_READ_ONLY)));
+            return Ok(answer(zxid_now(ctx).await, Err(err::NOT_READ_ONLY)));
         }
         if adds_data(header.kind, body) && !(ctx.may_add_data)() {
             // Out of space (etcd's NOSPACE): ZooKeeper's nearest refusal is its quota's.
-            return Ok(answer(snap_zxid(), Err(err::QUOTA_EXCEEDED)));
+            return Ok(answer(zxid_now(ctx).await, Err(err::QUOTA_EXCEEDED)));
         }
         return write(ctx, client, header.kind, body).await;
     }
     match header.kind {
-        op::PING => Ok(answer(snap_zxid(), Ok(Vec::new()))),
+        op::PING => Ok(answer(zxid_now(ctx).await, Ok(Vec::new()))),
         // Not a write (a multi of reads, or undecodable): multiRead's, not multi's.
-        op::MULTI => Ok(answer(snap_zxid(), Err(err::MARSHALLING_ERROR))),
+        op::MULTI => Ok(answer(zxid_now(ctx).await, Err(err::MARSHALLING_ERROR))),
         op::MULTI_READ => match ops::decode(body) {
-            Ok(Multi::Read(reads)) => multi_read(ctx, client, reads),
-            Ok(Multi::Write(_)) | Err(_) => Ok(answer(snap_zxid(), Err(err::MARSHALLING_ERROR))),
+            Ok(Multi::Read(reads)) => multi_read(ctx, client, reads).await,
+            Ok(Multi::Write(_)) | Err(_) => {
+                Ok(answer(zxid_now(ctx).await, Err(err::MARSHALLING_ERROR)))
+            }
         },
         op::EXISTS | op::GET_DATA | op::GET_CHILDREN | op::GET_CHILDREN2 => {
             let path = rd.ustring()?;
@@ -104,8 +105,7 @@ pub async fn handle(
         }
         op::GET_ACL => {
             let path = rd.ustring()?;
-            let snap = ctx.core.mvcc.snapshot();
-            let zxid = snap.revision().unwrap_or(0);
+            let (snap, zxid) = settled(ctx).await;
             let Some(found) = read::node(&snap, &path).map_err(storage)? else {
                 return Ok(answer(zxid, Err(err::NO_NODE)));
             };
@@ -127,8 +127,7 @@ pub async fn handle(
         }
         op::GET_ALL_CHILDREN_NUMBER => {
             let path = rd.ustring()?;
-            let snap = ctx.core.mvcc.snapshot();
-            let zxid = snap.revision().unwrap_or(0);
+            let (snap, zxid) = settled(ctx).await;
             let found = match readable(&snap, &path, &client.ids)? {
                 Ok(found) => found,
                 Err(code) => return Ok(answer(zxid, Err(code))),
@@ -152,18 +151,18 @@ pub async fn handle(
                 .collect();
             ephemerals.sort();
             let resp = GetEphemeralsResponse { ephemerals };
-            Ok(answer(snap_zxid(), Ok(resp.to_bytes())))
+            Ok(answer(zxid_now(ctx).await, Ok(resp.to_bytes())))
         }
         op::SYNC => {
             let path = rd.ustring()?;
             ctx.proposer.read_barrier().await?;
             let mut w = Writer::default();
             w.ustring(&path);
-            Ok(answer(snap_zxid(), Ok(w.bytes)))
+            Ok(answer(zxid_now(ctx).await, Ok(w.bytes)))
         }
         op::AUTH => {
             let p: AuthPacket = rd.record()?;
-            let zxid = snap_zxid();
+            let zxid = zxid_now(ctx).await;
             match acl::authenticate(&p.scheme, &p.auth.0, ctx.cfg.super_digest.as_deref()) {
                 Some(ids) => {
                     for id in ids {
@@ -185,7 +184,7 @@ pub async fn handle(
             let resp = WhoAmIResponse {
                 client_info: client.ids.iter().map(AuthId::client_info).collect(),
             };
-            Ok(answer(snap_zxid(), Ok(resp.to_bytes())))
+            Ok(answer(zxid_now(ctx).await, Ok(resp.to_bytes())))
         }
         op::SET_WATCHES | op::SET_WATCHES2 => {
             let w: SetWatches2 = if header.kind == op::SET_WATCHES {
@@ -207,14 +206,17 @@ pub async fn handle(
             let kind = match req.mode {
                 watch_mode::PERSISTENT => Kind::Persistent,
                 watch_mode::PERSISTENT_RECURSIVE => Kind::Recursive,
-                _ => return Ok(answer(snap_zxid(), Err(err::BAD_ARGUMENTS))),
+                _ => return Ok(answer(zxid_now(ctx).await, Err(err::BAD_ARGUMENTS))),
             };
             if znode::invalid_path(&req.path).is_some() {
-                return Ok(answer(snap_zxid(), Err(err::BAD_ARGUMENTS)));
+                return Ok(answer(zxid_now(ctx).await, Err(err::BAD_ARGUMENTS)));
             }
             let (mut g, zxid) = ctx
                 .watches
-                .read(client.conn, || (snap_zxid(), snap_zxid()))
+                .read(client.conn, || {
+                    let zxid = view(ctx).1;
+                    (zxid, zxid)
+                })
                 .await;
             if !g.watch(kind, &req.path) {
                 return Err(Fatal::TooManyWatches);
@@ -225,7 +227,7 @@ pub async fn handle(
         }
         op::CHECK_WATCHES | op::REMOVE_WATCHES => {
             let req: WatchesRequest = rd.record()?;
-            let zxid = snap_zxid();
+            let zxid = zxid_now(ctx).await;
             let Some(kinds) = Kind::of_type(req.kind) else {
                 return Ok(answer(zxid, Err(err::BAD_ARGUMENTS)));
             };
@@ -240,9 +242,22 @@ pub async fn handle(
                 },
             ))
         }
-        op::RECONFIG => Ok(answer(snap_zxid(), Err(err::RECONFIG_DISABLED))),
-        _ => Ok(answer(snap_zxid(), Err(err::UNIMPLEMENTED))),
+        op::RECONFIG => Ok(answer(zxid_now(ctx).await, Err(err::RECONFIG_DISABLED))),
+        _ => Ok(answer(zxid_now(ctx).await, Err(err::UNIMPLEMENTED))),
     }
+}
+
+/// The member's snapshot now and its revision, once every event up to that revision is
+/// fired: a reply reflecting it goes out after their notifications.
+async fn settled(ctx: &ZkContext) -> (Snapshot, i64) {
+    let (snap, zxid) = view(ctx);
+    ctx.watches.fired_through(zxid).await;
+    (snap, zxid)
+}
+
+/// The zxid a reply carries: the member's revision, its events fired.
+async fn zxid_now(ctx: &ZkContext) -> i64 {
+    settled(ctx).await.1
 }
 
 /// The member's snapshot now and its revision.
@@ -333,7 +348,8 @@ async fn read_node(
         let (g, snap) = ctx.watches.read(client.conn, || view(ctx)).await;
         (Some(g), snap)
     } else {
-        (None, ctx.core.mvcc.snapshot())
+        let snap = settled(ctx).await.0;
+        (None, snap)
     };
     let zxid = snap.revision().unwrap_or(0);
     let found = read::node(&snap, path).map_err(storage)?;
@@ -383,9 +399,8 @@ async fn read_node(
 }
 
 /// multiRead: each read answered on its own from one snapshot.
-fn multi_read(ctx: &ZkContext, client: &Client, reads: Vec<ReadOp>) -> Result<Reply, Fatal> {
-    let snap = ctx.core.mvcc.snapshot();
-    let zxid = snap.revision().unwrap_or(0);
+async fn multi_read(ctx: &ZkContext, client: &Client, reads: Vec<ReadOp>) -> Result<Reply, Fatal> {
+    let (snap, zxid) = settled(ctx).await;
     let mut results = Vec::with_capacity(reads.len());
     for r in reads {
         let path = match &r {

@@ -21,6 +21,7 @@ use super::znode::{self, SessionRecord};
 use crate::member::core::Core;
 use crate::member::envelope::{Envelope, now_ms};
 use crate::member::error::Error;
+use crate::member::lessor::Renewal;
 use crate::member::proposer::{Failed, Proposer, Ticket};
 use crate::mvcc::{RangeOpts, Snapshot};
 
@@ -125,7 +126,7 @@ pub fn touch_all(core: &Core, ids: &[i64]) -> Vec<i64> {
     let mut lessor = core.lessor.lock();
     ids.iter()
         .zip(stored)
-        .filter(|&(&id, known)| !known || lessor.renew(id).is_none())
+        .filter(|&(&id, known)| !known || !matches!(lessor.renew(id), Renewal::Renewed { .. }))
         .map(|(&id, _)| id)
         .collect()
 }

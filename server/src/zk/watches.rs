@@ -7,16 +7,18 @@
 //! Two rules give ZooKeeper's ordering. The apply thread fires a revision's events under the
 //! table's lock before that revision's writers are answered, and a read takes its view of the
 //! key space and registers its watch under the same lock, once the table has fired through the
-//! view's revision (see [`Watches::read`]), so no event falls between a read and its watch. Each connection has one queue of
-//! notifications, drained before every reply it sends, so an event reaches the client before
-//! any reply that reflects it.
+//! view's revision (see [`Watches::read`]), so no event falls between a read and its watch.
+//! Each connection has one queue of notifications, drained before every reply it sends, and
+//! no reply goes out before the events of the revision it reflects are queued (see
+//! [`Watches::fired_through`]), so an event reaches the client before any reply that
+//! reflects it.
 //!
 //! Bounded: a connection holds at most [`WATCHES_PER_CONNECTION_MAX`] watches, and its queue
 //! at most [`QUEUED_PER_CONNECTION_MAX`] notifications; past that, the connection is closed
 //! (its client reconnects and reads again).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -94,13 +96,19 @@ pub struct Event {
     pub acl: Vec<StoredAcl>,
 }
 
-/// A connection's notifications.
+/// A connection's notifications: frames to send, or [`SESSION_ENDED`].
 pub type Notifications = mpsc::Receiver<Vec<u8>>;
+
+/// Queued for a connection whose session was closed: it ends (after answering the
+/// closeSession it sent itself, if it did).
+pub const SESSION_ENDED: &[u8] = &[];
 
 /// One connection's entry.
 #[derive(Debug)]
 struct Conn {
     tx: mpsc::Sender<Vec<u8>>,
+    /// The session it serves.
+    session: i64,
     /// How many watches it holds.
     count: usize,
     /// Who it is (for recursive deliveries).
@@ -147,6 +155,8 @@ impl Table {
 pub struct Watches {
     table: Mutex<Table>,
     next_conn: AtomicU64,
+    /// The table's revision, for replies that arm no watch (see [`Watches::fired_through`]).
+    fired_revision: AtomicI64,
     fired: tokio::sync::Notify,
 }
 
@@ -214,15 +224,31 @@ impl Watches {
     pub fn new(revision: i64) -> Watches {
         let w = Watches::default();
         w.table.lock().revision = revision;
+        w.fired_revision.store(revision, Ordering::Release);
         w
     }
 
-    /// A new connection: its id and its notifications.
-    pub fn connect(&self) -> (u64, Notifications) {
+    /// Waits until every event up to `revision` has been fired: queued for the connections
+    /// watching, so a reply that reflects `revision` goes out after them. A write commits
+    /// before its events are fired, so a read that takes no watch can see a revision whose
+    /// notifications are not queued yet; it waits here (briefly) before it answers.
+    pub async fn fired_through(&self, revision: i64) {
+        loop {
+            let notified = self.fired.notified();
+            if self.fired_revision.load(Ordering::Acquire) >= revision {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A new connection of `session`: its id and its notifications.
+    pub fn connect(&self, session: i64) -> (u64, Notifications) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUED_PER_CONNECTION_MAX);
         let c = Conn {
             tx,
+            session,
             count: 0,
             ids: Vec::new(),
         };
@@ -261,6 +287,24 @@ impl Watches {
         t.conns.clear();
         t.by_path.clear();
         t.recursive = 0;
+    }
+
+    /// `sessions` were closed (applied, committed): each of their connections gets
+    /// [`SESSION_ENDED`] behind its notifications, or is cut off if its queue is full. As a
+    /// ZooKeeper server closes the connection of a session it closes, a client never goes on
+    /// using a session whose ephemerals are gone.
+    pub fn end_sessions(&self, sessions: &[i64]) {
+        let mut t = self.table.lock();
+        let full: Vec<u64> = t
+            .conns
+            .iter()
+            .filter(|(_, c)| sessions.contains(&c.session))
+            .filter(|(_, c)| c.tx.try_send(SESSION_ENDED.to_vec()).is_err())
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in full {
+            t.conns.remove(&conn);
+        }
     }
 
     /// For `wchs`: connections holding watches, paths watched, watches held.
@@ -378,6 +422,7 @@ impl Watches {
             }
         }
         t.revision = t.revision.max(revision);
+        self.fired_revision.store(t.revision, Ordering::Release);
         drop(t);
         self.fired.notify_waiters();
     }
@@ -413,7 +458,7 @@ mod tests {
     #[tokio::test]
     async fn a_watch_fires_once_for_its_kind() {
         let w = Watches::new(1);
-        let (c, mut rx) = w.connect();
+        let (c, mut rx) = w.connect(1);
         {
             let (mut g, ()) = w.read(c, || ((), 1)).await;
             assert!(g.watch(Kind::Exist, "/a"));
@@ -436,7 +481,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_waits_for_the_events_of_its_revision() {
         let w = std::sync::Arc::new(Watches::new(1));
-        let (c, _rx) = w.connect();
+        let (c, _rx) = w.connect(1);
         let w2 = std::sync::Arc::clone(&w);
         let read = tokio::spawn(async move {
             let _g = w2.read(c, || ((), 3)).await;
@@ -450,7 +495,7 @@ mod tests {
     #[tokio::test]
     async fn a_gone_connection_holds_no_watch() {
         let w = Watches::new(1);
-        let (c, rx) = w.connect();
+        let (c, rx) = w.connect(1);
         assert!(w.read(c, || ((), 1)).await.0.watch(Kind::Data, "/a"));
         assert!(w.read(c, || ((), 1)).await.0.watch(Kind::Recursive, "/a"));
         drop(rx);
@@ -468,7 +513,7 @@ mod tests {
     #[tokio::test]
     async fn persistent_watches_stay_and_recursive_ones_check_read_access() {
         let w = Watches::new(1);
-        let (c, mut rx) = w.connect();
+        let (c, mut rx) = w.connect(1);
         {
             let (mut g, ()) = w.read(c, || ((), 1)).await;
             assert!(g.watch(Kind::Persistent, "/p"));
