@@ -103,5 +103,7 @@ echo "== tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "$log"
+echo "== benches, each run once (criterion's test mode), so one that cannot start fails here"
+cargo test --workspace --bench '*' --locked 2>&1 | tee -a "$log"
 # One summary line over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$log"
