@@ -443,7 +443,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         "acked={} lost={} linearizable={} watch_violations={} converged={converged_ok} \
          revision={revision} hash={hash} ops={} unknown={} not_sent={} failed_reads={} watch_events={events} \
          watch_reconnects={reconnects} leases={} keep_alives={} lease_violations={} \
-         zk_ops={} zk_sessions={} zk_unknown={} zk_linearizable={} zk_violations={} \
+         zk_ops={} zk_sessions={} zk_moves={} zk_unknown={} zk_linearizable={} zk_violations={} \
          stalls={} stall_elections={} p99_ms={} p99_after_stalls_ms={} crashes={} \
          faults={injected} seed={seed}",
         history.acked.len(),
@@ -462,6 +462,7 @@ async fn run(args: &ChaosArgs, seed: u64, dir: &std::path::Path) -> Result<bool,
         lease_log.violations.len(),
         zk_log.ops.len(),
         zk_log.sessions,
+        zk_log.moves,
         zk_log.unknown,
         match zk_linearizable {
             Some(b) => b.to_string(),

@@ -1,17 +1,21 @@
 //! ZooKeeper clients under faults: sessions on the members' ZooKeeper ports, each with an
 //! ephemeral znode, doing sets (plain and conditional on the version read), reads with and
-//! without watches, sequential creates and checks that their ephemeral is still there; a
-//! session whose member fails is abandoned (left to expire) and the client opens another on
-//! the next member, as kazoo and Curator do once a session is lost.
+//! without watches, sequential creates, creates and deletes of plain znodes, and checks that
+//! their ephemeral is still there. A session whose member fails moves to another member with
+//! its id and password and re-arms its watches (setWatches from the last zxid it saw), as
+//! ZooKeeper's clients do; one that cannot move within its timeout, or that the cluster says
+//! expired, is abandoned, and the client opens another.
 //!
 //! The checks: the registers' writes (sets and conditional sets) with a final read of each,
-//! after a sync, are linearizable; each session's reads never go back in time, and show its
-//! own writes (ZooKeeper serves reads from the member a session is on, so reads across
-//! sessions are only sequentially consistent, and are not checked as linearizable); the ephemeral of a session that is still answering is never missing; a
+//! after a sync, are linearizable; each session's reads never go back in time, moves
+//! included, and show its own writes (ZooKeeper serves reads from the member a session is on,
+//! so reads across sessions are only sequentially consistent, and are not checked as
+//! linearizable); the ephemeral of a session that is still answering is never missing; a
 //! watch notification never arrives after a reply that already shows the change it announces;
-//! sequential names are unique and gap-free under their
-//! parent with every acknowledged one present; once the run is over and sessions have had time
-//! to expire, no ephemeral is left. This module never judges the etcd workload.
+//! sequential names are unique and gap-free under their parent with every acknowledged one
+//! present; every acknowledged create is there until its delete is acknowledged, and gone
+//! after; once the run is over and sessions have had time to expire, no ephemeral is left.
+//! This module never judges the etcd workload.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,14 +27,15 @@ use quorumkv_replication::checker::{self, Op, OpKind, OpResult};
 use quorumkv_server::zk::codes::{err, op};
 use quorumkv_server::zk::jute::{Data, Jute, Reader};
 use quorumkv_server::zk::records::{
-    Acl, CreateRequest, CreateResponse, ExistsRequest, GetChildrenRequest, GetChildrenResponse,
-    GetDataRequest, GetDataResponse, Id, SetDataRequest, SetDataResponse,
+    Acl, CreateRequest, CreateResponse, DeleteRequest, ExistsRequest, GetChildrenRequest,
+    GetChildrenResponse, GetDataRequest, GetDataResponse, Id, SetDataRequest, SetDataResponse,
+    SetWatches,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::workload::Shared;
-use super::zk_session::{CallError, ZkSession};
+use super::zk_session::{CallError, ResumeError, ZkSession};
 
 /// Where the workload's znodes live.
 const ROOT: &str = "/chaos-zk";
@@ -46,6 +51,17 @@ const SEQUENTIAL_MAX: usize = 20_000;
 const EPHEMERAL: i32 = 1;
 const SEQUENTIAL: i32 = 2;
 
+/// What became of a plain znode a client created and deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Its create was acknowledged, and no delete was.
+    Present,
+    /// Its create was refused, or its delete acknowledged.
+    Absent,
+    /// A create or delete of it has an unknown outcome.
+    Unknown,
+}
+
 /// What the ZooKeeper clients recorded.
 #[derive(Debug, Default)]
 pub struct ZkLog {
@@ -53,8 +69,12 @@ pub struct ZkLog {
     pub ops: Vec<Op>,
     /// Sequential names acknowledged.
     pub sequential: Vec<String>,
+    /// Plain znodes created (and deleted), by path.
+    pub nodes: BTreeMap<String, Fate>,
     /// Sessions opened.
     pub sessions: u64,
+    /// Sessions moved to another member after their connection failed.
+    pub moves: u64,
     /// Writes whose outcome is unknown.
     pub unknown: u64,
     /// What the checks found.
@@ -122,6 +142,7 @@ pub async fn prepare(addrs: &[String]) -> Result<(), String> {
         ROOT.to_string(),
         format!("{ROOT}/seq"),
         format!("{ROOT}/eph"),
+        format!("{ROOT}/p"),
     ]
     .into_iter()
     .chain((0..REGISTERS).map(register));
@@ -167,6 +188,8 @@ pub async fn client(
         let mut watched = Watched::new();
         // The newest mzxid this session saw or made on each register.
         let mut newest = vec![0i64; usize::from(REGISTERS)];
+        // A plain znode this session created and will delete.
+        let mut plain: Option<String> = None;
         let mut left = rng.random_range(50..400);
         while alive && left > 0 && !shared.stop_clients.load(Ordering::Relaxed) {
             left -= 1;
@@ -175,70 +198,91 @@ pub async fn client(
             let fresh = ((c + 1) << 40) | seq;
             let roll = rng.random_range(0..100);
             let invoke = shared.now_us();
-            let step = one_op(&mut s, &mut rng, k, fresh, roll, &eph, &mut seen, &log).await;
+            let op = Op1 {
+                k,
+                fresh,
+                roll,
+                eph: &eph,
+            };
+            let step = one_op(&mut s, &mut rng, op, &mut seen, &mut plain, &log).await;
             let complete = shared.now_us();
-            let mut l = log.lock();
-            // Notifications carry no zxid of their own (ZooKeeper sends -1): they are
-            // checked against the replies around them.
-            for n in s.notifications.drain(..) {
-                if let Some(k) = (0..REGISTERS).find(|k| register(*k) == n.event.path) {
-                    watched.remove(&k);
-                }
-            }
-            match step {
-                Step::Read { mzxid, watch } => {
-                    if mzxid < newest[usize::from(k)] {
-                        l.violations.push(format!(
-                            "session {:x}: a read of {} went back from zxid {} to {mzxid}",
-                            s.id,
-                            register(k),
-                            newest[usize::from(k)]
-                        ));
+            let lost = {
+                let mut l = log.lock();
+                // Notifications carry no zxid of their own (ZooKeeper sends -1): they are
+                // checked against the replies around them.
+                for n in s.notifications.drain(..) {
+                    if let Some(k) = (0..REGISTERS).find(|k| register(*k) == n.event.path) {
+                        watched.remove(&k);
                     }
-                    newest[usize::from(k)] = newest[usize::from(k)].max(mzxid);
-                    if let Some(set_at) = watched.get(&k) {
-                        if mzxid > *set_at {
+                }
+                match step {
+                    Step::Read { mzxid, watch } => {
+                        if mzxid < newest[usize::from(k)] {
                             l.violations.push(format!(
-                                "session {:x}: a read of {} shows zxid {mzxid}, but the watch \
-                                 set at {set_at} was not notified first",
+                                "session {:x}: a read of {} went back from zxid {} to {mzxid}",
+                                s.id,
+                                register(k),
+                                newest[usize::from(k)]
+                            ));
+                        }
+                        newest[usize::from(k)] = newest[usize::from(k)].max(mzxid);
+                        if let Some(set_at) = watched.get(&k)
+                            && mzxid > *set_at
+                        {
+                            l.violations.push(format!(
+                                "session {:x}: a read of {} shows zxid {mzxid}, but the watch set \
+                             at {set_at} was not notified first",
                                 s.id,
                                 register(k)
                             ));
                         }
+                        if watch {
+                            watched.entry(k).or_insert(mzxid);
+                        }
+                        false
                     }
-                    if watch {
-                        watched.entry(k).or_insert(mzxid);
-                    }
-                }
-                Step::Wrote(kind, result, made) => {
-                    if let Some(m) = made {
-                        newest[usize::from(k)] = newest[usize::from(k)].max(m);
-                    }
-                    l.ops.push(Op {
-                        client: identity,
-                        key: k,
-                        kind,
-                        result,
-                        invoke,
-                        complete,
-                    });
-                }
-                Step::Lost(write) => {
-                    if let Some(kind) = write {
-                        l.unknown += 1;
+                    Step::Wrote(kind, result, made) => {
+                        if let Some(m) = made {
+                            newest[usize::from(k)] = newest[usize::from(k)].max(m);
+                        }
                         l.ops.push(Op {
                             client: identity,
                             key: k,
                             kind,
-                            result: OpResult::Unknown,
+                            result,
                             invoke,
                             complete,
                         });
+                        false
                     }
-                    identity += 1 << 20;
-                    alive = false;
+                    Step::Lost(write) => {
+                        if let Some(kind) = write {
+                            l.unknown += 1;
+                            l.ops.push(Op {
+                                client: identity,
+                                key: k,
+                                kind,
+                                result: OpResult::Unknown,
+                                invoke,
+                                complete,
+                            });
+                            // The write may still take effect: later operations are another
+                            // process's for the checker.
+                            identity += 1 << 20;
+                        }
+                        true
+                    }
+                    Step::Other => false,
                 }
-                Step::Other => {}
+            };
+            if lost {
+                match move_session(&s, &addrs, &mut member, &watched).await {
+                    Some(moved) => {
+                        s = moved;
+                        log.lock().moves += 1;
+                    }
+                    None => alive = false,
+                }
             }
         }
         if alive && s.close().await {
@@ -248,6 +292,51 @@ pub async fn client(
         member = (member + 1 + rng.random_range(0..addrs.len())) % addrs.len();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Moves session `s`, whose connection failed, to another member as ZooKeeper's clients do:
+/// each member in turn (the failed one last) until twice the session's timeout has passed,
+/// then re-arms its watches with setWatches from the last zxid it saw, so it hears of every
+/// change it missed. None: the cluster says the session expired, or no member took it.
+async fn move_session(
+    s: &ZkSession,
+    addrs: &[String],
+    member: &mut usize,
+    watched: &Watched,
+) -> Option<ZkSession> {
+    let deadline = Instant::now() + Duration::from_millis(2 * SESSION_TIMEOUT_MS as u64);
+    while Instant::now() < deadline {
+        *member = (*member + 1) % addrs.len();
+        match s.resume(&addrs[*member]).await {
+            Ok(mut moved) => {
+                if watched.is_empty() {
+                    return Some(moved);
+                }
+                let rearm = SetWatches {
+                    relative_zxid: moved.last_zxid,
+                    data_watches: watched.keys().map(|k| register(*k)).collect(),
+                    exist_watches: Vec::new(),
+                    child_watches: Vec::new(),
+                };
+                if moved.call(op::SET_WATCHES, &rearm.to_bytes()).await.is_ok() {
+                    return Some(moved);
+                }
+            }
+            Err(ResumeError::Expired) => return None,
+            Err(ResumeError::Unreachable(_)) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// One operation's inputs: the register, a fresh value, the roll that picks the operation,
+/// and the session's ephemeral.
+struct Op1<'a> {
+    k: u8,
+    fresh: u64,
+    roll: u32,
+    eph: &'a str,
 }
 
 /// What one operation came to.
@@ -262,17 +351,20 @@ enum Step {
     Other,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn one_op(
     s: &mut ZkSession,
     rng: &mut StdRng,
-    k: u8,
-    fresh: u64,
-    roll: u32,
-    eph: &str,
+    op1: Op1<'_>,
     seen: &mut [Option<(u64, i32)>],
+    plain: &mut Option<String>,
     log: &Mutex<ZkLog>,
 ) -> Step {
+    let Op1 {
+        k,
+        fresh,
+        roll,
+        eph,
+    } = op1;
     let path = register(k);
     let conditional = seen[usize::from(k)].filter(|_| (30..50).contains(&roll));
     if roll < 50 {
@@ -301,7 +393,7 @@ async fn one_op(
             Err(_) => Step::Lost(Some(kind)),
         };
     }
-    if roll < 85 {
+    if roll < 80 {
         let watch = rng.random_bool(0.3);
         let body = GetDataRequest { path, watch }.to_bytes();
         return match s.call(op::GET_DATA, &body).await {
@@ -319,7 +411,7 @@ async fn one_op(
             Err(_) => Step::Lost(None),
         };
     }
-    if roll < 95 {
+    if roll < 88 {
         if log.lock().sequential.len() >= SEQUENTIAL_MAX {
             return Step::Other;
         }
@@ -334,6 +426,9 @@ async fn one_op(
             },
             Err(_) => Step::Lost(None),
         };
+    }
+    if roll < 95 {
+        return create_or_delete(s, fresh, plain, log).await;
     }
     let body = ExistsRequest {
         path: eph.to_string(),
@@ -350,6 +445,63 @@ async fn one_op(
             Step::Other
         }
         Err(_) => Step::Lost(None),
+    }
+}
+
+/// Creates a plain znode named after `fresh`, or deletes the one this session created,
+/// recording what became of it.
+async fn create_or_delete(
+    s: &mut ZkSession,
+    fresh: u64,
+    plain: &mut Option<String>,
+    log: &Mutex<ZkLog>,
+) -> Step {
+    let Some(path) = plain.take() else {
+        let path = format!("{ROOT}/p/n{fresh:x}");
+        let r = s.call(op::CREATE, &create_body(&path, b"", 0)).await;
+        let fate = match r {
+            Ok(_) => {
+                *plain = Some(path.clone());
+                Fate::Present
+            }
+            Err(CallError::Code(_)) => Fate::Absent,
+            Err(CallError::Lost(_)) => Fate::Unknown,
+        };
+        log.lock().nodes.insert(path, fate);
+        return if fate == Fate::Unknown {
+            Step::Lost(None)
+        } else {
+            Step::Other
+        };
+    };
+    let body = DeleteRequest {
+        path: path.clone(),
+        version: -1,
+    }
+    .to_bytes();
+    match s.call(op::DELETE, &body).await {
+        Ok(_) => {
+            log.lock().nodes.insert(path, Fate::Absent);
+            Step::Other
+        }
+        Err(CallError::Code(err::NO_NODE)) => {
+            let mut l = log.lock();
+            l.violations.push(format!(
+                "session {:x}: {path}, whose create was acknowledged, was gone before its delete",
+                s.id
+            ));
+            l.nodes.insert(path, Fate::Unknown);
+            Step::Other
+        }
+        Err(CallError::Code(_)) => {
+            // Refused (no room, say): still there, deleted later.
+            *plain = Some(path);
+            Step::Other
+        }
+        Err(CallError::Lost(_)) => {
+            log.lock().nodes.insert(path, Fate::Unknown);
+            Step::Lost(None)
+        }
     }
 }
 
@@ -399,6 +551,10 @@ pub async fn settle(addrs: &[String], shared: &Shared, log: &mut ZkLog) -> Optio
     match children(&mut s, &format!("{ROOT}/seq")).await {
         Ok(names) => check_sequential(&names, &log.sequential, &mut log.violations),
         Err(e) => log.violations.push(format!("listing sequentials: {e:?}")),
+    }
+    match children(&mut s, &format!("{ROOT}/p")).await {
+        Ok(names) => check_nodes(&names, &log.nodes, &mut log.violations),
+        Err(e) => log.violations.push(format!("listing plain znodes: {e:?}")),
     }
     // Abandoned sessions expire within their timeout of the last touch; closed ones at once.
     let deadline = Instant::now() + Duration::from_millis(3 * SESSION_TIMEOUT_MS as u64 + 10_000);
@@ -473,9 +629,56 @@ fn check_sequential(names: &[String], acked: &[String], violations: &mut Vec<Str
     }
 }
 
+/// The plain znodes listed under their parent against what the clients were told: every
+/// acknowledged create not deleted is there, no refused create or acknowledged delete is, and
+/// nothing is there that no client created.
+fn check_nodes(names: &[String], nodes: &BTreeMap<String, Fate>, violations: &mut Vec<String>) {
+    let listed: BTreeSet<String> = names.iter().map(|n| format!("{ROOT}/p/{n}")).collect();
+    let mut wrong = Vec::new();
+    for (path, fate) in nodes {
+        match fate {
+            Fate::Present if !listed.contains(path) => wrong.push(format!("{path} missing")),
+            Fate::Absent if listed.contains(path) => wrong.push(format!("{path} still there")),
+            _ => {}
+        }
+    }
+    wrong.extend(
+        listed
+            .iter()
+            .filter(|p| !nodes.contains_key(*p))
+            .map(|p| format!("{p} never created")),
+    );
+    if !wrong.is_empty() {
+        violations.push(format!(
+            "{} plain znodes disagree with what their clients were told, first {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_znodes_must_match_what_their_clients_were_told() {
+        let nodes = BTreeMap::from([
+            (format!("{ROOT}/p/a"), Fate::Present),
+            (format!("{ROOT}/p/b"), Fate::Absent),
+            (format!("{ROOT}/p/c"), Fate::Unknown),
+        ]);
+        let mut v = Vec::new();
+        check_nodes(&["a".into(), "c".into()], &nodes, &mut v);
+        check_nodes(&["a".into()], &nodes, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        check_nodes(&[], &nodes, &mut v);
+        assert!(v.pop().unwrap().contains("a missing"));
+        check_nodes(&["a".into(), "b".into()], &nodes, &mut v);
+        assert!(v.pop().unwrap().contains("b still there"));
+        check_nodes(&["a".into(), "z".into()], &nodes, &mut v);
+        assert!(v.pop().unwrap().contains("z never created"));
+    }
 
     #[test]
     fn sequential_names_must_be_whole_and_gap_free() {

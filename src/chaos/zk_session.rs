@@ -1,8 +1,9 @@
 //! One ZooKeeper session for the chaos workload: a connection that sends one request at a time
 //! and reads until that request's reply, keeping the watch notifications that arrive before
 //! it, in order. Replies and notifications are treated as hostile (bounded frames, decoding
-//! errors end the session). It never reconnects: a session whose connection fails is
-//! abandoned, as a crashed client's would be, and left to expire.
+//! errors end the session). A session whose connection fails can be resumed on another member
+//! ([`ZkSession::resume`]) with its id, password and the last zxid it saw, as ZooKeeper's
+//! clients do; this module never decides when.
 
 use std::time::Duration;
 
@@ -35,12 +36,27 @@ pub enum CallError {
     Lost(String),
 }
 
+/// Why a session could not be resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeError {
+    /// The member said the session is gone.
+    Expired,
+    /// No answer, or the member would not take it (it may be behind what the session saw).
+    Unreachable(String),
+}
+
 /// An open session.
 pub struct ZkSession {
     tcp: TcpStream,
     xid: i32,
     /// The session id.
     pub id: i64,
+    /// Its password.
+    passwd: Vec<u8>,
+    /// The timeout it asked for.
+    timeout_ms: i32,
+    /// The newest zxid a reply carried.
+    pub last_zxid: i64,
     /// Notifications received and not yet taken.
     pub notifications: Vec<Notification>,
     /// How long a call may wait for its reply.
@@ -67,35 +83,78 @@ async fn read_frame(r: &mut TcpStream) -> Result<Vec<u8>, String> {
 impl ZkSession {
     /// Opens a session of `timeout_ms` at `addr`.
     pub async fn open(addr: &str, timeout_ms: i32, call_timeout: Duration) -> Result<Self, String> {
+        let hello = ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            time_out: timeout_ms,
+            session_id: 0,
+            passwd: Buffer(vec![0; 16]),
+        };
+        match Self::connect(addr, hello, call_timeout).await {
+            Ok(s) => Ok(s),
+            Err(ResumeError::Expired) => Err(format!("{addr}: the server refused the session")),
+            Err(ResumeError::Unreachable(e)) => Err(e),
+        }
+    }
+
+    /// The same session on a new connection to `addr`; its notifications so far stay taken
+    /// or not as they were, and those still unread on the old connection are lost with it.
+    pub async fn resume(&self, addr: &str) -> Result<Self, ResumeError> {
+        let hello = ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: self.last_zxid,
+            time_out: self.timeout_ms,
+            session_id: self.id,
+            passwd: Buffer(self.passwd.clone()),
+        };
+        let mut s = Self::connect(addr, hello, self.call_timeout).await?;
+        if s.id != self.id {
+            return Err(ResumeError::Unreachable(format!(
+                "{addr} answered session {:x} for {:x}",
+                s.id, self.id
+            )));
+        }
+        s.last_zxid = self.last_zxid;
+        Ok(s)
+    }
+
+    async fn connect(
+        addr: &str,
+        hello: ConnectRequest,
+        call_timeout: Duration,
+    ) -> Result<Self, ResumeError> {
+        let unreachable = |e: String| ResumeError::Unreachable(format!("{addr}: {e}"));
+        let timeout_ms = hello.time_out;
         let opened = tokio::time::timeout(call_timeout, async {
-            let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            let mut body = ConnectRequest {
-                protocol_version: 0,
-                last_zxid_seen: 0,
-                time_out: timeout_ms,
-                session_id: 0,
-                passwd: Buffer(vec![0; 16]),
-            }
-            .to_bytes();
+            let mut tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            tcp.set_nodelay(true)
+                .map_err(|e| unreachable(e.to_string()))?;
+            let mut body = hello.to_bytes();
             body.push(0);
             tcp.write_all(&framed(&body))
                 .await
-                .map_err(|e| e.to_string())?;
-            let answer = read_frame(&mut tcp).await?;
-            let r = ConnectResponse::read(&mut Reader::new(&answer)).map_err(|e| e.to_string())?;
-            if r.session_id == 0 {
-                return Err("the server refused the session".to_string());
+                .map_err(|e| unreachable(e.to_string()))?;
+            let answer = read_frame(&mut tcp).await.map_err(unreachable)?;
+            let r = ConnectResponse::read(&mut Reader::new(&answer))
+                .map_err(|e| unreachable(e.to_string()))?;
+            // ZooKeeper answers a session it does not know with id 0 (and timeout 0).
+            if r.session_id == 0 || r.time_out <= 0 {
+                return Err(ResumeError::Expired);
             }
-            Ok((tcp, r.session_id))
+            Ok((tcp, r))
         });
-        let (tcp, id) = opened
+        let (tcp, r) = opened
             .await
-            .map_err(|_| format!("{addr}: no session in time"))??;
+            .map_err(|_| unreachable("no session in time".into()))??;
         Ok(ZkSession {
             tcp,
             xid: 0,
-            id,
+            id: r.session_id,
+            passwd: r.passwd.0,
+            timeout_ms,
+            last_zxid: 0,
             notifications: Vec::new(),
             call_timeout,
         })
@@ -129,6 +188,7 @@ impl ZkSession {
                 if header.xid == xid::PING {
                     continue;
                 }
+                self.last_zxid = self.last_zxid.max(header.zxid);
                 if header.xid != want {
                     return Err(lost(format!(
                         "reply to xid {} while {want} waits",
