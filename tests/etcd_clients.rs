@@ -1888,6 +1888,53 @@ fn benchmark_comparison_quick_mode_runs() {
 
 /// `benches/compare.sh --knobs --quick`: WAL flags swept on Raft and ZAB, a row per setting
 /// with its ratio to the defaults and the puts each of the leader's fdatasyncs carried.
+/// `benches/scale.sh` in a quick mode, one size, quorumkv and etcd: a row each, with every
+/// figure measured (nothing failed, the database file found, a restart timed).
+#[test]
+fn scale_script_quick_mode_runs() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("scale.md");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scale.sh");
+    let run = Command::new("bash")
+        .arg(script)
+        .args(["--quick", "--sizes", "3000", "--systems", "raft1 etcd1"])
+        .args(["--out", out.to_str().unwrap()])
+        .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "scale.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let raw = std::fs::read_to_string(dir.path().join("scale.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = raw
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{raw}");
+    for r in &rows {
+        assert_eq!(r["keys"], 3000, "{r}");
+        assert_eq!(r["put_failed"], 0, "{r}");
+        for figure in [
+            "put_per_s",
+            "db_bytes",
+            "rss_bytes",
+            "restart_s",
+            "pause_ms",
+        ] {
+            assert!(r[figure].as_f64().unwrap() > 0.0, "{figure}: {r}");
+        }
+    }
+    let table = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        table.contains("| raft1 | 3,000 |") && table.contains("| etcd1 | 3,000 |"),
+        "{table}"
+    );
+}
+
 #[test]
 fn knob_sweep_quick_mode_runs() {
     let _serial = serial();

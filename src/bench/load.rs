@@ -61,6 +61,14 @@ pub struct LoadArgs {
     /// Walk the key space in order instead of at random.
     #[arg(long)]
     sequential_keys: bool,
+    /// Where the walk of --sequential-keys starts (a fill can go on where another stopped).
+    #[arg(long, default_value_t = 0)]
+    key_offset: u64,
+    /// Key names: `plain` (the number, zero-padded to --key-size) or `k8s`, as Kubernetes
+    /// names its objects: `/registry/pods/ns-<i mod 100>/pod-<i>`, the number padded to
+    /// --key-size (keys sharing long prefixes, 100 of them).
+    #[arg(long, default_value = "plain", value_parser = ["plain", "k8s"])]
+    key_shape: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -93,6 +101,10 @@ pub struct RangeArgs {
     /// Linearizable (l) or serializable (s) reads.
     #[arg(long, default_value = "l", value_parser = ["l", "s"])]
     consistency: String,
+    /// Keys each read returns: 1 reads one key; more scan from the request's key to the end
+    /// of the key space, at most this many.
+    #[arg(long, default_value_t = 1)]
+    range_keys: i64,
 }
 
 /// `bench txn`.
@@ -166,15 +178,20 @@ impl LoadArgs {
     /// Where in the key space the `n`th request goes.
     pub(super) fn key_index(&self, n: u64) -> u64 {
         if self.sequential_keys {
-            n % self.key_space_size
+            self.key_offset.wrapping_add(n) % self.key_space_size
         } else {
             rand::rng().random_range(0..self.key_space_size)
         }
     }
 
-    /// Key number `i`, zero-padded to the key size.
+    /// Key number `i`, in the --key-shape.
     fn key_at(&self, i: u64) -> Vec<u8> {
-        format!("{i:0width$}", width = self.key_size).into_bytes()
+        let width = self.key_size;
+        match self.key_shape.as_str() {
+            "k8s" => format!("/registry/pods/ns-{:02}/pod-{i:0width$}", i % 100),
+            _ => format!("{i:0width$}"),
+        }
+        .into_bytes()
     }
 
     /// The key of the `n`th request.
@@ -551,11 +568,19 @@ async fn put_one(ch: GrpcConn, req: PutRequest) -> Result<(), tonic::Status> {
 /// `bench range`: one key read per request.
 pub fn range(a: &RangeArgs) -> Result<(), String> {
     let serializable = a.consistency == "s";
-    let extra = serde_json::json!({ "consistency": a.consistency });
+    if a.range_keys < 1 {
+        return Err("--range-keys must be at least 1".into());
+    }
+    let scan = a.range_keys > 1;
+    let limit = if scan { a.range_keys } else { 0 };
+    let extra = serde_json::json!({ "consistency": a.consistency, "range_keys": a.range_keys });
     run_kv("range", &a.load, extra, |la| {
         move |ch, n| {
             let req = RangeRequest {
                 key: la.key(n),
+                // From the key to the end of the key space.
+                range_end: if scan { vec![0] } else { Vec::new() },
+                limit,
                 serializable,
                 ..RangeRequest::default()
             };
