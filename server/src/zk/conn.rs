@@ -260,8 +260,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 Event::Note(None) => return Ok(()),
                 Event::Done(done) => {
                     // Every event up to what a reply reflects goes out before it.
-                    let drained = drain(&mut w, &mut notes, pipeline.closing()).await?;
+                    let (drained, ended) = drain(&mut w, &mut notes).await?;
                     stats.sent.fetch_add(drained, Ordering::Relaxed);
+                    if ended && !pipeline.closing() {
+                        return Err(ConnError::Expired);
+                    }
                     match done? {
                         Done::Answered { xid, reply: r } => {
                             reply(&mut w, xid, r.zxid, r.result).await?;
@@ -354,23 +357,19 @@ impl Drop for Disconnect<'_> {
     }
 }
 
-/// Sends the notifications queued so far; fails if the session ended meanwhile, unless the
-/// client is `closing` it itself.
+/// Sends the notifications queued so far: how many, and whether the session ended meanwhile.
 async fn drain<W: AsyncWrite + Unpin>(
     w: &mut W,
     notes: &mut super::watches::Notifications,
-    closing: bool,
-) -> Result<u64, ConnError> {
-    let mut sent = 0;
+) -> Result<(u64, bool), ConnError> {
+    let (mut sent, mut ended) = (0, false);
     while let Ok(n) = notes.try_recv() {
         if n == SESSION_ENDED {
-            if closing {
-                continue;
-            }
-            return Err(ConnError::Expired);
+            ended = true;
+            continue;
         }
         send(w, &[&n]).await?;
         sent += 1;
     }
-    Ok(sent)
+    Ok((sent, ended))
 }
