@@ -79,6 +79,9 @@ assert zk.client_id[0] == session and zk.exists(eph) is not None, "the session e
 assert other.exists(eph) is not None
 zk.stop()
 zk.close()
+# Another client's member may not have applied the close yet: sync first, as ZooKeeper's
+# clients must to see what another client did.
+other.sync(root)
 assert other.exists(eph) is None, "the ephemeral outlived its closed session"
 other.stop()
 print("ok")
