@@ -97,7 +97,8 @@ serving() { # MEMBERS: waits until a put is answered; fails after 5 minutes
 stop() { # TERM, KILL after 60 s; returns once every member is gone
     [ ${#pids[@]} -gt 0 ] || return 0
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    (sleep 60; kill -KILL "${pids[@]}" 2>/dev/null) &
+    # Its own output closed, so a sleep it leaves behind holds no pipe of the caller open.
+    (exec >/dev/null 2>&1; sleep 60; kill -KILL "${pids[@]}") &
     local killer=$!
     wait "${pids[@]}" 2>/dev/null || true
     kill "$killer" 2>/dev/null || true

@@ -1837,9 +1837,16 @@ fn zab_periodic_auto_compaction_drops_old_history_on_every_member() {
 }
 
 fn compare_script(args: &[&str], out: &Path) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare.sh");
+    bench_script("compare.sh", args, out)
+}
+
+/// Runs `benches/<script>` with `args`, writing to `out`, on this build; returns `out`.
+fn bench_script(script: &str, args: &[&str], out: &Path) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join(script);
     let run = Command::new("bash")
-        .arg(script)
+        .arg(path)
         .args(args)
         .args(["--out", out.to_str().unwrap()])
         .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
@@ -1847,7 +1854,7 @@ fn compare_script(args: &[&str], out: &Path) -> String {
         .unwrap();
     assert!(
         run.status.success(),
-        "compare.sh {args:?} failed:\n{}\n{}",
+        "{script} {args:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
@@ -1894,20 +1901,10 @@ fn benchmark_comparison_quick_mode_runs() {
 fn scale_script_quick_mode_runs() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("scale.md");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scale.sh");
-    let run = Command::new("bash")
-        .arg(script)
-        .args(["--quick", "--sizes", "3000", "--systems", "raft1 etcd1"])
-        .args(["--out", out.to_str().unwrap()])
-        .env("QUORUMKV_BIN", env!("CARGO_BIN_EXE_quorumkv"))
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "scale.sh failed:\n{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    let table = bench_script(
+        "scale.sh",
+        &["--quick", "--sizes", "3000", "--systems", "raft1 etcd1"],
+        &dir.path().join("scale.md"),
     );
     let raw = std::fs::read_to_string(dir.path().join("scale.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = raw
@@ -1928,7 +1925,6 @@ fn scale_script_quick_mode_runs() {
             assert!(r[figure].as_f64().unwrap() > 0.0, "{figure}: {r}");
         }
     }
-    let table = std::fs::read_to_string(&out).unwrap();
     assert!(
         table.contains("| raft1 | 3,000 |") && table.contains("| etcd1 | 3,000 |"),
         "{table}"
