@@ -292,9 +292,18 @@ impl Kv for KvService {
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let token = token(req.metadata());
-        let r = Req::Compaction(req.into_inner());
+        let c = req.into_inner();
+        let physical = c.physical;
+        let r = Req::Compaction(c);
         let caller = self.server.authorize(token.as_deref(), &r)?;
         let (_, rev) = self.server.propose_as(r, &caller).await?;
+        if physical {
+            // etcd's `physical`: answer once this member's store no longer holds what the
+            // compaction removes.
+            while self.server.shared().core.mvcc.sweeping() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
         Ok(Response::new(pb::CompactionResponse {
             header: Some(self.server.header(rev)),
         }))

@@ -85,6 +85,13 @@ impl ApplyThread {
         Ok(())
     }
 
+    /// A transaction with nothing but a slice of the compaction's sweep, committed without
+    /// sync like a batch.
+    fn sweep_idle(&self) -> Result<(), MvccError> {
+        self.core.mvcc.write()?.commit_no_sync(self.applied)?;
+        Ok(())
+    }
+
     pub(super) fn run(mut self) {
         use mpsc::RecvTimeoutError;
         let mut since_durable = 0u64;
@@ -93,10 +100,33 @@ impl ApplyThread {
         let flush_every = self.interval / FLUSHES_PER_INTERVAL;
         let mut held: Option<ApplyMsg> = None;
         loop {
+            // While a compaction sweeps, an idle moment carries a slice of it.
+            let sweeping = held.is_none() && self.core.mvcc.sweeping();
+            let wait = if sweeping {
+                Duration::ZERO
+            } else {
+                self.interval
+            };
             let msg = match held.take() {
                 Some(m) => m,
-                None => match self.rx.recv_timeout(self.interval) {
+                None => match self.rx.recv_timeout(wait) {
                     Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) if sweeping => {
+                        if let Err(e) = self.sweep_idle() {
+                            tracing::error!(error = %e, "compaction sweep failed; apply stops");
+                            self.stop();
+                            return;
+                        }
+                        since_durable += 1;
+                        if last_durable.elapsed() >= self.interval {
+                            if self.flush_failed() || !self.checkpoint() {
+                                return;
+                            }
+                            since_durable = 0;
+                            last_durable = Instant::now();
+                        }
+                        continue;
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         if since_durable > 0 {
                             if self.flush_failed() {

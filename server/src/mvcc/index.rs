@@ -4,9 +4,14 @@
 //! The tree stores versions by revision, so a put appends; this index answers "which version
 //! of which keys does revision R see" without touching the tree, and is rebuilt from the
 //! tree's revision rows when the tree opens. Readers filter by revision, so versions a write
-//! transaction adds before it commits (always above every reader's revision) stay invisible;
-//! compaction raises [`KeyIndex::compacted`] as it drops versions, and readers below it get
-//! `Compacted`.
+//! transaction adds before it commits (always above every reader's revision) stay invisible.
+//!
+//! Compaction is two steps. [`KeyIndex::compact`] raises [`KeyIndex::compacted`] at once:
+//! readers below it get `Compacted`, and no reader at or above it can see a version the
+//! compaction drops. [`KeyIndex::sweep`] then drops those versions a slice of keys at a time,
+//! so no write waits for a pass over millions of keys. Until the sweep is through, versions
+//! no reader can see may stay in the index and the tree; nothing may tell them apart from kept
+//! ones but [`KeyIndex::kept`].
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -49,11 +54,35 @@ pub struct Version {
 /// The versions of a key before a change, kept to undo it.
 pub type Saved = Vec<(Vec<u8>, Vec<Version>)>;
 
+/// Where a compaction's sweep stands: `None` swept through, `Some(None)` starts at the first
+/// key, `Some(Some(k))` goes on after key `k`.
+pub type SweepAt = Option<Option<Box<[u8]>>>;
+
+/// What one slice of a sweep did: the tree rows to remove, and what to put back if the
+/// transaction carrying it does not commit.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Revisions the slice dropped, in order.
+    pub dropped: Vec<Revision>,
+    /// The lists it changed, as they were.
+    pub saved: Saved,
+    /// Where the sweep stood before.
+    pub was_at: SweepAt,
+}
+
 /// Key → versions, in key order.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     keys: BTreeMap<IndexKey, Vec<Version>>,
     compacted: u64,
+    sweep: SweepAt,
+}
+
+/// How many versions of `list` compaction at `rev` drops: all at or below `rev` but the
+/// newest, and that one too if it is a deletion. They are the list's first ones.
+fn droppable(list: &[Version], rev: u64) -> usize {
+    let n = list.partition_point(|v| v.rev.main <= rev);
+    if n > 0 && !list[n - 1].dead { n - 1 } else { n }
 }
 
 /// The live version in `list` that revision `rev` sees.
@@ -96,6 +125,38 @@ impl KeyIndex {
         KeyIndex {
             keys: BTreeMap::new(),
             compacted,
+            sweep: None,
+        }
+    }
+
+    /// The index of `versions`, given in revision order (as the tree's revision rows come):
+    /// one sort and a bulk build, rather than a lookup among millions of keys per version.
+    pub(crate) fn from_versions(
+        compacted: u64,
+        mut versions: Vec<(IndexKey, Version)>,
+    ) -> KeyIndex {
+        // Stable: each key's versions stay in revision order.
+        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut grouped: Vec<(IndexKey, Vec<Version>)> = Vec::new();
+        for (k, v) in versions {
+            match grouped.last_mut() {
+                Some((last, list)) if *last == k => {
+                    assert!(
+                        list.last().is_none_or(|l| l.rev < v.rev),
+                        "versions of a key come in revision order"
+                    );
+                    list.push(v);
+                }
+                _ => grouped.push((k, vec![v])),
+            }
+        }
+        let garbage = grouped.iter().any(|(_, l)| droppable(l, compacted) > 0);
+        KeyIndex {
+            // Sorted input: the map is built bottom-up.
+            keys: grouped.into_iter().collect(),
+            compacted,
+            // A compaction whose sweep a restart cut short sweeps again.
+            sweep: garbage.then_some(None),
         }
     }
 
@@ -217,41 +278,87 @@ impl KeyIndex {
         }
     }
 
-    /// Drops every version no revision at or after `rev` sees: per key, all versions at or
-    /// below `rev` but the newest, and that one too if it is a deletion. Returns the dropped
-    /// revisions (for the tree) and what it changed (for [`KeyIndex::restore`]).
-    pub fn compact(&mut self, rev: u64) -> (Vec<Revision>, Saved) {
+    /// Compacts at `rev`: readers below it get `Compacted` from now on, and a sweep from the
+    /// first key drops what no later revision sees (restarting one under way: keys it passed
+    /// kept versions the new point drops). Returns the compacted revision and sweep before,
+    /// for [`KeyIndex::restore`].
+    pub fn compact(&mut self, rev: u64) -> (u64, SweepAt) {
         assert!(rev >= self.compacted, "compaction moves forward");
-        let mut dropped = Vec::new();
-        let mut saved = Saved::new();
+        let before = (self.compacted, self.sweep.take());
+        self.compacted = rev;
+        self.sweep = Some(None);
+        before
+    }
+
+    /// Whether a compaction's sweep is under way.
+    pub fn sweeping(&self) -> bool {
+        self.sweep.is_some()
+    }
+
+    /// Sweeps on through at most `keys_max` keys, or until `drops_max` versions are dropped.
+    /// Nothing to do: an empty [`Swept`].
+    pub fn sweep(&mut self, keys_max: usize, drops_max: usize) -> Swept {
+        let Some(at) = self.sweep.clone() else {
+            return Swept::default();
+        };
+        let rev = self.compacted;
+        let mut out = Swept {
+            was_at: Some(at.clone()),
+            ..Swept::default()
+        };
+        let from = match &at {
+            None => Bound::Unbounded,
+            Some(k) => Bound::Excluded(Probe::new(k)),
+        };
         let mut emptied = Vec::new();
-        for (k, list) in self.keys.iter_mut() {
-            let n = list.partition_point(|v| v.rev.main <= rev);
-            let keep_newest = n > 0 && !list[n - 1].dead;
-            let cut = if keep_newest { n - 1 } else { n };
+        let mut last: Option<&IndexKey> = None;
+        let mut more = false;
+        let slice = self
+            .keys
+            .range_mut::<dyn KeyView, _>((view(&from), Bound::Unbounded));
+        for (seen, (k, list)) in slice.enumerate() {
+            if seen == keys_max || out.dropped.len() >= drops_max {
+                more = true;
+                break;
+            }
+            last = Some(k);
+            let cut = droppable(list, rev);
             if cut == 0 {
                 continue;
             }
-            saved.push((k.bytes().to_vec(), list.clone()));
-            dropped.extend(list.drain(..cut).map(|v| v.rev));
+            out.saved.push((k.bytes().to_vec(), list.clone()));
+            out.dropped.extend(list.drain(..cut).map(|v| v.rev));
             if list.is_empty() {
                 emptied.push(k.clone());
             }
         }
+        let resume: Option<Box<[u8]>> = last.map(|k| k.bytes().into());
         for k in emptied {
             self.keys.remove(&k);
         }
-        self.compacted = rev;
-        dropped.sort_unstable();
-        (dropped, saved)
+        self.sweep = if more { Some(resume) } else { None };
+        out.dropped.sort_unstable();
+        out
     }
 
-    /// Puts back what [`KeyIndex::compact`] changed, with the compacted revision before it.
-    pub fn restore(&mut self, saved: Saved, compacted: u64) {
-        for (k, list) in saved {
+    /// Puts back what a [`KeyIndex::sweep`] slice changed.
+    pub fn unsweep(&mut self, swept: Swept) {
+        for (k, list) in swept.saved {
             self.keys.insert(IndexKey::new(&k), list);
         }
+        self.sweep = swept.was_at;
+    }
+
+    /// Puts back the compacted revision and sweep from before a [`KeyIndex::compact`].
+    pub fn restore(&mut self, (compacted, sweep): (u64, SweepAt)) {
         self.compacted = compacted;
+        self.sweep = sweep;
+    }
+
+    /// Whether version `rev` of `key` is one a compaction at `compacted` keeps: every version
+    /// above it, and at or below it the newest if live.
+    pub fn kept(&self, key: &[u8], rev: Revision, compacted: u64) -> bool {
+        rev.main > compacted || self.get(key, compacted) == Some(rev)
     }
 }
 
@@ -325,16 +432,65 @@ mod tests {
         ix.push(b"b", v(4, false));
         ix.push(b"b", v(5, true));
         ix.push(b"c", v(6, false));
-        let (dropped, saved) = ix.compact(5);
-        let mains: Vec<u64> = dropped.iter().map(|r| r.main).collect();
-        assert_eq!(mains, vec![2, 4, 5]);
-        assert_eq!(ix.len(), 2);
-        assert_eq!(ix.get(b"a", 5).map(|r| r.main), Some(3));
+        let before = ix.compact(5);
         assert_eq!(ix.compacted(), 5);
-        ix.restore(saved, 0);
+        assert!(ix.sweeping());
+        // Before the sweep, only kept versions count as kept.
+        let r = |main| Revision { main, sub: 0 };
+        assert!(!ix.kept(b"a", r(2), 5) && ix.kept(b"a", r(3), 5));
+        assert!(!ix.kept(b"b", r(4), 5) && !ix.kept(b"b", r(5), 5));
+        assert!(ix.kept(b"c", r(6), 5));
+        // One key per slice: a, then b, then c, then nothing left.
+        let first = ix.sweep(1, 100);
+        assert_eq!(first.dropped, vec![r(2)]);
+        assert!(ix.sweeping());
+        let second = ix.sweep(1, 100);
+        assert_eq!(second.dropped, vec![r(4), r(5)]);
+        assert_eq!(ix.len(), 2);
+        // Undone in reverse order, the index is as it was.
+        ix.unsweep(second);
         assert_eq!(ix.len(), 3);
         assert_eq!(ix.get(b"b", 4).map(|r| r.main), Some(4));
-        assert_eq!(ix.get(b"a", 2).map(|r| r.main), Some(2));
+        let again = ix.sweep(1, 100);
+        assert_eq!(again.dropped, vec![r(4), r(5)]);
+        assert!(ix.sweeping(), "c is still to be looked at");
+        assert!(ix.sweep(1, 100).dropped.is_empty());
+        assert!(!ix.sweeping());
+        assert_eq!(ix.get(b"a", 5).map(|r| r.main), Some(3));
+        assert_eq!(ix.len(), 2);
+        ix.restore(before);
         assert_eq!(ix.compacted(), 0);
+        assert!(!ix.sweeping());
+    }
+
+    #[test]
+    fn a_slice_stops_at_its_drop_limit_and_a_rebuilt_index_sweeps_again() {
+        let mut ix = KeyIndex::default();
+        for main in 1..=10 {
+            ix.push(b"k", v(main, false));
+            ix.push(b"l", v(100 + main, false));
+        }
+        ix.compact(200);
+        let s = ix.sweep(100, 3);
+        assert_eq!(s.dropped.len(), 9, "a key's versions go together");
+        assert!(ix.sweeping());
+        assert_eq!(ix.sweep(100, 3).dropped.len(), 9);
+        assert!(!ix.sweeping());
+
+        let rows = |ix_rows: &[(&[u8], u64)]| {
+            ix_rows
+                .iter()
+                .map(|&(k, m)| (IndexKey::new(k), v(m, false)))
+                .collect::<Vec<_>>()
+        };
+        let clean = KeyIndex::from_versions(5, rows(&[(b"a", 1), (b"b", 6), (b"a", 7)]));
+        assert!(!clean.sweeping());
+        assert_eq!(clean.get(b"a", 9).map(|r| r.main), Some(7));
+        let mut left = KeyIndex::from_versions(5, rows(&[(b"a", 1), (b"b", 2), (b"a", 3)]));
+        assert!(left.sweeping(), "a's version 1 is below the compaction");
+        assert_eq!(
+            left.sweep(10, 10).dropped,
+            vec![Revision { main: 1, sub: 0 }]
+        );
     }
 }

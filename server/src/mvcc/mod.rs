@@ -25,6 +25,7 @@ use parking_lot::{Mutex, RwLock};
 use quorumkv_btree::{Db, ReadTxn, WriteTxn};
 
 use index::{KeyIndex, Revision, Version};
+use index_key::IndexKey;
 
 pub use kv::{Event, KeyValue};
 pub use snapshot::Snapshot;
@@ -144,19 +145,24 @@ fn convert_legacy(db: &Db) -> Result<u64> {
 
 /// The key index of what `view` holds.
 fn build_index(view: &ReadTxn) -> Result<KeyIndex> {
-    let mut ix = KeyIndex::new(read_u64(view.get(keys::META_COMPACT)?, 0));
+    let compacted = read_u64(view.get(keys::META_COMPACT)?, 0);
+    let mut versions = Vec::new();
+    let mut newest = None;
     for item in view.prefix(&[keys::REVISIONS]) {
         let (k, v) = item?;
         let corrupt = || MvccError::Corrupt(k.to_vec());
         let (main, sub) = keys::parse_revision(k).ok_or_else(corrupt)?;
         let (key, dead, meta) = kv::record_meta(v).ok_or_else(corrupt)?;
         let rev = Revision { main, sub };
-        if ix.last(key).is_some_and(|last| last.rev >= rev) {
+        // Rows come in key order, so revisions rise; a row that breaks that is not a revision
+        // row as this layout writes it.
+        if newest.is_some_and(|n| n >= rev) {
             return Err(corrupt());
         }
-        ix.push(key, Version { rev, dead, meta });
+        newest = Some(rev);
+        versions.push((IndexKey::new(key), Version { rev, dead, meta }));
     }
-    Ok(ix)
+    Ok(KeyIndex::from_versions(compacted, versions))
 }
 
 impl Mvcc {
@@ -181,6 +187,12 @@ impl Mvcc {
         let index = Arc::clone(&self.index.lock());
         let index = index.read();
         (index.len(), index.compacted())
+    }
+
+    /// Whether a compaction's sweep is still removing versions no reader can see.
+    pub fn sweeping(&self) -> bool {
+        let index = Arc::clone(&self.index.lock());
+        index.read().sweeping()
     }
 
     /// A consistent snapshot for reads.

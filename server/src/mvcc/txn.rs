@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use quorumkv_btree::WriteTxn;
 
-use super::index::{KeyIndex, Meta, Revision, Saved, Version};
+use super::index::{KeyIndex, Meta, Revision, SweepAt, Swept, Version};
 use super::scan;
 use super::{
     Event, KeyValue, MvccError, REVISIONS_END, RangeOpts, RangeResult, Result, current_revision,
@@ -15,8 +15,16 @@ use super::{
 /// A change to the key index, undone if the transaction does not commit.
 enum Undo {
     Pushed(Vec<u8>),
-    Compacted { before: u64, saved: Saved },
+    Compacted((u64, SweepAt)),
+    Swept(Swept),
 }
+
+/// Keys a transaction's slice of a compaction sweep looks at, at most: a few milliseconds
+/// under the index's write lock.
+const SWEEP_KEYS: usize = 8192;
+
+/// Versions a slice drops, at most: each is a row removed from the tree.
+const SWEEP_DROPS: usize = 2048;
 
 /// A point inside the open request that [`MvccTxn::rollback_to`] returns to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +47,7 @@ pub struct MvccTxn {
     base_rev: u64,
     /// Sub-revisions used so far by the open request (0: nothing modified yet).
     sub: u64,
-    /// Whether this transaction compacted, removing revision rows (perhaps the newest).
+    /// Whether this transaction compacted or removed revision rows (perhaps the newest).
     compacted_here: bool,
     compact: u64,
     events: Vec<Event>,
@@ -137,7 +145,9 @@ impl MvccTxn {
         for u in self.undo.drain(sp.undo..).rev() {
             match u {
                 Undo::Pushed(key) => ix.pop(&key),
-                Undo::Compacted { .. } => unreachable!("compaction is a request of its own"),
+                Undo::Compacted(_) | Undo::Swept(_) => {
+                    unreachable!("compaction is a request of its own, the sweep comes at commit")
+                }
             }
         }
         drop(ix);
@@ -303,7 +313,9 @@ impl MvccTxn {
         Ok(victims)
     }
 
-    /// etcd's Compact: versions no revision at or after `rev` can see are removed.
+    /// etcd's Compact: versions no revision at or after `rev` can see are removed. Readers
+    /// below `rev` get `Compacted` once this commits; the versions go a slice at a time, with
+    /// this and the following transactions ([`MvccTxn::sweep`]).
     pub fn compact(&mut self, rev: i64) -> Result<()> {
         let current = self.current_revision();
         if rev > current {
@@ -313,16 +325,8 @@ impl MvccTxn {
         if rev <= self.compact {
             return Err(MvccError::Compacted);
         }
-        let (dropped, saved) = {
-            let mut ix = self.index.write();
-            let before = ix.compacted();
-            let (dropped, saved) = ix.compact(rev);
-            (dropped, Undo::Compacted { before, saved })
-        };
-        self.undo.push(saved);
-        for r in dropped {
-            self.tree().remove(&keys::revision(r.main, r.sub))?;
-        }
+        let before = self.index.write().compact(rev);
+        self.undo.push(Undo::Compacted(before));
         fail::fail_point!("mvcc::compact");
         self.compact = rev;
         self.compacted_here = true;
@@ -330,8 +334,31 @@ impl MvccTxn {
         Ok(())
     }
 
+    /// One slice of a compaction's sweep, if one is under way: drops versions from the index
+    /// and their rows from the tree.
+    fn sweep(&mut self) -> Result<()> {
+        let mut swept = {
+            let mut ix = self.index.write();
+            if !ix.sweeping() {
+                return Ok(());
+            }
+            ix.sweep(SWEEP_KEYS, SWEEP_DROPS)
+        };
+        let dropped = std::mem::take(&mut swept.dropped);
+        self.undo.push(Undo::Swept(swept));
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        self.compacted_here = true;
+        for r in dropped {
+            self.tree().remove(&keys::revision(r.main, r.sub))?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self, applied_index: u64) -> Result<i64> {
         self.end_request();
+        self.sweep()?;
         // The newest revision row says the current revision unless compaction removed it; only
         // then is it recorded (beside the compacted revision, in the same leaf), so a put
         // rewrites no page but its own row's path.
@@ -382,7 +409,8 @@ impl Drop for MvccTxn {
         for u in self.undo.drain(..).rev() {
             match u {
                 Undo::Pushed(key) => ix.pop(&key),
-                Undo::Compacted { before, saved } => ix.restore(saved, before),
+                Undo::Compacted(before) => ix.restore(before),
+                Undo::Swept(swept) => ix.unsweep(swept),
             }
         }
     }
