@@ -371,6 +371,13 @@ pub fn render(server: &KvServer) -> String {
         "gauge",
         compacted as f64,
     );
+    gauge(
+        &mut o,
+        "quorumkv_mvcc_compaction_sweeping",
+        "1 while the last compaction still sweeps the versions it drops, else 0.",
+        "gauge",
+        u8::from(shared.core.mvcc.sweeping()).into(),
+    );
     // The names etcd 3.4 used for these, which older dashboards still read.
     gauge(
         &mut o,

@@ -344,6 +344,7 @@ impl MvccTxn {
             }
             ix.sweep(SWEEP_KEYS, SWEEP_DROPS)
         };
+        fail::fail_point!("mvcc::sweep");
         let dropped = std::mem::take(&mut swept.dropped);
         self.undo.push(Undo::Swept(swept));
         if dropped.is_empty() {
