@@ -418,6 +418,9 @@ impl Expected {
         );
         assert_eq!(header_revision(ep), self.rev);
         assert!(get(&["lease", "list"]).contains(&self.lease));
+        // The key stays attached: a member rebuilds attachments when it loads the data.
+        let ttl = get(&["lease", "timetolive", &self.lease, "--keys"]);
+        assert!(ttl.contains("snap/leased"), "{ttl}");
     }
 }
 

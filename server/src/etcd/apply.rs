@@ -475,18 +475,8 @@ pub fn load(shared: &Shared) -> Result<(), KvError> {
         let (id, ttl) = parse_lease_row(k, v).ok_or(KvError::Corrupt)?;
         lessor.grant(id, ttl);
     }
-    let all = snap.range(
-        &[0],
-        &[0],
-        RangeOpts {
-            keys_only: true,
-            ..RangeOpts::default()
-        },
-    )?;
-    for kv in all.kvs {
-        if kv.lease != 0 {
-            lessor.attach(kv.lease, &kv.key);
-        }
+    for (key, lease) in snap.leased_keys()? {
+        lessor.attach(lease, &key);
     }
     drop(lessor);
     let rows = txn

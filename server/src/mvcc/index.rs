@@ -129,21 +129,22 @@ impl KeyIndex {
         }
     }
 
-    /// The index of `versions`, given in revision order (as the tree's revision rows come):
-    /// one sort and a bulk build, rather than a lookup among millions of keys per version.
+    /// The index of `versions` (a key's revisions all distinct): one sort and a bulk build,
+    /// rather than a lookup among millions of keys per version.
     pub(crate) fn from_versions(
         compacted: u64,
         mut versions: Vec<(IndexKey, Version)>,
     ) -> KeyIndex {
-        // Stable: each key's versions stay in revision order.
-        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        // In place, by key and then revision (a stable sort's scratch copies of these 96-byte
+        // pairs were a fifth of the time to open four million keys).
+        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.rev.cmp(&b.1.rev)));
         let mut grouped: Vec<(IndexKey, Vec<Version>)> = Vec::new();
         for (k, v) in versions {
             match grouped.last_mut() {
                 Some((last, list)) if *last == k => {
                     assert!(
                         list.last().is_none_or(|l| l.rev < v.rev),
-                        "versions of a key come in revision order"
+                        "a key has one version per revision"
                     );
                     list.push(v);
                 }
@@ -274,6 +275,17 @@ impl KeyIndex {
                 && !f(k.bytes(), r)
             {
                 return;
+            }
+        }
+    }
+
+    /// Calls `f` with every key that has a live version at `rev`, and that version, in key
+    /// order.
+    pub fn for_each_live(&self, rev: u64, mut f: impl FnMut(&[u8], &Version)) {
+        for (k, list) in &self.keys {
+            let n = list.partition_point(|v| v.rev.main <= rev);
+            if let Some(v) = list[..n].last().filter(|v| !v.dead) {
+                f(k.bytes(), v);
             }
         }
     }
