@@ -299,8 +299,12 @@ impl Kv for KvService {
         let (_, rev) = self.server.propose_as(r, &caller).await?;
         if physical {
             // etcd's `physical`: answer once this member's store no longer holds what the
-            // compaction removes.
-            while self.server.shared().core.mvcc.sweeping() {
+            // compaction removes (or never, if apply stopped for good).
+            let core = &self.server.shared().core;
+            while core.mvcc.sweeping() {
+                if core.pending.stopped() {
+                    return Err(KvError::Stopped.into());
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
