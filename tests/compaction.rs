@@ -7,19 +7,14 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, etcdctl, ok, serial};
+use common::cluster::{Cluster, etcdctl, metrics_text, ok, serial};
 
 /// Keys put: a few sweep slices' worth.
 const KEYS: u64 = 20_000;
 
 /// The member's `quorumkv_mvcc_compaction_sweeping` gauge.
 fn sweeping(ep: &str) -> bool {
-    use std::io::{Read, Write as _};
-    let mut s = std::net::TcpStream::connect(ep).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {ep}\r\n\r\n").unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).unwrap();
+    let page = metrics_text(ep);
     let line = page
         .lines()
         .find(|l| l.starts_with("quorumkv_mvcc_compaction_sweeping "))

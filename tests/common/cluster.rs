@@ -328,3 +328,14 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// The member's `/metrics` page (served on its client port, as etcd serves it).
+pub fn metrics_text(ep: &str) -> String {
+    use std::io::{Read, Write as _};
+    let mut s = std::net::TcpStream::connect(ep).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {ep}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
