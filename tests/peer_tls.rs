@@ -243,7 +243,9 @@ fn a_tls_peer_port_refuses_dialers_that_prove_too_little() {
 
         let plain = PeerSecurity::plain(token());
         let no_cert = tls_dialer(token(), None, &ca);
-        let other_ca = Ca::new(dir.path(), "other-ca");
+        // Its own directory: its "member" files must not replace the member's own.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other_ca = Ca::new(elsewhere.path(), "other-ca");
         let foreign = tls_dialer(token(), Some(other_ca.issue_peer("member")), &ca);
         let intruder = tls_dialer(token(), Some(ca.issue_peer("intruder")), &ca);
         let no_secret = tls_dialer(PeerSecret::from_token("guess"), Some(cert.clone()), &ca);

@@ -80,6 +80,13 @@ impl Ca {
             self.dir.join(format!("{cn}.crt")),
             self.dir.join(format!("{cn}.key")),
         );
+        // A running member reloads its files when they change: signing over another
+        // certificate's files would swap the member's identity mid-test.
+        assert!(
+            !c.exists() && !k.exists(),
+            "{} exists already: issue it in another directory",
+            c.display()
+        );
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
