@@ -22,6 +22,6 @@ pub use db::{Db, DbStats, OpenReport};
 pub use error::{Error, Result};
 pub use options::BTreeOptions;
 pub use read::{Range, ReadTxn};
-pub use sim::{CrashMode, SimReplay, SimStorage};
+pub use sim::{CrashMode, SimOp, SimReplay, SimStorage};
 pub use storage::{FileStorage, Storage};
 pub use write::WriteTxn;

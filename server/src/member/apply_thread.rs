@@ -124,6 +124,10 @@ impl ApplyThread {
                             }
                             since_durable = 0;
                             last_durable = Instant::now();
+                            last_flush = last_durable;
+                        } else if last_flush.elapsed() >= flush_every {
+                            self.flusher.request();
+                            last_flush = Instant::now();
                         }
                         continue;
                     }

@@ -6,14 +6,18 @@
 //! tree's revision rows when the tree opens. Readers filter by revision, so versions a write
 //! transaction adds before it commits (always above every reader's revision) stay invisible.
 //!
-//! Compaction is two steps. [`KeyIndex::compact`] raises [`KeyIndex::compacted`] at once:
+//! Compaction is three steps. [`KeyIndex::compact`] raises [`KeyIndex::compacted`] at once:
 //! readers below it get `Compacted`, and no reader at or above it can see a version the
-//! compaction drops. [`KeyIndex::sweep`] then drops those versions a slice of keys at a time,
-//! so no write waits for a pass over millions of keys. Until the sweep is through, versions
-//! no reader can see may stay in the index and the tree; nothing may tell them apart from kept
-//! ones but [`KeyIndex::kept`].
+//! compaction drops. [`KeyIndex::sweep`] then drops those versions from the index a slice of
+//! keys at a time, so no write waits for a pass over millions of keys, and keeps their
+//! revisions as orphans. Once the pass is through, [`KeyIndex::take_orphans`] hands them out
+//! in revision order, a slice at a time, for their tree rows to go: consecutive revisions
+//! share a leaf, so each leaf is rewritten about once, where removing each key's versions in
+//! key order rewrote a leaf per version. Until the sweep is through, versions no reader can
+//! see may stay in the index and the tree; nothing may tell them apart from kept ones but
+//! [`KeyIndex::kept`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use super::index_key::{IndexKey, KeyView, Probe};
@@ -58,11 +62,11 @@ pub type Saved = Vec<(Vec<u8>, Vec<Version>)>;
 /// key, `Some(Some(k))` goes on after key `k`.
 pub type SweepAt = Option<Option<Box<[u8]>>>;
 
-/// What one slice of a sweep did: the tree rows to remove, and what to put back if the
-/// transaction carrying it does not commit.
+/// What one slice of a sweep did, and what to put back if the transaction carrying it does
+/// not commit.
 #[derive(Debug, Default)]
 pub struct Swept {
-    /// Revisions the slice dropped, in order.
+    /// Revisions the slice dropped (now orphans), in order.
     pub dropped: Vec<Revision>,
     /// The lists it changed, as they were.
     pub saved: Saved,
@@ -76,6 +80,8 @@ pub struct KeyIndex {
     keys: BTreeMap<IndexKey, Vec<Version>>,
     compacted: u64,
     sweep: SweepAt,
+    /// Revisions the sweep dropped whose tree rows are still to be removed.
+    orphans: BTreeSet<Revision>,
 }
 
 /// How many versions of `list` compaction at `rev` drops: all at or below `rev` but the
@@ -126,6 +132,7 @@ impl KeyIndex {
             keys: BTreeMap::new(),
             compacted,
             sweep: None,
+            orphans: BTreeSet::new(),
         }
     }
 
@@ -158,6 +165,7 @@ impl KeyIndex {
             compacted,
             // A compaction whose sweep a restart cut short sweeps again.
             sweep: garbage.then_some(None),
+            orphans: BTreeSet::new(),
         }
     }
 
@@ -302,13 +310,19 @@ impl KeyIndex {
         before
     }
 
-    /// Whether a compaction's sweep is under way.
+    /// Whether a compaction's sweep is under way: versions still to drop from the index, or
+    /// orphans whose rows are still to be removed.
     pub fn sweeping(&self) -> bool {
+        self.sweep.is_some() || !self.orphans.is_empty()
+    }
+
+    /// Whether the pass over the index is under way (orphans wait for it to end).
+    pub fn sweeping_keys(&self) -> bool {
         self.sweep.is_some()
     }
 
-    /// Sweeps on through at most `keys_max` keys, or until `drops_max` versions are dropped.
-    /// Nothing to do: an empty [`Swept`].
+    /// Sweeps on through at most `keys_max` keys, or until `drops_max` versions are dropped;
+    /// what it drops becomes orphans. Nothing to do: an empty [`Swept`].
     pub fn sweep(&mut self, keys_max: usize, drops_max: usize) -> Swept {
         let Some(at) = self.sweep.clone() else {
             return Swept::default();
@@ -350,15 +364,43 @@ impl KeyIndex {
         }
         self.sweep = if more { Some(resume) } else { None };
         out.dropped.sort_unstable();
+        for &r in &out.dropped {
+            let new = self.orphans.insert(r);
+            assert!(new, "a version is dropped once");
+        }
         out
     }
 
     /// Puts back what a [`KeyIndex::sweep`] slice changed.
     pub fn unsweep(&mut self, swept: Swept) {
+        for r in &swept.dropped {
+            self.orphans.remove(r);
+        }
         for (k, list) in swept.saved {
             self.keys.insert(IndexKey::new(&k), list);
         }
         self.sweep = swept.was_at;
+    }
+
+    /// The `n` oldest orphans, in revision order, for their rows to be removed; none while
+    /// the pass over the index is under way, so that each run of rows goes in one slice.
+    pub fn take_orphans(&mut self, n: usize) -> Vec<Revision> {
+        if self.sweep.is_some() {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(n.min(self.orphans.len()));
+        while out.len() < n {
+            let Some(r) = self.orphans.pop_first() else {
+                break;
+            };
+            out.push(r);
+        }
+        out
+    }
+
+    /// Puts back orphans a [`KeyIndex::take_orphans`] handed out.
+    pub fn untake_orphans(&mut self, taken: Vec<Revision>) {
+        self.orphans.extend(taken);
     }
 
     /// Puts back the compacted revision and sweep from before a [`KeyIndex::compact`].
@@ -456,6 +498,7 @@ mod tests {
         let first = ix.sweep(1, 100);
         assert_eq!(first.dropped, vec![r(2)]);
         assert!(ix.sweeping());
+        assert!(ix.take_orphans(10).is_empty(), "orphans wait for the pass");
         let second = ix.sweep(1, 100);
         assert_eq!(second.dropped, vec![r(4), r(5)]);
         assert_eq!(ix.len(), 2);
@@ -467,6 +510,14 @@ mod tests {
         assert_eq!(again.dropped, vec![r(4), r(5)]);
         assert!(ix.sweeping(), "c is still to be looked at");
         assert!(ix.sweep(1, 100).dropped.is_empty());
+        assert!(!ix.sweeping_keys());
+        assert!(ix.sweeping(), "the dropped versions' rows are still to go");
+        // Their rows go oldest first; a take that is undone comes back.
+        let taken = ix.take_orphans(2);
+        assert_eq!(taken, vec![r(2), r(4)]);
+        ix.untake_orphans(taken);
+        assert_eq!(ix.take_orphans(2), vec![r(2), r(4)]);
+        assert_eq!(ix.take_orphans(2), vec![r(5)]);
         assert!(!ix.sweeping());
         assert_eq!(ix.get(b"a", 5).map(|r| r.main), Some(3));
         assert_eq!(ix.len(), 2);
@@ -487,6 +538,8 @@ mod tests {
         assert_eq!(s.dropped.len(), 9, "a key's versions go together");
         assert!(ix.sweeping());
         assert_eq!(ix.sweep(100, 3).dropped.len(), 9);
+        assert!(!ix.sweeping_keys());
+        assert_eq!(ix.take_orphans(100).len(), 18);
         assert!(!ix.sweeping());
 
         let rows = |ix_rows: &[(&[u8], u64)]| {

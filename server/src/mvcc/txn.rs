@@ -17,14 +17,19 @@ enum Undo {
     Pushed(Vec<u8>),
     Compacted((u64, SweepAt)),
     Swept(Swept),
+    Orphans(Vec<Revision>),
 }
 
 /// Keys a transaction's slice of a compaction sweep looks at, at most: a few milliseconds
 /// under the index's write lock.
 const SWEEP_KEYS: usize = 8192;
 
-/// Versions a slice drops, at most: each is a row removed from the tree.
-const SWEEP_DROPS: usize = 2048;
+/// Versions a slice drops from the index, at most.
+const SWEEP_DROPS: usize = 8192;
+
+/// Orphaned rows a slice removes from the tree, at most: consecutive revisions, so a few
+/// dozen leaves.
+const SWEEP_ROWS: usize = 2048;
 
 /// A point inside the open request that [`MvccTxn::rollback_to`] returns to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +150,7 @@ impl MvccTxn {
         for u in self.undo.drain(sp.undo..).rev() {
             match u {
                 Undo::Pushed(key) => ix.pop(&key),
-                Undo::Compacted(_) | Undo::Swept(_) => {
+                Undo::Compacted(_) | Undo::Swept(_) | Undo::Orphans(_) => {
                     unreachable!("compaction is a request of its own, the sweep comes at commit")
                 }
             }
@@ -334,25 +339,32 @@ impl MvccTxn {
         Ok(())
     }
 
-    /// One slice of a compaction's sweep, if one is under way: drops versions from the index
-    /// and their rows from the tree.
+    /// One slice of a compaction's sweep, if one is under way: versions dropped from the
+    /// index while the pass over its keys lasts, then the orphaned rows removed from the tree
+    /// in revision order.
     fn sweep(&mut self) -> Result<()> {
-        let mut swept = {
-            let mut ix = self.index.write();
-            if !ix.sweeping() {
-                return Ok(());
-            }
-            ix.sweep(SWEEP_KEYS, SWEEP_DROPS)
-        };
-        fail::fail_point!("mvcc::sweep");
-        let dropped = std::mem::take(&mut swept.dropped);
-        self.undo.push(Undo::Swept(swept));
-        if dropped.is_empty() {
+        let mut ix = self.index.write();
+        if ix.sweeping_keys() {
+            let swept = ix.sweep(SWEEP_KEYS, SWEEP_DROPS);
+            drop(ix);
+            self.undo.push(Undo::Swept(swept));
+            fail::fail_point!("mvcc::sweep");
+            return Ok(());
+        }
+        let orphans = ix.take_orphans(SWEEP_ROWS);
+        drop(ix);
+        if orphans.is_empty() {
             return Ok(());
         }
         self.compacted_here = true;
-        for r in dropped {
-            self.tree().remove(&keys::revision(r.main, r.sub))?;
+        let rows: Vec<Vec<u8>> = orphans
+            .iter()
+            .map(|r| keys::revision(r.main, r.sub))
+            .collect();
+        self.undo.push(Undo::Orphans(orphans));
+        fail::fail_point!("mvcc::sweep");
+        for row in rows {
+            self.tree().remove(&row)?;
         }
         Ok(())
     }
@@ -412,6 +424,7 @@ impl Drop for MvccTxn {
                 Undo::Pushed(key) => ix.pop(&key),
                 Undo::Compacted(before) => ix.restore(before),
                 Undo::Swept(swept) => ix.unsweep(swept),
+                Undo::Orphans(taken) => ix.untake_orphans(taken),
             }
         }
     }
