@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, default_value_t = 1000)]
     pub(crate) election_timeout: u64,
+    /// Whether to fast-forward initial election ticks on boot for faster election (Raft).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub(crate) initial_election_tick_advance: bool,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1536 * 1024)]
     pub(crate) max_request_bytes: usize,
@@ -481,6 +485,7 @@ impl ServeArgs {
             },
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
+            initial_election_tick_advance: self.initial_election_tick_advance,
             max_request_bytes: self.max_request_bytes,
             max_range_response_bytes: self.max_range_response_bytes,
             max_watchers: self.max_watchers,

@@ -58,6 +58,9 @@ pub struct ServeOptions {
     pub heartbeat: Duration,
     /// Election timeout.
     pub election_timeout: Duration,
+    /// Start a restarted member's election clock most of the way through (etcd's
+    /// `--initial-election-tick-advance`).
+    pub initial_election_tick_advance: bool,
     /// Largest client request.
     pub max_request_bytes: usize,
     /// Largest Range response served, bytes of keys and values.
@@ -133,6 +136,7 @@ impl Default for ServeOptions {
             protocol: ProtocolKind::Raft,
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
+            initial_election_tick_advance: true,
             max_request_bytes: 1536 * 1024,
             max_range_response_bytes: 1 << 30,
             max_watchers: 100_000,
@@ -359,6 +363,7 @@ pub fn prepare(o: &ServeOptions) -> Result<Prepared, String> {
     node.protocol = o.protocol;
     node.tick = o.heartbeat;
     node.election_ticks = (o.election_timeout.as_millis() / o.heartbeat.as_millis()).max(5) as u32;
+    node.election_tick_advance = o.initial_election_tick_advance;
     node.wal = o.wal.clone();
     node.backend = o.backend;
     node.cluster_id = cluster_id;

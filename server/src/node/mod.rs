@@ -81,6 +81,9 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Ticks before an election.
     pub election_ticks: u32,
+    /// Raft: start the election clock most of the way through (etcd's
+    /// `--initial-election-tick-advance`), so a restarted cluster elects sooner.
+    pub election_tick_advance: bool,
     /// Write-ahead log options.
     pub wal: WalOptions,
     /// io backend.
@@ -120,6 +123,7 @@ impl NodeConfig {
             protocol: ProtocolKind::Raft,
             tick: Duration::from_millis(100),
             election_ticks: 10,
+            election_tick_advance: true,
             wal: WalOptions::default(),
             backend: Backend::default(),
             // ZAB's synchronization of a lagging follower is one message (up to the retained
@@ -447,6 +451,7 @@ impl Node {
                 calls: opts.calls,
             };
             let (id, protocol, election_tick) = (cfg.id, cfg.protocol, cfg.election_ticks);
+            let election_tick_advance = cfg.election_tick_advance;
             let io = NodeIo {
                 cfg,
                 store,
@@ -460,6 +465,7 @@ impl Node {
                 ProtocolKind::Raft => {
                     let rc = RaftConfig {
                         election_tick,
+                        election_tick_advance,
                         seed: id,
                         ..RaftConfig::default()
                     };
