@@ -7,6 +7,7 @@ mod port;
 
 pub mod certs;
 pub mod cluster;
+pub mod etcd;
 pub mod zookeeper;
 
 /// A loopback port free at the time of asking, from below the ephemeral range and never the
