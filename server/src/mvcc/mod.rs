@@ -143,10 +143,11 @@ fn convert_legacy(db: &Db) -> Result<u64> {
     Ok(moved)
 }
 
-/// The key index of what `view` holds.
-/// Most rows [`build_index`] makes room for up front; a larger tree grows the vector as it reads.
+/// Most rows [`build_index`] makes room for up front; a larger tree grows the vector as it
+/// reads.
 const VERSIONS_RESERVED_MAX: usize = 1 << 25;
 
+/// The key index of what `view` holds.
 fn build_index(view: &ReadTxn) -> Result<KeyIndex> {
     let compacted = read_u64(view.get(keys::META_COMPACT)?, 0);
     // Room for every row at once (the tree's entry count bounds the revision rows), rather
