@@ -8,6 +8,8 @@ mod port;
 pub mod certs;
 pub mod cluster;
 pub mod etcd;
+pub mod zk_member;
+pub mod zk_raw;
 pub mod zookeeper;
 
 /// A loopback port free at the time of asking, from below the ephemeral range and never the
