@@ -232,6 +232,53 @@ fn a_read_that_shows_a_change_comes_after_its_notification() {
     }
 }
 
+/// A change fired while the reply of the read that armed its watch is on its way is told after
+/// that reply, not before: ZooKeeper's clients register a read's watcher when its reply comes,
+/// so an earlier notification would find none and the change would never be heard. The member
+/// holds the reply of each read that arms a watch back half a second
+/// (`zk::after_watch_armed`) while another session changes the node.
+#[test]
+fn a_watch_fired_while_its_read_is_answered_is_told_after_the_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, zk) = start_with_env(
+        dir.path(),
+        &[],
+        &[("FAILPOINTS", "zk::after_watch_armed=return(500)")],
+    );
+    let mut a = Raw::connect(&zk);
+    create(&mut a, "/armed");
+    let get = GetDataRequest {
+        path: "/armed".into(),
+        watch: true,
+    };
+    let xid = a.send(4, &get.to_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = Raw::connect(&zk);
+    let set = SetDataRequest {
+        path: "/armed".into(),
+        data: quorumkv_server::zk::jute::Data::of(b"new".to_vec()),
+        version: -1,
+    };
+    assert_eq!(b.call(5, &set.to_bytes()).0, 0);
+    let f = a.frame();
+    let h: ReplyHeader = Reader::new(&f).record().unwrap();
+    assert_eq!(
+        h.xid, xid,
+        "the notification came before the reply of the read that armed its watch"
+    );
+    let got: GetDataResponse = Reader::new(&f[16..]).record().unwrap();
+    assert_eq!(
+        got.stat.version, 0,
+        "the read's view is from before the set"
+    );
+    let f = a.frame();
+    let mut r = Reader::new(&f);
+    let h: ReplyHeader = r.record().unwrap();
+    assert_eq!(h.xid, -1, "a notification follows");
+    let e: WatcherEvent = r.record().unwrap();
+    assert_eq!((e.kind, e.path.as_str()), (3, "/armed"));
+}
+
 /// A session closed elsewhere (here: from a second connection that resumed it) ends its other
 /// connections, as a ZooKeeper server closes the connection of a session it closes: the first
 /// connection is closed, not left serving a session whose ephemerals are gone.

@@ -17,7 +17,7 @@
 //! after; once the run is over and sessions have had time to expire, no ephemeral is left.
 //! This module never judges the etcd workload.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -190,6 +190,11 @@ pub async fn client(
         let mut newest = vec![0i64; usize::from(REGISTERS)];
         // A plain znode this session created and will delete.
         let mut plain: Option<String> = None;
+        // Where the session moved so far (member, the zxid it re-armed its watches from),
+        // told with any violation it meets.
+        let mut path_taken = vec![(member, 0i64)];
+        // The session's latest steps, told with any violation it meets.
+        let mut trail: VecDeque<String> = VecDeque::new();
         let mut left = rng.random_range(50..400);
         while alive && left > 0 && !shared.stop_clients.load(Ordering::Relaxed) {
             left -= 1;
@@ -213,8 +218,17 @@ pub async fn client(
                 for n in s.notifications.drain(..) {
                     if let Some(k) = (0..REGISTERS).find(|k| register(*k) == n.event.path) {
                         watched.remove(&k);
+                        note(&mut trail, format!("notified r{k} ({})", n.event.kind));
                     }
                 }
+                note(
+                    &mut trail,
+                    format!(
+                        "r{k} {step:?} at {} ms, zxid {}",
+                        complete / 1000,
+                        s.last_zxid
+                    ),
+                );
                 match step {
                     Step::Read { mzxid, watch } => {
                         if mzxid < newest[usize::from(k)] {
@@ -231,9 +245,12 @@ pub async fn client(
                         {
                             l.violations.push(format!(
                                 "session {:x}: a read of {} shows zxid {mzxid}, but the watch set \
-                             at {set_at} was not notified first",
+                             at {set_at} was not notified first (members and zxids: {:?}; \
+                             latest steps: {:?})",
                                 s.id,
-                                register(k)
+                                register(k),
+                                path_taken,
+                                trail
                             ));
                         }
                         if watch {
@@ -278,6 +295,7 @@ pub async fn client(
             if lost {
                 match move_session(&s, &addrs, &mut member, &watched).await {
                     Some(moved) => {
+                        path_taken.push((member, moved.last_zxid));
                         s = moved;
                         log.lock().moves += 1;
                     }
@@ -330,6 +348,17 @@ async fn move_session(
     None
 }
 
+/// Most steps a session's trail keeps.
+const TRAIL_STEPS_MAX: usize = 24;
+
+/// Adds `step` to `trail`, forgetting the oldest past [`TRAIL_STEPS_MAX`].
+fn note(trail: &mut VecDeque<String>, step: String) {
+    if trail.len() == TRAIL_STEPS_MAX {
+        trail.pop_front();
+    }
+    trail.push_back(step);
+}
+
 /// One operation's inputs: the register, a fresh value, the roll that picks the operation,
 /// and the session's ephemeral.
 struct Op1<'a> {
@@ -340,6 +369,7 @@ struct Op1<'a> {
 }
 
 /// What one operation came to.
+#[derive(Debug)]
 enum Step {
     /// A register read: the mzxid it showed, and whether it set a watch.
     Read { mzxid: i64, watch: bool },

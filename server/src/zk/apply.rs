@@ -101,6 +101,8 @@ impl ZkApplier {
 
     fn event(&mut self, kind: i32, path: &str, acl: &[znode::StoredAcl]) {
         self.events.push(Event {
+            // Stamped once the entry is applied (see `apply`).
+            revision: 0,
             kind,
             path: path.to_string(),
             acl: acl.to_vec(),
@@ -683,7 +685,15 @@ impl Applier for ZkApplier {
         let events = self.events.len();
         let result = match envelope.zookeeper.as_deref().map(ZkTxn::decode) {
             Some(Ok(t)) => match self.apply_txn(txn, envelope.time_ms as i64, &t) {
-                Ok(done) => Ok(done),
+                Ok(done) => {
+                    // Each event carries the revision its entry made, the zxid its writer's
+                    // reply carries.
+                    let made = txn.current_revision();
+                    for e in &mut self.events[events..] {
+                        e.revision = made;
+                    }
+                    Ok(done)
+                }
                 Err(Fail::Code(code)) => {
                     // A refused write leaves nothing, whatever step refused it.
                     txn.rollback_to(start).map_err(|e| e.to_string())?;
@@ -710,6 +720,12 @@ impl Applier for ZkApplier {
 
     fn committed(&mut self, revision: i64) {
         let events = std::mem::take(&mut self.events);
+        assert!(
+            events
+                .iter()
+                .all(|e| 0 < e.revision && e.revision <= revision),
+            "every event is stamped with a revision of its batch"
+        );
         self.watches.fire(revision, &events);
         if !self.ended.is_empty() {
             self.watches.end_sessions(&std::mem::take(&mut self.ended));

@@ -351,7 +351,11 @@ fn closing_a_session_removes_its_ephemerals_in_one_revision() {
         heard.push(n);
     }
     assert_eq!(heard.len(), 2, "a deletion and a parent's children");
-    assert!(heard[0].ends_with(b"/p/e1") && heard[1].ends_with(b"/q"));
+    assert!(heard[0].frame.ends_with(b"/p/e1") && heard[1].frame.ends_with(b"/q"));
+    assert!(
+        heard.iter().all(|n| n.revision == close.zxid),
+        "each tells the revision of the close, the zxid its reply carries"
+    );
     // A closed session is gone: closing it again, or creating an ephemeral for it, fails.
     let again = f.write(ZkTxn {
         session: SESSION,

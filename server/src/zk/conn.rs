@@ -3,8 +3,9 @@
 //!
 //! A frame over `jute.maxbuffer`, a record that does not decode, or a silence longer than the
 //! session's timeout closes this connection only. Each request is answered by
-//! [`super::request`]; notifications queued for the connection go out before every reply (see
-//! [`super::watches`] for why that orders them). While [`IN_FLIGHT_MAX`] requests, or four
+//! [`super::request`]; notifications queued for the connection go out before the replies that
+//! reflect their changes and after those that do not (see [`super::watches`] and
+//! [`super::outbox`]). While [`IN_FLIGHT_MAX`] requests, or four
 //! frames' worth of bytes, await their answers, no more are read.
 
 use std::sync::Arc;
@@ -21,12 +22,12 @@ use super::acl::AuthId;
 use super::codes::{err, op};
 use super::four_letter::ConnStats;
 use super::jute::{Buffer, Jute, JuteError, Reader};
+use super::outbox::Outbox;
 use super::pipeline::{Done, Pipeline};
 use super::records::*;
 use super::request::{Client, Fatal};
 use super::session::{self, ZkContext};
 use super::txn::ZkTxn;
-use super::watches::SESSION_ENDED;
 
 /// Requests of one connection in flight at most (ZooKeeper's `globalOutstandingLimit` is a
 /// thousand for the whole server).
@@ -89,7 +90,10 @@ async fn frame<R: AsyncRead + Unpin>(
 }
 
 /// Writes `parts` as one frame into the connection's buffer (flushed by the caller).
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> Result<(), ConnError> {
+pub(super) async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &[&[u8]],
+) -> Result<(), ConnError> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     w.write_all(&(len as u32).to_be_bytes()).await?;
     for p in parts {
@@ -227,6 +231,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     ctx.watches.identify(conn, client.ids.clone());
     let mut pipeline = Pipeline::new(Arc::clone(&ctx), IN_FLIGHT_MAX, max.saturating_mul(4));
+    let mut outbox = Outbox::default();
     // Whatever ends the connection, what the buffer holds goes out first: replies to
     // requests that were answered before it ended.
     let end: Result<(), ConnError> = async {
@@ -247,23 +252,44 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 }
             };
             match event {
-                Event::Note(Some(n)) if n == SESSION_ENDED => {
-                    if !pipeline.closing() {
+                Event::Note(Some(n)) => {
+                    // While a request is in flight its reply may reflect an older revision
+                    // than this change, so the notification waits for that reply.
+                    let taken = outbox.hold(n);
+                    if taken.ended && !pipeline.closing() {
                         return Err(ConnError::Expired);
                     }
-                }
-                Event::Note(Some(n)) => {
-                    send(&mut w, &[&n]).await?;
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                    if taken.cut {
+                        return Ok(());
+                    }
+                    if pipeline.is_empty() {
+                        let sent = outbox.send_through(&mut w, i64::MAX).await?;
+                        stats.sent.fetch_add(sent, Ordering::Relaxed);
+                    }
                 }
                 // Cut off: its queue overflowed, or a snapshot install cut every connection.
                 Event::Note(None) => return Ok(()),
                 Event::Done(done) => {
-                    // Every event up to what a reply reflects goes out before it.
-                    let (drained, ended) = drain(&mut w, &mut notes).await?;
-                    stats.sent.fetch_add(drained, Ordering::Relaxed);
-                    if ended && !pipeline.closing() {
+                    // Every event up to what a reply reflects goes out before it, and no
+                    // later one.
+                    let through = match &done {
+                        Ok(Done::Answered { reply, .. }) => reply.zxid,
+                        Ok(Done::Closed { zxid, .. }) => *zxid,
+                        Ok(Done::Again) => i64::MIN,
+                        Err(_) => i64::MAX,
+                    };
+                    let taken = outbox.take(&mut notes);
+                    let sent = outbox.send_through(&mut w, through).await?;
+                    stats.sent.fetch_add(sent, Ordering::Relaxed);
+                    if taken.ended && !pipeline.closing() {
                         return Err(ConnError::Expired);
+                    }
+                    // Cut off while the answer was made: it may reflect changes whose
+                    // notifications this connection will never queue (a snapshot install,
+                    // or its queue overflowed), so it is not sent; the client reconnects
+                    // and re-arms its watches from the last zxid it saw.
+                    if taken.cut {
+                        return Ok(());
                     }
                     match done? {
                         Done::Answered { xid, reply: r } => {
@@ -280,6 +306,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                             return Err(ConnError::Closed);
                         }
                         Done::Again => {}
+                    }
+                    // Nothing in flight: what waited goes now.
+                    if pipeline.is_empty() && !outbox.is_empty() {
+                        let sent = outbox.send_through(&mut w, i64::MAX).await?;
+                        stats.sent.fetch_add(sent, Ordering::Relaxed);
                     }
                 }
                 Event::Frame(Ok(Some(body))) => {
@@ -306,7 +337,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 
 /// What the connection's loop wakes for.
 enum Event {
-    Note(Option<Vec<u8>>),
+    Note(Option<super::watches::Note>),
     Done(Result<Done, ConnError>),
     Frame(Result<Option<Result<Vec<u8>, ConnError>>, tokio::time::error::Elapsed>),
 }
@@ -355,21 +386,4 @@ impl Drop for Disconnect<'_> {
     fn drop(&mut self) {
         self.0.watches.disconnect(self.1);
     }
-}
-
-/// Sends the notifications queued so far: how many, and whether the session ended meanwhile.
-async fn drain<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    notes: &mut super::watches::Notifications,
-) -> Result<(u64, bool), ConnError> {
-    let (mut sent, mut ended) = (0, false);
-    while let Ok(n) = notes.try_recv() {
-        if n == SESSION_ENDED {
-            ended = true;
-            continue;
-        }
-        send(w, &[&n]).await?;
-        sent += 1;
-    }
-    Ok((sent, ended))
 }

@@ -4,7 +4,7 @@
 //! space ([`znode`]); the log entry of a write ([`txn`]) and its applier ([`apply`]); access
 //! control ([`acl`]); reads ([`read`]); sessions ([`session`]); watches ([`watches`]); the
 //! reaper of containers and TTL nodes ([`reaper`]); and the client port ([`port`], [`conn`],
-//! [`pipeline`], [`request`], [`four_letter`]).
+//! [`pipeline`], [`outbox`], [`request`], [`four_letter`]).
 //!
 //! Like every client API it may build on `member/` and below, never on `etcd/`.
 
@@ -15,6 +15,7 @@ pub mod conn;
 pub mod four_letter;
 pub mod jute;
 pub mod ops;
+pub mod outbox;
 pub mod pipeline;
 pub mod port;
 pub mod read;

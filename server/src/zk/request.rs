@@ -101,7 +101,18 @@ pub async fn handle(
         op::EXISTS | op::GET_DATA | op::GET_CHILDREN | op::GET_CHILDREN2 => {
             let path = rd.ustring()?;
             let watch = rd.boolean()?;
-            read_node(ctx, client, header.kind, &path, watch).await
+            let reply = read_node(ctx, client, header.kind, &path, watch).await;
+            // Test builds: `return(ms)` holds the reply of a read that armed a watch back that
+            // long, so a change can fire the watch before the reply goes out.
+            if watch
+                && crate::FAILPOINTS_COMPILED
+                && let Some(Some(ms)) = fail::eval("zk::after_watch_armed", |ms| {
+                    ms.and_then(|ms| ms.parse::<u64>().ok())
+                })
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            reply
         }
         op::GET_ACL => {
             let path = rd.ustring()?;

@@ -4,14 +4,18 @@
 //! (creations, deletions and data changes anywhere under it), each delivered only to a
 //! connection that may read the node.
 //!
-//! Two rules give ZooKeeper's ordering. The apply thread fires a revision's events under the
+//! Three rules give ZooKeeper's ordering. The apply thread fires a revision's events under the
 //! table's lock before that revision's writers are answered, and a read takes its view of the
 //! key space and registers its watch under the same lock, once the table has fired through the
 //! view's revision (see [`Watches::read`]), so no event falls between a read and its watch.
-//! Each connection has one queue of notifications, drained before every reply it sends, and
-//! no reply goes out before the events of the revision it reflects are queued (see
-//! [`Watches::fired_through`]), so an event reaches the client before any reply that
-//! reflects it.
+//! No reply goes out before the events of the revision it reflects are queued for its
+//! connection (see [`Watches::fired_through`]). And each queued notification carries the
+//! revision of its change ([`Note`]): the connection sends it before the replies that reflect
+//! that revision and after those that do not (`outbox`). So an event reaches the client
+//! before any reply that shows its change, and after the reply of the read that armed its
+//! watch, when ZooKeeper's clients register the watcher that is to hear it. A connection cut
+//! off (its queue full, or every connection at a snapshot install) sends no reply after the
+//! cut: what it would answer may reflect events it was never told of.
 //!
 //! Bounded: a connection holds at most [`WATCHES_PER_CONNECTION_MAX`] watches, and its queue
 //! at most [`QUEUED_PER_CONNECTION_MAX`] notifications; past that, the connection is closed
@@ -87,6 +91,8 @@ impl Kind {
 /// A change applied to one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The revision (zxid) that made it.
+    pub revision: i64,
     /// `codes::event`.
     pub kind: i32,
     /// The path it happened to.
@@ -96,8 +102,18 @@ pub struct Event {
     pub acl: Vec<StoredAcl>,
 }
 
-/// A connection's notifications: frames to send, or [`SESSION_ENDED`].
-pub type Notifications = mpsc::Receiver<Vec<u8>>;
+/// A notification queued for a connection, or [`SESSION_ENDED`] as its frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// The revision of the change it tells of. It goes out before any reply that reflects
+    /// that revision, and after any reply that does not (a read's whose view is older).
+    pub revision: i64,
+    /// The frame to send.
+    pub frame: Vec<u8>,
+}
+
+/// A connection's notifications.
+pub type Notifications = mpsc::Receiver<Note>;
 
 /// Queued for a connection whose session was closed: it ends (after answering the
 /// closeSession it sent itself, if it did).
@@ -106,7 +122,7 @@ pub const SESSION_ENDED: &[u8] = &[];
 /// One connection's entry.
 #[derive(Debug)]
 struct Conn {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Note>,
     /// The session it serves.
     session: i64,
     /// How many watches it holds.
@@ -164,6 +180,8 @@ pub struct Watches {
 pub struct ReadGuard<'a> {
     table: MutexGuard<'a, Table>,
     conn: u64,
+    /// The revision of the read's view.
+    revision: i64,
 }
 
 impl ReadGuard<'_> {
@@ -191,13 +209,17 @@ impl ReadGuard<'_> {
     }
 
     /// Queues a notification of `kind` on `path` for this connection now (setWatches'
-    /// events for what the client missed); false when its queue is full.
+    /// events for what the client missed, as of the read's view); false when its queue is
+    /// full.
     pub fn notify(&mut self, kind: i32, path: &str) -> bool {
-        let frame = notification(kind, path);
+        let note = Note {
+            revision: self.revision,
+            frame: notification(kind, path),
+        };
         self.table
             .conns
             .get(&self.conn)
-            .is_some_and(|c| c.tx.try_send(frame).is_ok())
+            .is_some_and(|c| c.tx.try_send(note).is_ok())
     }
 }
 
@@ -299,7 +321,13 @@ impl Watches {
             .conns
             .iter()
             .filter(|(_, c)| sessions.contains(&c.session))
-            .filter(|(_, c)| c.tx.try_send(SESSION_ENDED.to_vec()).is_err())
+            .filter(|(_, c)| {
+                let ended = Note {
+                    revision: t.revision,
+                    frame: SESSION_ENDED.to_vec(),
+                };
+                c.tx.try_send(ended).is_err()
+            })
             .map(|(id, _)| *id)
             .collect();
         for conn in full {
@@ -349,7 +377,14 @@ impl Watches {
                 let table = self.table.lock();
                 let (view, revision) = take();
                 if table.revision >= revision {
-                    return (ReadGuard { table, conn }, view);
+                    return (
+                        ReadGuard {
+                            table,
+                            conn,
+                            revision,
+                        },
+                        view,
+                    );
                 }
             }
             notified.await;
@@ -407,11 +442,14 @@ impl Watches {
             if hearers.is_empty() {
                 continue;
             }
-            let frame = notification(e.kind, &e.path);
+            let note = Note {
+                revision: e.revision,
+                frame: notification(e.kind, &e.path),
+            };
             let mut full = Vec::new();
             for conn in hearers {
                 if let Some(c) = t.conns.get(&conn)
-                    && c.tx.try_send(frame.clone()).is_err()
+                    && c.tx.try_send(note.clone()).is_err()
                 {
                     full.push(conn);
                 }
@@ -449,6 +487,7 @@ mod tests {
 
     fn ev(kind: i32, path: &str) -> Event {
         Event {
+            revision: 2,
             kind,
             path: path.into(),
             acl: Vec::new(),
@@ -473,8 +512,8 @@ mod tests {
         );
         w.fire(3, &[ev(event::NODE_CREATED, "/a")]);
         let first = rx.try_recv().unwrap();
-        assert!(first.ends_with(b"/a"));
-        assert!(rx.try_recv().unwrap().ends_with(b"/"));
+        assert!(first.frame.ends_with(b"/a"));
+        assert!(rx.try_recv().unwrap().frame.ends_with(b"/"));
         assert!(rx.try_recv().is_err(), "one-shot");
     }
 
@@ -540,7 +579,7 @@ mod tests {
         w.fire(3, &[ev(event::NODE_DATA_CHANGED, "/p")]);
         let mut heard = Vec::new();
         while let Ok(n) = rx.try_recv() {
-            heard.push(String::from_utf8_lossy(&n[n.len() - 6..]).to_string());
+            heard.push(String::from_utf8_lossy(&n.frame[n.frame.len() - 6..]).to_string());
         }
         assert_eq!(heard.len(), 5, "{heard:?}");
         assert!(heard.iter().all(|h| !h.contains("secret")));
