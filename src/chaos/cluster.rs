@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use quorumkv_lossyfs::{Cut, CutReport, Disk};
 use quorumkv_server::pb::etcdserverpb::{
-    MemberAddRequest, MemberListRequest, MemberRemoveRequest, StatusRequest,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberRemoveRequest, StatusRequest,
     cluster_client::ClusterClient, maintenance_client::MaintenanceClient,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -400,10 +400,21 @@ impl Cluster {
     /// Replaces member `i`: removes it through another member, waits for it to exit, wipes its
     /// data, adds it back under a new id and starts it joining the running cluster.
     pub async fn replace(&mut self, i: usize, via: usize) -> Result<(), String> {
+        self.replace_tending(i, via, None).await.map(|_| ())
+    }
+
+    /// [`Cluster::replace`], restarting member `tend` (armed to crash) whenever it has exited
+    /// while the add waits: a voter down makes every add refused. Answers whether it did.
+    pub async fn replace_tending(
+        &mut self,
+        i: usize,
+        via: usize,
+        tend: Option<usize>,
+    ) -> Result<bool, String> {
         let c = ClusterClient::new(self.members[via].channel.clone());
         let old = self.members[i].id;
         // The strict reconfiguration check refuses while a member is unreachable; retry.
-        retry("member remove", || {
+        retry("member remove", RECONFIG_RETRY, || {
             let mut c = c.clone();
             async move {
                 match c.member_remove(MemberRemoveRequest { id: old }).await {
@@ -427,36 +438,53 @@ impl Cluster {
         self.kill(i);
         wipe(&self.members[i].dir)?;
         let url = format!("{}://{}", self.scheme, self.members[i].proxy);
-        let added = retry("member add", || {
+        // Adding a voter needs every voter heard from lately (etcd's strict check), which
+        // network faults running beside this one can deny for a while. An attempt whose answer
+        // was lost may have added the member already (and then, not started, it keeps the
+        // check failing): each attempt looks for it first. A removed member not added back
+        // would leave the cluster short for good, so the add waits longer than the removal.
+        let deadline = tokio::time::Instant::now() + MEMBER_ADD_RETRY;
+        let mut restarted = false;
+        let added = loop {
+            if let Some(t) = tend
+                && self.exited(t)
+            {
+                self.start(t)?;
+                restarted = true;
+            }
             let mut c = c.clone();
-            let peer_ur_ls = vec![url.clone()];
-            async move {
+            let attempt = async {
+                let list = c.member_list(MemberListRequest::default()).await?;
+                if let Some(m) = list
+                    .into_inner()
+                    .members
+                    .into_iter()
+                    .find(|m| m.peer_ur_ls.contains(&url))
+                {
+                    return Ok(MemberAddResponse {
+                        member: Some(m),
+                        ..Default::default()
+                    });
+                }
                 c.member_add(MemberAddRequest {
-                    peer_ur_ls,
+                    peer_ur_ls: vec![url.clone()],
                     is_learner: false,
                 })
                 .await
+                .map(tonic::Response::into_inner)
+            };
+            match attempt.await {
+                Ok(a) => break a,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!("member add: {}", e.message()));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-        })
-        .await;
-        let id = match added {
-            Ok(a) => a.member.map(|m| m.id).ok_or("member add named no member")?,
-            // An earlier attempt whose answer was lost did it: find the member it added.
-            Err(e) if e.contains("already exists") => {
-                let mut c = c.clone();
-                let list = c
-                    .member_list(MemberListRequest::default())
-                    .await
-                    .map_err(|e| format!("member list: {}", e.message()))?
-                    .into_inner();
-                list.members
-                    .iter()
-                    .find(|m| m.peer_ur_ls.contains(&url))
-                    .map(|m| m.id)
-                    .ok_or(e)?
-            }
-            Err(e) => return Err(e),
         };
+        let id = added
+            .member
+            .map(|m| m.id)
+            .ok_or("member add named no member")?;
         {
             let mut ids = self.ids.write();
             ids.remove(&old);
@@ -464,7 +492,8 @@ impl Cluster {
         }
         self.members[i].id = id;
         self.members[i].joining = true;
-        self.start(i)
+        self.start(i)?;
+        Ok(restarted)
     }
 }
 
@@ -521,13 +550,18 @@ fn wipe(dir: &Path) -> Result<(), String> {
         .map_err(err)
 }
 
-/// Calls `f` until it succeeds, for up to 30 s.
-async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
+/// How long a membership change is tried again while the cluster refuses it.
+const RECONFIG_RETRY: Duration = Duration::from_secs(30);
+/// How long adding a replaced member back is tried again.
+const MEMBER_ADD_RETRY: Duration = Duration::from_secs(120);
+
+/// Calls `f` until it succeeds, for up to `within`.
+async fn retry<T, F, Fut>(what: &str, within: Duration, mut f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         match f().await {
             Ok(r) => return Ok(r.into_inner()),

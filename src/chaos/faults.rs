@@ -363,6 +363,9 @@ async fn crash(
     cl.arm(armed, &format!("{point}=panic"))?;
     // The member reads the file every 100 ms.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Whether the armed member crashed before the step this fault makes run (a snapshot sent
+    // to another lagging member) and was restarted already.
+    let mut crashed_early = false;
     let triggered = match point {
         // A learner that never starts is added and removed: two membership changes that
         // commit without the crashed member.
@@ -383,7 +386,10 @@ async fn crash(
         // membership changes go through a third member, which outlives the crash.
         "snapshot::send_chunk" | "snapshot::receive_chunk" | "apply::after_install" => {
             match (0..n).find(|&i| i != leader && i != follower) {
-                Some(via) => cl.replace(follower, via).await,
+                Some(via) => cl
+                    .replace_tending(follower, via, Some(armed))
+                    .await
+                    .map(|restarted| crashed_early = restarted),
                 None => Ok(()),
             }
         }
@@ -397,6 +403,13 @@ async fn crash(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     cl.arm(armed, "")?;
+    if crashed_early {
+        stats.crashes.fetch_add(1, Ordering::Relaxed);
+        say(format!(
+            "{} crashed at {point} before the replaced member joined; restarted then",
+            cl.members[armed].name
+        ));
+    }
     let crashed = !cl.running(armed);
     if crashed {
         stats.crashes.fetch_add(1, Ordering::Relaxed);
@@ -405,7 +418,7 @@ async fn crash(
             cl.members[armed].name
         ));
         cl.start(armed)?;
-    } else {
+    } else if !crashed_early {
         say(format!("{} never reached {point}", cl.members[armed].name));
     }
     Ok(())
